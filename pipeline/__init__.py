@@ -1,0 +1,1 @@
+"""Imperative shell: config, LLM backends, Ray actors, run driver, storage, export and the CLI."""

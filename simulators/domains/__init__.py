@@ -1,0 +1,3 @@
+"""Built-in domains; importing this package registers them."""
+
+from apigen_mt.simulators.domains import airline, retail  # noqa: F401

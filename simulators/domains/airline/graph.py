@@ -1,0 +1,3 @@
+"""API dependency graph of this domain (being written)."""
+
+API_GRAPH: list = []

@@ -1,0 +1,21 @@
+"""The retail domain: tau-bench's online shop (users, orders, products), tool for tool."""
+
+from importlib.resources import files
+
+from apigen_mt.simulators.domain import Domain, register
+from apigen_mt.simulators.domains.retail import generator, rules
+from apigen_mt.simulators.domains.retail.graph import API_GRAPH
+from apigen_mt.simulators.domains.retail.tools import RetailTools
+
+DOMAIN = register(
+    Domain(
+        name="retail",
+        description="Online retail customer service: orders, returns, exchanges, address and payment changes.",
+        toolkit=RetailTools,
+        tables=("orders", "products", "users"),
+        policy=files(__package__).joinpath("policy.md").read_text(encoding="utf-8"),
+        generate=generator.generate,
+        rules=rules.RULES,
+        api_graph=API_GRAPH,
+    )
+)

@@ -1,0 +1,3 @@
+"""Policy rules of this domain as code (being written)."""
+
+RULES: list = []

@@ -1,0 +1,1 @@
+"""Functional core: format, execution, policy and LLM-review validators, and trajectory verification."""
