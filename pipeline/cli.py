@@ -20,7 +20,8 @@ class CliError(Exception):
 
 
 def main() -> None:
-    from apigen_mt.pipeline import cli_data  # noqa: F401  (registers its commands on `app`)
+    # Each module registers its commands on `app`.
+    from apigen_mt.pipeline import cli_data, cli_parse  # noqa: F401
 
     try:
         app()

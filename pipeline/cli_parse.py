@@ -1,0 +1,51 @@
+"""`apigen-mt parse`: read raw model output as tool calls and text, the way vLLM's tool parser would."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from apigen_mt.pipeline.cli import CliError, app
+from apigen_mt.simulators.tool_parsers import ParsedOutput, get_parser, json_kind, parser_names
+
+
+def _record(parsed: ParsedOutput) -> str:
+    calls = [{"name": call.name, "arguments": call.arguments} for call in parsed.tool_calls]
+    return json.dumps({"tool_calls": calls, "content": parsed.content})
+
+
+def _jsonl_inputs(text: str) -> list[str]:
+    inputs = []
+    # Split on "\n" only: JSON strings may hold raw U+2028 and other characters str.splitlines breaks on.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            raise CliError(f"line {number} of stdin is not valid JSON ({exc}); with --jsonl each line must be a JSON string") from None
+        if not isinstance(value, str):
+            raise CliError(f"line {number} of stdin holds a JSON {json_kind(value)}, not a string; with --jsonl each line must be one model output as a JSON string")
+        inputs.append(value)
+    return inputs
+
+
+@app.command("parse")
+def parse(
+    output_format: str = typer.Option("xlam", "--format", help=f"tool-call format of the output: {', '.join(parser_names())}"),
+    jsonl: bool = typer.Option(False, "--jsonl", help="stdin holds one JSON string per line, each one model output"),
+) -> None:
+    """Parse model output from stdin into tool calls and text; print one JSON object per output.
+
+    Without --jsonl the whole of stdin, trailing newline included, is one output. Each output prints
+    as {"tool_calls": [{"name", "arguments"}], "content": str|null}.
+    """
+    try:
+        parser = get_parser(output_format)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    text = sys.stdin.read()
+    for output in _jsonl_inputs(text) if jsonl else [text]:
+        typer.echo(_record(parser.parse(output)))

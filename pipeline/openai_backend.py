@@ -1,0 +1,361 @@
+"""ChatModel over any OpenAI-compatible `/chat/completions` endpoint (vLLM serve, SGLang, llama.cpp, hosted APIs).
+
+Failure semantics follow the run's rule that one item's failure never kills the run:
+- `check()` is the start-up probe; it raises `EndpointUnavailable` with a message that says what to fix.
+- `chat()` never raises for anything the endpoint does. Transient failures (HTTP 429, 5xx, timeouts,
+  connection errors) are retried with exponential backoff and jitter, honouring `Retry-After`; what is
+  still failing after that, or a non-retryable HTTP error, comes back as `ChatResponse(error=...)`.
+The API key is read only from the environment variable named in the config and is scrubbed from every
+message this module produces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion, FinishReason
+from apigen_mt.simulators.tool_parsers import get_parser
+from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall
+
+# The server's own explanation is kept, but a whole HTML error page is not useful in a parquet reason column.
+SERVER_MESSAGE_LIMIT = 500
+
+
+class EndpointUnavailable(RuntimeError):
+    """The endpoint cannot serve this run: unreachable, the key is rejected, or the model is not served."""
+
+
+class OpenAIBackendConfig(BaseModel):
+    """How to reach one model on an OpenAI-compatible server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(description="URL prefix before /chat/completions, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="model name as the server lists it under /models")
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
+    max_concurrency: int = Field(16, ge=1, description="requests in flight at once, retries included")
+    timeout_s: float = Field(300.0, gt=0, description="seconds to wait for connect, send and the whole reply")
+    max_retries: int = Field(4, ge=0, description="extra attempts after a transient failure")
+    backoff_base_s: float = Field(0.5, ge=0, description="first backoff; doubles per attempt")
+    backoff_max_s: float = Field(30.0, ge=0, description="cap on one wait, Retry-After included")
+    tool_parser: str = Field("xlam", description="parser for tool calls a server returns as plain text")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/]", value):
+            raise ValueError(f"base_url must start with http:// or https:// and name a host, got {value!r}")
+        return value.rstrip("/")
+
+
+class OpenAIChatModel:
+    """One model behind an OpenAI-compatible endpoint. Use as `async with`, or call `aclose()` when done."""
+
+    def __init__(self, config: OpenAIBackendConfig) -> None:
+        self.config = config
+        self.model_id = config.model
+        self._api_key = _read_api_key(config.api_key_env)
+        self._parser = get_parser(config.tool_parser)
+        self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._jitter = random.Random()
+        # Created on first use so the connection pool belongs to the event loop that uses it.
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatModel(model={self.config.model!r}, base_url={self.config.base_url!r})"
+
+    async def __aenter__(self) -> OpenAIChatModel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def check(self) -> list[str]:
+        """Probe `GET /models` once; return the served model ids or raise `EndpointUnavailable`."""
+        base = self.config.base_url
+        try:
+            response = await self._http().get("models")
+        except httpx.RequestError as exc:
+            raise EndpointUnavailable(f"cannot reach {base}: {self._describe(exc)}; is the server running?") from exc
+        if response.status_code in (401, 403):
+            hint = (
+                f"check the key in ${self.config.api_key_env}"
+                if self.config.api_key_env
+                else "set api_key_env to the name of the environment variable that holds the key"
+            )
+            raise EndpointUnavailable(
+                f"{base} rejected the request with HTTP {response.status_code} "
+                f"({self._server_message(response)}); {hint}"
+            )
+        if response.status_code != 200:
+            raise EndpointUnavailable(
+                f"GET {base}/models answered HTTP {response.status_code}: {self._server_message(response)}"
+            )
+        try:
+            served = [str(entry["id"]) for entry in response.json()["data"]]
+        except (ValueError, KeyError, TypeError):
+            raise EndpointUnavailable(
+                f"GET {base}/models did not answer with an OpenAI model list: {self._server_message(response)}"
+            ) from None
+        if self.config.model not in served:
+            listing = ", ".join(served) if served else "(nothing)"
+            raise EndpointUnavailable(f"model {self.config.model!r} is not served by {base}; it serves: {listing}")
+        return served
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        payload = self._payload(request)
+        async with self._slots:
+            body, failure = await self._post_with_retries(payload)
+        if failure is not None:
+            return ChatResponse(model=self.model_id, error=failure)
+        try:
+            return self._response(body, tools_offered=bool(request.tools))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            snippet = self._scrub(json.dumps(body)[:SERVER_MESSAGE_LIMIT])
+            return ChatResponse(
+                model=self.model_id,
+                error=f"{self._endpoint()} answered 200 with something that is not a chat completion "
+                f"({exc}): {snippet}",
+            )
+
+    def _payload(self, request: ChatRequest) -> dict[str, Any]:
+        sampling = request.sampling
+        payload: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": [_openai_message(message) for message in request.messages],
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "n": sampling.n,
+        }
+        if sampling.seed is not None:
+            payload["seed"] = sampling.seed
+        if sampling.stop:
+            payload["stop"] = sampling.stop
+        if request.tools:
+            payload["tools"] = [tool.openai() for tool in request.tools]
+        if request.json_schema is not None:
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": _schema_name(request.json_schema), "schema": request.json_schema},
+            }
+        return payload
+
+    async def _post_with_retries(self, payload: dict[str, Any]) -> tuple[Any, str | None]:
+        """The decoded 200 body, or None and why the request failed for good."""
+        attempts = self.config.max_retries + 1
+        for attempt in range(attempts):
+            retry_after: float | None = None
+            try:
+                response = await self._http().post("chat/completions", json=payload)
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                failure = self._describe(exc)
+            except httpx.RequestError as exc:  # not transient: a redirect loop, an undecodable body, a proxy error
+                return None, f"{self._endpoint()} failed: {self._describe(exc)}"
+            else:
+                if response.status_code == 200:
+                    try:
+                        return response.json(), None
+                    except ValueError:
+                        return None, (
+                            f"{self._endpoint()} answered 200 with a body that is not JSON: "
+                            f"{self._server_message(response)}"
+                        )
+                failure = f"HTTP {response.status_code}: {self._server_message(response)}"
+                if not _retryable(response.status_code):
+                    return None, f"{self._endpoint()} refused the request with {failure}"
+                retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+            if attempt + 1 < attempts:
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+        return None, f"{self._endpoint()} failed after {attempts} attempt(s); last failure: {failure}"
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.config.backoff_max_s)
+        ceiling = min(self.config.backoff_max_s, self.config.backoff_base_s * 2**attempt)
+        # Equal jitter: never less than half the backoff, spread so that many clients do not retry in step.
+        return ceiling / 2 + self._jitter.uniform(0, ceiling / 2)
+
+    def _response(self, body: dict[str, Any], *, tools_offered: bool) -> ChatResponse:
+        choices = sorted(body["choices"], key=lambda choice: choice.get("index", 0))
+        if not choices:
+            raise ValueError("no choices")
+        usage = body.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_shares = _split_evenly(int(usage.get("completion_tokens") or 0), len(choices))
+        completions = [
+            self._completion(choice, tools_offered, prompt_tokens, share)
+            for choice, share in zip(choices, completion_shares)
+        ]
+        return ChatResponse(completions=completions, model=str(body.get("model") or self.model_id))
+
+    def _completion(
+        self, choice: dict[str, Any], tools_offered: bool, prompt_tokens: int, completion_tokens: int
+    ) -> Completion:
+        message = choice.get("message") or {}
+        text = message.get("content") or ""
+        finish_reason, error = _finish_reason(choice.get("finish_reason"))
+        structured = message.get("tool_calls") or []
+        content: str | None
+        if structured:
+            tool_calls = [_decode_tool_call(call) for call in structured]
+            content = message.get("content")
+        elif tools_offered and text:
+            # The server has no tool parser for this model (or none enabled): parse the raw text ourselves.
+            parsed = self._parser.parse(text)
+            tool_calls, content = list(parsed.tool_calls), parsed.content
+        else:
+            tool_calls, content = [], text
+        if tool_calls and finish_reason == "stop":
+            finish_reason = "tool_calls"
+        return Completion(
+            text=text,
+            content=content,
+            tool_calls=tool_calls,
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            error=error,
+        )
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            limits = httpx.Limits(
+                max_connections=self.config.max_concurrency, max_keepalive_connections=self.config.max_concurrency
+            )
+            self._client = httpx.AsyncClient(
+                base_url=self.config.base_url + "/",
+                headers=headers,
+                timeout=httpx.Timeout(self.config.timeout_s),
+                limits=limits,
+            )
+        return self._client
+
+    def _endpoint(self) -> str:
+        return f"POST {self.config.base_url}/chat/completions"
+
+    def _describe(self, exc: httpx.RequestError) -> str:
+        if isinstance(exc, httpx.TimeoutException):
+            return f"timed out after {self.config.timeout_s:g} s ({type(exc).__name__})"
+        if _caused_by(exc, ConnectionRefusedError):
+            return "connection refused"
+        return self._scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    def _server_message(self, response: httpx.Response) -> str:
+        text = response.text
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            error = body.get("error")
+            if isinstance(error, dict) and error.get("message"):
+                text = str(error["message"])
+            elif isinstance(error, str):
+                text = error
+            elif body.get("message") or body.get("detail"):
+                text = str(body.get("message") or body.get("detail"))
+        text = " ".join(text.split()) or "(empty body)"
+        if len(text) > SERVER_MESSAGE_LIMIT:
+            text = text[:SERVER_MESSAGE_LIMIT] + "..."
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
+        # A server may echo request headers in an error body; the key must not reach logs or parquet files.
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _read_api_key(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    key = os.environ.get(variable, "").strip()
+    if not key:
+        raise EndpointUnavailable(
+            f"api_key_env names the environment variable {variable}, but it is unset or empty; "
+            "export the API key there, or drop api_key_env for a server without authentication"
+        )
+    return key
+
+
+def _openai_message(message: Message) -> dict[str, Any]:
+    data = message.openai()
+    # OpenAI servers take tool call arguments only as a JSON string.
+    for call in data.get("tool_calls", []):
+        function = call["function"]
+        if not isinstance(function.get("arguments"), str):
+            function["arguments"] = json.dumps(function.get("arguments") or {})
+    return data
+
+
+def _schema_name(schema: dict[str, Any]) -> str:
+    # OpenAI requires a name of at most 64 characters from [a-zA-Z0-9_-].
+    name = re.sub(r"[^a-zA-Z0-9_-]", "_", str(schema.get("title") or "reply"))[:64]
+    return name or "reply"
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def _retry_after_seconds(header: str | None) -> float | None:
+    """`Retry-After` as seconds (a number or an HTTP date); None when absent or unreadable."""
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _finish_reason(reason: Any) -> tuple[FinishReason, str | None]:
+    if reason in (None, "stop", "eos"):
+        return "stop", None
+    if reason == "length":
+        return "length", None
+    if reason in ("tool_calls", "function_call"):
+        return "tool_calls", None
+    return "error", f"the server ended this completion with finish_reason {reason!r}"
+
+
+def _decode_tool_call(call: dict[str, Any]) -> ToolCall:
+    return OpenAIToolCall(id=str(call.get("id") or ""), function=call.get("function") or {}).call()
+
+
+def _split_evenly(total: int, parts: int) -> list[int]:
+    """Usage reports one completion-token total for all `n` choices; share it so the sum stays exact."""
+    share, remainder = divmod(total, parts)
+    return [share + (1 if index < remainder else 0) for index in range(parts)]
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

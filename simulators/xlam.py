@@ -1,0 +1,131 @@
+"""The xLAM tool-call format on the prompt side, and JSON schemas that force a reply into it.
+
+For models whose chat template knows nothing of tools (the embedded SmolLM2 included), the tools go
+into the system turn as indented JSON after a short instruction, earlier assistant calls are written
+as the JSON list the model itself would produce, and tool results go back as `tool` messages
+(formats.md section 2). ChatML-style templates print any role name, so no tool role is mapped to
+`user`; a template that rejects unknown roles would need that mapping added here.
+
+Under structured outputs (vLLM `StructuredOutputsParams(json=...)`, xgrammar) an agent turn is
+constrained by `agent_turn_schema`: either the xLAM call list itself or `{"content": "..."}` for a
+text reply. One constrained generation decides between the two, and `parse_agent_turn` reads the
+result back. The call list is exactly what an unconstrained xLAM model writes, so a trajectory reads
+the same whichever way it was produced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from apigen_mt.simulators.tool_parsers import ParsedOutput, get_parser
+from apigen_mt.simulators.types import Message, ToolCall, ToolSpec
+
+CALL_FORMAT_INSTRUCTION = """\
+# Tools
+
+You can call the tools listed below. To call tools, reply with nothing but a JSON list of calls, in the
+order they should run:
+[{"name": "<tool name>", "arguments": {"<parameter>": <value>, ...}}, ...]
+The arguments of each call must follow that tool's parameter schema. When no tool is needed, reply
+to the user in plain text instead. The results of your calls come back in the next messages.
+
+The tools, one JSON object each:"""
+
+
+def xlam_system_prompt(base_system: str, tools: Sequence[ToolSpec]) -> str:
+    """`base_system` followed by the call-format instruction and each tool as indented JSON."""
+    if not tools:
+        return base_system
+    described = "\n\n".join(json.dumps(tool.plain(), indent=4, ensure_ascii=False) for tool in tools)
+    parts = [base_system.rstrip(), CALL_FORMAT_INSTRUCTION, described]
+    return "\n\n".join(part for part in parts if part)
+
+
+def calls_text(calls: Sequence[ToolCall]) -> str:
+    """The JSON list an xLAM model writes for these calls."""
+    return json.dumps([{"name": call.name, "arguments": call.arguments} for call in calls], ensure_ascii=False)
+
+
+def _assistant_text(message: Message) -> str:
+    if not message.tool_calls:
+        return message.content or ""
+    listed = calls_text([call.call() for call in message.tool_calls])
+    if not (message.content or "").strip():
+        return listed
+    # Text and calls in one turn (a teacher model over an OpenAI endpoint can do that): a bare list
+    # after text would no longer parse, a fenced block does and gives back the same calls and text.
+    return f"{message.content.strip()}\n```json\n{listed}\n```"
+
+
+def render_messages_for_xlam(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """Plain `{role, content}` dicts for a chat template without tool support.
+
+    The first system message gets the tools (one is added in front when there is none); assistant
+    tool calls become their JSON list; tool results stay `tool` messages, without call ids, which
+    the xLAM format does not use (results answer the calls in order).
+    """
+    rendered: list[dict[str, Any]] = []
+    tools_placed = not any(message.role == "system" for message in messages)
+    if tools_placed and tools:
+        rendered.append({"role": "system", "content": xlam_system_prompt("", tools)})
+    for message in messages:
+        if message.role == "system" and not tools_placed:
+            rendered.append({"role": "system", "content": xlam_system_prompt(message.content or "", tools)})
+            tools_placed = True
+        elif message.role == "assistant":
+            rendered.append({"role": "assistant", "content": _assistant_text(message)})
+        else:
+            rendered.append({"role": message.role, "content": message.content or ""})
+    return rendered
+
+
+def _call_schema(tool: ToolSpec) -> dict[str, Any]:
+    arguments = dict(tool.parameters)
+    if arguments.get("type") == "object":
+        # Unknown arguments are an error in the environment too (Toolkit.argument_error).
+        arguments.setdefault("additionalProperties", False)
+    return {
+        "type": "object",
+        "properties": {"name": {"type": "string", "const": tool.name}, "arguments": arguments},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+
+
+def tool_calls_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """JSON Schema of a non-empty list of calls to these tools, each with that tool's arguments."""
+    if not tools:
+        raise ValueError("a tool-call schema needs at least one tool; with no tools the reply is plain text")
+    return {"type": "array", "minItems": 1, "items": {"anyOf": [_call_schema(tool) for tool in tools]}}
+
+
+TEXT_REPLY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"content": {"type": "string"}},
+    "required": ["content"],
+    "additionalProperties": False,
+}
+
+
+def agent_turn_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """An agent turn under structured outputs: the xLAM call list, or `{"content": text}`."""
+    return {"anyOf": [tool_calls_schema(tools), TEXT_REPLY_SCHEMA]}
+
+
+def parse_agent_turn(text: str) -> ParsedOutput:
+    """Read a reply generated under `agent_turn_schema` back into calls or text.
+
+    A reply that breaks the schema (cut off by the token limit, or from a backend without structured
+    outputs) is kept as text with the reason in `problem`.
+    """
+    try:
+        decoded = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return ParsedOutput(content=text, problem=f"the reply is not valid JSON ({exc}); expected a list of calls or {{\"content\": ...}}")
+    if isinstance(decoded, list):
+        return get_parser("xlam").parse(text)
+    if isinstance(decoded, dict) and set(decoded) == {"content"} and isinstance(decoded["content"], str):
+        return ParsedOutput(content=decoded["content"])
+    return ParsedOutput(content=text, problem='the reply is neither a JSON list of calls nor {"content": "<text>"}')
