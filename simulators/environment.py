@@ -79,7 +79,8 @@ def _as_call(call: dict[str, Any]) -> ToolCall:
     try:
         return ToolCall.model_validate(call)
     except Exception:
-        return ToolCall(name=str(call.get("name", "")) if isinstance(call, dict) else "", arguments={})
+        name = call.get("name") if isinstance(call, dict) else None
+        return ToolCall(name=name if isinstance(name, str) else "", arguments={})
 
 
 def _first_line(exc: Exception) -> str:

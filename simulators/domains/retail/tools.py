@@ -42,7 +42,9 @@ class RetailTools(PythonCallArguments, Toolkit):
     def _user_of(self, order: dict[str, Any]) -> dict[str, Any]:
         return self.db["users"][order["user_id"]]
 
-    def _price_new_items(self, order: dict[str, Any], item_ids: list[str], new_item_ids: list[str]) -> tuple[Any, list[dict[str, Any]]] | str:
+    def _price_new_items(
+        self, order: dict[str, Any], item_ids: list[str], new_item_ids: list[str]
+    ) -> tuple[Any, list[dict[str, Any]]] | str:
         """The summed price difference (from int 0, unrounded) and the new variants, or the first bad item's error.
 
         Each new item is looked up among the variants of the product of the first order item with the
@@ -50,7 +52,7 @@ class RetailTools(PythonCallArguments, Toolkit):
         """
         difference: Any = 0
         variants = []
-        for item_id, new_item_id in zip(item_ids, new_item_ids):
+        for item_id, new_item_id in zip(item_ids, new_item_ids, strict=True):
             old_item = _first_item(order, item_id)
             catalogue = self.db["products"][old_item["product_id"]]["variants"]
             if not (new_item_id in catalogue and catalogue[new_item_id]["available"]):
@@ -103,7 +105,9 @@ class RetailTools(PythonCallArguments, Toolkit):
         return _dump(order)
 
     @tool(writes=True)
-    def exchange_delivered_order_items(self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str) -> str:
+    def exchange_delivered_order_items(
+        self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
+    ) -> str:
         """Request an exchange of items of a delivered order for other variants of the same products.
 
         A delivered order can be returned or exchanged only once. Before calling, tell the user what
@@ -226,7 +230,9 @@ class RetailTools(PythonCallArguments, Toolkit):
         return _dump(dict(sorted(by_name.items())))
 
     @tool(writes=True)
-    def modify_pending_order_address(self, order_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str) -> str:
+    def modify_pending_order_address(
+        self, order_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str
+    ) -> str:
         """Change the shipping address of a pending order.
 
         Before calling, tell the user the new address and get an explicit yes. Returns the updated order.
@@ -250,7 +256,9 @@ class RetailTools(PythonCallArguments, Toolkit):
         return _dump(order)
 
     @tool(writes=True)
-    def modify_pending_order_items(self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str) -> str:
+    def modify_pending_order_items(
+        self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
+    ) -> str:
         """Swap items of a pending order for other variants of the same products; allowed once per order.
 
         Before calling, tell the user which items change and the price difference, and get an explicit
@@ -298,7 +306,7 @@ class RetailTools(PythonCallArguments, Toolkit):
         if method["source"] == "gift_card":
             method["balance"] = round(method["balance"] - difference, 2)
         # Each lookup sees the swaps already made, so [A, B] -> [B, C] on items [A, B] yields [C, B].
-        for item_id, new_item_id, variant in zip(item_ids, new_item_ids, variants):
+        for item_id, new_item_id, variant in zip(item_ids, new_item_ids, variants, strict=True):
             item = _first_item(order, item_id)
             item["item_id"] = new_item_id
             item["price"] = variant["price"]
@@ -347,7 +355,9 @@ class RetailTools(PythonCallArguments, Toolkit):
         return _dump(order)
 
     @tool(writes=True)
-    def modify_user_address(self, user_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str) -> str:
+    def modify_user_address(
+        self, user_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str
+    ) -> str:
         """Change a user's default address (their existing orders keep theirs).
 
         Before calling, tell the user the new address and get an explicit yes. Returns the updated user.
