@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,8 @@ from apigen_mt.pipeline.cli import CliError, app
 from apigen_mt.pipeline.io import InputError, atomic_output, read_json, read_records
 from apigen_mt.simulators.domain import DataError, Domain, get_domain, write_tables
 from apigen_mt.simulators.state import JSON
+from apigen_mt.validators.blueprint import STAGES, parse_stages, validate_blueprint, validation_record
+from apigen_mt.validators.trajectory import TrajectoryInputError, verify_trajectory
 
 stderr = Console(stderr=True)
 
@@ -67,6 +70,55 @@ def replay(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
         out.write("\n")
     failed = sum(1 for _, result in env.log if result.failed)
     stderr.print(f"replayed {len(actions)} actions ({failed} with error observations) -> {output}")
+
+
+@app.command()
+def validate(
+    domain: DomainOpt,
+    input: InputOpt,
+    output: OutputOpt,
+    data_dir: DataDirOpt = None,
+    stages: Annotated[
+        str, typer.Option("--stages", help="Comma-separated stages to run, in order: format,execution,policy.")
+    ] = ",".join(STAGES),
+) -> None:
+    """Validate blueprints (JSON Lines, or a JSON array such as tau-bench's task files); one verdict line per input."""
+    try:
+        chosen = parse_stages(stages)
+    except ValueError as exc:
+        raise CliError(f"--stages: {exc}") from None
+    dom, db = _domain_and_db(domain, data_dir)
+    records = _records(input)
+    accepted = 0
+    failed_at: Counter[str] = Counter()
+    with atomic_output(output) as out:
+        for index, raw in enumerate(progress(records, f"validating {len(records)} blueprints")):
+            record = validation_record(index, raw, validate_blueprint(dom, db, raw, chosen))
+            accepted += record["accepted"]
+            if record["failed_stage"]:
+                failed_at[record["failed_stage"]] += 1
+            out.write(json.dumps(record) + "\n")
+    rejected = ", ".join(f"{count} at {stage}" for stage, count in failed_at.items()) or "none"
+    stderr.print(f"{accepted} of {len(records)} accepted; rejected: {rejected} -> {output}")
+
+
+@app.command()
+def verify(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: DataDirOpt = None) -> None:
+    """Verify trajectories `{"blueprint", "messages"}` (JSON Lines): state match, expected outputs, termination."""
+    dom, db = _domain_and_db(domain, data_dir)
+    records = _records(input)
+    passed = 0
+    with atomic_output(output) as out:
+        for index, raw in enumerate(progress(records, f"verifying {len(records)} trajectories")):
+            if not isinstance(raw, dict) or "blueprint" not in raw or "messages" not in raw:
+                raise CliError(f"{input}: record {index + 1} must be an object with `blueprint` and `messages`")
+            try:
+                verdict = verify_trajectory(dom, db, raw["blueprint"], raw["messages"])
+            except TrajectoryInputError as exc:
+                raise CliError(f"{input}: record {index + 1}: {exc}") from None
+            passed += verdict.reward == 1.0
+            out.write(json.dumps(verdict.record(index)) + "\n")
+    stderr.print(f"{passed} of {len(records)} trajectories reach reward 1.0 -> {output}")
 
 
 envs = typer.Typer(help="Inspect the environments and generate their data.", no_args_is_help=True)

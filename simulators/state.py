@@ -38,11 +38,6 @@ def taubench_hash(state: JSON) -> str:
     return hashlib.sha256(str(_tupled(state)).encode()).hexdigest()
 
 
-def _same_scalar(a: JSON, b: JSON) -> bool:
-    # `91 == 91.0`, `True == 1` and `0.0 == -0.0` in Python, but they are different states here.
-    return type(a) is type(b) and a == b and repr(a) == repr(b)
-
-
 def _pointer(path: list[str | int]) -> str:
     return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in path) if path else ""
 
@@ -58,7 +53,14 @@ def diff_patch(before: JSON, after: JSON) -> list[dict[str, Any]]:
     return ops
 
 
+def _identical(a: JSON, b: JSON) -> bool:
+    # Compared in C, so unchanged records cost little; `repr` tells 91 from 91.0 where `==` does not.
+    return a is b or (a == b and repr(a) == repr(b))
+
+
 def _diff(before: JSON, after: JSON, path: list[str | int], ops: list[dict[str, Any]]) -> None:
+    if _identical(before, after):
+        return
     if isinstance(before, dict) and isinstance(after, dict):
         for key, old in before.items():
             if key not in after:
@@ -78,5 +80,4 @@ def _diff(before: JSON, after: JSON, path: list[str | int], ops: list[dict[str, 
         for index in range(len(before) - 1, shared - 1, -1):
             ops.append({"op": "remove", "path": _pointer([*path, index]), "old": before[index]})
         return
-    if not _same_scalar(before, after):
-        ops.append({"op": "replace", "path": _pointer(path), "old": before, "value": after})
+    ops.append({"op": "replace", "path": _pointer(path), "old": before, "value": after})
