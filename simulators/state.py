@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
+import marshal
 from typing import Any
 
 JSON = Any
 
 
 def copy_state(state: JSON) -> JSON:
-    """An independent deep copy; pickle keeps key order and int/float types and is much faster than deepcopy."""
-    return pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    """An independent deep copy; marshal keeps key order and int/float types and is much faster than deepcopy."""
+    return marshal.loads(marshal.dumps(state))
 
 
 def canonical_json(state: JSON) -> str:
@@ -54,8 +54,16 @@ def diff_patch(before: JSON, after: JSON) -> list[dict[str, Any]]:
 
 
 def _identical(a: JSON, b: JSON) -> bool:
-    # Compared in C, so unchanged records cost little; `repr` tells 91 from 91.0 where `==` does not.
-    return a is b or (a == b and repr(a) == repr(b))
+    # `==` runs in C but calls 91 and 91.0 equal; equal marshal bytes mean the same types too. Unequal bytes
+    # (key order, shared objects) only make the diff look closer, which finds no operation there.
+    if a is b:
+        return True
+    if a != b:
+        return False
+    try:
+        return marshal.dumps(a) == marshal.dumps(b)
+    except ValueError:  # nested too deeply for marshal: let the walk decide
+        return False
 
 
 def _diff(before: JSON, after: JSON, path: list[str | int], ops: list[dict[str, Any]]) -> None:
