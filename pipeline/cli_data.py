@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -47,6 +50,20 @@ def _records(path: Path) -> list[Any]:
         raise CliError(str(exc)) from None
 
 
+@contextlib.contextmanager
+def _output(path: Path) -> Iterator[IO[str]]:
+    try:
+        with atomic_output(path) as out:
+            yield out
+    except InputError as exc:
+        raise CliError(str(exc)) from None
+
+
+def report(line: str) -> None:
+    """A summary line on stderr, printed as is (paths may contain brackets rich would take for markup)."""
+    print(line, file=sys.stderr)
+
+
 @app.command()
 def replay(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: DataDirOpt = None) -> None:
     """Run a JSON array of actions `[{name, arguments|kwargs}]` on a fresh database; write observations and final state."""
@@ -65,11 +82,11 @@ def replay(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
             raise CliError(f"{input}: action {index} ({action['name']}): `arguments` must be an object")
     env = dom.environment(db)
     observations = [env.step(action).observation for action in actions]
-    with atomic_output(output) as out:
+    with _output(output) as out:
         json.dump({"observations": observations, "state": env.db}, out)
         out.write("\n")
     failed = sum(1 for _, result in env.log if result.failed)
-    stderr.print(f"replayed {len(actions)} actions ({failed} with error observations) -> {output}")
+    report(f"replayed {len(actions)} actions ({failed} with error observations) -> {output}")
 
 
 @app.command()
@@ -91,7 +108,7 @@ def validate(
     records = _records(input)
     accepted = 0
     failed_at: Counter[str] = Counter()
-    with atomic_output(output) as out:
+    with _output(output) as out:
         for index, raw in enumerate(progress(records, f"validating {len(records)} blueprints")):
             record = validation_record(index, raw, validate_blueprint(dom, db, raw, chosen))
             accepted += record["accepted"]
@@ -99,7 +116,7 @@ def validate(
                 failed_at[record["failed_stage"]] += 1
             out.write(json.dumps(record) + "\n")
     rejected = ", ".join(f"{count} at {stage}" for stage, count in failed_at.items()) or "none"
-    stderr.print(f"{accepted} of {len(records)} accepted; rejected: {rejected} -> {output}")
+    report(f"{accepted} of {len(records)} accepted; rejected: {rejected} -> {output}")
 
 
 @app.command()
@@ -108,7 +125,7 @@ def verify(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
     dom, db = _domain_and_db(domain, data_dir)
     records = _records(input)
     passed = 0
-    with atomic_output(output) as out:
+    with _output(output) as out:
         for index, raw in enumerate(progress(records, f"verifying {len(records)} trajectories")):
             if not isinstance(raw, dict) or "blueprint" not in raw or "messages" not in raw:
                 raise CliError(f"{input}: record {index + 1} must be an object with `blueprint` and `messages`")
@@ -118,7 +135,7 @@ def verify(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
                 raise CliError(f"{input}: record {index + 1}: {exc}") from None
             passed += verdict.reward == 1.0
             out.write(json.dumps(verdict.record(index)) + "\n")
-    stderr.print(f"{passed} of {len(records)} trajectories reach reward 1.0 -> {output}")
+    report(f"{passed} of {len(records)} trajectories reach reward 1.0 -> {output}")
 
 
 envs = typer.Typer(help="Inspect the environments and generate their data.", no_args_is_help=True)
@@ -196,10 +213,10 @@ def envs_generate_data(
         raise CliError(f"--output {output} exists and is not a folder")
     db = dom.generate(seed)
     for path in write_tables(db, output):
-        stderr.print(f"wrote {path} ({len(db[path.stem])} records)")
+        report(f"wrote {path} ({len(db[path.stem])} records)")
     policy = output / "policy.md"
     policy.write_text(dom.policy, encoding="utf-8")
-    stderr.print(f"wrote {policy}")
+    report(f"wrote {policy}")
 
 
 def progress(items: list[Any], description: str) -> Any:

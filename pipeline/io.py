@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import IO, Any
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class InputError(ValueError):
     """An input file is missing or malformed; the message names the file and, where it applies, the line."""
 
@@ -49,8 +53,10 @@ def read_json(path: Path) -> Any:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"input file {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"input {path} is not a file")
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -60,11 +66,14 @@ def _read_text(path: Path) -> str:
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[IO[str]]:
     """Write to a temp file beside `path` and rename it into place only if the block succeeds."""
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             yield handle
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; outputs are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
