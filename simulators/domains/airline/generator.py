@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from apigen_mt.simulators.domains.retail.generator import IdMint, People, spread, weighted
+from apigen_mt.simulators.synthetic import IdMint, People, spread, weighted
 
 N_FLIGHTS = 300
 N_USERS = 500
