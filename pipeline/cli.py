@@ -15,6 +15,12 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Synthetic multi-turn tool-use data: blueprints, simulated conversations, verified trajectories."""
+    # A callback keeps `apigen-mt` a command group however few commands a test has registered.
+
+
 class CliError(Exception):
     """Bad input from the user: printed as one line on stderr, exit status 2."""
 

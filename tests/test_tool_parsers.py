@@ -7,10 +7,8 @@ import json
 import logging
 import time
 
-import click
 import jsonschema
 import pytest
-import typer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -557,10 +555,7 @@ def test_schemas_pass_vllm_structured_output_checks(toolset):
 # ----------------------------------------------------------------------------------------------------
 
 def run_parse(args: list[str], stdin: str):
-    # Typer runs an app with a single command as that command, without its name; with the other
-    # modules' commands registered the app is a group and `parse` must be named.
-    named = isinstance(typer.main.get_command(app), click.Group)
-    return CliRunner().invoke(app, (["parse"] if named else []) + args, input=stdin)
+    return CliRunner().invoke(app, ["parse", *args], input=stdin)
 
 
 def test_parse_command_reads_all_of_stdin_as_one_output():
