@@ -27,7 +27,7 @@ class CliError(Exception):
 
 def main() -> None:
     # Each module registers its commands on `app`.
-    from apigen_mt.pipeline import cli_data, cli_parse  # noqa: F401
+    from apigen_mt.pipeline import cli_data, cli_models, cli_parse  # noqa: F401
 
     try:
         app()

