@@ -1,0 +1,82 @@
+"""Run configs: the shipped ones load, bad ones say where they are wrong, `embedded:` resolves locally."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from apigen_mt.pipeline.config import ConfigError, OpenAIModel, VllmModel, load_config, resolve_model_path, start_model
+from apigen_mt.pipeline.models import CACHE_ENV, ModelError
+from apigen_mt.pipeline.openai_backend import OpenAIChatModel
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["local-cpu.yaml", "gpu-cluster.yaml", "openai-endpoint.yaml"])
+def test_shipped_configs_load(name):
+    config = load_config(CONFIGS / name)
+    assert config.roles.agent in config.models
+    assert len(config.fingerprint()) == 64
+
+
+def test_default_config_runs_every_role_on_the_embedded_model_through_vllm():
+    config = load_config(CONFIGS / "local-cpu.yaml")
+    (name,) = {getattr(config.roles, role) for role in ("proposer", "reviewer", "human", "human_judge", "agent")}
+    model = config.models[name]
+    assert isinstance(model, VllmModel)
+    assert model.engine.model == "embedded:smollm2-135m-instruct" and model.engine.device == "cpu"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+ROLES = "roles: {proposer: m, reviewer: m, human: m, human_judge: m, agent: %s}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("models: [", "is not valid YAML"),
+        ("models: {m: {backend: vllm, engine: {model: x}}}\n" + ROLES % "other", "roles.agent names model 'other'"),
+        ("models: {m: {backend: tgi, engine: {model: x}}}\n" + ROLES % "m", "models.m"),
+        ("models: {m: {backend: vllm, engine: {model: x, gpu_memory_utilization: 2}}}\n" + ROLES % "m", "gpu_memory_utilization"),
+        ("models: {m: {backend: openai, endpoint: {base_url: localhost, model: x}}}\n" + ROLES % "m", "base_url must start with http"),
+        ("models: {m: {backend: vllm, engine: {model: x}}}\n" + ROLES % "m" + "extra: 1\n", "extra: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_configs_name_the_problem(tmp_path, text, message):
+    with pytest.raises(ConfigError, match="run.yaml") as caught:
+        load_config(write(tmp_path, text))
+    assert message in str(caught.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_fingerprint_changes_with_the_config(tmp_path):
+    base = "models: {m: {backend: vllm, engine: {model: x}}}\n" + ROLES % "m"
+    changed = "models: {m: {backend: vllm, engine: {model: y}}}\n" + ROLES % "m"
+    assert load_config(write(tmp_path, base)).fingerprint() != load_config(write(tmp_path, changed)).fingerprint()
+
+
+def test_embedded_model_resolves_to_the_prepared_folder_or_says_how_to_prepare(tmp_path, monkeypatch):
+    assert resolve_model_path("/models/llama") == "/models/llama"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    with pytest.raises(ModelError, match="apigen-mt models prepare"):
+        resolve_model_path("embedded:smollm2-135m-instruct")
+    with pytest.raises(ConfigError, match="unknown embedded model 'gpt-9'"):
+        resolve_model_path("embedded:gpt-9")
+
+
+def test_openai_models_start_as_endpoint_clients():
+    spec = OpenAIModel.model_validate({"backend": "openai", "endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}})
+    (client,) = start_model(spec)
+    assert isinstance(client, OpenAIChatModel) and client.model_id == "m"
+    asyncio.run(client.aclose())
