@@ -47,6 +47,11 @@ class TracedCall:
         return f"action {self.index} ({self.name})"
 
 
+def lookup(table: Any, key: Any) -> Any:
+    """`table[key]` when `table` is a dict and `key` a string, else None: rules read ids an agent made up."""
+    return table.get(key) if isinstance(table, dict) and isinstance(key, str) else None
+
+
 @dataclass(frozen=True)
 class ActionTrace:
     """Executed calls of a blueprint or an episode. `initial` and every `before` are read-only."""
@@ -169,3 +174,16 @@ def turn_structure_problems(trace: ActionTrace) -> list[str]:
         if calls and content_text(message).strip():
             problems.append(f"message {position} both replies to the user and calls a tool; do one or the other")
     return problems
+
+
+def calls_on_records(
+    trace: ActionTrace, names: frozenset[str] | set[str], table: str, id_argument: str
+) -> list[tuple[TracedCall, str, dict[str, Any]]]:
+    """(call, record id, record as the call found it) for each call of `names` on an existing record of `table`."""
+    found = []
+    for call in trace.calls:
+        if call.name in names:
+            record = lookup(call.before.get(table), call.arguments.get(id_argument))
+            if record is not None:
+                found.append((call, call.arguments[id_argument], record))
+    return found

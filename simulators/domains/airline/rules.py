@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from apigen_mt.simulators.domain import PolicyRule
-from apigen_mt.simulators.trace import ActionTrace, TracedCall, turn_structure_problems
+from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, lookup, turn_structure_problems
 
 RESERVATION_WRITES = frozenset(
     {"cancel_reservation", "update_reservation_baggages", "update_reservation_flights", "update_reservation_passengers"}
@@ -46,28 +46,17 @@ MAX_PASSENGERS = 5
 PAYMENT_LIMITS = {"certificate": 1, "credit_card": 1, "gift_card": 3}
 
 
-def _get(table: Any, key: Any) -> Any:
-    return table.get(key) if isinstance(table, dict) and isinstance(key, str) else None
-
-
 def _reservation(call: TracedCall) -> dict[str, Any] | None:
-    return _get(call.before.get("reservations"), call.arguments.get("reservation_id"))
+    return lookup(call.before.get("reservations"), call.arguments.get("reservation_id"))
 
 
 def _reservations_written(trace: ActionTrace, names: frozenset[str] | set[str]) -> list[tuple[TracedCall, str, dict[str, Any]]]:
-    """(call, reservation id, reservation as the call found it) for calls of `names` on an existing reservation."""
-    found = []
-    for call in trace.calls:
-        if call.name in names:
-            reservation = _reservation(call)
-            if reservation is not None:
-                found.append((call, call.arguments["reservation_id"], reservation))
-    return found
+    return calls_on_records(trace, names, "reservations", "reservation_id")
 
 
 def _status(db: Any, flight_number: Any, date: Any) -> str | None:
-    flight = _get(db.get("flights"), flight_number) or {}
-    return (_get(flight.get("dates"), date) or {}).get("status")
+    flight = lookup(db.get("flights"), flight_number) or {}
+    return (lookup(flight.get("dates"), date) or {}).get("status")
 
 
 def _segments(flights: Any) -> list[tuple[Any, Any]] | None:
@@ -101,7 +90,7 @@ def itinerary_problems(db: Any, flights: Any, origin: Any, destination: Any, fli
         return ["no flights are given"]
     legs = []
     for flight_number, _ in segments:
-        flight = _get(db.get("flights"), flight_number)
+        flight = lookup(db.get("flights"), flight_number)
         if flight is None:
             return [f"flight {flight_number!r} does not exist"]
         legs.append((flight_number, flight.get("origin"), flight.get("destination")))
@@ -181,8 +170,8 @@ def _booking_price(db: Any, arguments: dict[str, Any]) -> int | float | None:
         return None
     total: int | float = 0
     for flight_number, date in segments:
-        record = _get((_get(db.get("flights"), flight_number) or {}).get("dates"), date) or {}
-        price = _get(record.get("prices"), arguments.get("cabin"))
+        record = lookup((lookup(db.get("flights"), flight_number) or {}).get("dates"), date) or {}
+        price = lookup(record.get("prices"), arguments.get("cabin"))
         if record.get("status") != "available" or price is None:
             return None
         total += price * len(passengers)
@@ -196,7 +185,7 @@ def booking_payment(trace: ActionTrace) -> list[str]:
     for call in trace.calls:
         if call.name != "book_reservation":
             continue
-        user = _get(call.before.get("users"), call.arguments.get("user_id"))
+        user = lookup(call.before.get("users"), call.arguments.get("user_id"))
         entries = call.arguments.get("payment_methods")
         if user is None or not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             continue  # an unknown user or malformed payments fail in the tool itself
@@ -204,7 +193,7 @@ def booking_payment(trace: ActionTrace) -> list[str]:
         paid: int | float = 0
         for entry in entries:
             method_id, amount = entry.get("payment_id"), entry.get("amount")
-            method = _get(user.get("payment_methods"), method_id)
+            method = lookup(user.get("payment_methods"), method_id)
             if method is None:
                 problems.append(f"{call.label()}: payment method {method_id!r} is not in the user's profile")
                 continue
@@ -242,7 +231,7 @@ def booked_itinerary(trace: ActionTrace) -> list[str]:
 
 
 def _bag_allowance_problem(membership: Any, cabin: Any, passengers: int, total: Any, nonfree: Any) -> str | None:
-    free = _get(_get(FREE_BAGS, membership), cabin)
+    free = lookup(lookup(FREE_BAGS, membership), cabin)
     if free is None or not isinstance(total, int) or not isinstance(nonfree, int):
         return None
     expected = max(0, total - free * passengers)
@@ -259,7 +248,7 @@ def baggage_allowance(trace: ActionTrace) -> list[str]:
     for call in trace.calls:
         arguments = call.arguments
         if call.name == "book_reservation":
-            user = _get(call.before.get("users"), arguments.get("user_id")) or {}
+            user = lookup(call.before.get("users"), arguments.get("user_id")) or {}
             passengers = arguments.get("passengers")
             count = len(passengers) if isinstance(passengers, list) else 0
             problem = _bag_allowance_problem(
@@ -268,7 +257,7 @@ def baggage_allowance(trace: ActionTrace) -> list[str]:
             if problem:
                 problems.append(f"{call.label()}: {problem}")
     for call, reservation_id, reservation in _reservations_written(trace, {"update_reservation_baggages"}):
-        user = _get(call.before.get("users"), reservation.get("user_id")) or {}
+        user = lookup(call.before.get("users"), reservation.get("user_id")) or {}
         problem = _bag_allowance_problem(
             user.get("membership"),
             _effective_cabin(trace, call, reservation_id, reservation),
@@ -310,8 +299,8 @@ def change_payment(trace: ActionTrace) -> list[str]:
     problems = []
     for call, _, reservation in _reservations_written(trace, {"update_reservation_flights"}):
         payment_id = call.arguments.get("payment_id")
-        user = _get(call.before.get("users"), reservation.get("user_id")) or {}
-        method = _get(user.get("payment_methods"), payment_id)
+        user = lookup(call.before.get("users"), reservation.get("user_id")) or {}
+        method = lookup(user.get("payment_methods"), payment_id)
         if method is None:
             problems.append(f"{call.label()}: payment method {payment_id!r} is not in the user's profile")
         elif method.get("source") not in ("gift_card", "credit_card"):
@@ -379,9 +368,9 @@ def _complaint_candidates(trace: ActionTrace, call: TracedCall, user_id: str, us
     named = []
     for earlier in trace.earlier(call):
         reservation_id = earlier.arguments.get("reservation_id")
-        if reservation_id not in named and (_get(reservations, reservation_id) or {}).get("user_id") == user_id:
+        if reservation_id not in named and (lookup(reservations, reservation_id) or {}).get("user_id") == user_id:
             named.append(reservation_id)
-    return named or [r for r in user.get("reservations", []) if _get(reservations, r) is not None]
+    return named or [r for r in user.get("reservations", []) if lookup(reservations, r) is not None]
 
 
 def certificate_eligible(trace: ActionTrace) -> list[str]:
@@ -390,7 +379,7 @@ def certificate_eligible(trace: ActionTrace) -> list[str]:
         if call.name != "send_certificate":
             continue
         user_id = call.arguments.get("user_id")
-        user = _get(call.before.get("users"), user_id)
+        user = lookup(call.before.get("users"), user_id)
         if user is None or user.get("membership") in ("silver", "gold"):
             continue
         reservations = call.before.get("reservations") or {}
@@ -411,7 +400,7 @@ def certificate_amount(trace: ActionTrace) -> list[str]:
         if call.name != "send_certificate":
             continue
         user_id, amount = call.arguments.get("user_id"), call.arguments.get("amount")
-        user = _get(call.before.get("users"), user_id)
+        user = lookup(call.before.get("users"), user_id)
         if user is None or not isinstance(amount, (int, float)):
             continue
         reservations = call.before.get("reservations") or {}

@@ -84,6 +84,19 @@ def _flight_listing(flight: dict[str, Any], day: str) -> dict[str, Any]:
 class AirlineTools(PythonCallArguments, Toolkit):
     """Users, flights and reservations of tau-bench's airline; `self.db` has keys flights, reservations, users."""
 
+    def _change_payment(self, reservation: dict[str, Any], payment_id: str, amount: Any) -> dict[str, Any] | str:
+        """The user's saved method that pays `amount` for a change to `reservation`, or the refusal.
+        Certificates never pay for changes; a gift card must hold at least `amount`."""
+        saved = self.db["users"][reservation["user_id"]]["payment_methods"]
+        if payment_id not in saved:
+            return "Error: payment method not found"
+        method = saved[payment_id]
+        if method["source"] == "certificate":
+            return "Error: certificate cannot be used to update reservation"
+        if method["source"] == "gift_card" and method["amount"] < amount:
+            return "Error: gift card balance is not enough"
+        return method
+
     def _stamp_new_segment(self, segment: dict[str, Any], cabin: str, travellers: int) -> str | None:
         """Check that a segment can be sold in `cabin` to `travellers` people, then write its fare and route
         onto it. Returns the refusal, or None once `price`, `origin` and `destination` are set."""
@@ -371,14 +384,9 @@ class AirlineTools(PythonCallArguments, Toolkit):
         reservation = reservations[reservation_id]
         # Only added paid bags cost money; removing bags refunds nothing.
         fee = NONFREE_BAG_FEE * max(0, nonfree_baggages - reservation["nonfree_baggages"])
-        saved = self.db["users"][reservation["user_id"]]["payment_methods"]
-        if payment_id not in saved:
-            return "Error: payment method not found"
-        method = saved[payment_id]
-        if method["source"] == "certificate":
-            return "Error: certificate cannot be used to update reservation"
-        if method["source"] == "gift_card" and method["amount"] < fee:
-            return "Error: gift card balance is not enough"
+        method = self._change_payment(reservation, payment_id, fee)
+        if isinstance(method, str):
+            return method
         reservation["total_baggages"] = total_baggages
         reservation["nonfree_baggages"] = nonfree_baggages
         if method["source"] == "gift_card":
@@ -435,14 +443,9 @@ class AirlineTools(PythonCallArguments, Toolkit):
             total += segment["price"] * travellers
         total -= sum(booked["price"] for booked in reservation["flights"]) * travellers
 
-        saved = self.db["users"][reservation["user_id"]]["payment_methods"]
-        if payment_id not in saved:
-            return "Error: payment method not found"
-        method = saved[payment_id]
-        if method["source"] == "certificate":
-            return "Error: certificate cannot be used to update reservation"
-        if method["source"] == "gift_card" and method["amount"] < total:
-            return "Error: gift card balance is not enough"
+        method = self._change_payment(reservation, payment_id, total)
+        if isinstance(method, str):
+            return method
         # A negative total is a refund: it credits a gift card and is recorded as a negative payment.
         if method["source"] == "gift_card":
             method["amount"] -= total

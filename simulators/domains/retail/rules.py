@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from apigen_mt.simulators.domain import PolicyRule
-from apigen_mt.simulators.trace import ActionTrace, TracedCall, content_text, turn_structure_problems
+from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, content_text, lookup, turn_structure_problems
 
 FIND_USER = ("find_user_id_by_email", "find_user_id_by_name_zip")
 NO_AUTHENTICATION_NEEDED = frozenset({*FIND_USER, "think", "calculate", "transfer_to_human_agents"})
@@ -33,16 +33,12 @@ CANCEL_REASONS = ("no longer needed", "ordered by mistake")
 ID_SOURCES = frozenset({"get_user_details", "get_order_details", "get_product_details", "list_all_product_types"})
 
 
-def _get(table: Any, key: Any) -> Any:
-    return table.get(key) if isinstance(table, dict) and isinstance(key, str) else None
-
-
 def _order(call: TracedCall) -> dict[str, Any] | None:
-    return _get(call.before.get("orders"), call.arguments.get("order_id"))
+    return lookup(call.before.get("orders"), call.arguments.get("order_id"))
 
 
 def _owner(call: TracedCall, order: dict[str, Any]) -> dict[str, Any] | None:
-    return _get(call.before.get("users"), order.get("user_id"))
+    return lookup(call.before.get("users"), order.get("user_id"))
 
 
 def _strings(value: Any) -> list[str] | None:
@@ -52,7 +48,7 @@ def _strings(value: Any) -> list[str] | None:
 def _authenticated(trace: ActionTrace) -> tuple[str, int] | None:
     """The user id the first successful find-user call returned, and that call's index."""
     for call in trace.calls:
-        if call.name in FIND_USER and not call.failed and _get(call.before.get("users"), call.observation) is not None:
+        if call.name in FIND_USER and not call.failed and lookup(call.before.get("users"), call.observation) is not None:
             return call.observation, call.index
     return None
 
@@ -65,14 +61,7 @@ def conversation_user(trace: ActionTrace) -> str | None:
 
 
 def _orders_written(trace: ActionTrace, names: frozenset[str] | set[str]) -> list[tuple[TracedCall, str, dict[str, Any]]]:
-    """(call, order id, order as the call found it) for calls of `names` on an existing order."""
-    found = []
-    for call in trace.calls:
-        if call.name in names:
-            order = _order(call)
-            if order is not None:
-                found.append((call, call.arguments["order_id"], order))
-    return found
+    return calls_on_records(trace, names, "orders", "order_id")
 
 
 def authenticate_first(trace: ActionTrace) -> list[str]:
@@ -88,7 +77,7 @@ def authenticate_first(trace: ActionTrace) -> list[str]:
     user = conversation_user(trace)
     if user is None:
         return ["the blueprint names no user_id and none of its actions finds one, so no user can be authenticated"]
-    if _get(trace.initial.get("users"), user) is None:
+    if lookup(trace.initial.get("users"), user) is None:
         return [f"user_id {user!r} is not a user of the database, so the user cannot be authenticated"]
     return []
 
@@ -149,7 +138,7 @@ def modify_payment(trace: ActionTrace) -> list[str]:
     for call, order_id, order in _orders_written(trace, {"modify_pending_order_payment"}):
         method_id = call.arguments.get("payment_method_id")
         owner = _owner(call, order) or {}
-        method = _get(owner.get("payment_methods"), method_id)
+        method = lookup(owner.get("payment_methods"), method_id)
         history = order.get("payment_history") or []
         if method is None:
             problems.append(f"{call.label()}: payment method {method_id!r} is not in the profile of {order.get('user_id')!r}")
@@ -192,8 +181,8 @@ def _item_pairs(call: TracedCall, order: dict[str, Any], products: Any) -> tuple
         if old is None:
             problems.append(f"item {old_id} (position {position}) is not in order {order.get('order_id')}")
             continue
-        product = _get(products, old.get("product_id")) or {}
-        variant = _get(product.get("variants"), new_id)
+        product = lookup(products, old.get("product_id")) or {}
+        variant = lookup(product.get("variants"), new_id)
         if variant is None:
             problems.append(f"new item {new_id} (position {position}) is not a variant of {old.get('name')!r}, the product of item {old_id}")
         elif not variant.get("available"):
@@ -217,7 +206,7 @@ def price_difference_payment(trace: ActionTrace) -> list[str]:
     problems = []
     for call, _, order in _orders_written(trace, {"modify_pending_order_items", "exchange_delivered_order_items"}):
         method_id = call.arguments.get("payment_method_id")
-        method = _get((_owner(call, order) or {}).get("payment_methods"), method_id)
+        method = lookup((_owner(call, order) or {}).get("payment_methods"), method_id)
         if method is None:
             problems.append(f"{call.label()}: payment method {method_id!r} is not in the profile of {order.get('user_id')!r}")
             continue
@@ -235,7 +224,7 @@ def return_refund_method(trace: ActionTrace) -> list[str]:
     problems = []
     for call, order_id, order in _orders_written(trace, {"return_delivered_order_items"}):
         method_id = call.arguments.get("payment_method_id")
-        method = _get((_owner(call, order) or {}).get("payment_methods"), method_id)
+        method = lookup((_owner(call, order) or {}).get("payment_methods"), method_id)
         history = order.get("payment_history") or [{}]
         original = history[0].get("payment_method_id")
         if method_id != original and (method is None or method.get("source") != "gift_card"):
