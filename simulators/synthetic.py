@@ -72,6 +72,14 @@ def spread(rng: random.Random, n_slots: int, total: int, weights: tuple[float, .
     return counts
 
 
+def holders(rng: random.Random, candidates: list[str], total: int, weights: tuple[float, ...]) -> list[str]:
+    """Who holds each of `total` records, in random order: each candidate as often as `spread` counts for it."""
+    counts = spread(rng, len(candidates), total, weights)
+    chosen = [candidate for candidate, count in zip(candidates, counts) for _ in range(count)]
+    rng.shuffle(chosen)
+    return chosen
+
+
 class IdMint:
     """Hands out ids that were never handed out before by this mint."""
 

@@ -66,6 +66,9 @@ class ActionTrace:
     def earlier(self, call: TracedCall) -> tuple[TracedCall, ...]:
         return self.calls[: call.index]
 
+    def calls_of(self, name: str) -> list[TracedCall]:
+        return [call for call in self.calls if call.name == name]
+
     def succeeded_before(self, call: TracedCall, name: str, **arguments: Any) -> bool:
         """Whether a call of `name` with these argument values returned a non-error observation before `call`."""
         return any(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from apigen_mt.simulators.synthetic import IdMint, People, spread, weighted
+from apigen_mt.simulators.synthetic import IdMint, People, holders, spread, weighted
 
 N_FLIGHTS = 300
 N_USERS = 500
@@ -408,13 +408,7 @@ def generate(seed: int) -> dict[str, Any]:
     # Companions who are not saved in a profile come from one pool, so some people travel more than once.
     travellers_pool = [passenger(people) for _ in range(N_TRAVELLERS)]
 
-    user_ids = list(users)
-    bookers = [
-        user_id
-        for user_id, count in zip(user_ids, spread(rng, len(user_ids), N_RESERVATIONS, RESERVATIONS_PER_USER_WEIGHTS))
-        for _ in range(count)
-    ]
-    rng.shuffle(bookers)
+    bookers = holders(rng, list(users), N_RESERVATIONS, RESERVATIONS_PER_USER_WEIGHTS)
     reservation_ids = IdMint(rng)
     reservation_ids.reserve(BOOKING_IDS)
     reservations: dict[str, dict[str, Any]] = {}

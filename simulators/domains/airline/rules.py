@@ -114,10 +114,6 @@ def itinerary_problems(db: Any, flights: Any, origin: Any, destination: Any, fli
     return problems
 
 
-def one_call_per_turn(trace: ActionTrace) -> list[str]:
-    return turn_structure_problems(trace)
-
-
 def know_the_user(trace: ActionTrace) -> list[str]:
     user = conversation_user(trace)
     if user is None:
@@ -143,9 +139,7 @@ def know_the_user(trace: ActionTrace) -> list[str]:
 
 def passengers_listed(trace: ActionTrace) -> list[str]:
     problems = []
-    for call in trace.calls:
-        if call.name != "book_reservation":
-            continue
+    for call in trace.calls_of("book_reservation"):
         passengers = call.arguments.get("passengers")
         if not isinstance(passengers, list) or not 1 <= len(passengers) <= MAX_PASSENGERS:
             count = len(passengers) if isinstance(passengers, list) else "no"
@@ -182,9 +176,7 @@ def _booking_price(db: Any, arguments: dict[str, Any]) -> int | float | None:
 
 def booking_payment(trace: ActionTrace) -> list[str]:
     problems = []
-    for call in trace.calls:
-        if call.name != "book_reservation":
-            continue
+    for call in trace.calls_of("book_reservation"):
         user = lookup(call.before.get("users"), call.arguments.get("user_id"))
         entries = call.arguments.get("payment_methods")
         if user is None or not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -214,9 +206,7 @@ def booking_payment(trace: ActionTrace) -> list[str]:
 
 def booked_itinerary(trace: ActionTrace) -> list[str]:
     problems = []
-    for call in trace.calls:
-        if call.name != "book_reservation":
-            continue
+    for call in trace.calls_of("book_reservation"):
         for flight_number, date in _segments(call.arguments.get("flights")) or []:
             status = _status(call.before, flight_number, date)
             if status != "available":
@@ -245,17 +235,16 @@ def _bag_allowance_problem(membership: Any, cabin: Any, passengers: int, total: 
 
 def baggage_allowance(trace: ActionTrace) -> list[str]:
     problems = []
-    for call in trace.calls:
+    for call in trace.calls_of("book_reservation"):
         arguments = call.arguments
-        if call.name == "book_reservation":
-            user = lookup(call.before.get("users"), arguments.get("user_id")) or {}
-            passengers = arguments.get("passengers")
-            count = len(passengers) if isinstance(passengers, list) else 0
-            problem = _bag_allowance_problem(
-                user.get("membership"), arguments.get("cabin"), count, arguments.get("total_baggages"), arguments.get("nonfree_baggages")
-            )
-            if problem:
-                problems.append(f"{call.label()}: {problem}")
+        user = lookup(call.before.get("users"), arguments.get("user_id")) or {}
+        passengers = arguments.get("passengers")
+        count = len(passengers) if isinstance(passengers, list) else 0
+        problem = _bag_allowance_problem(
+            user.get("membership"), arguments.get("cabin"), count, arguments.get("total_baggages"), arguments.get("nonfree_baggages")
+        )
+        if problem:
+            problems.append(f"{call.label()}: {problem}")
     for call, reservation_id, reservation in _reservations_written(trace, {"update_reservation_baggages"}):
         user = lookup(call.before.get("users"), reservation.get("user_id")) or {}
         problem = _bag_allowance_problem(
@@ -375,9 +364,7 @@ def _complaint_candidates(trace: ActionTrace, call: TracedCall, user_id: str, us
 
 def certificate_eligible(trace: ActionTrace) -> list[str]:
     problems = []
-    for call in trace.calls:
-        if call.name != "send_certificate":
-            continue
+    for call in trace.calls_of("send_certificate"):
         user_id = call.arguments.get("user_id")
         user = lookup(call.before.get("users"), user_id)
         if user is None or user.get("membership") in ("silver", "gold"):
@@ -396,9 +383,7 @@ def certificate_eligible(trace: ActionTrace) -> list[str]:
 
 def certificate_amount(trace: ActionTrace) -> list[str]:
     problems = []
-    for call in trace.calls:
-        if call.name != "send_certificate":
-            continue
+    for call in trace.calls_of("send_certificate"):
         user_id, amount = call.arguments.get("user_id"), call.arguments.get("amount")
         user = lookup(call.before.get("users"), user_id)
         if user is None or not isinstance(amount, (int, float)):
@@ -430,7 +415,7 @@ def certificate_amount(trace: ActionTrace) -> list[str]:
 
 
 RULES: list[PolicyRule] = [
-    PolicyRule("A2", "One tool call per turn, and no tool call together with a reply.", one_call_per_turn),
+    PolicyRule("A2", "One tool call per turn, and no tool call together with a reply.", turn_structure_problems),
     PolicyRule("A3", "Know the user and the reservation first; act only on that user's reservations.", know_the_user),
     PolicyRule("A4", "A booking has 1 to 5 passengers, each with first name, last name and date of birth.", passengers_listed),
     PolicyRule("A5", "Booking payment: profile methods only, at most 1 certificate, 1 credit card, 3 gift cards; it adds up.", booking_payment),

@@ -11,7 +11,7 @@ import itertools
 import random
 from typing import Any
 
-from apigen_mt.simulators.synthetic import IdMint, People, spread, weighted
+from apigen_mt.simulators.synthetic import IdMint, People, holders, weighted
 
 N_PRODUCTS = 50
 N_USERS = 500
@@ -409,13 +409,7 @@ def generate(seed: int) -> dict[str, Any]:
     products = make_products(rng, catalogue_ids)
     users = make_users(people)
 
-    user_ids = list(users)
-    owners = [
-        user_id
-        for user_id, count in zip(user_ids, spread(rng, len(user_ids), N_ORDERS, ORDERS_PER_USER_WEIGHTS))
-        for _ in range(count)
-    ]
-    rng.shuffle(owners)
+    owners = holders(rng, list(users), N_ORDERS, ORDERS_PER_USER_WEIGHTS)
     statuses = exact_counts(N_ORDERS, STATUS_SHARES)
     rng.shuffle(statuses)
     order_ids = IdMint(rng)

@@ -100,10 +100,6 @@ def one_user(trace: ActionTrace) -> list[str]:
     return problems
 
 
-def one_call_per_turn(trace: ActionTrace) -> list[str]:
-    return turn_structure_problems(trace)
-
-
 def order_details_first(trace: ActionTrace) -> list[str]:
     if not trace.episode:
         return []
@@ -128,8 +124,8 @@ def _status_rule(names: set[str], allowed: str, verb: str):
 def cancel_reason(trace: ActionTrace) -> list[str]:
     return [
         f"{call.label()} gives reason {call.arguments.get('reason')!r}; it must be one of {', '.join(map(repr, CANCEL_REASONS))}"
-        for call in trace.calls
-        if call.name == "cancel_pending_order" and call.arguments.get("reason") not in CANCEL_REASONS
+        for call in trace.calls_of("cancel_pending_order")
+        if call.arguments.get("reason") not in CANCEL_REASONS
     ]
 
 
@@ -278,7 +274,7 @@ def no_invented_ids(trace: ActionTrace) -> list[str]:
 RULES: list[PolicyRule] = [
     PolicyRule("R1", "Authenticate the user through find-user before any other tool.", authenticate_first),
     PolicyRule("R3", "Serve one user: every user id and order belongs to the authenticated user.", one_user),
-    PolicyRule("R5", "One tool call per turn, and no tool call together with a reply.", one_call_per_turn),
+    PolicyRule("R5", "One tool call per turn, and no tool call together with a reply.", turn_structure_problems),
     PolicyRule("R6", "Look up an order with get_order_details before acting on it.", order_details_first),
     PolicyRule("R7", "Cancel only pending orders.", _status_rule({"cancel_pending_order"}, "pending", "cancels")),
     PolicyRule("R8", "The cancel reason is 'no longer needed' or 'ordered by mistake'.", cancel_reason),

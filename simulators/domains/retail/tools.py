@@ -42,14 +42,36 @@ class RetailTools(PythonCallArguments, Toolkit):
     def _user_of(self, order: dict[str, Any]) -> dict[str, Any]:
         return self.db["users"][order["user_id"]]
 
-    def _price_new_items(
-        self, order: dict[str, Any], item_ids: list[str], new_item_ids: list[str]
-    ) -> tuple[Any, list[dict[str, Any]]] | str:
-        """The summed price difference (from int 0, unrounded) and the new variants, or the first bad item's error.
+    def _checked_item_swap(
+        self,
+        order_id: str,
+        item_ids: list[str],
+        new_item_ids: list[str],
+        payment_method_id: str,
+        *,
+        status: str,
+        status_error: str,
+        round_difference: bool,
+        balance_error: str,
+    ) -> tuple[dict[str, Any], Any, list[dict[str, Any]], dict[str, Any]] | str:
+        """Run the checks exchange and modify-items share (§2.A.3 and §2.A.11), in tau-bench's order.
 
-        Each new item is looked up among the variants of the product of the first order item with the
-        old id at the same position.
+        Returns the first failing check's error, or the order, the summed price difference (from int 0),
+        the new variants and the paying method. Each new item is looked up among the variants of the
+        product of the first order item with the old id at the same position. The two tools differ only
+        in the arguments after `*`.
         """
+        orders = self.db["orders"]
+        if order_id not in orders:
+            return "Error: order not found"
+        order = orders[order_id]
+        if order["status"] != status:
+            return status_error
+        missing = _items_not_in_order(order, item_ids)
+        if missing:
+            return f"Error: {missing[0]} not found"
+        if len(item_ids) != len(new_item_ids):
+            return "Error: the number of items to be exchanged should match"
         difference: Any = 0
         variants = []
         for item_id, new_item_id in zip(item_ids, new_item_ids, strict=True):
@@ -59,7 +81,15 @@ class RetailTools(PythonCallArguments, Toolkit):
                 return f"Error: new item {new_item_id} not found or available"
             difference += catalogue[new_item_id]["price"] - old_item["price"]
             variants.append(catalogue[new_item_id])
-        return difference, variants
+        if round_difference:
+            difference = round(difference, 2)
+        methods = self._user_of(order)["payment_methods"]
+        if payment_method_id not in methods:
+            return "Error: payment method not found"
+        method = methods[payment_method_id]
+        if method["source"] == "gift_card" and method["balance"] < difference:
+            return balance_error
+        return order, difference, variants, method
 
     @tool()
     def calculate(self, expression: str) -> str:
@@ -123,27 +153,16 @@ class RetailTools(PythonCallArguments, Toolkit):
                 difference, for example 'gift_card_0000000' or 'credit_card_0000000'; see the user's or
                 the order's details.
         """
-        orders = self.db["orders"]
-        if order_id not in orders:
-            return "Error: order not found"
-        order = orders[order_id]
-        if order["status"] != "delivered":
-            return "Error: non-delivered order cannot be exchanged"
-        missing = _items_not_in_order(order, item_ids)
-        if missing:
-            return f"Error: {missing[0]} not found"
-        if len(item_ids) != len(new_item_ids):
-            return "Error: the number of items to be exchanged should match"
-        priced = self._price_new_items(order, item_ids, new_item_ids)
-        if isinstance(priced, str):
-            return priced
-        difference = round(priced[0], 2)
-        methods = self._user_of(order)["payment_methods"]
-        if payment_method_id not in methods:
-            return "Error: payment method not found"
-        method = methods[payment_method_id]
-        if method["source"] == "gift_card" and method["balance"] < difference:
-            return "Error: insufficient gift card balance to pay for the price difference"
+        checked = self._checked_item_swap(
+            order_id, item_ids, new_item_ids, payment_method_id,
+            status="delivered",
+            status_error="Error: non-delivered order cannot be exchanged",
+            round_difference=True,
+            balance_error="Error: insufficient gift card balance to pay for the price difference",
+        )
+        if isinstance(checked, str):
+            return checked
+        order, difference, _, _ = checked
         # Only a request is recorded: no money moves and the items stay as they are.
         order["status"] = "exchange requested"
         order["exchange_items"] = sorted(item_ids)
@@ -274,28 +293,17 @@ class RetailTools(PythonCallArguments, Toolkit):
                 difference, for example 'gift_card_0000000' or 'credit_card_0000000'; see the user's or
                 the order's details.
         """
-        orders = self.db["orders"]
-        if order_id not in orders:
-            return "Error: order not found"
-        order = orders[order_id]
-        if order["status"] != "pending":
-            return "Error: non-pending order cannot be modified"
-        missing = _items_not_in_order(order, item_ids)
-        if missing:
-            return f"Error: {missing[0]} not found"
-        if len(item_ids) != len(new_item_ids):
-            return "Error: the number of items to be exchanged should match"
-        # Unlike an exchange, the difference is not rounded: float noise reaches the payment history.
-        priced = self._price_new_items(order, item_ids, new_item_ids)
-        if isinstance(priced, str):
-            return priced
-        difference, variants = priced
-        methods = self._user_of(order)["payment_methods"]
-        if payment_method_id not in methods:
-            return "Error: payment method not found"
-        method = methods[payment_method_id]
-        if method["source"] == "gift_card" and method["balance"] < difference:
-            return "Error: insufficient gift card balance to pay for the new item"
+        checked = self._checked_item_swap(
+            order_id, item_ids, new_item_ids, payment_method_id,
+            status="pending",
+            status_error="Error: non-pending order cannot be modified",
+            # Unlike an exchange, the difference is not rounded: float noise reaches the payment history.
+            round_difference=False,
+            balance_error="Error: insufficient gift card balance to pay for the new item",
+        )
+        if isinstance(checked, str):
+            return checked
+        order, difference, variants, method = checked
         order["payment_history"].append(
             {
                 "transaction_type": "payment" if difference > 0 else "refund",
