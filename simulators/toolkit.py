@@ -21,6 +21,7 @@ describes that parameter. Nested objects are `TypedDict`s whose fields may carry
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import types
@@ -131,6 +132,11 @@ class BoundTool:
     params: tuple[str, ...]
     required: tuple[str, ...]
 
+    @functools.cached_property
+    def validator(self) -> jsonschema.Draft202012Validator:
+        """A checker of the tool's full schema, built once per tool rather than once per call."""
+        return jsonschema.Draft202012Validator(self.spec.strict_parameters())
+
 
 def _describe(method: Callable[..., str], mark: _ToolMark) -> BoundTool:
     name = method.__name__
@@ -197,8 +203,7 @@ class Toolkit:
         The default checks everything the schema says. Toolkits that must answer bad values with the
         tool's own message (tau-bench's domains) override this with a narrower check.
         """
-        schema = dict(bound.spec.parameters, additionalProperties=False)
-        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(arguments))
+        error = jsonschema.exceptions.best_match(bound.validator.iter_errors(arguments))
         if error is None:
             return None
         where = "/".join(str(part) for part in error.absolute_path)

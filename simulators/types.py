@@ -26,6 +26,12 @@ class ToolSpec(BaseModel):
             "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
         }
 
+    def strict_parameters(self) -> dict[str, Any]:
+        """`parameters` refusing unknown top-level arguments, as the environment does."""
+        if self.parameters.get("type") != "object":
+            return dict(self.parameters)
+        return {**self.parameters, "additionalProperties": self.parameters.get("additionalProperties", False)}
+
     def plain(self) -> dict[str, Any]:
         """`{name, description, parameters}`: the APIGen-MT-5k `tools` column entry."""
         return {"name": self.name, "description": self.description, "parameters": self.parameters}

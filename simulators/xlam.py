@@ -82,13 +82,9 @@ def render_messages_for_xlam(messages: Sequence[Message], tools: Sequence[ToolSp
 
 
 def _call_schema(tool: ToolSpec) -> dict[str, Any]:
-    arguments = dict(tool.parameters)
-    if arguments.get("type") == "object":
-        # Unknown arguments are an error in the environment too (Toolkit.argument_error).
-        arguments.setdefault("additionalProperties", False)
     return {
         "type": "object",
-        "properties": {"name": {"type": "string", "const": tool.name}, "arguments": arguments},
+        "properties": {"name": {"type": "string", "const": tool.name}, "arguments": tool.strict_parameters()},
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }

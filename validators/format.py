@@ -8,13 +8,12 @@ environment's own check: a blueprint is ground truth, so a value the tool would 
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import jsonschema
 
 from apigen_mt.simulators.domain import Domain
-from apigen_mt.simulators.toolkit import Toolkit
+from apigen_mt.simulators.toolkit import BoundTool
 from apigen_mt.simulators.types import Blueprint, Verdict
 
 STAGE = "format"
@@ -30,9 +29,9 @@ def check_format(domain: Domain, blueprint: dict[str, Any] | Blueprint) -> Verdi
     if not isinstance(actions, list):
         reasons.append(f"actions must be a list of {{name, arguments}} objects, got {_json_type(actions)}")
     else:
-        validators = _validators(domain.toolkit)
+        tools = domain.toolkit.tools()
         for index, action in enumerate(actions):
-            reasons.extend(_action_problems(domain, validators, index, action))
+            reasons.extend(_action_problems(domain, tools, index, action))
     return Verdict(stage=STAGE, passed=not reasons, reasons=reasons)
 
 
@@ -60,7 +59,7 @@ def _output_problems(raw: dict[str, Any]) -> list[str]:
     return [f"outputs[{i}] must be a string, got {_json_type(o)}" for i, o in enumerate(outputs) if not isinstance(o, str)]
 
 
-def _action_problems(domain: Domain, validators: dict[str, Any], index: int, action: Any) -> list[str]:
+def _action_problems(domain: Domain, tools: dict[str, BoundTool], index: int, action: Any) -> list[str]:
     where = f"action {index}"
     if not isinstance(action, dict):
         return [f"{where} must be an object {{name, arguments}}, got {_json_type(action)}"]
@@ -75,10 +74,11 @@ def _action_problems(domain: Domain, validators: dict[str, Any], index: int, act
     arguments = action.get("arguments", action.get("kwargs"))
     if not isinstance(arguments, dict):
         return [f"{where}: arguments must be an object, got {_json_type(arguments)}"]
-    validator = validators.get(name)
-    if validator is None:
-        return [f"{where}: unknown tool {name!r}; {domain.name} tools are {', '.join(sorted(validators))}"]
-    errors = sorted(validator.iter_errors(arguments), key=lambda error: [str(part) for part in error.absolute_path])
+    bound = tools.get(name)
+    if bound is None:
+        return [f"{where}: unknown tool {name!r}; {domain.name} tools are {', '.join(sorted(tools))}"]
+    # The full schema, stricter than the environment's own check: ground truth must not merely be tolerated.
+    errors = sorted(bound.validator.iter_errors(arguments), key=lambda error: [str(part) for part in error.absolute_path])
     return [f"{where}: {_argument_path(error)}{error.message}" for error in errors]
 
 
@@ -89,16 +89,6 @@ def _argument_path(error: jsonschema.ValidationError) -> str:
     for part in error.absolute_path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return f"argument {text}: "
-
-
-@lru_cache(maxsize=32)
-def _validators(toolkit: type[Toolkit]) -> dict[str, Any]:
-    # An unknown top-level argument is a hard error in every tool (tau-bench's raise TypeError), so it is
-    # refused here too; nested objects keep what their schema says.
-    return {
-        name: jsonschema.Draft202012Validator(dict(bound.spec.parameters, additionalProperties=False))
-        for name, bound in toolkit.tools().items()
-    }
 
 
 def _json_type(value: Any) -> str:
