@@ -27,10 +27,18 @@ class CliError(Exception):
 
 def main() -> None:
     # Each module registers its commands on `app`.
-    from apigen_mt.pipeline import cli_data, cli_models, cli_parse  # noqa: F401
+    from apigen_mt.pipeline import cli_data, cli_export, cli_models, cli_parse, cli_run  # noqa: F401
+    from apigen_mt.pipeline.io import InputError, OutputError
+    from apigen_mt.pipeline.signals import Stopped, install_stop_handlers
+    from apigen_mt.simulators.strict_json import StrictJSONError
 
+    install_stop_handlers()
     try:
         app()
-    except CliError as exc:
+    except (CliError, InputError, OutputError, StrictJSONError) as exc:
         print(f"apigen-mt: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Stopped as exc:
+        # The `with` blocks on the way up have removed their temp files.
+        print(f"apigen-mt: {exc}; unfinished outputs were removed", file=sys.stderr)
+        raise SystemExit(exc.status) from None

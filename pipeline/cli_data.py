@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,8 +13,8 @@ from rich.progress import track
 from rich.table import Table
 
 from apigen_mt.pipeline.cli import CliError, app
-from apigen_mt.pipeline.io import InputError, atomic_output, read_json, read_records
-from apigen_mt.simulators.domain import DataError, Domain, get_domain, write_tables
+from apigen_mt.pipeline.io import atomic_files_in, atomic_output, dumps_strict, read_json, read_records
+from apigen_mt.simulators.domain import DataError, Domain, get_domain
 from apigen_mt.simulators.state import JSON
 from apigen_mt.validators.blueprint import STAGES, parse_stages, validate_blueprint, validation_record
 from apigen_mt.validators.trajectory import TrajectoryInputError, verify_trajectory
@@ -43,20 +40,11 @@ def _domain_and_db(name: str, data_dir: Path | None) -> tuple[Domain, JSON]:
         raise CliError(str(exc)) from None
 
 
-def _records(path: Path) -> list[Any]:
-    try:
-        return read_records(path)
-    except InputError as exc:
-        raise CliError(str(exc)) from None
-
-
-@contextlib.contextmanager
-def _output(path: Path) -> Iterator[IO[str]]:
-    try:
-        with atomic_output(path) as out:
-            yield out
-    except InputError as exc:
-        raise CliError(str(exc)) from None
+def _inputs(dom: Domain, input: Path, data_dir: Path | None) -> list[Path]:
+    """Every file the command reads, which its output must not replace."""
+    if data_dir is None:
+        return [input]
+    return [input, data_dir / "policy.md", *(data_dir / f"{table}.json" for table in dom.tables)]
 
 
 def report(line: str) -> None:
@@ -68,10 +56,7 @@ def report(line: str) -> None:
 def replay(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: DataDirOpt = None) -> None:
     """Run a JSON array of actions `[{name, arguments|kwargs}]` on a fresh database; write observations and final state."""
     dom, db = _domain_and_db(domain, data_dir)
-    try:
-        actions = read_json(input)
-    except InputError as exc:
-        raise CliError(str(exc)) from None
+    actions = read_json(input)
     if not isinstance(actions, list):
         raise CliError(f"{input}: expected a JSON array of actions, got a {type(actions).__name__}")
     for index, action in enumerate(actions):
@@ -82,9 +67,8 @@ def replay(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
             raise CliError(f"{input}: action {index} ({action['name']}): `arguments` must be an object")
     env = dom.environment(db)
     observations = [env.step(action).observation for action in actions]
-    with _output(output) as out:
-        json.dump({"observations": observations, "state": env.db}, out)
-        out.write("\n")
+    with atomic_output(output, inputs=_inputs(dom, input, data_dir)) as out:
+        out.write(dumps_strict({"observations": observations, "state": env.db}) + "\n")
     failed = sum(1 for _, result in env.log if result.failed)
     report(f"replayed {len(actions)} actions ({failed} with error observations) -> {output}")
 
@@ -105,16 +89,16 @@ def validate(
     except ValueError as exc:
         raise CliError(f"--stages: {exc}") from None
     dom, db = _domain_and_db(domain, data_dir)
-    records = _records(input)
+    records = read_records(input)
     accepted = 0
     failed_at: Counter[str] = Counter()
-    with _output(output) as out:
+    with atomic_output(output, inputs=_inputs(dom, input, data_dir)) as out:
         for index, raw in enumerate(progress(records, f"validating {len(records)} blueprints")):
             record = validation_record(index, raw, validate_blueprint(dom, db, raw, chosen))
             accepted += record["accepted"]
             if record["failed_stage"]:
                 failed_at[record["failed_stage"]] += 1
-            out.write(json.dumps(record) + "\n")
+            out.write(dumps_strict(record) + "\n")
     rejected = ", ".join(f"{count} at {stage}" for stage, count in failed_at.items()) or "none"
     report(f"{accepted} of {len(records)} accepted; rejected: {rejected} -> {output}")
 
@@ -123,9 +107,9 @@ def validate(
 def verify(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: DataDirOpt = None) -> None:
     """Verify trajectories `{"blueprint", "messages"}` (JSON Lines): state match, expected outputs, termination."""
     dom, db = _domain_and_db(domain, data_dir)
-    records = _records(input)
+    records = read_records(input)
     passed = 0
-    with _output(output) as out:
+    with atomic_output(output, inputs=_inputs(dom, input, data_dir)) as out:
         for index, raw in enumerate(progress(records, f"verifying {len(records)} trajectories")):
             if not isinstance(raw, dict) or "blueprint" not in raw or "messages" not in raw:
                 raise CliError(f"{input}: record {index + 1} must be an object with `blueprint` and `messages`")
@@ -134,7 +118,7 @@ def verify(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
             except TrajectoryInputError as exc:
                 raise CliError(f"{input}: record {index + 1}: {exc}") from None
             passed += verdict.reward == 1.0
-            out.write(json.dumps(verdict.record(index)) + "\n")
+            out.write(dumps_strict(verdict.record(index)) + "\n")
     report(f"{passed} of {len(records)} trajectories reach reward 1.0 -> {output}")
 
 
@@ -163,7 +147,7 @@ def envs_show(
         raise CliError(exc.args[0]) from None
     if json_out:
         print(
-            json.dumps(
+            dumps_strict(
                 {
                     "name": dom.name,
                     "description": dom.description,
@@ -201,22 +185,37 @@ def envs_show(
 @envs.command("generate-data")
 def envs_generate_data(
     domain: Annotated[str, typer.Argument(help="Domain name.")],
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives identical files.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (0 or more); the same seed gives identical files.")],
     output: Annotated[Path, typer.Option("--output", help="Folder to write the tau-bench-layout JSON files into.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace the domain's files if the folder already holds them.")] = False,
 ) -> None:
-    """Generate a domain's database with its seeded generator, in tau-bench's file layout."""
+    """Generate a domain's database with its seeded generator, in tau-bench's file layout.
+
+    All files appear together: they are written into a temp folder first and renamed into place only
+    when every one is complete. Other files in the folder are left alone.
+    """
     try:
         dom = get_domain(domain)
     except KeyError as exc:
         raise CliError(exc.args[0]) from None
-    if output.exists() and not output.is_dir():
-        raise CliError(f"--output {output} exists and is not a folder")
+    if seed < 0:
+        # The generators seed Python's `random`, which hashes away the sign: -1 would repeat seed 1.
+        raise CliError(f"--seed must be 0 or more, got {seed}")
     db = dom.generate(seed)
-    for path in write_tables(db, output):
-        report(f"wrote {path} ({len(db[path.stem])} records)")
-    policy = output / "policy.md"
-    policy.write_text(dom.policy, encoding="utf-8")
-    report(f"wrote {policy}")
+    files = {f"{table}.json": dumps_strict(records, indent=2) + "\n" for table, records in db.items()}
+    files["policy.md"] = dom.policy
+    existing = [name for name in files if (output / name).exists()]
+    if existing and not force:
+        raise CliError(f"--output {output} already holds {', '.join(existing)}; pass --force to replace them, or choose another folder")
+    try:
+        with atomic_files_in(output, list(files), replace=force) as staging:
+            for name, text in files.items():
+                (staging / name).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write into {output}: {exc.strerror or exc}") from None
+    for table, records in db.items():
+        report(f"wrote {output / f'{table}.json'} ({len(records)} records)")
+    report(f"wrote {output / 'policy.md'}")
 
 
 def progress(items: list[Any], description: str) -> Any:

@@ -59,17 +59,20 @@ def ask_command(
 ) -> None:
     """Ask a configured model one question as a domain agent; print the tool calls or text it answers with.
 
-    The reply is generated under structured outputs (a valid call list or `{"content": ...}`), the way
-    the agent role runs in the pipeline. Starts an embedded Ray and the model's engine, then stops them.
+    The request is the agent role's own (policy, tools, structured outputs, one call per turn). A vLLM
+    model runs in an embedded Ray, stopped afterwards; an OpenAI-compatible endpoint is checked first
+    and asked directly, without Ray.
     """
     import asyncio
     import json
 
-    from apigen_mt.pipeline.config import ROLES, ConfigError, load_config, start_model
-    from apigen_mt.simulators.chat import ChatRequest, SamplingParams
+    from apigen_mt.pipeline.config import ROLES, ConfigError, OpenAIModel, load_config, start_model
+    from apigen_mt.pipeline.openai_backend import EndpointUnavailable, OpenAIBackendConfig, OpenAIChatModel
+    from apigen_mt.pipeline.vllm_backend import EngineStartError
+    from apigen_mt.simulators.agent import Agent, AgentSettings, AgentTurn
+    from apigen_mt.simulators.chat import ChatModel, ModelUnavailable
     from apigen_mt.simulators.domain import get_domain
     from apigen_mt.simulators.types import Message
-    from apigen_mt.simulators.xlam import agent_turn_schema, parse_agent_turn
 
     if role not in ROLES:
         raise CliError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
@@ -85,25 +88,36 @@ def ask_command(
         if unknown:
             raise CliError(f"--tools: {domain} has no tool {', '.join(unknown)}")
         specs = [spec for spec in specs if spec.name in wanted]
-    request = ChatRequest(
-        messages=[Message(role="system", content=dom.policy), Message(role="user", content=message)],
-        tools=specs,
-        json_schema=agent_turn_schema(specs),
-        sampling=SamplingParams(temperature=0.0, max_tokens=max_tokens),
-    )
-    import ray
+    settings = AgentSettings(temperature=0.0, max_tokens=max_tokens)
+    conversation = [Message(role="user", content=message)]
+    model_spec = run_config.models[getattr(run_config.roles, role)]
 
-    ray.init(include_dashboard=False, log_to_driver=False)
+    async def ask(model: ChatModel) -> AgentTurn:
+        return await Agent(model, dom.policy, specs, settings).act(conversation)
+
+    async def ask_endpoint(endpoint: OpenAIBackendConfig) -> AgentTurn:
+        # Both steps raise EndpointUnavailable saying what to fix: an unset key variable, an unreachable server.
+        async with OpenAIChatModel(endpoint) as model:
+            await model.check()
+            return await ask(model)
+
     try:
-        [model, *_] = start_model(run_config.models[getattr(run_config.roles, role)])
-        response = asyncio.run(model.chat(request))
-    except (ConfigError, ModelError) as exc:
-        raise CliError(str(exc)) from None
-    finally:
-        ray.shutdown()
-    if not response.ok:
-        raise CliError(f"the model answered with an error: {response.error}")
-    parsed = parse_agent_turn(response.completions[0].text)
-    print(json.dumps({"tool_calls": [call.model_dump() for call in parsed.tool_calls], "content": parsed.content}))
-    if parsed.problem:
-        print(f"note: {parsed.problem}", file=sys.stderr)
+        if isinstance(model_spec, OpenAIModel):
+            turn = asyncio.run(ask_endpoint(model_spec.endpoint))
+        else:
+            import ray
+
+            ray.init(include_dashboard=False, log_to_driver=False)
+            try:
+                [model, *_] = start_model(model_spec)
+                turn = asyncio.run(ask(model))
+            finally:
+                ray.shutdown()
+    except (ConfigError, ModelError, EndpointUnavailable, EngineStartError, ModelUnavailable) as exc:
+        # One line: vLLM's start-up reasons can span several.
+        raise CliError("; ".join(line.strip() for line in str(exc).splitlines() if line.strip())) from None
+    if turn.error is not None:
+        raise CliError(f"the model answered with an error: {turn.error}")
+    print(json.dumps({"tool_calls": [call.model_dump() for call in turn.tool_calls], "content": turn.content}))
+    if turn.problem:
+        print(f"note: {turn.problem}", file=sys.stderr)

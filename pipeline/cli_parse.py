@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
 import typer
 
 from apigen_mt.pipeline.cli import CliError, app
+from apigen_mt.pipeline.io import dumps_strict, read_stdin, split_json_lines
+from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.tool_parsers import ParsedOutput, get_parser, json_kind, parser_names
 
 
 def _record(parsed: ParsedOutput) -> str:
     calls = [{"name": call.name, "arguments": call.arguments} for call in parsed.tool_calls]
-    return json.dumps({"tool_calls": calls, "content": parsed.content})
+    return dumps_strict({"tool_calls": calls, "content": parsed.content})
 
 
 def _jsonl_inputs(text: str) -> list[str]:
     inputs = []
-    # Split on "\n" only: JSON strings may hold raw U+2028 and other characters str.splitlines breaks on.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
+    for number, line in split_json_lines(text):
         try:
-            value = json.loads(line)
-        except ValueError as exc:
-            raise CliError(f"line {number} of stdin is not valid JSON ({exc}); with --jsonl each line must be a JSON string") from None
+            value = loads_strict(line, f"line {number} of stdin")
+        except StrictJSONError as exc:
+            raise CliError(f"{exc}; with --jsonl each line must be a JSON string") from None
         if not isinstance(value, str):
             raise CliError(f"line {number} of stdin holds a JSON {json_kind(value)}, not a string; with --jsonl each line must be one model output as a JSON string")
         inputs.append(value)
@@ -46,6 +42,6 @@ def parse(
         parser = get_parser(output_format)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    text = sys.stdin.read()
+    text = read_stdin()
     for output in _jsonl_inputs(text) if jsonl else [text]:
         typer.echo(_record(parser.parse(output)))

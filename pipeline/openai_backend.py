@@ -5,6 +5,8 @@ Failure semantics follow the run's rule that one item's failure never kills the 
 - `chat()` never raises for anything the endpoint does. Transient failures (HTTP 429, 5xx, timeouts,
   connection errors) are retried with exponential backoff and jitter, honouring `Retry-After`; what is
   still failing after that, or a non-retryable HTTP error, comes back as `ChatResponse(error=...)`.
+Calls the server extracted itself (`vllm serve --tool-call-parser ...`) are taken as they are; otherwise
+the reply text is read by `simulators.completions`, as every backend's is.
 The API key is read only from the environment variable named in the config and is scrubbed from every
 message this module produces.
 """
@@ -24,6 +26,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion, FinishReason
+from apigen_mt.simulators.completions import build_completion
 from apigen_mt.simulators.tool_parsers import get_parser
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall
 
@@ -50,6 +53,12 @@ class OpenAIBackendConfig(BaseModel):
     backoff_max_s: float = Field(30.0, ge=0, description="cap on one wait, Retry-After included")
     tool_parser: str = Field("xlam", description="parser for tool calls a server returns as plain text")
 
+    @field_validator("tool_parser")
+    @classmethod
+    def _known_parser(cls, value: str) -> str:
+        get_parser(value)  # raises with the known names
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -65,7 +74,6 @@ class OpenAIChatModel:
         self.config = config
         self.model_id = config.model
         self._api_key = _read_api_key(config.api_key_env)
-        self._parser = get_parser(config.tool_parser)
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._jitter = random.Random()
         # Created on first use so the connection pool belongs to the event loop that uses it.
@@ -124,7 +132,7 @@ class OpenAIChatModel:
         if failure is not None:
             return ChatResponse(model=self.model_id, error=failure)
         try:
-            return self._response(body, tools_offered=bool(request.tools))
+            return self._response(body, request)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             snippet = self._scrub(json.dumps(body)[:SERVER_MESSAGE_LIMIT])
             return ChatResponse(
@@ -191,7 +199,7 @@ class OpenAIChatModel:
         # Equal jitter: never less than half the backoff, spread so that many clients do not retry in step.
         return ceiling / 2 + self._jitter.uniform(0, ceiling / 2)
 
-    def _response(self, body: dict[str, Any], *, tools_offered: bool) -> ChatResponse:
+    def _response(self, body: dict[str, Any], request: ChatRequest) -> ChatResponse:
         choices = sorted(body["choices"], key=lambda choice: choice.get("index", 0))
         if not choices:
             raise ValueError("no choices")
@@ -199,38 +207,25 @@ class OpenAIChatModel:
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_shares = _split_evenly(int(usage.get("completion_tokens") or 0), len(choices))
         completions = [
-            self._completion(choice, tools_offered, prompt_tokens, share)
+            self._completion(choice, request, prompt_tokens, share)
             for choice, share in zip(choices, completion_shares)
         ]
         return ChatResponse(completions=completions, model=str(body.get("model") or self.model_id))
 
     def _completion(
-        self, choice: dict[str, Any], tools_offered: bool, prompt_tokens: int, completion_tokens: int
+        self, choice: dict[str, Any], request: ChatRequest, prompt_tokens: int, completion_tokens: int
     ) -> Completion:
         message = choice.get("message") or {}
-        text = message.get("content") or ""
         finish_reason, error = _finish_reason(choice.get("finish_reason"))
-        structured = message.get("tool_calls") or []
-        content: str | None
-        if structured:
-            tool_calls = [_decode_tool_call(call) for call in structured]
-            content = message.get("content")
-        elif tools_offered and text:
-            # The server has no tool parser for this model (or none enabled): parse the raw text ourselves.
-            parsed = self._parser.parse(text)
-            tool_calls, content = list(parsed.tool_calls), parsed.content
-        else:
-            tool_calls, content = [], text
-        if tool_calls and finish_reason == "stop":
-            finish_reason = "tool_calls"
-        return Completion(
-            text=text,
-            content=content,
-            tool_calls=tool_calls,
+        return build_completion(
+            message.get("content") or "",
+            request,
             finish_reason=finish_reason,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             error=error,
+            server_calls=[_decode_tool_call(call) for call in message.get("tool_calls") or []],
+            parser=self.config.tool_parser,
         )
 
     def _http(self) -> httpx.AsyncClient:

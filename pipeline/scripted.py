@@ -1,23 +1,40 @@
 """ScriptedChatModel: a deterministic test double that answers from a script. Never a default backend.
 
 A script is a list of replies, answered in order, or a function of the request. A reply is
-- a `str`: a plain-text completion (never parsed for tool calls; pass a `Completion` for raw model text),
+- a `str`: the model's text reply, taken as the content as it is (under an `agent_turn` request its
+  raw text is the `{"content": ...}` the model would have written),
 - a `ToolCall` or a list of them: a completion that calls those tools, its text in xLAM's JSON-list form,
+- a `RawText`: what a model literally wrote, read against the request exactly as the real backends
+  read it (`simulators.completions`), so broken calls come back with their `problem`,
 - a `Completion`: used as it is,
-- a `ChatResponse`: the whole answer to one request, e.g. to script an endpoint error.
-A request asking for `n` completions takes `n` replies, unless the first is a `ChatResponse`.
+- a `ChatResponse`: the whole answer to one request, e.g. to script an endpoint error,
+- a `ModelUnavailable`: raised, as a backend whose engine died raises it.
+A request asking for `n` completions takes `n` replies, unless the first is a `ChatResponse` or a
+`ModelUnavailable`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Union
 
-from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion
+from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion, FinishReason, ModelUnavailable
+from apigen_mt.simulators.completions import build_completion
 from apigen_mt.simulators.types import ToolCall
+from apigen_mt.simulators.xlam import calls_text
 
-Reply = Union[str, ToolCall, list[ToolCall], Completion, ChatResponse]
+
+@dataclass(frozen=True)
+class RawText:
+    """A model's raw output, to be read like a real backend's (`finish_reason="length"` for one cut short)."""
+
+    text: str
+    finish_reason: FinishReason = "stop"
+
+
+Reply = Union[str, ToolCall, list[ToolCall], RawText, Completion, ChatResponse, ModelUnavailable]
 
 
 class ScriptExhausted(AssertionError):
@@ -47,17 +64,19 @@ class ScriptedChatModel:
     async def chat(self, request: ChatRequest) -> ChatResponse:
         self.requests.append(request)
         first = self._draw(request)
+        if isinstance(first, ModelUnavailable):
+            raise first
         if isinstance(first, ChatResponse):
             return first
-        completions = [_completion(first)]
+        completions = [_completion(first, request)]
         for _ in range(request.sampling.n - 1):
             reply = self._draw(request)
-            if isinstance(reply, ChatResponse):
+            if isinstance(reply, (ChatResponse, ModelUnavailable)):
                 raise TypeError(
                     f"{self!r}: request #{len(self.requests)} asked for n={request.sampling.n} completions and "
-                    f"reply #{self._drawn} is a whole ChatResponse; a ChatResponse may only answer a request by itself"
+                    f"reply #{self._drawn} is a whole {type(reply).__name__}; it may only answer a request by itself"
                 )
-            completions.append(_completion(reply))
+            completions.append(_completion(reply, request))
         return ChatResponse(completions=completions, model=self.model_id)
 
     def _draw(self, request: ChatRequest) -> Reply:
@@ -76,17 +95,22 @@ class ScriptedChatModel:
         return reply
 
 
-def _completion(reply: Reply) -> Completion:
+def _completion(reply: Reply, request: ChatRequest) -> Completion:
     if isinstance(reply, Completion):
         return reply
+    if isinstance(reply, RawText):
+        return build_completion(
+            reply.text, request, finish_reason=reply.finish_reason, prompt_tokens=0, completion_tokens=0
+        )
     if isinstance(reply, str):
-        return Completion(text=reply, content=reply, finish_reason="stop")
+        text = json.dumps({"content": reply}) if request.reply_format == "agent_turn" else reply
+        return Completion(text=text, content=reply, finish_reason="stop")
     calls = [reply] if isinstance(reply, ToolCall) else reply
     if isinstance(calls, list) and all(isinstance(call, ToolCall) for call in calls):
-        text = json.dumps([{"name": call.name, "arguments": call.arguments} for call in calls])
-        return Completion(text=text, content=None, tool_calls=list(calls), finish_reason="tool_calls")
+        return Completion(text=calls_text(calls), content=None, tool_calls=list(calls), finish_reason="tool_calls")
     raise TypeError(
-        f"a scripted reply must be a str, ToolCall, list of ToolCall, Completion or ChatResponse, got {reply!r}"
+        "a scripted reply must be a str, ToolCall, list of ToolCall, RawText, Completion, ChatResponse or "
+        f"ModelUnavailable, got {reply!r}"
     )
 
 

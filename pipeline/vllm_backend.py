@@ -7,25 +7,33 @@
 
 The actor (`VllmEngineActor`) owns one `AsyncLLM` and serves many requests at once (async methods, high
 `max_concurrency`); continuous batching inside vLLM does the rest. Every request gets its own answer: a
-prompt longer than the context, an invalid schema, a timeout, or an engine error becomes
-`ChatResponse(error=...)` for that request only, and the actor keeps serving.
+prompt longer than the context, an invalid schema, a timeout, or an error vLLM raises for one request
+becomes `ChatResponse(error=...)` for that request only, and the actor keeps serving.
+
+A dead engine is different: vLLM then fails every request (`EngineDeadError`), so the actor process
+exits and Ray starts it again (up to `max_restarts` times). Meanwhile `VllmChatModel.chat` raises
+`ModelUnavailable` for the requests that were in flight or sent to the dead actor, and the run driver
+retries their episodes.
 
 Prompts: the model's chat template is applied with `tools=` when the template mentions tools; otherwise
 (the embedded SmolLM2 is such a model) the tools go into the system turn in the xLAM format
-(`simulators.xlam.render_messages_for_xlam`). Replies to requests that offer tools are read with the
-xLAM tool-call parser. A request's `json_schema` becomes vLLM structured outputs (xgrammar).
+(`simulators.xlam.render_messages_for_xlam`). Replies are read by `simulators.completions`, as every
+backend's are. A request's `json_schema` becomes vLLM structured outputs (xgrammar).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
-from typing import Any, Literal
+import time
+from typing import Any, Literal, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion, FinishReason
+from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion, FinishReason, ModelUnavailable
+from apigen_mt.simulators.completions import build_completion
 from apigen_mt.simulators.tool_parsers import get_parser
 from apigen_mt.simulators.types import Message, OpenAIToolCall
 from apigen_mt.simulators.xlam import render_messages_for_xlam
@@ -66,10 +74,19 @@ class VllmEngineConfig(BaseModel):
         None, ge=1, description="requests a client keeps in flight; default: 2 x max_num_seqs"
     )
     actor_num_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved for the actor on a CPU replica")
+    max_restarts: int = Field(
+        2, ge=0, description="times Ray starts the actor again after its engine died; then the replica stays down"
+    )
     tool_parser: str = Field("xlam", description="parser for tool calls in replies to requests with tools")
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="further vLLM engine arguments, passed on as they are"
     )
+
+    @field_validator("tool_parser")
+    @classmethod
+    def _known_parser(cls, value: str) -> str:
+        get_parser(value)  # raises with the known names
+        return value
 
     @property
     def model_id(self) -> str:
@@ -190,27 +207,20 @@ def _finish_reason(reason: str | None) -> tuple[FinishReason, str | None]:
     return "error", f"vLLM ended this completion with finish_reason {reason!r}"
 
 
-def completions_from(output: Any, prompt_tokens: int, parser: Any | None) -> list[Completion]:
-    """Our completions from one vLLM `RequestOutput`; `parser` reads tool calls when the request offered tools."""
+def completions_from(output: Any, request: ChatRequest, prompt_tokens: int, parser: str) -> list[Completion]:
+    """Our completions from one vLLM `RequestOutput`, read with the named tool-call parser where it applies."""
     completions = []
     for sample in sorted(output.outputs, key=lambda sample: sample.index):
         finish_reason, error = _finish_reason(sample.finish_reason)
-        text = sample.text
-        tool_calls, content = [], text
-        if parser is not None:
-            parsed = parser.parse(text)
-            tool_calls, content = list(parsed.tool_calls), parsed.content
-        if tool_calls and finish_reason == "stop":
-            finish_reason = "tool_calls"
         completions.append(
-            Completion(
-                text=text,
-                content=content,
-                tool_calls=tool_calls,
+            build_completion(
+                sample.text,
+                request,
                 finish_reason=finish_reason,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=len(sample.token_ids),
                 error=error,
+                parser=parser,
             )
         )
     return completions
@@ -245,7 +255,6 @@ class VllmEngineActor:
         self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
         self.takes_tools = template_takes_tools(self.tokenizer)
         self.max_model_len = self.engine.model_config.max_model_len
-        self.parser = get_parser(config.tool_parser)
         self._request_ids = itertools.count()
 
     def info(self) -> dict[str, Any]:
@@ -293,10 +302,35 @@ class VllmEngineActor:
                 model=model_id,
                 error=f"no answer within request_timeout_s={self.config.request_timeout_s:g}s; the request was aborted",
             )
-        except Exception as exc:  # anything vLLM rejects or fails on belongs to this request only
+        except Exception as exc:
+            if self._engine_dead(exc):
+                self._exit_for_restart(exc)
+            # anything else vLLM rejects or fails on belongs to this request only
             return ChatResponse(model=model_id, error=f"vLLM failed this request: {_describe(exc)}")
-        parser = self.parser if request.tools else None
-        return ChatResponse(model=model_id, completions=completions_from(output, len(token_ids), parser))
+        completions = completions_from(output, request, len(token_ids), self.config.tool_parser)
+        return ChatResponse(model=model_id, completions=completions)
+
+    def _engine_dead(self, exc: Exception) -> bool:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        return isinstance(exc, EngineDeadError) or self.engine.errored
+
+    def _exit_for_restart(self, exc: Exception) -> NoReturn:
+        """End the actor process so that Ray restarts it with a fresh engine.
+
+        A dead AsyncLLM never recovers, and answering errors would fail every later request of the run.
+        `ray.actor.exit_actor()` would count as an intentional exit, which Ray does not restart, hence
+        `os._exit`; the engine processes are stopped first so that none outlives the actor.
+        """
+        logging.getLogger(__name__).error(
+            "the vLLM engine of %s died (%s); exiting so that Ray restarts the actor",
+            self.config.model_id,
+            _describe(exc),
+        )
+        try:
+            self.engine.shutdown()
+        finally:
+            os._exit(1)
 
     async def _generate(self, token_ids: list[int], prompt: str, params: Any) -> Any:
         from vllm.inputs import tokens_input
@@ -331,6 +365,9 @@ def start_engine_actor(config: VllmEngineConfig, *, name: str | None = None) -> 
         # Ray starts workers at niceness 15; the engine is the pipeline's bottleneck and must not yield
         # its cores to every other process on the machine.
         "runtime_env": {"env_vars": {"RAY_worker_niceness": "0"}},
+        # A dead engine ends the actor process (see VllmEngineActor._exit_for_restart); Ray starts it again.
+        # Requests are not retried by Ray: the caller gets ModelUnavailable and retries the episode.
+        "max_restarts": config.max_restarts,
     }
     if name is not None:
         options["name"] = name
@@ -365,6 +402,16 @@ def _final_error(exc: BaseException) -> str:
     return "\n".join(lines[last:]).strip()[:2000]
 
 
+def _actor_failure(exc: BaseException) -> str:
+    """Why Ray says the actor failed: the end of its traceback, or the first line of a memory report."""
+    import ray
+
+    if isinstance(exc, ray.exceptions.OutOfMemoryError):
+        # The report runs over many lines; the first says how much memory was used of what.
+        return str(exc).splitlines()[0]
+    return _final_error(exc)
+
+
 class VllmChatModel:
     """ChatModel over a `VllmEngineActor`: keeps at most `max_in_flight` requests in flight.
 
@@ -386,7 +433,7 @@ class VllmChatModel:
         self.model_id = model_id
         self.max_in_flight = max_in_flight
         self.extra_sampling = dict(extra_sampling or {})
-        self.engine_info = dict(engine_info or {})  # VllmEngineActor.info() as reported at start-up
+        self.engine_info = dict(engine_info or {})  # VllmEngineActor.info() at start-up or after a restart
         self._slots: asyncio.Semaphore | None = None
 
     def __repr__(self) -> str:
@@ -414,17 +461,19 @@ class VllmChatModel:
                 f"Ray has {ray.available_resources()} free. Free or add those resources, or raise start_timeout_s "
                 "for a slow load."
             ) from None
-        except ray.exceptions.RayActorError as exc:
+        except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
+            ray.kill(actor)  # else max_restarts would have Ray load the failing engine again
             if group is not None:
                 ray.util.remove_placement_group(group)
             raise EngineStartError(
-                f"the vLLM engine for {config.model!r} failed to start: {_final_error(exc)}\n"
+                f"the vLLM engine for {config.model!r} failed to start: {_actor_failure(exc)}\n"
                 "Check that the model folder holds a Hugging Face model and, on CPU, lower gpu_memory_utilization "
                 "or max_model_len if the KV cache does not fit."
             ) from exc
         return cls(actor, config.model_id, config.in_flight_limit, extra_sampling, info, group)
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
+        """The actor's answer; raises `ModelUnavailable` while the actor is dead or restarting."""
         import ray
 
         if self._slots is None:
@@ -432,8 +481,35 @@ class VllmChatModel:
         async with self._slots:
             try:
                 return await self.actor.chat.remote(request, self.extra_sampling or None)
+            # ActorDiedError, ActorUnavailableError, or the process killed by Ray's memory monitor
+            except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
+                raise ModelUnavailable(
+                    f"the vLLM engine actor of {self.model_id} is dead or restarting: {_actor_failure(exc)}"
+                ) from exc
             except ray.exceptions.RayError as exc:
                 return ChatResponse(model=self.model_id, error=f"the vLLM engine actor failed: {_describe(exc)}")
+
+    def wait_until_serving(self, timeout_s: float) -> bool:
+        """After `ModelUnavailable`: block until Ray has restarted the actor and its engine answers again.
+
+        False when Ray gave up on the actor (its restarts are used up, or the restart failed) or it is not
+        back within `timeout_s`; the caller then replaces the replica. Calls to a restarting actor fail at
+        once with ActorUnavailableError rather than wait, hence the polling.
+        """
+        import ray
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                self.engine_info = ray.get(self.actor.info.remote(), timeout=remaining)
+                return True
+            except ray.exceptions.ActorUnavailableError:
+                time.sleep(min(1.0, remaining))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                return False
 
     async def memory(self) -> dict[str, int]:
         """Resident memory of the actor process and of its engine processes, in bytes."""

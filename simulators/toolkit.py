@@ -91,7 +91,7 @@ _SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool
 
 
 def json_schema_of(annotation: Any, where: str) -> dict[str, Any]:
-    """The JSON Schema of a type annotation: str, int, float, bool, list[T], dict, Literal[...], TypedDict."""
+    """The JSON Schema of an annotation: str, int, float, bool, list[T], dict[str, T], Literal, TypedDict, unions."""
     if annotation in _SCALARS:
         return {"type": _SCALARS[annotation]}
     origin = get_origin(annotation)
@@ -102,6 +102,9 @@ def json_schema_of(annotation: Any, where: str) -> dict[str, Any]:
         if descriptions:
             schema["description"] = descriptions[0]
         return schema
+    if origin in (typing.Required, typing.NotRequired):
+        # Whether the key is required is decided by the TypedDict branch below.
+        return json_schema_of(get_args(annotation)[0], where)
     if origin is Literal:
         values = list(get_args(annotation))
         kinds = {_SCALARS.get(type(value)) for value in values}
@@ -112,11 +115,22 @@ def json_schema_of(annotation: Any, where: str) -> dict[str, Any]:
         (item,) = get_args(annotation) or (Any,)
         return {"type": "array"} if item is Any else {"type": "array", "items": json_schema_of(item, where)}
     if annotation is dict or origin is dict:
-        return {"type": "object"}
+        # dict[str, T] is an object keyed by free-form names (ids, option names) whose values are all T.
+        value = get_args(annotation)[1] if get_args(annotation) else Any
+        if value is Any:
+            return {"type": "object"}
+        return {"type": "object", "additionalProperties": json_schema_of(value, where)}
     if typing.is_typeddict(annotation):
         hints = get_type_hints(annotation, include_extras=True)
         properties = {name: json_schema_of(hint, f"{where}.{name}") for name, hint in hints.items()}
-        required = [name for name in hints if name in annotation.__required_keys__]
+        # The markers are read from the hints too: under `from __future__ import annotations`, Python 3.11
+        # counts a `NotRequired` key among `__required_keys__`.
+        required = [
+            name
+            for name, hint in hints.items()
+            if get_origin(hint) is typing.Required
+            or (get_origin(hint) is not typing.NotRequired and name in annotation.__required_keys__)
+        ]
         return {"type": "object", "properties": properties, "required": required}
     if origin in (typing.Union, types.UnionType):
         return {"anyOf": [json_schema_of(option, where) for option in get_args(annotation)]}

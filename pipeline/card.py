@@ -1,0 +1,338 @@
+"""The dataset card of an export: statistics with polars, PNG plots with matplotlib, `RUN/README.md`.
+
+The README's YAML front matter holds only what is known for certain (name, task, tags, size) and one
+config per layout pointing at `data/<format>/<split>-*.parquet`, so the Hub viewer finds every split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import yaml
+
+from apigen_mt.pipeline.io import atomic_directory, atomic_output
+from apigen_mt.pipeline.storage import STATUSES, RunManifest
+from apigen_mt.validators.sampling import pass_hat_k
+
+_COLUMNS = [
+    "blueprint_id", "domain", "trial", "status", "attribution", "termination", "turns", "tool_calls",
+    "prompt_tokens", "completion_tokens", "human_prompt_tokens", "human_completion_tokens", "duration_s",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunStatistics:
+    """What the card reports; `train` figures are over the unique accepted trajectories."""
+
+    trials: int
+    statuses: dict[str, int]
+    unique_accepted: int
+    blueprints: int  # with at least one trial
+    blueprints_solved: int  # with at least one accepted trial
+    domains: dict[str, dict[str, int]]  # domain -> trials, unique_accepted
+    pass_k: dict[int, tuple[float, int]]  # k -> (pass^k, blueprints with at least k trials)
+    attribution: dict[str, int]  # of rejected and failed trials
+    termination: dict[str, int]
+    train_turns: dict[str, float | None]  # mean, median, max agent turns
+    train_tool_calls: dict[str, float | None]
+    train_tokens: dict[str, float | None]  # mean tokens per trajectory
+    tool_usage: list[tuple[str, int]]  # tool -> calls in train, most used first
+    turns_accepted: list[int]
+    turns_other: list[int]  # rejected and failed trials
+
+
+def run_statistics(trials: pa.Table, unique: Sequence[bool]) -> RunStatistics:
+    """Statistics of one row per trial; `unique[i]` marks row i as a train (unique accepted) trajectory."""
+    frame = pl.from_arrow(trials.select(_COLUMNS)).with_columns(pl.Series("unique", list(unique), dtype=pl.Boolean))
+    train = frame.filter(pl.col("unique"))
+    outcomes = frame.group_by("blueprint_id", maintain_order=True).agg((pl.col("status") == "accepted").alias("ok"))
+    results = dict(outcomes.rows())
+    most_trials = max((len(ok) for ok in results.values()), default=0)
+    pass_k = {
+        k: (pass_hat_k(results, k), sum(1 for ok in results.values() if len(ok) >= k)) for k in range(1, most_trials + 1)
+    }
+    domains = {
+        domain: {"trials": trials_n, "unique_accepted": unique_n}
+        for domain, trials_n, unique_n in frame.group_by("domain")
+        .agg(pl.len().alias("trials"), pl.col("unique").sum().alias("unique_accepted"))
+        .sort("domain")
+        .rows()
+    }
+    names = [
+        str((call.get("function") or {}).get("name", ""))
+        for text in trials.filter(pa.array(list(unique), pa.bool_())).column("messages").to_pylist()
+        for message in json.loads(text)
+        for call in message.get("tool_calls") or []
+    ]
+    usage = pl.Series("tool", names, dtype=pl.String).value_counts(sort=True)
+    return RunStatistics(
+        trials=frame.height,
+        statuses={status: frame.filter(pl.col("status") == status).height for status in STATUSES},
+        unique_accepted=train.height,
+        blueprints=len(results),
+        blueprints_solved=sum(1 for ok in results.values() if any(ok)),
+        domains=domains,
+        pass_k=pass_k,
+        attribution=_counts(frame.filter(pl.col("status") != "accepted"), "attribution"),
+        termination=_counts(frame, "termination"),
+        train_turns=_summary(train, "turns"),
+        train_tool_calls=_summary(train, "tool_calls"),
+        train_tokens={
+            column: train.select(pl.col(column).mean()).item()
+            for column in ("prompt_tokens", "completion_tokens", "human_prompt_tokens", "human_completion_tokens")
+        },
+        tool_usage=[(name, count) for name, count in usage.rows()],
+        turns_accepted=train.get_column("turns").to_list(),
+        turns_other=frame.filter(pl.col("status") != "accepted").get_column("turns").to_list(),
+    )
+
+
+def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    counted = frame.get_column(column).fill_null("none").value_counts(sort=True)
+    return {str(value): count for value, count in counted.rows()}
+
+
+def _summary(frame: pl.DataFrame, column: str) -> dict[str, float | None]:
+    values = frame.select(
+        pl.col(column).mean().alias("mean"), pl.col(column).median().alias("median"), pl.col(column).max().alias("max")
+    )
+    return values.row(0, named=True)
+
+
+def write_card(
+    run_dir: Path,
+    statistics: RunStatistics,
+    manifest: RunManifest | None,
+    *,
+    exported: Mapping[str, Mapping[str, int]],
+    dataset_dirs: Mapping[str, str],
+) -> tuple[Path, list[Path]]:
+    """Write `RUN/plots/*.png` and `RUN/README.md`; `exported` is format -> split -> rows written."""
+    stages = funnel(statistics, manifest)
+    with atomic_directory(run_dir / "plots", replace=True) as tmp:
+        _bar_chart(tmp / "funnel.png", stages, title="Funnel")
+        _turns_chart(tmp / "turns.png", statistics)
+    card = run_dir / "README.md"
+    with atomic_output(card) as out:
+        out.write(card_text(run_dir.name, statistics, manifest, stages, exported, dataset_dirs))
+    return card, [run_dir / "plots" / "funnel.png", run_dir / "plots" / "turns.png"]
+
+
+def funnel(statistics: RunStatistics, manifest: RunManifest | None) -> list[tuple[str, int]]:
+    """Every stage's count: the manifest's blueprint stages, then the trajectories counted from the shards."""
+    stages = [
+        (f"{stage}: {status}", count)
+        for stage, by_status in (manifest.counts if manifest else {}).items()
+        if stage != "trajectories"  # recounted from the shards below, which a resumed run may have added to
+        for status, count in by_status.items()
+    ]
+    return stages + [
+        ("blueprints with trials", statistics.blueprints),
+        ("trials", statistics.trials),
+        *((f"trials {status}", statistics.statuses[status]) for status in STATUSES),
+        ("unique accepted trajectories", statistics.unique_accepted),
+        ("blueprints with a verified trajectory", statistics.blueprints_solved),
+    ]
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure  # the object API: no pyplot state, no display needed
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _bar_chart(path: Path, stages: Sequence[tuple[str, int]], *, title: str) -> None:
+    figure = _figure(8, 0.45 * len(stages) + 1.2)
+    axes = figure.subplots()
+    labels = [label for label, _ in stages][::-1]
+    values = [value for _, value in stages][::-1]
+    bars = axes.barh(labels, values, color="#4878a8")
+    axes.bar_label(bars, padding=3)
+    axes.set_title(title)
+    axes.set_xlabel("count")
+    axes.margins(x=0.12)
+    figure.savefig(path, format="png")
+
+
+def _turns_chart(path: Path, statistics: RunStatistics) -> None:
+    figure = _figure(8, 4)
+    axes = figure.subplots()
+    longest = max([*statistics.turns_accepted, *statistics.turns_other, 1])
+    bins = [edge - 0.5 for edge in range(longest + 2)]
+    series = [
+        (statistics.turns_accepted, "unique accepted", "#4878a8"),
+        (statistics.turns_other, "rejected or failed", "#d08050"),
+    ]
+    for values, label, color in series:
+        if values:
+            axes.hist(values, bins=bins, alpha=0.6, label=label, color=color)
+    axes.set_title("Agent turns per episode")
+    axes.set_xlabel("agent turns")
+    axes.set_ylabel("episodes")
+    axes.legend()
+    figure.savefig(path, format="png")
+
+
+def size_category(rows: int) -> str:
+    """The Hub's size bucket for a row count."""
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < limit:
+            return name
+    return "1M<n<10M"
+
+
+def front_matter(run_name: str, statistics: RunStatistics, exported: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    configs: list[dict[str, Any]] = []
+    for format_, splits in exported.items():
+        files = [
+            {"split": split, "path": f"data/{format_}/{split}-*.parquet"} for split in ("train", "rejected") if split in splits
+        ]
+        if files:
+            configs.append({"config_name": format_, "data_files": files} | ({} if configs else {"default": True}))
+    preference = next((format_ for format_, splits in exported.items() if "preference" in splits), None)
+    if preference:
+        files = [{"split": "train", "path": f"data/{preference}/preference-*.parquet"}]
+        configs.append({"config_name": "preference", "data_files": files})
+    return {
+        "pretty_name": f"APIGen-MT synthetic tool-use trajectories ({run_name})",
+        "task_categories": ["text-generation"],
+        "tags": ["tool-use", "function-calling", "multi-turn", "synthetic", "apigen-mt", *statistics.domains],
+        "size_categories": [size_category(statistics.unique_accepted)],
+        "configs": configs,
+    }
+
+
+def card_text(
+    run_name: str,
+    statistics: RunStatistics,
+    manifest: RunManifest | None,
+    stages: Sequence[tuple[str, int]],
+    exported: Mapping[str, Mapping[str, int]],
+    dataset_dirs: Mapping[str, str],
+) -> str:
+    matter = yaml.safe_dump(front_matter(run_name, statistics, exported), sort_keys=False, allow_unicode=True)
+    s = statistics
+    lines = [
+        f"---\n{matter}---",
+        f"# APIGen-MT synthetic tool-use trajectories: {run_name}",
+        "",
+        "Multi-turn conversations between a simulated human and a tool-using agent, generated with apigen-mt after "
+        "Salesforce's APIGen-MT: each episode plays a task blueprint against the domain's environment and is kept "
+        "only when the final database, the agent's replies and the episode's end match the blueprint's ground truth.",
+        f"Domains: {', '.join(s.domains) or 'none'}.",
+        "",
+        "## Layout",
+        "",
+        "| folder | content |",
+        "|---|---|",
+        *(f"| `{folder}/` | `save_to_disk` of the {format_} layout (`load_from_disk`) |" for format_, folder in dataset_dirs.items()),
+        *(f"| `data/{format_}/` | Parquet: {_split_sizes(splits)} |" for format_, splits in exported.items()),
+        "",
+        "Splits: `train` = unique accepted trajectories (the same agent calls and replies count once per blueprint); "
+        "`rejected` = rejected and failed trials with `reasons` and `attribution` (negative examples); `preference` = "
+        "DPO pairs (`prompt` = system prompt and first user turn, `chosen` = a verified continuation, `rejected` = "
+        "one the agent got wrong, from the same blueprint) in OpenAI messages. The `sharegpt` layout is APIGen-MT-5k's "
+        "(`conversations`, `system`, `tools`); the `openai` layout keeps `messages` as a list for "
+        "`tokenizer.apply_chat_template(row[\"messages\"], tools=json.loads(row[\"tools\"]))`. "
+        "A split with no rows is not written.",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        f'data = load_dataset("parquet", data_files={{"train": "data/{next(iter(exported), "sharegpt")}/train-*.parquet"}})',
+        "```",
+        "",
+        "## Funnel",
+        "",
+        "| stage | count |",
+        "|---|---:|",
+        *(f"| {label} | {count} |" for label, count in stages),
+        "",
+        "![funnel](plots/funnel.png)",
+        "",
+        "## pass^k",
+        "",
+        "tau-bench's estimator: the mean over blueprints of C(c, k) / C(n, k) for n trials with c accepted; "
+        "failed trials count as unsuccessful.",
+        "",
+        "| k | pass^k | blueprints with at least k trials |",
+        "|---:|---:|---:|",
+        *(f"| {k} | {value:.4f} | {blueprints} |" for k, (value, blueprints) in s.pass_k.items()),
+        "",
+        "## Failures",
+        "",
+        "Attribution of rejected and failed trials (agent, simulated human, or system):",
+        "",
+        "| attribution | trials |",
+        "|---|---:|",
+        *(f"| {name} | {count} |" for name, count in s.attribution.items()),
+        "",
+        "How episodes ended:",
+        "",
+        "| termination | trials |",
+        "|---|---:|",
+        *(f"| {name} | {count} |" for name, count in s.termination.items()),
+        "",
+        "## Turns and tool calls",
+        "",
+        "Over the unique accepted trajectories:",
+        "",
+        "| per trajectory | mean | median | max |",
+        "|---|---:|---:|---:|",
+        _summary_row("agent turns", s.train_turns),
+        _summary_row("tool calls", s.train_tool_calls),
+        "",
+        "Mean tokens per trajectory: "
+        + ", ".join(f"{name.replace('_', ' ')} {_number(value)}" for name, value in s.train_tokens.items())
+        + ".",
+        "",
+        "| tool | calls |",
+        "|---|---:|",
+        *(f"| `{name}` | {count} |" for name, count in s.tool_usage),
+        "",
+        "![turns per episode](plots/turns.png)",
+        "",
+        "| domain | trials | unique accepted |",
+        "|---|---:|---:|",
+        *(f"| {domain} | {row['trials']} | {row['unique_accepted']} |" for domain, row in s.domains.items()),
+        "",
+        *_run_section(manifest),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _run_section(manifest: RunManifest | None) -> list[str]:
+    if manifest is None:
+        return ["## Run", "", "The run folder has no manifest.json, so its config is not known."]
+    details = [f"started {manifest.started_at}", f"finished {manifest.finished_at or '(not finished)'}"]
+    if manifest.data_dir:
+        details.append(f"data folder `{manifest.data_dir}`")
+    versions = ", ".join(f"{name} {version}" for name, version in manifest.versions.items())
+    return [
+        "## Run",
+        "",
+        f"Config fingerprint `{manifest.fingerprint}`; {'; '.join(details)}; versions: {versions}.",
+        "",
+        "```yaml",
+        yaml.safe_dump(manifest.config, sort_keys=False, allow_unicode=True).rstrip(),
+        "```",
+    ]
+
+
+def _split_sizes(splits: Mapping[str, int]) -> str:
+    return ", ".join(f"{split} ({rows} rows)" for split, rows in splits.items()) or "no rows"
+
+
+def _summary_row(label: str, summary: Mapping[str, float | None]) -> str:
+    return f"| {label} | {_number(summary['mean'])} | {_number(summary['median'])} | {_number(summary['max'])} |"
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"

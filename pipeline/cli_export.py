@@ -1,0 +1,54 @@
+"""`apigen-mt export RUN_DIR`: the run's trials as a dataset (both layouts), Parquet files and a dataset card."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from apigen_mt.pipeline.cli import CliError, app
+
+FORMAT_CHOICES = {"sharegpt": ("sharegpt",), "openai": ("openai",), "both": ("sharegpt", "openai")}
+SPLIT_CHOICES = {
+    "train": ("train",),
+    "rejected": ("rejected",),
+    "preference": ("preference",),
+    "all": ("train", "rejected", "preference"),
+}
+
+
+@app.command("export")
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `apigen-mt generate`.")],
+    format: Annotated[str, typer.Option("--format", help="Layout: sharegpt (APIGen-MT-5k), openai, or both.")] = "both",
+    split: Annotated[str, typer.Option("--split", help="train, rejected, preference, or all.")] = "all",
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option("--push-to-hub", help="Also upload to this Hugging Face dataset repo (NAMESPACE/NAME); token: HF_TOKEN."),
+    ] = None,
+) -> None:
+    """Export a run's trials as a dataset: RUN_DIR/dataset (save_to_disk), RUN_DIR/data (Parquet), a card and plots."""
+    if format not in FORMAT_CHOICES:
+        raise CliError(f"--format {format!r} is not one of {', '.join(FORMAT_CHOICES)}")
+    if split not in SPLIT_CHOICES:
+        raise CliError(f"--split {split!r} is not one of {', '.join(SPLIT_CHOICES)}")
+    if not run_dir.is_dir():
+        raise CliError(f"run folder {run_dir} does not exist; give the --output folder of `apigen-mt generate`")
+    # Imported here: polars, pyarrow and datasets would slow down every other command's start.
+    from apigen_mt.pipeline.export import ExportError, export_run
+    from apigen_mt.pipeline.storage import RunFolderError
+
+    try:
+        result = export_run(run_dir, formats=FORMAT_CHOICES[format], splits=SPLIT_CHOICES[split], push_to_hub=push_to_hub)
+    except (ExportError, RunFolderError) as exc:
+        raise CliError(str(exc)) from None
+    rows = ", ".join(f"{name} {count}" for name, count in result.rows.items() if name in SPLIT_CHOICES[split])
+    # Printed as is: paths may contain brackets that rich would take for markup.
+    print(f"exported {rows} rows", file=sys.stderr)
+    for format_, folder in result.datasets.items():
+        print(f"  {format_}: {folder} (load_from_disk), {run_dir / 'data' / format_} (Parquet)", file=sys.stderr)
+    print(f"  card: {result.card}", file=sys.stderr)
+    if result.pushed_to:
+        print(f"  pushed to the Hugging Face Hub dataset {result.pushed_to}", file=sys.stderr)

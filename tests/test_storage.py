@@ -1,0 +1,302 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from apigen_mt.pipeline.storage import (
+    TRAJECTORY_SCHEMA,
+    RunFolderError,
+    RunManifest,
+    ShardWriter,
+    check_resume,
+    finished_pairs,
+    latest_trials,
+    package_versions,
+    read_manifest,
+    read_rows,
+    shard_paths,
+    trajectory_counts,
+    utc_now,
+    write_manifest,
+)
+
+
+def row(blueprint_id: str = "bp-0", trial: int = 0, status: str = "accepted", **changes: object) -> dict:
+    messages = [
+        {"role": "system", "content": "# Retail agent policy"},
+        {"role": "user", "content": "Cancel my order #W0001."},
+        {"role": "assistant", "content": "Done."},
+    ]
+    base = {
+        "blueprint_id": blueprint_id,
+        "domain": "retail",
+        "trial": trial,
+        "attempt": 1,
+        "status": status,
+        "reasons": [] if status == "accepted" else ["the final database differs"],
+        "attribution": None if status == "accepted" else "agent",
+        "reward": 1.0 if status == "accepted" else 0.0,
+        "state_match": status == "accepted",
+        "outputs_match": True,
+        "terminated": True,
+        "policy_violations": [],
+        "human_errors": [],
+        "termination": "user_stop",
+        "messages": json.dumps(messages),
+        "tools": "[]",
+        "blueprint": json.dumps({"id": blueprint_id, "instruction": "cancel", "actions": [], "outputs": []}),
+        "signature": f"sig-{blueprint_id}-{trial}",
+        "turns": 1,
+        "tool_calls": 0,
+        "prompt_tokens": 100,
+        "completion_tokens": 10,
+        "human_prompt_tokens": 50,
+        "human_completion_tokens": 5,
+        "agent_model": "agent-model",
+        "human_model": "human-model",
+        "duration_s": 1.5,
+        "turn_stats": "[]",
+        "finished_at": utc_now(),
+    }
+    return base | changes
+
+
+def test_shards_flush_by_count_and_close_writes_the_rest(tmp_path: Path) -> None:
+    folder = tmp_path / "trajectories"
+    writer = ShardWriter(folder, TRAJECTORY_SCHEMA, rows_per_shard=3, max_seconds=3600)
+    for trial in range(4):
+        writer.write(row(trial=trial))
+    assert len(shard_paths(folder)) == 1
+    assert pq.read_table(shard_paths(folder)[0]).num_rows == 3
+    writer.close()
+    shards = shard_paths(folder)
+    assert [pq.read_table(path).num_rows for path in shards] == [3, 1]
+    assert [path.name[:11] for path in shards] == ["part-00000-", "part-00001-"]
+    assert read_rows(folder).column("trial").to_pylist() == [0, 1, 2, 3]
+    assert read_rows(folder).schema.equals(TRAJECTORY_SCHEMA)
+
+
+def test_shards_flush_by_time_at_the_next_write(tmp_path: Path) -> None:
+    folder = tmp_path / "trajectories"
+    with ShardWriter(folder, TRAJECTORY_SCHEMA, rows_per_shard=100, max_seconds=0.2) as writer:
+        writer.write(row(trial=0))
+        assert shard_paths(folder) == []
+        time.sleep(0.3)
+        writer.write(row(trial=1))
+        assert [pq.read_table(path).num_rows for path in shard_paths(folder)] == [2]
+        writer.write(row(trial=2))
+    assert [pq.read_table(path).num_rows for path in shard_paths(folder)] == [2, 1]
+
+
+def test_sequence_continues_and_stale_temps_are_removed(tmp_path: Path) -> None:
+    folder = tmp_path / "trajectories"
+    with ShardWriter(folder, TRAJECTORY_SCHEMA, rows_per_shard=1) as writer:
+        writer.write(row(trial=0))
+        writer.write(row(trial=1))
+    (folder / ".apigen-0123abcd.tmp").write_bytes(b"PAR1 half a shard")
+    (folder / ".apigen-89abcdef.tmp").mkdir()
+    (folder / "notes.txt").write_text("kept")
+    # Readers ignore anything that is not a shard.
+    assert read_rows(folder).num_rows == 2
+    with ShardWriter(folder, TRAJECTORY_SCHEMA, rows_per_shard=1) as writer:
+        writer.write(row(trial=2))
+    assert sorted(path.name for path in folder.iterdir() if not path.name.startswith("part-")) == ["notes.txt"]
+    assert [path.name[:10] for path in shard_paths(folder)] == ["part-00000", "part-00001", "part-00002"]
+    assert read_rows(folder, ["trial"]).column("trial").to_pylist() == [0, 1, 2]
+
+
+def test_rows_are_checked_when_written(tmp_path: Path) -> None:
+    writer = ShardWriter(tmp_path, TRAJECTORY_SCHEMA)
+    bad = row()
+    del bad["signature"]
+    with pytest.raises(ValueError, match="missing signature"):
+        writer.write(bad)
+    with pytest.raises(ValueError, match="unknown extra"):
+        writer.write(row(extra=1))
+    with pytest.raises(ValueError, match="column 'turns' must be int64"):
+        writer.write(row(turns="three"))
+    with pytest.raises(ValueError, match="column 'domain' is null"):
+        writer.write(row(domain=None))
+    writer.write(row())
+    writer.close()
+    assert read_rows(tmp_path).num_rows == 1
+
+
+def test_finished_pairs_and_duplicates_keep_the_last_row(tmp_path: Path) -> None:
+    folder = tmp_path / "trajectories"
+    assert finished_pairs(folder) == set()
+    assert read_rows(folder).num_rows == 0 and read_rows(folder).schema.equals(TRAJECTORY_SCHEMA)
+    with ShardWriter(folder, TRAJECTORY_SCHEMA, rows_per_shard=2) as writer:
+        writer.write(row("a", 0, "rejected"))
+        writer.write(row("a", 1, "accepted", signature="same"))
+        writer.write(row("b", 0, "failed"))
+    # A second session (run with --force) stores a pair again.
+    with ShardWriter(folder, TRAJECTORY_SCHEMA) as writer:
+        writer.write(row("a", 0, "accepted", signature="same"))
+    assert finished_pairs(folder) == {("a", 0), ("a", 1), ("b", 0)}
+    latest = latest_trials(read_rows(folder))
+    assert list(zip(latest.column("blueprint_id").to_pylist(), latest.column("status").to_pylist(), strict=True)) == [
+        ("a", "accepted"),
+        ("b", "failed"),
+        ("a", "accepted"),
+    ]
+    counts = trajectory_counts(read_rows(folder))
+    assert counts == {"trials": 3, "accepted": 2, "rejected": 0, "failed": 1, "unique_accepted": 1}
+
+
+def test_a_damaged_shard_is_named(tmp_path: Path) -> None:
+    with ShardWriter(tmp_path, TRAJECTORY_SCHEMA) as writer:
+        writer.write(row())
+    (tmp_path / "part-00007-deadbeef.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(RunFolderError, match=r"part-00007-deadbeef\.parquet is not readable as Parquet.*move it out"):
+        read_rows(tmp_path)
+    (tmp_path / "part-00007-deadbeef.parquet").unlink()
+    pq.write_table(pa.table({"blueprint_id": ["x"], "trial": pa.array([1], pa.int32())}), tmp_path / "part-00008-deadbeef.parquet")
+    with pytest.raises(RunFolderError, match=r"column 'trial' is int32, expected int64"):
+        finished_pairs(tmp_path)
+
+
+def test_manifest_round_trip_and_resume_refusal(tmp_path: Path) -> None:
+    assert read_manifest(tmp_path) is None
+    check_resume(tmp_path, "a" * 64, force=False)  # a new folder is fine
+    manifest = RunManifest(
+        config={"trajectories": {"trials": 3}},
+        fingerprint="a" * 64,
+        versions=package_versions(),
+        started_at=utc_now(),
+        counts={"trajectories": {"accepted": 2, "rejected": 1, "failed": 0}},
+        command=["apigen-mt", "generate"],
+    )
+    write_manifest(tmp_path, manifest)
+    assert read_manifest(tmp_path) == manifest
+    assert {"python", "apigen-mt", "pyarrow", "datasets"} <= set(manifest.versions)
+    check_resume(tmp_path, "a" * 64, force=False)
+    with pytest.raises(RunFolderError) as refused:
+        check_resume(tmp_path, "b" * 64, force=False)
+    assert str(refused.value) == (
+        f"run folder {tmp_path} was made with a different config (fingerprint aaaaaaaaaaaa… vs bbbbbbbbbbbb…); "
+        "use a new --output folder or --force to mix them"
+    )
+    check_resume(tmp_path, "b" * 64, force=True)
+
+
+def test_shards_without_a_manifest_are_not_mixed_silently(tmp_path: Path) -> None:
+    with ShardWriter(tmp_path / "trajectories", TRAJECTORY_SCHEMA) as writer:
+        writer.write(row())
+    with pytest.raises(RunFolderError, match="no manifest.json"):
+        check_resume(tmp_path, "a" * 64, force=False)
+    check_resume(tmp_path, "a" * 64, force=True)
+
+
+def test_a_damaged_manifest_is_named(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text('{"config": {}}')
+    with pytest.raises(RunFolderError, match=r"manifest.json is not a valid run manifest \(fingerprint: Field required\)"):
+        read_manifest(tmp_path)
+
+
+WRITER_LOOP = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+    from apigen_mt.pipeline.storage import TRAJECTORY_SCHEMA, ShardWriter
+
+    row, first = json.loads(sys.argv[2]), int(sys.argv[3])
+    writer = ShardWriter(Path(sys.argv[1]), TRAJECTORY_SCHEMA, rows_per_shard=4)
+    for trial in range(first, first + 10_000):
+        # Incompressible text, so that writing a shard takes long enough for kills to land inside it.
+        writer.write(row | {"trial": trial, "messages": os.urandom(100_000).hex()})
+        print(trial, flush=True)  # this trial is finished: it must survive the kill
+    """
+)
+
+
+def _assert_only_whole_shards(folder: Path) -> None:
+    for path in folder.iterdir():
+        assert path.name.startswith(("part-", ".apigen-", ".journal-part-")), path
+    for path in shard_paths(folder):
+        table = pq.read_table(path)
+        assert 1 <= table.num_rows <= 4
+        assert {len(text) for text in table.column("messages").to_pylist()} == {200_000}
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_at_any_moment_loses_no_finished_trial_and_never_leaves_a_half_shard(tmp_path: Path) -> None:
+    folder = tmp_path / "trajectories"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER_LOOP)
+    finished: set[int] = set()
+    for run, delay in enumerate((0.0, 0.03, 0.07, 0.13, 0.31, 0.57)):
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(folder), json.dumps(row()), str(run * 10_000)], stdout=subprocess.PIPE, text=True
+        )
+        assert process.stdout is not None
+        finished.add(int(process.stdout.readline()))  # the first row is in: kill from now on
+        time.sleep(delay)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        finished.update(int(line) for line in process.stdout.read().split())
+        _assert_only_whole_shards(folder)
+    # Opening a writer turns the journals the kills left into shards and removes the temp files.
+    ShardWriter(folder, TRAJECTORY_SCHEMA).close()
+    assert [path for path in folder.iterdir() if not path.name.startswith("part-")] == []
+    _assert_only_whole_shards(folder)
+    stored = read_rows(folder, ["trial"]).column("trial").to_pylist()
+    assert len(stored) == len(set(stored))
+    assert finished <= set(stored)  # at most the trial being written when the kill came is missing
+    assert len(set(stored) - finished) <= 6
+
+
+KILLED_INSIDE_A_WRITE = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    import pyarrow.parquet as pq
+    from apigen_mt.pipeline.storage import TRAJECTORY_SCHEMA, ShardWriter
+
+    def half_then_hang(table, where, **options):
+        Path(where).write_bytes(b"PAR1 half of a shard")
+        print("inside", flush=True)
+        time.sleep(600)
+
+    writer = ShardWriter(Path(sys.argv[1]), TRAJECTORY_SCHEMA, rows_per_shard=1)
+    writer.write(json.loads(sys.argv[2]))
+    pq.write_table = half_then_hang
+    writer.write(json.loads(sys.argv[2]) | {"trial": 1})
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_inside_a_shard_write_leaves_a_temp_file_and_a_journal_the_next_writer_resolves(tmp_path: Path) -> None:
+    folder = tmp_path / "trajectories"
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_INSIDE_A_WRITE)
+    process = subprocess.Popen([sys.executable, str(script), str(folder), json.dumps(row())], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline() == "inside\n"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    left = sorted(path.name for path in folder.iterdir() if not path.name.startswith("part-"))
+    assert len(left) == 2 and left[0].startswith(".apigen-") and left[1].startswith(".journal-part-00001-")
+    assert finished_pairs(folder) == {("bp-0", 0)}  # readers see only whole shards
+    with ShardWriter(folder, TRAJECTORY_SCHEMA) as writer:
+        writer.write(row(trial=2))
+    assert sorted(path.name[:10] for path in folder.iterdir()) == ["part-00000", "part-00001", "part-00002"]
+    assert read_rows(folder, ["trial"]).column("trial").to_pylist() == [0, 1, 2]
+
+
+def test_a_journal_line_cut_by_a_kill_is_dropped_and_whole_lines_are_kept(tmp_path: Path) -> None:
+    complete = json.dumps(row(trial=5)) + "\n"
+    (tmp_path / ".journal-part-00000-0123abcd.parquet.jsonl").write_text(complete + complete[:200])
+    ShardWriter(tmp_path, TRAJECTORY_SCHEMA).close()
+    assert [path.name for path in tmp_path.iterdir()] == ["part-00000-0123abcd.parquet"]
+    assert read_rows(tmp_path, ["trial"]).column("trial").to_pylist() == [5]
