@@ -32,15 +32,9 @@ from pathlib import Path
 
 from apigen_mt.pipeline.models import ModelError, prepared_smollm2
 from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
-from apigen_mt.pipeline.vllm_backend import (
-    VllmChatModel,
-    VllmEngineConfig,
-    engine_arguments,
-    prompt_token_ids,
-    render_prompt,
-    sampling_params,
-    template_takes_tools,
-)
+from apigen_mt.pipeline.vllm_backend import VllmChatModel
+from apigen_mt.pipeline.vllm_config import VllmEngineConfig, engine_arguments
+from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, sampling_params, template_takes_tools
 from apigen_mt.simulators.chat import ChatRequest, SamplingParams
 from apigen_mt.simulators.types import Message, ToolSpec
 from apigen_mt.simulators.xlam import tool_calls_schema

@@ -26,8 +26,9 @@ from apigen_mt.pipeline.config import load_config, resolve_model_path, source_pa
 from apigen_mt.pipeline.run import RunOptions, run_trajectories
 from apigen_mt.pipeline.sources import load_source
 from apigen_mt.pipeline.storage import read_rows
-from apigen_mt.pipeline.vllm_backend import VllmChatModel, engine_arguments, prompt_token_ids, render_prompt
-from apigen_mt.pipeline.vllm_backend import template_takes_tools
+from apigen_mt.pipeline.vllm_backend import VllmChatModel
+from apigen_mt.pipeline.vllm_config import engine_arguments
+from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, template_takes_tools
 from apigen_mt.simulators.agent import build_agent_request
 from apigen_mt.simulators.domain import get_domain
 
@@ -57,7 +58,7 @@ def workload(rows: list[dict]) -> list[tuple[int, int]]:
     ]
 
 
-def offline(engine_config, requests: list[tuple[int, int]]) -> tuple[int, float]:
+def offline(engine_config, agent_settings, requests: list[tuple[int, int]]) -> tuple[int, float]:
     """The same token workload as one offline batch: prompts of the same lengths cut from a real agent prompt."""
     import gc
 
@@ -68,7 +69,7 @@ def offline(engine_config, requests: list[tuple[int, int]]) -> tuple[int, float]
 
     tokenizer = AutoTokenizer.from_pretrained(engine_config.model)
     domain = get_domain("retail")
-    request = build_agent_request(domain.policy, domain.toolkit.specs(), [], load_config_agent_settings())
+    request = build_agent_request(domain.policy, domain.toolkit.specs(), [], agent_settings)
     base = prompt_token_ids(tokenizer, render_prompt(tokenizer, request, template_takes_tools(tokenizer)))
     prompts = [TokensPrompt(prompt_token_ids=(base * (1 + length // len(base)))[:length]) for length, _ in requests]
     params = [SamplingParams(max_tokens=completion, ignore_eos=True, temperature=0.7) for _, completion in requests]
@@ -85,21 +86,12 @@ def offline(engine_config, requests: list[tuple[int, int]]) -> tuple[int, float]
     return sum(len(sample.token_ids) for output in outputs for sample in output.outputs), seconds
 
 
-_AGENT_SETTINGS = None
-
-
-def load_config_agent_settings():
-    return _AGENT_SETTINGS
-
-
 def main() -> None:
-    global _AGENT_SETTINGS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "local-cpu.yaml")
     parser.add_argument("--episodes", type=int, default=16)
     args = parser.parse_args()
     config = load_config(args.config)
-    _AGENT_SETTINGS = config.trajectories.agent
     spec = config.models[config.roles.agent]
     engine_config = spec.engine.model_copy(update={"model": resolve_model_path(spec.engine.model)})
 
@@ -118,7 +110,7 @@ def main() -> None:
         model.shutdown()
         ray.shutdown()
     rows = results["in-flight"][0]
-    offline_tokens, offline_seconds = offline(engine_config, workload(rows))
+    offline_tokens, offline_seconds = offline(engine_config, config.trajectories.agent, workload(rows))
     offline_rate = offline_tokens / offline_seconds
     print(f"model: {engine_config.model}  max_num_seqs: {engine_config.max_num_seqs}  episodes per mode: {len(rows)}")
     print(f"{'mode':<12}{'episodes':>9}{'tokens':>9}{'seconds':>9}{'tokens/s':>10}{'vs offline':>11}{'driver ms/episode':>19}")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from apigen_mt.pipeline.cli import CliError, app
+
+if TYPE_CHECKING:
+    from apigen_mt.pipeline.export import ExportResult
 
 FORMAT_CHOICES = {"sharegpt": ("sharegpt",), "openai": ("openai",), "both": ("sharegpt", "openai")}
 SPLIT_CHOICES = {
@@ -44,11 +48,15 @@ def export(
         result = export_run(run_dir, formats=FORMAT_CHOICES[format], splits=SPLIT_CHOICES[split], push_to_hub=push_to_hub)
     except (ExportError, RunFolderError) as exc:
         raise CliError(str(exc)) from None
-    rows = ", ".join(f"{name} {count}" for name, count in result.rows.items() if name in SPLIT_CHOICES[split])
-    # Printed as is: paths may contain brackets that rich would take for markup.
+    report_export(result, SPLIT_CHOICES[split])
+
+
+def report_export(result: ExportResult, splits: Sequence[str]) -> None:
+    """What an export wrote, on stderr (printed as is: paths may contain brackets rich would take for markup)."""
+    rows = ", ".join(f"{name} {count}" for name, count in result.rows.items() if name in splits)
     print(f"exported {rows} rows", file=sys.stderr)
     for format_, folder in result.datasets.items():
-        print(f"  {format_}: {folder} (load_from_disk), {run_dir / 'data' / format_} (Parquet)", file=sys.stderr)
+        print(f"  {format_}: {folder} (load_from_disk), {result.run_dir / 'data' / format_} (Parquet)", file=sys.stderr)
     print(f"  card: {result.card}", file=sys.stderr)
     if result.pushed_to:
         print(f"  pushed to the Hugging Face Hub dataset {result.pushed_to}", file=sys.stderr)

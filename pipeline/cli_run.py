@@ -95,7 +95,9 @@ def generate(
     quiet: QuietOpt = False,
 ) -> None:
     """The main job: trajectories for the config's blueprint sources, then the dataset export."""
-    from apigen_mt.pipeline.export import ExportError, export_run
+    from apigen_mt.pipeline.cli_export import report_export
+    from apigen_mt.pipeline.export import SPLITS, ExportError, export_run
+    from apigen_mt.pipeline.storage import RunFolderError
 
     run_config = _config(config)
     if not run_config.blueprints:
@@ -111,9 +113,9 @@ def generate(
     _run(run_config, config, sources, out, trials=trials, force=force, quiet=quiet)
     try:
         result = export_run(out)
-    except ExportError as exc:
+    except (ExportError, RunFolderError) as exc:
         raise CliError(str(exc)) from None
-    print(result.message(), file=sys.stderr)
+    report_export(result, SPLITS)
 
 
 def source_path_dir(data_dir: str, config_path: Path) -> Path:

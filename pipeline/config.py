@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from apigen_mt.pipeline.models import SMOLLM2_NAME, prepared_smollm2
 from apigen_mt.pipeline.openai_backend import OpenAIBackendConfig, OpenAIChatModel
 from apigen_mt.pipeline.trials import TrialSettings
-from apigen_mt.pipeline.vllm_backend import VllmChatModel, VllmEngineConfig
+from apigen_mt.pipeline.vllm_backend import VllmChatModel
+from apigen_mt.pipeline.vllm_config import VllmEngineConfig
 from apigen_mt.simulators.chat import ChatModel
 
 EMBEDDED_PREFIX = "embedded:"

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from apigen_mt.pipeline.config import OpenAIModel, RunConfig, resolve_model_path
 from apigen_mt.pipeline.openai_backend import OpenAIChatModel
 from apigen_mt.pipeline.trials import TrialModels
-from apigen_mt.pipeline.vllm_backend import VllmChatModel, VllmEngineConfig
+from apigen_mt.pipeline.vllm_backend import VllmChatModel
+from apigen_mt.pipeline.vllm_config import VllmEngineConfig
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse
 
 
@@ -60,15 +61,14 @@ def preflight(config: RunConfig, roles: Sequence[str]) -> None:
     for name in dict.fromkeys(getattr(config.roles, role) for role in roles):
         spec = config.models[name]
         if isinstance(spec, OpenAIModel):
-            client = OpenAIChatModel(spec.endpoint)
-
-            async def probe() -> None:
-                async with client:
-                    await client.check()
-
-            asyncio.run(probe())
+            asyncio.run(_probe(OpenAIChatModel(spec.endpoint)))
         else:
             resolve_model_path(spec.engine.model)
+
+
+async def _probe(client: OpenAIChatModel) -> None:
+    async with client:
+        await client.check()
 
 
 ModelFactory = Callable[[str], ChatModel]  # model name -> a model; tests pass scripted doubles this way

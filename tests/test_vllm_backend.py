@@ -18,16 +18,9 @@ import jsonschema
 import pytest
 
 from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
-from apigen_mt.pipeline.vllm_backend import (
-    VllmChatModel,
-    VllmEngineActor,
-    VllmEngineConfig,
-    completions_from,
-    engine_arguments,
-    prompt_token_ids,
-    render_prompt,
-    template_takes_tools,
-)
+from apigen_mt.pipeline.vllm_backend import VllmChatModel, VllmEngineActor
+from apigen_mt.pipeline.vllm_config import VllmEngineConfig, engine_arguments
+from apigen_mt.pipeline.vllm_requests import completions_from, prompt_token_ids, render_prompt, template_takes_tools
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse, ModelUnavailable, SamplingParams
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall, ToolSpec
 from apigen_mt.simulators.xlam import agent_turn_schema, tool_calls_schema, xlam_system_prompt

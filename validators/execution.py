@@ -8,7 +8,6 @@ found`); it is recorded in details.
 
 from __future__ import annotations
 
-import marshal
 from typing import Any
 
 from apigen_mt.simulators.domain import Domain
