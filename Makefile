@@ -32,6 +32,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/episodes.py
 
 clean:
 	rm -rf $(VENV) runs/demo

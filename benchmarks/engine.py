@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import sys
 import tempfile
 import time
@@ -33,7 +32,8 @@ from pathlib import Path
 from apigen_mt.pipeline.models import ModelError, prepared_smollm2
 from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
-from apigen_mt.pipeline.vllm_config import VllmEngineConfig, engine_arguments
+from offline import timed_batch
+from apigen_mt.pipeline.vllm_config import VllmEngineConfig
 from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, sampling_params, template_takes_tools
 from apigen_mt.simulators.chat import ChatRequest, SamplingParams
 from apigen_mt.simulators.types import Message, ToolSpec
@@ -121,7 +121,6 @@ def engine_config(model: Path, max_num_seqs: int) -> VllmEngineConfig:
 
 def run_offline(config: VllmEngineConfig, requests: list[ChatRequest]) -> Measurement:
     from transformers import AutoTokenizer
-    from vllm import LLM
     from vllm.inputs import TokensPrompt
 
     tokenizer = AutoTokenizer.from_pretrained(config.model)
@@ -130,18 +129,9 @@ def run_offline(config: VllmEngineConfig, requests: list[ChatRequest]) -> Measur
         TokensPrompt(prompt_token_ids=prompt_token_ids(tokenizer, render_prompt(tokenizer, request, takes_tools)))
         for request in requests
     ]
-    llm = LLM(**engine_arguments(config))
-    try:
-        llm.generate(prompts, [sampling_params(request) for request in with_max_tokens(requests, 1)], use_tqdm=False)
-        params = [sampling_params(request, {"ignore_eos": True}) for request in requests]
-        started = time.perf_counter()
-        outputs = llm.generate(prompts, params, use_tqdm=False)
-        seconds = time.perf_counter() - started
-    finally:
-        llm.llm_engine.engine_core.shutdown()
-        del llm
-        gc.collect()
-    tokens = sum(len(sample.token_ids) for output in outputs for sample in output.outputs)
+    warm_up = [sampling_params(request) for request in with_max_tokens(requests, 1)]
+    params = [sampling_params(request, {"ignore_eos": True}) for request in requests]
+    tokens, seconds = timed_batch(config, prompts, warm_up, params)
     return Measurement("offline LLM.generate", len(requests), tokens, seconds)
 
 

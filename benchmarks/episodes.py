@@ -27,7 +27,7 @@ from apigen_mt.pipeline.run import RunOptions, run_trajectories
 from apigen_mt.pipeline.sources import load_source
 from apigen_mt.pipeline.storage import read_rows
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
-from apigen_mt.pipeline.vllm_config import engine_arguments
+from offline import timed_batch
 from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, template_takes_tools
 from apigen_mt.simulators.agent import build_agent_request
 from apigen_mt.simulators.domain import get_domain
@@ -60,10 +60,7 @@ def workload(rows: list[dict]) -> list[tuple[int, int]]:
 
 def offline(engine_config, agent_settings, requests: list[tuple[int, int]]) -> tuple[int, float]:
     """The same token workload as one offline batch: prompts of the same lengths cut from a real agent prompt."""
-    import gc
-
     from transformers import AutoTokenizer
-    from vllm import LLM
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import SamplingParams
 
@@ -73,17 +70,8 @@ def offline(engine_config, agent_settings, requests: list[tuple[int, int]]) -> t
     base = prompt_token_ids(tokenizer, render_prompt(tokenizer, request, template_takes_tools(tokenizer)))
     prompts = [TokensPrompt(prompt_token_ids=(base * (1 + length // len(base)))[:length]) for length, _ in requests]
     params = [SamplingParams(max_tokens=completion, ignore_eos=True, temperature=0.7) for _, completion in requests]
-    llm = LLM(**engine_arguments(engine_config))
-    try:
-        llm.generate(prompts, [SamplingParams(max_tokens=1) for _ in requests], use_tqdm=False)  # warm the prefix cache
-        started = time.perf_counter()
-        outputs = llm.generate(prompts, params, use_tqdm=False)
-        seconds = time.perf_counter() - started
-    finally:
-        llm.llm_engine.engine_core.shutdown()
-        del llm
-        gc.collect()
-    return sum(len(sample.token_ids) for output in outputs for sample in output.outputs), seconds
+    # The warm-up puts every prompt in the prefix cache, as the pipeline's shared policy prefix is there too.
+    return timed_batch(engine_config, prompts, [SamplingParams(max_tokens=1) for _ in requests], params)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from apigen_mt.pipeline.storage import (
     package_versions,
     read_manifest,
     read_rows,
+    run_folder_lock,
     trajectory_counts,
     utc_now,
     write_manifest,
@@ -96,6 +97,13 @@ def run_trajectories(
     model_factory: ModelFactory | None = None,
 ) -> RunSummary:
     """Play every missing (blueprint, trial) of the sources into `options.output`; returns the counts."""
+    with run_folder_lock(options.output):
+        return _run_locked(config, sources, options, model_factory)
+
+
+def _run_locked(
+    config: RunConfig, sources: list[LoadedSource], options: RunOptions, model_factory: ModelFactory | None
+) -> RunSummary:
     started = time.monotonic()
     out = options.output
     fingerprint = config.fingerprint()

@@ -16,6 +16,8 @@ mixed with --force) counts once: the row written last wins.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.metadata
 import importlib.util
 import json
@@ -25,7 +27,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from pydantic import BaseModel, ValidationError
 from apigen_mt.pipeline.io import OutputError, atomic_file, atomic_output
 
 MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".apigen-run.lock"
 TRAJECTORIES_DIR = "trajectories"
 STATUSES = ("accepted", "rejected", "failed")
 
@@ -82,6 +85,34 @@ _STALE_TEMP = re.compile(r"\.apigen-[0-9a-f]{8}\.tmp")
 
 class RunFolderError(ValueError):
     """A run folder cannot be used as asked (other config, damaged shard or manifest); the message says what to do."""
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for one run at a time: two writers on one folder would interleave their shards.
+
+    An advisory lock on `RUN/.apigen-run.lock`; the kernel drops it when the holder dies, even by SIGKILL.
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunFolderError(f"cannot use {run_dir} as a run folder: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunFolderError(
+            f"run folder {run_dir} is in use by another run (pid {holder}); wait for it to end or use another --output"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def shard_paths(folder: Path) -> list[Path]:

@@ -113,7 +113,8 @@ def _verified_row(
     human_prompt, human_completion = episode.tokens("human")
     row.update(
         status=status,
-        reasons=reasons + [f"format: {problem}" for problem in episode.problems if status != "accepted"],
+        # A model stuck on one broken reply repeats its problem every turn: each distinct problem once.
+        reasons=reasons + [f"format: {problem}" for problem in dict.fromkeys(episode.problems) if status != "accepted"],
         attribution=attribution,
         reward=verdict.reward,
         state_match=verdict.state_match,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, Completion, FinishReason, SamplingParams
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall, ToolSpec
-from apigen_mt.simulators.xlam import agent_turn_schema
+from apigen_mt.simulators.xlam import agent_turn_schema, text_field_limit
 
 
 class AgentSettings(BaseModel):
@@ -58,7 +58,11 @@ def build_agent_request(
     return ChatRequest(
         messages=conversation,
         tools=list(tools),
-        json_schema=agent_turn_schema(tools, max_calls=1 if settings.one_call_per_turn else None),
+        json_schema=agent_turn_schema(
+            tools,
+            max_calls=1 if settings.one_call_per_turn else None,
+            max_text_chars=text_field_limit(settings.max_tokens),
+        ),
         reply_format="agent_turn",
         sampling=sampling,
     )

@@ -26,16 +26,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse, Completion, SamplingParams
 from apigen_mt.simulators.human_prompts import (
-    HUMAN_TURN_SCHEMA,
     JUDGE_SCHEMA,
     STOP,
     decode_structured_turn,
     human_system_prompt,
+    human_turn_schema,
     human_view,
     judge_messages,
     parse_score,
 )
 from apigen_mt.simulators.types import Message
+from apigen_mt.simulators.xlam import text_field_limit
 
 JUDGE_MAX_TOKENS = 128  # room for a judge that reasons before its <score> tag when it ignores the schema
 
@@ -157,7 +158,7 @@ class HumanSimulator:
             n=self.settings.best_of_n,
             seed=seed,
         )
-        schema = HUMAN_TURN_SCHEMA if self.settings.structured else None
+        schema = human_turn_schema(text_field_limit(self.settings.max_tokens)) if self.settings.structured else None
         return ChatRequest(messages=messages, json_schema=schema, sampling=sampling)
 
     def _read(self, completion: Completion) -> _Candidate:

@@ -20,12 +20,14 @@ STOP = "###STOP###"
 # an agent, as every later one does.
 AGENT_GREETING = "Hi! How can I help you today?"
 
-HUMAN_TURN_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"message": {"type": "string"}, "stop": {"type": "boolean"}},
-    "required": ["message", "stop"],
-    "additionalProperties": False,
-}
+def human_turn_schema(max_chars: int) -> dict[str, Any]:
+    """`{"message": str, "stop": bool}`, the message short enough for the grammar to close it within the token limit."""
+    return {
+        "type": "object",
+        "properties": {"message": {"type": "string", "maxLength": max_chars}, "stop": {"type": "boolean"}},
+        "required": ["message", "stop"],
+        "additionalProperties": False,
+    }
 
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -147,7 +149,7 @@ def parse_score(text: str) -> float | None:
 
 
 def decode_structured_turn(text: str) -> tuple[str, bool] | None:
-    """`(message, stop)` from a reply under `HUMAN_TURN_SCHEMA`; None when it does not follow it."""
+    """`(message, stop)` from a reply under `human_turn_schema`; None when it does not follow it."""
     try:
         decoded = loads_strict(text, "the human's reply")
     except StrictJSONError:

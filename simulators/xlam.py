@@ -81,42 +81,76 @@ def render_messages_for_xlam(messages: Sequence[Message], tools: Sequence[ToolSp
     return rendered
 
 
-def _call_schema(tool: ToolSpec) -> dict[str, Any]:
+def _capped_strings(schema: Any, max_chars: int) -> Any:
+    """`schema` with every free-text string (no enum, const, pattern or length of its own) capped at `max_chars`."""
+    if isinstance(schema, list):
+        return [_capped_strings(item, max_chars) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    capped = {key: _capped_strings(value, max_chars) for key, value in schema.items()}
+    free_text = not {"enum", "const", "pattern", "maxLength", "format"} & set(schema)
+    if schema.get("type") == "string" and free_text:
+        capped["maxLength"] = max_chars
+    return capped
+
+
+def _call_schema(tool: ToolSpec, max_string_chars: int | None) -> dict[str, Any]:
+    arguments = tool.strict_parameters()
+    if max_string_chars is not None:
+        arguments = _capped_strings(arguments, max_string_chars)
     return {
         "type": "object",
-        "properties": {"name": {"type": "string", "const": tool.name}, "arguments": tool.strict_parameters()},
+        "properties": {"name": {"type": "string", "const": tool.name}, "arguments": arguments},
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }
 
 
-def tool_calls_schema(tools: Sequence[ToolSpec], max_calls: int | None = None) -> dict[str, Any]:
+def tool_calls_schema(
+    tools: Sequence[ToolSpec], max_calls: int | None = None, max_string_chars: int | None = None
+) -> dict[str, Any]:
     """JSON Schema of a non-empty list of calls to these tools, each with that tool's arguments.
 
     `max_calls` caps the list (1 for policies that allow one tool call per turn); None leaves it open.
+    `max_string_chars` caps free-text string arguments (a summary, a thought) so that a grammar closes them
+    within the token limit; ids and enums keep their own constraints.
     """
     if not tools:
         raise ValueError("a tool-call schema needs at least one tool; with no tools the reply is plain text")
     if max_calls is not None and max_calls < 1:
         raise ValueError(f"max_calls must be at least 1 (or None for no limit), got {max_calls}")
-    calls = {"anyOf": [_call_schema(tool) for tool in tools]}
+    calls = {"anyOf": [_call_schema(tool, max_string_chars) for tool in tools]}
     schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": calls}
     if max_calls is not None:
         schema["maxItems"] = max_calls
     return schema
 
 
-TEXT_REPLY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"content": {"type": "string"}},
-    "required": ["content"],
-    "additionalProperties": False,
-}
+# Under a grammar, a reply cut off by the token limit is broken JSON. Capping a free-text field at fewer
+# characters than the token limit can produce (English runs at about four characters a token) lets the
+# grammar close the JSON in time.
+CHARS_PER_TOKEN_BOUND = 3
 
 
-def agent_turn_schema(tools: Sequence[ToolSpec], max_calls: int | None = None) -> dict[str, Any]:
-    """An agent turn under structured outputs: the xLAM call list (at most `max_calls`), or `{"content": text}`."""
-    return {"anyOf": [tool_calls_schema(tools, max_calls), TEXT_REPLY_SCHEMA]}
+def text_field_limit(max_tokens: int) -> int:
+    """The most characters a free-text JSON field may hold so that a reply of `max_tokens` tokens can close it."""
+    return max(16, CHARS_PER_TOKEN_BOUND * max_tokens - 48)
+
+
+def text_reply_schema(max_chars: int | None = None) -> dict[str, Any]:
+    """`{"content": text}`, the text at most `max_chars` characters when given."""
+    content: dict[str, Any] = {"type": "string"}
+    if max_chars is not None:
+        content["maxLength"] = max_chars
+    return {"type": "object", "properties": {"content": content}, "required": ["content"], "additionalProperties": False}
+
+
+def agent_turn_schema(
+    tools: Sequence[ToolSpec], max_calls: int | None = None, max_text_chars: int | None = None
+) -> dict[str, Any]:
+    """An agent turn under structured outputs: the xLAM call list (at most `max_calls`), or `{"content": text}`;
+    `max_text_chars` caps the text and every free-text argument."""
+    return {"anyOf": [tool_calls_schema(tools, max_calls, max_text_chars), text_reply_schema(max_text_chars)]}
 
 
 def parse_agent_turn(text: str) -> ParsedOutput:

@@ -13,7 +13,7 @@ from apigen_mt.simulators.agent import Agent, AgentSettings, AgentTurn, assistan
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion, ModelUnavailable
 from apigen_mt.simulators.completions import build_completion, read_completion
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall, ToolSpec
-from apigen_mt.simulators.xlam import agent_turn_schema, tool_calls_schema
+from apigen_mt.simulators.xlam import agent_turn_schema, text_field_limit, tool_calls_schema
 
 POLICY = "You are a store agent. Make at most one tool call per turn."
 TOOLS = [
@@ -115,13 +115,15 @@ def test_the_request_has_the_policy_the_tools_and_a_one_call_schema():
     built = build_agent_request(POLICY, TOOLS, USER, settings)
     assert built.messages == [Message(role="system", content=POLICY), *USER]
     assert built.tools == TOOLS and built.reply_format == "agent_turn"
-    assert built.json_schema == agent_turn_schema(TOOLS, max_calls=1)
+    assert built.json_schema == agent_turn_schema(TOOLS, max_calls=1, max_text_chars=text_field_limit(300))
     sampling = built.sampling
     assert (sampling.temperature, sampling.max_tokens, sampling.seed, sampling.n) == (0.2, 300, 5, 1)
 
     valid = jsonschema.Draft202012Validator(built.json_schema)
     assert valid.is_valid([LOOKUP.model_dump()]) and valid.is_valid({"content": "Done."})
     assert not valid.is_valid([LOOKUP.model_dump(), CANCEL.model_dump()])
+    # The text is capped below what 300 tokens can hold, so the grammar closes the JSON before the limit cuts it.
+    assert not valid.is_valid({"content": "x" * (text_field_limit(300) + 1)})
     several = build_agent_request(POLICY, TOOLS, USER, AgentSettings(one_call_per_turn=False))
     assert jsonschema.Draft202012Validator(several.json_schema).is_valid([LOOKUP.model_dump(), CANCEL.model_dump()])
 
@@ -224,3 +226,18 @@ def test_a_dead_engine_is_not_a_turn():
     agent = Agent(ScriptedChatModel([ModelUnavailable("engine restarting")]), POLICY, TOOLS)
     with pytest.raises(ModelUnavailable, match="engine restarting"):
         act(agent)
+
+
+def test_free_text_arguments_are_capped_in_the_constrained_schema_but_ids_and_enums_keep_their_own_rules():
+    from apigen_mt.simulators.domain import get_domain
+
+    retail = get_domain("retail")
+    built = build_agent_request(retail.policy, retail.toolkit.specs(), USER, AgentSettings(max_tokens=100))
+    valid = jsonschema.Draft202012Validator(built.json_schema)
+    limit = text_field_limit(100)
+    transfer = {"name": "transfer_to_human_agents", "arguments": {"summary": "s" * limit}}
+    assert valid.is_valid([transfer])
+    assert not valid.is_valid([{**transfer, "arguments": {"summary": "s" * (limit + 1)}}])
+    cancel = {"name": "cancel_pending_order", "arguments": {"order_id": "#W1", "reason": "ordered by mistake"}}
+    assert valid.is_valid([cancel])
+    assert not valid.is_valid([{**cancel, "arguments": {**cancel["arguments"], "reason": "just because"}}])

@@ -605,3 +605,72 @@ def test_verify_of_retail_trajectories_as_airline_warns_on_every_line(tmp_path):
     for verdict in verdicts:
         assert verdict["warnings"][-1] == "the blueprint's tools belong to domain 'retail', not 'airline'", verdict
         assert all("domain 'airline' has no tool" in warning for warning in verdict["warnings"][:-1]), verdict
+
+
+# --- the main job: `generate` and `trajectories` refuse bad configs and unusable endpoints before any work ---
+
+DEMO_BLUEPRINTS = REPO / "examples" / "demo_blueprints.jsonl"
+ENDPOINT_CONFIG = """\
+models:
+  endpoint:
+    backend: openai
+    endpoint: {base_url: "http://127.0.0.1:9/v1", model: some-model, api_key_env: APIGEN_MT_TEST_KEY, max_retries: 0}
+roles: {proposer: endpoint, reviewer: endpoint, human: endpoint, human_judge: endpoint, agent: endpoint}
+blueprints:
+  - {domain: retail, path: ../blueprints.jsonl}
+"""
+
+
+def _endpoint_config(tmp_path: Path) -> Path:
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "endpoint.yaml"
+    config.write_text(ENDPOINT_CONFIG)
+    shutil.copy(DEMO_BLUEPRINTS, tmp_path / "blueprints.jsonl")
+    return config
+
+
+@pytest.mark.parametrize(
+    ("text", "wording"),
+    [
+        ("models: [\n", "is not valid YAML at line"),
+        ("models: {}\nroles: {agent: x}\n", "roles"),
+        (ENDPOINT_CONFIG + "trajectories: {trials: 0}\n", "trajectories.trials"),
+        (ENDPOINT_CONFIG + "trajectories: {agent: {temperature: hot}}\n", "trajectories.agent.temperature"),
+    ],
+)
+def test_generate_refuses_a_bad_config_naming_the_field_and_the_file(tmp_path, text, wording):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    line = assert_clean_failure(run_cli("generate", config, "--output", tmp_path / "run"), folder=tmp_path)
+    assert wording in line and "bad.yaml" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unset_api_key_variable_or_an_unreachable_endpoint_stops_the_run_before_ray(tmp_path):
+    config = _endpoint_config(tmp_path)
+    env = {key: value for key, value in os.environ.items() if key != "APIGEN_MT_TEST_KEY"}
+    unset = subprocess.run(
+        [str(CLI), "generate", str(config), "--output", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    line = assert_clean_failure(unset)
+    assert "APIGEN_MT_TEST_KEY" in line and "unset" in line
+    env["APIGEN_MT_TEST_KEY"] = "not-a-real-key"
+    for command in (["generate", str(config)], ["trajectories", str(config), "--blueprints", str(DEMO_BLUEPRINTS)]):
+        unreachable = subprocess.run(
+            [str(CLI), *command, "--output", str(tmp_path / "run")], capture_output=True, text=True, timeout=120, env=env
+        )
+        line = assert_clean_failure(unreachable)
+        assert "cannot reach http://127.0.0.1:9/v1" in line and "not-a-real-key" not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_trajectories_refuses_blueprints_it_cannot_read(tmp_path):
+    config = _endpoint_config(tmp_path)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "x", "actions": []}\n{"instruction": NaN}\n')
+    before = snapshot(broken)
+    line = assert_clean_failure(
+        run_cli("trajectories", config, "--blueprints", broken, "--output", tmp_path / "run"), snapshot=before
+    )
+    assert "broken.jsonl" in line and "line 2" in line

@@ -19,7 +19,8 @@ from apigen_mt.simulators.human import (
     revealed_values,
     turn_problem,
 )
-from apigen_mt.simulators.human_prompts import AGENT_GREETING, HUMAN_TURN_SCHEMA, JUDGE_SCHEMA, parse_score
+from apigen_mt.simulators.human_prompts import AGENT_GREETING, JUDGE_SCHEMA, human_turn_schema, parse_score
+from apigen_mt.simulators.xlam import text_field_limit
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall
 
 DOMAINS = Path(__file__).resolve().parents[1] / "simulators" / "domains"
@@ -272,7 +273,7 @@ def test_a_structured_stop_is_stored_as_text_with_the_stop_marker():
     model = ScriptedChatModel(['{"message": "That is all, thank you.", "stop": true}'])
     turn = respond(HumanSimulator(model, INSTRUCTION, settings=HumanSettings(structured=True)), CONVERSATION)
     (request,) = model.requests
-    assert request.json_schema == HUMAN_TURN_SCHEMA and '"stop"' in (request.messages[0].content or "")
+    assert request.json_schema == human_turn_schema(text_field_limit(HumanSettings().max_tokens)) and '"stop"' in (request.messages[0].content or "")
     assert (turn.text, turn.stop) == (f"That is all, thank you. {STOP}", True)
     assert turn.text.endswith(STOP)
 

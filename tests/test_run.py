@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,3 +135,15 @@ def test_every_accepted_trial_scores_1_with_apigen_mt_verify(ray_local, tmp_path
     lines = [json.loads(line) for line in verdicts.read_text().splitlines()]
     assert len(lines) == len(accepted)
     assert all(line["reward"] == 1.0 and line["accepted"] and not line["warnings"] for line in lines)
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path):
+    from apigen_mt.pipeline.storage import run_folder_lock
+
+    out = tmp_path / "run"
+    with run_folder_lock(out):
+        with pytest.raises(RunFolderError, match=re.escape(f"in use by another run (pid {os.getpid()})")):
+            job.run(out, trials=1)
+    # Released on exit: the folder is usable again.
+    with run_folder_lock(out):
+        pass
