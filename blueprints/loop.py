@@ -182,7 +182,22 @@ async def _attempt(
         return _reject(record, Verdict(stage=EXECUTION, passed=False, reasons=[reason]))
     # Reviewers judge against the policy: the whole of it when the policy sampler left the excerpt out.
     policy = context.policy_excerpt or domain.policy
-    committee = await review(models.reviewers, blueprint, record.diff_patch, policy, settings.review, refusal=refusal)
+    return await review_stage(record, blueprint, policy, models.reviewers, settings.review, refusal=refusal)
+
+
+async def review_stage(
+    record: ProposalRecord,
+    blueprint: Blueprint,
+    policy: str,
+    reviewers: Sequence[ChatModel],
+    settings: ReviewSettings,
+    *,
+    refusal: bool,
+) -> tuple[ProposalRecord, Verdict | None]:
+    """Stages 2 and 3 for `blueprint`, which passed stage 1 and whose `diff_patch` the record holds: the committee
+    votes, its tokens add to the record's, and the record ends accepted, rejected (with the failing verdict
+    returned) or failed."""
+    committee = await review(reviewers, blueprint, record.diff_patch, policy, settings, refusal=refusal)
     record.votes = committee.votes
     record.prompt_tokens += sum(ballot.prompt_tokens for ballot in committee.ballots)
     record.completion_tokens += sum(ballot.completion_tokens for ballot in committee.ballots)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from apigen_mt.blueprints.prompts import proposer_system_prompt, proposer_user_message
 from apigen_mt.blueprints.samplers import SampledContext
-from apigen_mt.simulators.chat import ChatModel, ChatRequest, SamplingParams
+from apigen_mt.simulators.chat import ChatModel, ChatRequest, Completion, SamplingParams
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.types import Blueprint, Message, Provenance, ToolSpec
 from apigen_mt.simulators.xlam import tool_calls_schema
@@ -205,6 +205,23 @@ def _json_object(text: str, where: str) -> dict[str, Any] | str:
     return decoded
 
 
+async def ask(model: ChatModel, request: ChatRequest) -> tuple[ProposalResult, Completion | None]:
+    """Send a Phase-1 request: the result with the reply's text and tokens, and the completion to read; no
+    completion when the backend failed (`result.error` says why). A dead engine (`ModelUnavailable`) propagates."""
+    response = await model.chat(request)
+    result = ProposalResult(model_id=response.model or model.model_id)
+    if not response.ok:
+        result.error = response.error or "the backend answered without a completion"
+        return result, None
+    completion = response.completions[0]
+    result.text = completion.text
+    result.prompt_tokens, result.completion_tokens = completion.prompt_tokens, completion.completion_tokens
+    if completion.error is not None:
+        result.error = f"the backend ended the reply abnormally: {completion.error}"
+        return result, None
+    return result, completion
+
+
 async def propose(
     model: ChatModel,
     context: SampledContext,
@@ -217,16 +234,8 @@ async def propose(
 ) -> ProposalResult:
     """Ask `model` for a task (or a revision) and read it. A dead engine (`ModelUnavailable`) propagates."""
     request = proposer_request(context, settings, refusal=refusal, feedback=feedback, previous=previous, round=round)
-    response = await model.chat(request)
-    result = ProposalResult(model_id=response.model or model.model_id)
-    if not response.ok:
-        result.error = response.error or "the proposer's backend answered without a completion"
-        return result
-    completion = response.completions[0]
-    result.text = completion.text
-    result.prompt_tokens, result.completion_tokens = completion.prompt_tokens, completion.completion_tokens
-    if completion.error is not None:
-        result.error = f"the backend ended the reply abnormally: {completion.error}"
+    result, completion = await ask(model, request)
+    if completion is None:
         return result
     parsed = parse_proposal(completion.text, context, round=round)
     if isinstance(parsed, ProposalError):

@@ -1,5 +1,7 @@
 """The dataset card of an export: statistics with polars, PNG plots with matplotlib, `RUN/README.md`.
 
+A run with Phase 1 (blueprint shards) gets its funnel and diversity section too (`pipeline.card_phase1`).
+
 The README's YAML front matter holds only what is known for certain (name, task, tags, size) and one
 config per layout pointing at `data/<format>/<split>-*.parquet`, so the Hub viewer finds every split.
 """
@@ -16,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 import yaml
 
+from apigen_mt.pipeline.card_phase1 import Phase1Statistics, phase1_section, phase1_statistics
 from apigen_mt.pipeline.io import atomic_directory, atomic_output
 from apigen_mt.pipeline.storage import STATUSES, RunManifest
 from apigen_mt.validators.sampling import pass_hat_k
@@ -114,24 +117,33 @@ def write_card(
     dataset_dirs: Mapping[str, str],
 ) -> tuple[Path, list[Path]]:
     """Write `RUN/plots/*.png` and `RUN/README.md`; `exported` is format -> split -> rows written."""
-    stages = funnel(statistics, manifest)
+    phase1 = phase1_statistics(run_dir)
+    stages = funnel(statistics, manifest, phase1)
     with atomic_directory(run_dir / "plots", replace=True) as tmp:
         _bar_chart(tmp / "funnel.png", stages, title="Funnel")
         _turns_chart(tmp / "turns.png", statistics)
     card = run_dir / "README.md"
     with atomic_output(card) as out:
-        out.write(card_text(run_dir.name, statistics, manifest, stages, exported, dataset_dirs))
+        out.write(card_text(run_dir.name, statistics, manifest, stages, exported, dataset_dirs, phase1))
     return card, [run_dir / "plots" / "funnel.png", run_dir / "plots" / "turns.png"]
 
 
-def funnel(statistics: RunStatistics, manifest: RunManifest | None) -> list[tuple[str, int]]:
-    """Every stage's count: the manifest's blueprint stages, then the trajectories counted from the shards."""
-    stages = [
-        (f"{stage}: {status}", count)
-        for stage, by_status in (manifest.counts if manifest else {}).items()
-        if stage != "trajectories"  # recounted from the shards below, which a resumed run may have added to
-        for status, count in by_status.items()
-    ]
+def funnel(
+    statistics: RunStatistics, manifest: RunManifest | None, phase1: Phase1Statistics | None = None
+) -> list[tuple[str, int]]:
+    """Every stage's count: the manifest's blueprint stages (Phase 1's recounted from its shards when there are
+    any), then the trajectories counted from the shards."""
+    counts = dict(manifest.counts) if manifest else {}
+    counts.pop("trajectories", None)  # recounted from the shards below, which a resumed run may have added to
+    if phase1 is not None:
+        counts["blueprints"] = {**counts.get("blueprints", {}), **phase1.funnel}
+    stages: list[tuple[str, int]] = []
+    for stage, by_status in counts.items():
+        for status, count in by_status.items():
+            if isinstance(count, dict):  # Phase 1's accepted_by_round
+                stages += [(f"{stage}: {status} {key}", value) for key, value in count.items()]
+            else:
+                stages.append((f"{stage}: {status}", count))
     return stages + [
         ("blueprints with trials", statistics.blueprints),
         ("trials", statistics.trials),
@@ -215,6 +227,7 @@ def card_text(
     stages: Sequence[tuple[str, int]],
     exported: Mapping[str, Mapping[str, int]],
     dataset_dirs: Mapping[str, str],
+    phase1: Phase1Statistics | None = None,
 ) -> str:
     matter = yaml.safe_dump(front_matter(run_name, statistics, exported), sort_keys=False, allow_unicode=True)
     s = statistics
@@ -255,6 +268,7 @@ def card_text(
         "",
         "![funnel](plots/funnel.png)",
         "",
+        *(phase1_section(phase1) if phase1 is not None else []),
         "## pass^k",
         "",
         "tau-bench's estimator: the mean over blueprints of C(c, k) / C(n, k) for n trials with c accepted; "

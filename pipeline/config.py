@@ -9,6 +9,10 @@ roles: {proposer: smollm2, reviewer: smollm2, human: smollm2, human_judge: smoll
 blueprints:                      # where `generate` takes its blueprints from (paths relative to this file)
   - {domain: retail, path: "examples:retail"}
 trajectories: {trials: 3, agent: {constrained: true}, human: {best_of_n: 4}, episode: {max_turns: 30}}
+blueprint_generation:            # Phase 1; when present, `generate` takes its blueprints from here instead
+  domains: [{domain: retail, proposals: 100}]
+  seed: 0
+  max_rounds: 3
 ```
 
 Roles may share a model; each model is started once. `embedded:NAME` names a model prepared by
@@ -23,14 +27,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from apigen_mt.blueprints.dedup import DECONTAMINATION_THRESHOLD, DEDUP_THRESHOLD
+from apigen_mt.blueprints.loop import Phase1Settings
+from apigen_mt.blueprints.samplers import SamplerSettings
 from apigen_mt.pipeline.models import SMOLLM2_NAME, prepared_smollm2
 from apigen_mt.pipeline.openai_backend import OpenAIBackendConfig, OpenAIChatModel
 from apigen_mt.pipeline.trials import TrialSettings
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig
 from apigen_mt.simulators.chat import ChatModel
+from apigen_mt.simulators.domain import domains
 
 EMBEDDED_PREFIX = "embedded:"
 ROLES = ("proposer", "reviewer", "human", "human_judge", "agent")
@@ -97,6 +105,67 @@ class TrajectoryPhase(TrialSettings):
     rows_per_shard: int = Field(64, ge=1, description="trials per Parquet shard")
 
 
+class GenerationDomain(BaseModel):
+    """One domain Phase 1 proposes blueprints for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    domain: str
+    proposals: int = Field(ge=1, description="sampled contexts, each proposed and revised until accepted or given up")
+    data_dir: str | None = Field(None, description="tau-bench-layout data folder; default: the domain's seeded data")
+
+    @field_validator("domain")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        known = domains()
+        if name not in known:
+            raise ValueError(f"unknown domain {name!r}; known domains: {', '.join(sorted(known))}")
+        return name
+
+
+class RecombinationSettings(BaseModel):
+    """Reverse task recombination after the proposals: accepted blueprints of one user joined into one task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(2, ge=2, description="blueprints joined into one task")
+    limit: int | None = Field(
+        None, ge=0, description="combinations tried per domain and run; None: every group of `size` (0: none)"
+    )
+
+
+class BlueprintPhase(Phase1Settings):
+    """Phase 1: which domains get how many proposals, how contexts are sampled, the loop, dedup, and the workers.
+
+    The proposer is the `proposer` role; the committee's K reviews and the feedback summaries are the
+    `reviewer` role's (the summary condenses the reviewers' reflections).
+    """
+
+    domains: list[GenerationDomain] = Field(min_length=1)
+    seed: int = Field(0, description="proposal i of domain D samples its context from a seed of this, D and i")
+    sampler: SamplerSettings = Field(default_factory=SamplerSettings)
+    recombination: RecombinationSettings = Field(default_factory=RecombinationSettings)
+    dedup_threshold: float = Field(DEDUP_THRESHOLD, gt=0, le=1, description="instruction similarity of a duplicate")
+    decontamination_threshold: float = Field(
+        DECONTAMINATION_THRESHOLD, gt=0, le=1, description="instruction similarity to an excluded task that rejects"
+    )
+    workers: int = Field(1, ge=1, description="Ray worker actors running proposals, each running many at once")
+    in_flight: int | None = Field(
+        None, ge=1, description="proposals in flight at once; default: 2 x the proposer's max_num_seqs per replica"
+    )
+    max_attempts: int = Field(3, ge=1, description="runs of one proposal when its engine dies under it")
+    rows_per_shard: int = Field(64, ge=1, description="proposal rounds per Parquet shard")
+
+    @model_validator(mode="after")
+    def _one_entry_per_domain(self) -> BlueprintPhase:
+        names = [entry.domain for entry in self.domains]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            # Blueprint ids are DOMAIN-pNNNN: two entries of one domain would give two proposals one id.
+            raise ValueError(f"domain {', '.join(repeated)} is listed more than once; list each domain once")
+        return self
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -104,6 +173,7 @@ class RunConfig(BaseModel):
     roles: Roles
     blueprints: list[BlueprintSource] = Field(default_factory=list)
     trajectories: TrajectoryPhase = Field(default_factory=TrajectoryPhase)
+    blueprint_generation: BlueprintPhase | None = None
 
     @model_validator(mode="after")
     def _roles_name_models(self) -> RunConfig:
@@ -116,22 +186,30 @@ class RunConfig(BaseModel):
     def fingerprint(self) -> str:
         """SHA-256 of the config's canonical JSON: a run folder refuses to mix results of different configs.
 
-        The number of trials and the blueprint limits are left out: raising them extends a run with more of
-        the same kind of data, which resume is meant to allow.
+        The number of trials, the blueprint limits and the numbers of proposals are left out: raising them
+        extends a run with more of the same kind of data, which resume is meant to allow. A config without
+        `blueprint_generation` keeps the fingerprint it had before that section existed.
         """
         data = self.model_dump(mode="json", exclude={"trajectories": {"trials"}})
         for source in data["blueprints"]:
             source.pop("limit")
+        generation = data.pop("blueprint_generation")
+        if generation is not None:
+            for entry in generation["domains"]:
+                entry.pop("proposals")
+            data["blueprint_generation"] = generation
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
-    def in_flight_bound(self) -> int:
-        """Episodes kept in flight: the configured number, else twice what the agent's engines decode at once."""
-        if self.trajectories.in_flight is not None:
-            return self.trajectories.in_flight
-        agent = self.models[self.roles.agent]
-        if isinstance(agent, OpenAIModel):
-            return agent.endpoint.max_concurrency
-        return agent.replicas * agent.engine.in_flight_limit
+    def in_flight_bound(self, role: str = "agent") -> int:
+        """Items kept in flight: the phase's configured number, else twice what the engines of the role that
+        drives the phase decode at once (`agent` for episodes, `proposer` for proposals)."""
+        phase = self.trajectories if role == "agent" else self.blueprint_generation
+        if phase is not None and phase.in_flight is not None:
+            return phase.in_flight
+        spec = self.models[getattr(self.roles, role)]
+        if isinstance(spec, OpenAIModel):
+            return spec.endpoint.max_concurrency
+        return spec.replicas * spec.engine.in_flight_limit
 
 
 def load_config(path: str | Path) -> RunConfig:

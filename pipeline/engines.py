@@ -72,6 +72,7 @@ async def _probe(client: OpenAIChatModel) -> None:
 
 
 ModelFactory = Callable[[str], ChatModel]  # model name -> a model; tests pass scripted doubles this way
+UNKNOWN_START_TIMEOUT_S = 900.0  # VllmEngineConfig's default, for replicas a factory made
 
 ROLE_FIELDS = {"agent": "agent", "human": "human", "human_judge": "human_judge"}
 
@@ -123,9 +124,11 @@ class Engines:
 
         replaced = False
         for name, index, replica in self.vllm_replicas():
-            config = self.engine_configs[name]
-            if replica.wait_until_serving(config.start_timeout_s):
+            config = self.engine_configs.get(name)
+            if replica.wait_until_serving(config.start_timeout_s if config else UNKNOWN_START_TIMEOUT_S):
                 continue
+            if config is None:
+                continue  # a replica the caller started (a benchmark's): only its owner could start another
             # Ray's restarts are used up, or the restart never came up in time: this replica is gone for good.
             ray.kill(replica.actor, no_restart=True)
             started = time.monotonic()
@@ -135,7 +138,10 @@ class Engines:
         return replaced
 
     def shutdown(self) -> None:
-        for _, _, replica in self.vllm_replicas():
+        """Stop the engines this object started; models a factory made belong to the factory's caller."""
+        for name, _, replica in self.vllm_replicas():
+            if name not in self.engine_configs:
+                continue
             try:
                 replica.shutdown()
             except Exception:  # a replica that already died has nothing left to stop

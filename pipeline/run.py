@@ -1,32 +1,59 @@
-"""The run driver: every phase of a run goes through here, from blueprints to Parquet shards and manifest.
+"""The run driver: every phase of a run goes through here, from proposals and blueprints to shards and manifest.
 
     summary = run_trajectories(config, sources, RunOptions(output=Path("runs/demo")))
+    summary = run_blueprints(config, plan, options)        # Phase 1 only
+    summary = run_generate(config, plan, options)          # Phase 1, then Phase 2 on its accepted blueprints
 
-Phase 2 as it runs: stage 1 validates each source's blueprints once (the ground truth's digest is kept for
-every trial); the (blueprint, trial) pairs the run folder does not hold yet are fed to Ray worker actors,
-at most `in_flight` at a time, the least loaded worker first; each finished trial is written through the
-shard writer as it arrives. A trial whose engine died is played again once the engine is back (Ray
-restarts it; the driver starts a new one when Ray gave up), at most `max_attempts` times; a worker that
-dies has its trials played again the same way. Nothing else is retried: every other outcome is a row.
+Both phases run the same way (`pipeline.drive`): the items the run folder does not hold yet are fed to Ray
+worker actors, at most `in_flight` at a time, the least loaded worker first, and each finished item's rows
+are written through the shard writer as they arrive. An item whose engine or worker died is run again, a
+bounded number of times; every other outcome is a row.
+
+Phase 1 (`pipeline.proposals`): one item per (domain, proposal index); the loop's rows of an accepted
+blueprint are checked here, as they arrive, against the excluded tasks and then against every blueprint kept
+so far (a rejection rewrites the final row: `rejected` at stage `decontamination` or `dedup`).
+Phase 2: stage 1 validates each source's blueprints once (the ground truth's digest is kept for every
+trial); one item per (blueprint, trial). `generate` with a Phase-1 plan gives Phase 2 the blueprints Phase 1
+accepted (this run's and earlier ones' within the plan) and the config's blueprint files, in the same Ray
+session and on the same engines.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from apigen_mt.pipeline.config import RunConfig
+from apigen_mt.blueprints.loop import Phase1Models
+from apigen_mt.pipeline.config import BlueprintPhase, RunConfig
+from apigen_mt.pipeline.drive import RaySession, drive
 from apigen_mt.pipeline.engines import Engines, ModelFactory
 from apigen_mt.pipeline.progress import FunnelProgress
+from apigen_mt.pipeline.proposals import (
+    BlueprintGate,
+    ProposalItem,
+    ProposalOutcome,
+    ProposalPlan,
+    RecombinationItem,
+    accepted_blueprints,
+    example_draw,
+    final_rows,
+    proposal_funnel,
+    proposal_id,
+    proposal_seed,
+    recombination_items,
+    stored_proposals,
+    unavailable_outcome,
+)
 from apigen_mt.pipeline.sources import LoadedSource, validate_source
 from apigen_mt.pipeline.storage import (
+    BLUEPRINT_SCHEMA,
+    BLUEPRINTS_DIR,
+    TRAJECTORIES_DIR,
     TRAJECTORY_SCHEMA,
     RunManifest,
     ShardWriter,
@@ -36,13 +63,16 @@ from apigen_mt.pipeline.storage import (
     read_manifest,
     read_rows,
     run_folder_lock,
+    shard_paths,
     trajectory_counts,
     utc_now,
     write_manifest,
 )
 from apigen_mt.pipeline.trials import TrialItem, needs_retry, unavailable_row
-from apigen_mt.pipeline.workers import start_workers
+from apigen_mt.pipeline.workers import ProposalWorker, SourceSpec, TrialWorker, WorkerPool
+from apigen_mt.simulators.types import Blueprint
 
+PHASE1_ROLES = ("proposer", "reviewer")
 PHASE2_ROLES = ("agent", "human", "human_judge")
 
 
@@ -58,174 +88,292 @@ class RunOptions:
 @dataclass
 class RunSummary:
     output: Path
-    counts: dict[str, dict[str, int]]
-    played: int
+    counts: dict[str, dict[str, Any]]
+    played: int  # trials
     skipped: int
     wall_s: float
     restarts: list[str] = field(default_factory=list)
-
-
-@contextmanager
-def ray_session() -> Iterator[None]:
-    """Join the cluster under `ray job submit` (RAY_ADDRESS is set), else start an embedded local Ray."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    address = "auto" if os.environ.get("RAY_ADDRESS") else None
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-def _counts(folder: Path, sources: list[LoadedSource], blueprints_in: int) -> dict[str, dict[str, int]]:
-    valid = sum(len(source.blueprints) for source in sources)
-    return {
-        "blueprints": {"input": blueprints_in, "valid": valid, "rejected": blueprints_in - valid},
-        "trajectories": trajectory_counts(read_rows(folder)),
-    }
+    proposed: int = 0  # proposals run (each with its revisions)
+    proposals_skipped: int = 0
+    phases: list[str] = field(default_factory=list)  # what this run did: "blueprints", "trajectories"
 
 
 def run_trajectories(
-    config: RunConfig,
-    sources: list[LoadedSource],
-    options: RunOptions,
-    *,
-    model_factory: ModelFactory | None = None,
+    config: RunConfig, sources: list[LoadedSource], options: RunOptions, *, model_factory: ModelFactory | None = None
 ) -> RunSummary:
     """Play every missing (blueprint, trial) of the sources into `options.output`; returns the counts."""
     with run_folder_lock(options.output):
-        return _run_locked(config, sources, options, model_factory)
+        return _run_locked(config, options, model_factory, plan=None, sources=sources)
+
+
+def run_blueprints(
+    config: RunConfig, plan: ProposalPlan, options: RunOptions, *, model_factory: ModelFactory | None = None
+) -> RunSummary:
+    """Run every proposal of the plan that `options.output` does not hold yet; returns the counts."""
+    with run_folder_lock(options.output):
+        return _run_locked(config, options, model_factory, plan=plan, sources=None)
+
+
+def run_generate(
+    config: RunConfig,
+    plan: ProposalPlan,
+    options: RunOptions,
+    *,
+    sources: Sequence[LoadedSource] = (),
+    model_factory: ModelFactory | None = None,
+) -> RunSummary:
+    """Phase 1 on the plan, then Phase 2 on the blueprints it accepted and on `sources` (the config's blueprint
+    files, played beside them); returns the counts."""
+    with run_folder_lock(options.output):
+        return _run_locked(config, options, model_factory, plan=plan, sources=list(sources), chain=True)
 
 
 def _run_locked(
-    config: RunConfig, sources: list[LoadedSource], options: RunOptions, model_factory: ModelFactory | None
+    config: RunConfig,
+    options: RunOptions,
+    model_factory: ModelFactory | None,
+    *,
+    plan: ProposalPlan | None,
+    sources: list[LoadedSource] | None,
+    chain: bool = False,
 ) -> RunSummary:
     started = time.monotonic()
     out = options.output
     fingerprint = config.fingerprint()
     check_resume(out, fingerprint, force=options.force)
-    blueprints_in = sum(len(source.blueprints) + len(source.rejected) for source in sources)
-    for source in sources:
-        validate_source(source)
     previous = read_manifest(out)
+    planned = [] if plan is None else [domain.source for domain in plan.domains]
     manifest = RunManifest(
         config=config.model_dump(mode="json"),
         fingerprint=fingerprint,
         versions=package_versions(),
-        data_dir=next((str(s.data_dir) for s in sources if s.data_dir is not None), None),
+        data_dir=next((str(s.data_dir) for s in [*planned, *(sources or [])] if s.data_dir is not None), None),
         started_at=previous.started_at if previous else utc_now(),
         command=list(options.command),
     )
     write_manifest(out, manifest)
-    folder = out / "trajectories"
-    trials = options.trials or config.trajectories.trials
-    # Opening the writer first turns what a killed run left in its journals into shards, so they count as done.
-    writer = ShardWriter(folder, TRAJECTORY_SCHEMA, rows_per_shard=config.trajectories.rows_per_shard)
-    done = finished_pairs(folder)
-    keyed = {f"s{index}": source for index, source in enumerate(sources)}
-    items = [
-        (key, TrialItem(blueprint, trial, source.ground_truth[str(blueprint.id)]))
-        for key, source in keyed.items()
-        for blueprint in source.blueprints
-        for trial in range(trials)
-        if (str(blueprint.id), trial) not in done
-    ]
-    skipped = sum(len(source.blueprints) for source in sources) * trials - len(items)
-    restarts: list[str] = []
-    try:
-        if items:
-            restarts = _play(config, keyed, items, writer, options, model_factory)
-    finally:
-        writer.close()
-    manifest.counts = _counts(folder, sources, blueprints_in)
+    roles = PHASE1_ROLES if plan is not None else ()
+    roles += PHASE2_ROLES if sources is not None or chain else ()
+    summary = RunSummary(out, {}, 0, 0, 0.0)
+    stage1: dict[str, int] | None = None
+    with ExitStack() as stack:
+        session = RaySession(config, roles, model_factory, stack)
+        if plan is not None:
+            summary.proposed, summary.proposals_skipped = _phase1(config, plan, options, session)
+            summary.phases.append("blueprints")
+        if chain:
+            assert plan is not None and sources is not None
+            sources = _accepted_sources(plan, out) + sources
+        if sources is not None:
+            stage1 = _stage1(sources)
+            summary.played, summary.skipped = _phase2(config, sources, options, session)
+            summary.phases.append("trajectories")
+        summary.restarts = session.restarts
+    manifest.counts = _counts(out, previous.counts if previous else {}, stage1)
     manifest.finished_at = utc_now()
     write_manifest(out, manifest)
-    return RunSummary(out, manifest.counts, len(items), skipped, time.monotonic() - started, restarts)
+    summary.counts, summary.wall_s = manifest.counts, time.monotonic() - started
+    return summary
 
 
-def _play(
-    config: RunConfig,
-    sources: dict[str, LoadedSource],
-    items: list[tuple[str, TrialItem]],
-    writer: ShardWriter,
-    options: RunOptions,
-    model_factory: ModelFactory | None,
-) -> list[str]:
-    phase = config.trajectories
-    bound = config.in_flight_bound()
-    specs = {key: (s.domain.name, None if s.data_dir is None else str(s.data_dir)) for key, s in sources.items()}
-    with ray_session():
-        engines = Engines.start(config, PHASE2_ROLES, model_factory)
+def _specs(sources: Iterable[tuple[str, LoadedSource]]) -> dict[str, SourceSpec]:
+    return {key: (s.domain.name, None if s.data_dir is None else str(s.data_dir)) for key, s in sources}
+
+
+def _phase1(config: RunConfig, plan: ProposalPlan, options: RunOptions, session: RaySession) -> tuple[int, int]:
+    """Run the plan's missing proposals; (run, skipped)."""
+    phase = config.blueprint_generation
+    if phase is None:
+        raise ValueError("Phase 1 needs the config's blueprint_generation section")
+    folder = options.output / BLUEPRINTS_DIR
+    # Opening the writer first turns what a killed run left in its journals into shards, so they count as done.
+    with ShardWriter(folder, BLUEPRINT_SCHEMA, rows_per_shard=phase.rows_per_shard) as writer:
+        stored = stored_proposals(read_rows(folder, schema=BLUEPRINT_SCHEMA))
+        done = {row["blueprint_id"] for row in final_rows(stored)}
+        gate = BlueprintGate(plan.excluded, phase)
+        accepted: dict[str, list[Blueprint]] = {planned.source.domain.name: [] for planned in plan.domains}
+        for blueprint in accepted_blueprints(stored):
+            gate.remember(blueprint)
+            accepted.setdefault(str(blueprint.domain), []).append(blueprint)
+        keyed = {f"d{index}": planned for index, planned in enumerate(plan.domains)}
+        todo = [
+            (key, planned.source.domain.name, index)
+            for key, planned in keyed.items()
+            for index in range(planned.proposals)
+            if proposal_id(planned.source.domain.name, index) not in done
+        ]
+        skipped = sum(planned.proposals for planned in plan.domains) - len(todo)
+
+        def items() -> Iterator[tuple[str, ProposalItem]]:
+            # Drawn when the item is sent, so that the example sampler sees every blueprint accepted by then.
+            for key, domain, index in todo:
+                seed = proposal_seed(phase.seed, domain, index)
+                examples = example_draw(accepted[domain], seed, phase.sampler.examples)
+                yield key, ProposalItem(domain, index, seed, examples)
+
+        def finish(key: str, item: ProposalItem | RecombinationItem, outcome: ProposalOutcome) -> None:
+            final = outcome.rows[-1]
+            if final["status"] == "accepted":
+                blueprint = Blueprint.model_validate_json(final["blueprint"])
+                rejection = gate.check(blueprint)
+                if rejection is None:
+                    accepted[item.domain].append(blueprint)
+                else:
+                    final.update(status="rejected", failed_stage=rejection[0], reasons=[rejection[1]])
+            for row in outcome.rows:
+                writer.write(row)
+            progress.finished(final["status"])
+
+        keys = {planned.source.domain.name: key for key, planned in keyed.items()}
+        pool: WorkerPool | None = None
         try:
-            per_worker = -(-bound // phase.workers)
-            workers = start_workers(phase.workers, engines.trial_models(), phase, specs, max(per_worker, 1) + 8)
-            progress = FunnelProgress(len(items), enabled=options.progress)
-            with progress:
-                _drive(sources, engines, workers, items, writer, progress, bound, phase.max_attempts, specs, phase)
-            return engines.restarts
+            for method, label, work in (
+                ("propose", "proposals", lambda: (len(todo), items())),
+                ("recombine", "recombinations", lambda: _recombinations(accepted, phase, done, keys)),
+            ):
+                count, queue = work()
+                if not count:
+                    continue
+                engines = session.engines()
+                if pool is None:
+                    specs = _specs((key, planned.source) for key, planned in keyed.items())
+                    per_worker = -(-config.in_flight_bound("proposer") // phase.workers) + 8
+                    pool = WorkerPool(
+                        ProposalWorker, phase.workers, lambda: _phase1_models(engines), phase, specs, per_worker
+                    )
+                model_id = engines.model("proposer").model_id
+                with FunnelProgress(count, enabled=options.progress, label=label) as progress:
+                    drive(
+                        pool, engines, queue, method=method, bound=config.in_flight_bound("proposer"),
+                        max_attempts=phase.max_attempts, retry=lambda outcome: outcome.retry, finish=finish,
+                        lost=lambda key, item, reason: unavailable_outcome(item, model_id, reason), progress=progress,
+                    )  # fmt: skip
         finally:
-            engines.shutdown()
+            if pool is not None:
+                pool.shutdown()
+    return len(todo), skipped
 
 
-def _drive(
-    sources: dict[str, LoadedSource],
-    engines: Engines,
-    workers: list[Any],
-    items: list[tuple[str, TrialItem]],
-    writer: ShardWriter,
-    progress: FunnelProgress,
-    bound: int,
-    max_attempts: int,
-    specs: dict[str, Any],
-    phase: Any,
-) -> None:
-    import ray
+def _recombinations(
+    accepted: dict[str, list[Blueprint]], phase: BlueprintPhase, done: set[str], keys: dict[str, str]
+) -> tuple[int, list[tuple[str, RecombinationItem]]]:
+    """The groups of accepted blueprints left to join, keyed by their domain's source."""
+    queue = [(keys[item.domain], item) for item in recombination_items(accepted, phase, done)]
+    return len(queue), queue
 
-    queue = deque(items)
-    pending: dict[Any, tuple[str, TrialItem, int]] = {}
-    load = [0] * len(workers)
-    while queue or pending:
-        while queue and len(pending) < bound:
-            key, item = queue.popleft()
-            index = min(range(len(workers)), key=load.__getitem__)
-            load[index] += 1
-            pending[workers[index].play.remote(key, item)] = (key, item, index)
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-        if ready:
-            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
-        for ref in ready:
-            key, item, index = pending.pop(ref)
-            load[index] -= 1
-            try:
-                row = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                workers[index] = _replace_worker(engines, phase, specs, bound, len(workers))
-                reason = f"the worker playing it died ({type(exc).__name__})"
-                row = unavailable_row(sources[key].domain, item, engines.trial_models(), reason, 0.0)
-            if needs_retry(row) and item.attempt < max_attempts:
-                if engines.ensure_alive():
-                    ray.get([worker.set_models.remote(engines.trial_models()) for worker in workers])
-                queue.append((key, TrialItem(item.blueprint, item.trial, item.ground_truth_digest, item.attempt + 1)))
-                progress.retried()
-                continue
+
+def _phase1_models(engines: Engines) -> Phase1Models:
+    reviewer = engines.model("reviewer")
+    # The summariser condenses the reviewers' reflections, so the reviewer role's model writes it.
+    return Phase1Models(proposer=engines.model("proposer"), reviewers=[reviewer], summariser=reviewer)
+
+
+def _accepted_sources(plan: ProposalPlan, out: Path) -> list[LoadedSource]:
+    """Each planned domain's source holding its accepted blueprints of this plan's proposals and of their
+    recombinations, in id order."""
+    stored = stored_proposals(read_rows(out / BLUEPRINTS_DIR, schema=BLUEPRINT_SCHEMA))
+    wanted = {
+        proposal_id(planned.source.domain.name, index) for planned in plan.domains for index in range(planned.proposals)
+    }
+
+    def in_plan(blueprint: Blueprint) -> bool:
+        parents = blueprint.provenance.parents
+        return blueprint.id in wanted or (bool(parents) and wanted.issuperset(parents))
+
+    kept = sorted(filter(in_plan, accepted_blueprints(stored)), key=lambda b: str(b.id))
+    return [
+        # A new source per run: stage 1 fills in its ground truth and rejections; the database is shared.
+        replace(planned.source, blueprints=[b for b in kept if b.domain == planned.source.domain.name], rejected=[],
+                ground_truth={})
+        for planned in plan.domains
+    ]  # fmt: skip
+
+
+def _stage1(sources: list[LoadedSource]) -> dict[str, int]:
+    """Stage 1 on every source; the counts of blueprints in, valid and rejected."""
+    given = sum(len(source.blueprints) + len(source.rejected) for source in sources)
+    for source in sources:
+        validate_source(source)
+    valid = sum(len(source.blueprints) for source in sources)
+    return {"input": given, "valid": valid, "rejected": given - valid}
+
+
+def _phase2(
+    config: RunConfig, sources: list[LoadedSource], options: RunOptions, session: RaySession
+) -> tuple[int, int]:
+    """Play the sources' missing (blueprint, trial) pairs; (played, skipped)."""
+    phase = config.trajectories
+    folder = options.output / TRAJECTORIES_DIR
+    trials = options.trials or phase.trials
+    with ShardWriter(folder, TRAJECTORY_SCHEMA, rows_per_shard=phase.rows_per_shard) as writer:
+        done = finished_pairs(folder)
+        keyed = {f"s{index}": source for index, source in enumerate(sources)}
+        items = [
+            (key, TrialItem(blueprint, trial, source.ground_truth[str(blueprint.id)]))
+            for key, source in keyed.items()
+            for blueprint in source.blueprints
+            for trial in range(trials)
+            if (str(blueprint.id), trial) not in done
+        ]
+        skipped = sum(len(source.blueprints) for source in sources) * trials - len(items)
+        if not items:
+            return 0, skipped
+
+        def finish(key: str, item: TrialItem, row: dict[str, Any]) -> None:
             writer.write(row)
             progress.finished(row["status"])
 
+        engines = session.engines()
+        bound = config.in_flight_bound("agent")
+        per_worker = -(-bound // phase.workers) + 8
+        pool = WorkerPool(TrialWorker, phase.workers, engines.trial_models, phase, _specs(keyed.items()), per_worker)
 
-def _replace_worker(engines: Engines, phase: Any, specs: dict[str, Any], bound: int, count: int) -> Any:
-    [worker] = start_workers(1, engines.trial_models(), phase, specs, -(-bound // count) + 8)
-    return worker
+        def lost(key: str, item: TrialItem, reason: str) -> dict[str, Any]:
+            return unavailable_row(keyed[key].domain, item, engines.trial_models(), reason, 0.0)
+
+        try:
+            with FunnelProgress(len(items), enabled=options.progress) as progress:
+                drive(
+                    pool, engines, items, method="play", bound=bound, max_attempts=phase.max_attempts,
+                    lost=lost, retry=needs_retry, finish=finish, progress=progress,
+                )  # fmt: skip
+        finally:
+            pool.shutdown()
+    return len(items), skipped
+
+
+def _counts(out: Path, previous: dict[str, dict[str, Any]], stage1: dict[str, int] | None) -> dict[str, dict[str, Any]]:
+    """The manifest's counts: Phase 1's funnel and Phase 2's trials recounted from the shards, the stage-1
+    counts of this run's Phase 2; what this run did not touch stays as the previous manifest has it."""
+    counts = {stage: dict(values) for stage, values in previous.items()}
+    blueprints = counts.get("blueprints", {})
+    if stage1 is not None:
+        blueprints.update(stage1)
+    if shard_paths(out / BLUEPRINTS_DIR):
+        blueprints.update(proposal_funnel(stored_proposals(read_rows(out / BLUEPRINTS_DIR, schema=BLUEPRINT_SCHEMA))))
+    if blueprints:
+        counts["blueprints"] = blueprints
+    if stage1 is not None or shard_paths(out / TRAJECTORIES_DIR):
+        counts["trajectories"] = trajectory_counts(read_rows(out / TRAJECTORIES_DIR))
+    return counts
 
 
 def report(summary: RunSummary) -> None:
-    counts = summary.counts["trajectories"]
-    print(
-        f"{summary.played} trials played, {summary.skipped} already done; accepted {counts['accepted']}, "
-        f"rejected {counts['rejected']}, failed {counts['failed']} ({counts['unique_accepted']} unique accepted) "
-        f"in {summary.wall_s:.0f}s -> {summary.output}",
-        file=sys.stderr,
-    )
+    if "blueprints" in summary.phases:
+        funnel = summary.counts["blueprints"]
+        by_round = ", ".join(f"round {round}: {n}" for round, n in funnel["accepted_by_round"].items()) or "none"
+        print(
+            f"{summary.proposed} proposals run, {summary.proposals_skipped} already done; {funnel['proposals']} "
+            f"proposals in {funnel['proposed']} rounds: accepted {funnel['proposals_accepted']} ({by_round}), "
+            f"rejected {funnel['proposals_rejected']} ({funnel['decontaminated']} by decontamination, "
+            f"{funnel['deduplicated']} as duplicates), failed {funnel['proposals_failed']}",
+            file=sys.stderr,
+        )
+    if "trajectories" in summary.phases:
+        counts = summary.counts["trajectories"]
+        print(
+            f"{summary.played} trials played, {summary.skipped} already done; accepted {counts['accepted']}, "
+            f"rejected {counts['rejected']}, failed {counts['failed']} ({counts['unique_accepted']} unique accepted)",
+            file=sys.stderr,
+        )
+    print(f"in {summary.wall_s:.0f}s -> {summary.output}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 ```
 RUN/manifest.json                   config, fingerprint, versions, start/end, counts per stage and status
+RUN/blueprints/part-*.parquet       one row per Phase-1 proposal or revision (BLUEPRINT_SCHEMA)
 RUN/trajectories/part-*.parquet     one row per trial (TRAJECTORY_SCHEMA)
 ```
 
@@ -41,6 +42,7 @@ from apigen_mt.pipeline.io import OutputError, atomic_file, atomic_output
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".apigen-run.lock"
 TRAJECTORIES_DIR = "trajectories"
+BLUEPRINTS_DIR = "blueprints"
 STATUSES = ("accepted", "rejected", "failed")
 
 TRAJECTORY_SCHEMA = pa.schema(
@@ -73,6 +75,38 @@ TRAJECTORY_SCHEMA = pa.schema(
         pa.field("human_model", pa.string(), nullable=False),
         pa.field("duration_s", pa.float64(), nullable=False),
         pa.field("turn_stats", pa.string(), nullable=False),  # JSON list per turn: role, tokens, latency_s
+        pa.field("finished_at", pa.string(), nullable=False),  # ISO time
+    ]
+)
+
+# Phase 1: a proposal's rounds share its blueprint_id; `final` marks its last round, which resume looks for.
+BLUEPRINT_SCHEMA = pa.schema(
+    [
+        pa.field("blueprint_id", pa.string(), nullable=False),  # DOMAIN-pNNNN: the domain and the proposal index
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("proposal", pa.int64(), nullable=False),
+        pa.field("round", pa.int64(), nullable=False),  # 0: the proposal, 1..: revisions after feedback
+        pa.field("final", pa.bool_(), nullable=False),
+        pa.field("attempt", pa.int64(), nullable=False),  # 1 + reruns of the proposal after engine failures
+        pa.field("status", pa.string(), nullable=False),  # accepted | rejected | failed
+        # format | execution | policy | review | dedup | decontamination; null when accepted or the backend failed
+        pa.field("failed_stage", pa.string()),
+        pa.field("reasons", pa.list_(pa.string()), nullable=False),
+        pa.field("parents", pa.list_(pa.string()), nullable=False),  # blueprint ids a recombined task joins
+        # JSON texts; the JSON `null` where there is nothing: no task could be read, the actions were not run,
+        # the committee did not vote.
+        pa.field("blueprint", pa.string(), nullable=False),  # in `validate`'s input form, id = blueprint_id
+        pa.field("diff_patch", pa.string(), nullable=False),
+        pa.field("votes", pa.string(), nullable=False),  # ballots, decision, score, threshold
+        pa.field("refusal", pa.bool_(), nullable=False),
+        pa.field("feedback", pa.string()),  # the improvement plan this round answered; null in round 0
+        pa.field("text", pa.string(), nullable=False),  # the proposer's raw reply
+        pa.field("user_id", pa.string()),  # the sampled user; null when no context could be sampled
+        pa.field("context_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("prompt_tokens", pa.int64(), nullable=False),  # the proposer's and the committee's
+        pa.field("completion_tokens", pa.int64(), nullable=False),
+        pa.field("proposer_model", pa.string(), nullable=False),
         pa.field("finished_at", pa.string(), nullable=False),  # ISO time
     ]
 )
@@ -216,7 +250,8 @@ class ShardWriter:
 
 
 def _row_table(row: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
-    where = f"row for blueprint {row.get('blueprint_id')!r} trial {row.get('trial')!r}"
+    item = f"round {row.get('round')!r}" if "round" in schema.names else f"trial {row.get('trial')!r}"
+    where = f"row for blueprint {row.get('blueprint_id')!r} {item}"
     missing = [name for name in schema.names if name not in row]
     unknown = sorted(set(row) - set(schema.names))
     if missing or unknown:
@@ -258,7 +293,7 @@ def read_rows(folder: Path, columns: list[str] | None = None, *, schema: pa.Sche
 
 
 def _read_shard(path: Path, expected: pa.Schema) -> pa.Table:
-    remedy = f"move it out of {path.parent} (its trials are then played again on resume) or restore it"
+    remedy = f"move it out of {path.parent} (its trials or proposals are then run again on resume) or restore it"
     try:
         actual = pq.read_schema(path)
         for field in expected:
@@ -312,7 +347,8 @@ class RunManifest(BaseModel):
     data_dir: str | None = None
     started_at: str
     finished_at: str | None = None
-    counts: dict[str, dict[str, int]] = {}  # stage -> status -> count
+    # stage -> status -> count; Phase 1's funnel also holds accepted_by_round: round -> count
+    counts: dict[str, dict[str, int | dict[str, int]]] = {}
     command: list[str] = []
 
 
@@ -356,16 +392,17 @@ def read_manifest(run_dir: Path) -> RunManifest | None:
 
 
 def check_resume(run_dir: Path, fingerprint: str, *, force: bool) -> None:
-    """Refuse to add trials made with one config to a folder made with another, unless `force`."""
+    """Refuse to add rows made with one config to a folder made with another, unless `force`."""
     if force:
         return
     manifest = read_manifest(run_dir)
     if manifest is None:
-        if shard_paths(run_dir / TRAJECTORIES_DIR):
-            raise RunFolderError(
-                f"run folder {run_dir} holds trajectory shards but no {MANIFEST_NAME}, so its config cannot be "
-                "checked; use a new --output folder or --force to mix them"
-            )
+        for kind in (BLUEPRINTS_DIR, TRAJECTORIES_DIR):
+            if shard_paths(run_dir / kind):
+                raise RunFolderError(
+                    f"run folder {run_dir} holds {kind} shards but no {MANIFEST_NAME}, so its config cannot be "
+                    "checked; use a new --output folder or --force to mix them"
+                )
         return
     if manifest.fingerprint != fingerprint:
         raise RunFolderError(

@@ -12,8 +12,9 @@ Blueprints versus episodes (see `apigen_mt.simulators.trace`):
   checked in episodes only: ground truth may leave the reads out.
 - "Effective cabin". update_reservation_flights never stores a new cabin (a tau-bench quirk), so after a
   cabin change in the same trace the cabin the traveller now flies is that call's `cabin`. A7 (free bags),
-  A9 (basic economy) read the effective cabin; the stored one would, for example, keep a reservation
-  upgraded out of basic economy frozen forever.
+  A9 (basic economy), A16 (business may cancel) and A19 (business earns a certificate) read the effective
+  cabin, so each write is judged on the state the earlier writes left; the stored one would, for example,
+  keep a reservation upgraded out of basic economy frozen forever, or refuse to cancel it.
 - A16 allows a cancellation with insurance without checking the reason is health or weather (only the
   dialogue says); A19/A20 consider the reservations the trace names for that user, or all of the user's
   reservations when it names none (a blueprint may omit the lookups).
@@ -323,15 +324,16 @@ def cancellation_allowed(trace: ActionTrace) -> list[str]:
         airline_cancelled = any(
             _status(call.before, f.get("flight_number"), f.get("date")) == "cancelled" for f in reservation.get("flights", [])
         )
+        cabin = _effective_cabin(trace, call, reservation_id, reservation)
         if (
             str(reservation.get("created_at", "")) >= DAY_BEFORE_NOW
             or airline_cancelled
-            or reservation.get("cabin") == "business"
+            or cabin == "business"
             or reservation.get("insurance") == "yes"
         ):
             continue
         problems.append(
-            f"{call.label()} cancels {reservation_id} ({reservation.get('cabin')}, booked {reservation.get('created_at')}, "
+            f"{call.label()} cancels {reservation_id} ({cabin}, booked {reservation.get('created_at')}, "
             "no insurance, no cancelled flight); only bookings of the last 24 hours, business cabins, insured trips "
             "or trips with a flight the airline cancelled can be cancelled"
         )
@@ -372,7 +374,9 @@ def certificate_eligible(trace: ActionTrace) -> list[str]:
         reservations = call.before.get("reservations") or {}
         candidates = _complaint_candidates(trace, call, user_id, user)
         if not any(
-            reservations[r].get("insurance") == "yes" or reservations[r].get("cabin") == "business" for r in candidates
+            reservations[r].get("insurance") == "yes"
+            or _effective_cabin(trace, call, r, reservations[r]) == "business"
+            for r in candidates
         ):
             problems.append(
                 f"{call.label()} compensates {user_id}, a regular member whose reservations in question "

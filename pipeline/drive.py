@@ -1,0 +1,120 @@
+"""Running items on Ray worker actors, for every phase: the session, and the loop that keeps workers fed.
+
+    with ExitStack() as stack:
+        session = RaySession(config, roles, factory, stack)      # Ray and engines start on first use
+        drive(pool, session.engines(), items, method="play", ...)
+
+`drive` sends at most `bound` items at once, the least loaded worker first, and hands each result to
+`finish` as it arrives. An item whose engine died is run again once the engines are back (Ray restarts an
+engine; `Engines.ensure_alive` starts a new one when Ray gave up), at most `max_attempts` times; a worker
+that dies is replaced and its items are run again the same way. Nothing else is retried.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from apigen_mt.pipeline.config import RunConfig
+from apigen_mt.pipeline.engines import Engines, ModelFactory
+from apigen_mt.pipeline.progress import FunnelProgress
+from apigen_mt.pipeline.proposals import ProposalItem, RecombinationItem
+from apigen_mt.pipeline.trials import TrialItem
+from apigen_mt.pipeline.workers import WorkerPool
+
+Item = TypeVar("Item", TrialItem, ProposalItem, RecombinationItem)
+Result = TypeVar("Result")
+
+
+@contextmanager
+def ray_session() -> Iterator[None]:
+    """Join the cluster under `ray job submit` (RAY_ADDRESS is set), else start an embedded local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = "auto" if os.environ.get("RAY_ADDRESS") else None
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class RaySession:
+    """Ray and the engines of every role the run needs, started on first use: a run with nothing left to do
+    starts neither, and both phases of `generate` share them."""
+
+    def __init__(self, config: RunConfig, roles: tuple[str, ...], factory: ModelFactory | None, stack: ExitStack):
+        self.config, self.roles, self.factory, self.stack = config, roles, factory, stack
+        self._engines: Engines | None = None
+
+    def engines(self) -> Engines:
+        if self._engines is None:
+            self.stack.enter_context(ray_session())
+            self._engines = Engines.start(self.config, self.roles, self.factory)
+            self.stack.callback(self._engines.shutdown)
+        return self._engines
+
+    @property
+    def restarts(self) -> list[str]:
+        return [] if self._engines is None else self._engines.restarts
+
+
+def drive(
+    pool: WorkerPool,
+    engines: Engines,
+    items: Iterable[tuple[str, Item]],
+    *,
+    method: str,
+    bound: int,
+    max_attempts: int,
+    lost: Callable[[str, Item, str], Result],
+    retry: Callable[[Result], bool],
+    finish: Callable[[str, Item, Result], None],
+    progress: FunnelProgress,
+) -> None:
+    """Run every item through `pool.<method>(key, item)`, at most `bound` at once; `finish` each result.
+
+    `lost` makes the result of an item whose worker died; a result for which `retry` holds (its engine died)
+    is run again, after the engines are back, while the item has attempts left.
+    """
+    import ray
+
+    fresh = iter(items)
+    again: deque[tuple[str, Item]] = deque()  # items to run again: before new ones, so they end soon
+    pending: dict[Any, tuple[str, Item, tuple[int, Any]]] = {}
+
+    def next_item() -> tuple[str, Item] | None:
+        return again.popleft() if again else next(fresh, None)
+
+    while True:
+        while len(pending) < bound and (work := next_item()) is not None:
+            key, item = work
+            ref, slot = pool.submit(method, key, item)
+            pending[ref] = (key, item, slot)
+        if not pending:
+            return
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        if ready:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+        for ref in ready:
+            key, item, slot = pending.pop(ref)
+            pool.release(slot)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                pool.replace(slot)
+                result = lost(key, item, f"the worker running it died ({type(exc).__name__})")
+            if retry(result) and item.attempt < max_attempts:
+                if engines.ensure_alive():
+                    pool.refresh_models()
+                again.append((key, replace(item, attempt=item.attempt + 1)))
+                progress.retried()
+                continue
+            finish(key, item, result)
