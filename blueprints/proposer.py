@@ -26,7 +26,7 @@ from apigen_mt.blueprints.samplers import SampledContext
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, Completion, SamplingParams
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.types import Blueprint, Message, Provenance, ToolSpec
-from apigen_mt.simulators.xlam import tool_calls_schema
+from apigen_mt.simulators.xlam import text_field_limit, tool_calls_schema
 
 
 # Under a grammar a reply cut off by the token limit is broken JSON, and weak models ramble in free text until
@@ -34,6 +34,9 @@ from apigen_mt.simulators.xlam import tool_calls_schema
 # within the default max_tokens; the longest shipped or tau-bench instruction has 1,422 characters.
 THOUGHT_MAX_CHARS = 1200
 INSTRUCTION_MAX_CHARS = 2000
+# A structured proposal's lists are bounded too, so that the grammar always leaves room to close the JSON.
+MAX_ACTIONS = 8
+MAX_OUTPUTS = 4
 
 
 class ProposerSettings(BaseModel):
@@ -77,20 +80,33 @@ def is_refusal(seed: int, share: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
-def proposal_schema(tools: list[ToolSpec], *, refusal: bool) -> dict[str, Any]:
-    """The JSON Schema of a structured proposal; a refusal task may call only the tools that do not write."""
+def proposal_schema(tools: list[ToolSpec], *, refusal: bool, max_tokens: int = 2048) -> dict[str, Any]:
+    """The JSON Schema of a structured proposal; a refusal task may call only the tools that do not write.
+
+    The free-text fields share what a reply of `max_tokens` can close (`text_field_limit`): a model that
+    rambles is stopped by the grammar inside a field, not cut off by the token limit in broken JSON.
+    """
     callable_tools = [tool for tool in tools if not tool.writes] if refusal else tools
+    budget = text_field_limit(max_tokens)
+    # A quarter for the reasoning, half for the instruction, the rest for arguments and outputs.
+    argument_chars = max(16, budget // 32)
     empty: dict[str, Any] = {"type": "array", "maxItems": 0}
     # An information request or a refusal may need no call at all, which `tool_calls_schema` (made for agent
     # turns, where an empty list means nothing) does not allow.
-    actions = {"anyOf": [tool_calls_schema(callable_tools), empty]} if callable_tools else empty
+    actions = (
+        {"anyOf": [tool_calls_schema(callable_tools, MAX_ACTIONS, argument_chars), empty]} if callable_tools else empty
+    )
     return {
         "type": "object",
         "properties": {  # thought first: the model reasons before it commits to the task
-            "thought": {"type": "string", "maxLength": THOUGHT_MAX_CHARS},
-            "instruction": {"type": "string", "maxLength": INSTRUCTION_MAX_CHARS},
+            "thought": {"type": "string", "maxLength": min(THOUGHT_MAX_CHARS, budget // 4)},
+            "instruction": {"type": "string", "maxLength": min(INSTRUCTION_MAX_CHARS, budget // 2)},
             "actions": actions,
-            "outputs": {"type": "array", "items": {"type": "string"}},
+            "outputs": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": argument_chars},
+                "maxItems": MAX_OUTPUTS,
+            },
         },
         "required": ["thought", "instruction", "actions", "outputs"],
         "additionalProperties": False,
@@ -121,7 +137,7 @@ def proposer_request(
         max_tokens=settings.max_tokens,
         seed=_sampling_seed(settings.seed, context.seed, round),
     )
-    schema = proposal_schema(context.tools, refusal=refusal) if settings.structured else None
+    schema = proposal_schema(context.tools, refusal=refusal, max_tokens=settings.max_tokens) if settings.structured else None
     return ChatRequest(messages=messages, json_schema=schema, reply_format="text", sampling=sampling)
 
 

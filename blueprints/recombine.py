@@ -1,11 +1,11 @@
 """Reverse task recombination: validated blueprints of one user joined into one longer task.
 
     for group in candidate_groups(accepted, size=2, seed=seed):
-        [record] = await recombine(group, domain, db, models, settings)
+        [record] = await recombine(group, domain, db, models, settings, stage_one=stage_one)
         record.status == "accepted"  ->  record.blueprint goes on to Phase 2; its provenance names the parts
 
 1. `combine`: the parts' actions run one after the other, their outputs are merged, the parts become parents.
-2. `conflicts`: the combination is validated again (format, execution, policy) on the database the parts were
+2. The combination is validated again by the caller's `stage_one` (format, execution, policy) on the database the parts were
    validated on. Every part passed alone, so whatever fails now is a conflict between parts: a write judged on
    the state an earlier part left (an exchange after a return of one order, a second modification of an
    order's items). Most such writes are refused by the tool too; the rules they break are reported with the
@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 
-from apigen_mt.blueprints.loop import Phase1Models, Phase1Settings, ProposalRecord, review_stage
+from apigen_mt.blueprints.loop import EXECUTION, Phase1Models, Phase1Settings, ProposalRecord, StageOne, review_stage
 from apigen_mt.blueprints.prompts import task_json
 from apigen_mt.blueprints.proposer import INSTRUCTION_MAX_CHARS, ProposalResult, ProposerSettings, ask
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, SamplingParams
@@ -35,10 +35,6 @@ from apigen_mt.simulators.domain import Domain
 from apigen_mt.simulators.state import JSON
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.types import Blueprint, Message, Provenance
-from apigen_mt.validators.blueprint import validate_blueprint
-from apigen_mt.validators.execution import STAGE as EXECUTION
-from apigen_mt.validators.execution import replay_blueprint
-from apigen_mt.validators.policy import check_policy
 
 INSTRUCTION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -110,24 +106,14 @@ def combine(group: Sequence[Blueprint]) -> Blueprint:
     )
 
 
-def _recheck(domain: Domain, db: JSON, combined: Blueprint) -> tuple[list[str], JSON | None]:
-    """The combination's conflicts (see `conflicts`) and its diff_patch (None when it did not execute)."""
-    verdicts = validate_blueprint(domain, db, combined)
+def _recheck(domain: Domain, db: JSON, combined: Blueprint, stage_one: StageOne) -> tuple[list[str], JSON | None]:
+    """Why the combination breaks the policy on `db` (the failing stage's reasons; after a write the tool
+    refused, the `[RULE]` reasons too; empty when it passes), and its diff_patch (None when it did not run)."""
+    verdicts = stage_one(domain, db, combined)
     executed = next((verdict for verdict in verdicts if verdict.stage == EXECUTION), None)
     diff_patch = None if executed is None else executed.details["diff_patch"]
     failed = next((verdict for verdict in verdicts if not verdict.passed), None)
-    if failed is None:
-        return [], diff_patch
-    reasons = list(failed.reasons)
-    if failed.stage == EXECUTION:  # the tool refused a write; the rules say which part of the policy forbids it
-        reasons += check_policy(domain, replay_blueprint(domain, db, combined)).reasons
-    return reasons, diff_patch
-
-
-def conflicts(domain: Domain, db: JSON, combined: Blueprint) -> list[str]:
-    """Why the combination breaks the policy on `db`: the failing stage's reasons (format, execution, policy),
-    and after a write the tool refused, the `[RULE]` reasons as well. Empty when it passes all three."""
-    return _recheck(domain, db, combined)[0]
+    return ([] if failed is None else list(failed.reasons)), diff_patch
 
 
 # --- the new instruction --------------------------------------------------------------------------------
@@ -256,7 +242,13 @@ async def rewrite_instruction(
 
 
 async def recombine(
-    group: Sequence[Blueprint], domain: Domain, db: JSON, models: Phase1Models, settings: Phase1Settings
+    group: Sequence[Blueprint],
+    domain: Domain,
+    db: JSON,
+    models: Phase1Models,
+    settings: Phase1Settings,
+    *,
+    stage_one: StageOne,
 ) -> list[ProposalRecord]:
     """The record of one combination (round 0, its blueprint's provenance naming the parts): rejected at
     "policy" on a conflict, at "format" when the new instruction is unusable, accepted or rejected by the
@@ -264,7 +256,7 @@ async def recombine(
     combined = combine(group)
     if combined.domain != domain.name:
         raise ValueError(f"the parts belong to domain {combined.domain!r}, not {domain.name!r}")
-    reasons, diff_patch = _recheck(domain, db, combined)
+    reasons, diff_patch = _recheck(domain, db, combined, stage_one)
     record = ProposalRecord(round=0, status="rejected", blueprint=combined, diff_patch=diff_patch)
     if reasons:
         record.failed_stage, record.reasons = "policy", reasons

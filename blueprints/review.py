@@ -28,24 +28,29 @@ from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse, Samp
 from apigen_mt.simulators.state import JSON
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.types import Blueprint, Verdict
+from apigen_mt.simulators.xlam import text_field_limit
 
 STAGE = "review"
 
 CRITERIA = ("correctness", "completeness", "satisfaction", "creativity")
 
-# A grammar must close the JSON within max_tokens: the reflection is capped (about three characters a token)
-# so that the scores still fit after it at the default 512 tokens.
+# A grammar must close the JSON within max_tokens: the reflection is capped (about three characters a token,
+# `text_field_limit`) so that the scores still fit after it; at most this many characters at any budget.
 REFLECTION_MAX_CHARS = 1200
 
-REVIEW_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {  # reflection first: the reviewer reasons before it scores
-        "reflection": {"type": "string", "maxLength": REFLECTION_MAX_CHARS},
-        **{criterion: {"type": "integer", "enum": [0, 1]} for criterion in CRITERIA},
-    },
-    "required": ["reflection", *CRITERIA],
-    "additionalProperties": False,
-}
+
+def review_schema(max_tokens: int) -> dict[str, Any]:
+    """A review under a JSON schema whose reflection a reply of `max_tokens` tokens can close."""
+    reflection_chars = min(REFLECTION_MAX_CHARS, text_field_limit(max_tokens) - 64)  # the scores' ~30 tokens
+    return {
+        "type": "object",
+        "properties": {  # reflection first: the reviewer reasons before it scores
+            "reflection": {"type": "string", "maxLength": max(16, reflection_chars)},
+            **{criterion: {"type": "integer", "enum": [0, 1]} for criterion in CRITERIA},
+        },
+        "required": ["reflection", *CRITERIA],
+        "additionalProperties": False,
+    }
 
 
 class ReviewSettings(BaseModel):
@@ -149,7 +154,7 @@ def review_request(
     """One reviewer's request; `refusal` tells the reviewer that the task is meant to be declined."""
     return ChatRequest(
         messages=review_messages(blueprint, diff_patch, policy_excerpt, refusal=refusal),
-        json_schema=REVIEW_SCHEMA,
+        json_schema=review_schema(settings.max_tokens),
         sampling=SamplingParams(temperature=settings.temperature, max_tokens=settings.max_tokens),
     )
 
@@ -159,7 +164,7 @@ _FENCE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 def parse_review(text: str) -> Review | None:
-    """A review from a reply under `REVIEW_SCHEMA`, or from a `<scores>` section or fenced JSON block in free
+    """A review from a reply under `review_schema`, or from a `<scores>` section or fenced JSON block in free
     text; None unless every criterion is scored 0 or 1 (a missing reflection reads as empty)."""
     candidates = [text.strip()]
     for pattern in (_SCORES_TAG, _FENCE):

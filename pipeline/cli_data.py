@@ -218,6 +218,27 @@ def envs_generate_data(
     report(f"wrote {output / 'policy.md'}")
 
 
+@envs.command("new")
+def envs_new(
+    name: Annotated[str, typer.Argument(help="Name of the new domain and of its package: a lowercase identifier.")],
+    dir: Annotated[Path, typer.Option("--dir", help="Folder to create the package in.")] = Path("."),
+) -> None:
+    """Create a minimal domain package NAME that passes its own tests, to grow into a new environment.
+
+    It holds tools (one of them a write), a seeded data generator with record schemas, a policy, one policy
+    rule, an API graph, one example task and a test module. See docs/environments.md.
+    """
+    from apigen_mt.pipeline.scaffold import ScaffoldError, scaffold
+
+    try:
+        written = scaffold(name, dir)
+    except ScaffoldError as exc:
+        raise CliError(str(exc)) from None
+    report(f"created {dir / name} ({len(written)} files)")
+    report(f"test it: cd {dir} && python -m pytest {name}")
+    report(f"use it: --domain {name} (or `domain: {name}` in a config) with {dir} on PYTHONPATH")
+
+
 def progress(items: list[Any], description: str) -> Any:
     """A progress bar on stderr for long inputs; silent for short ones."""
     return track(items, description=description, console=stderr, transient=True, disable=len(items) < 200)

@@ -38,7 +38,7 @@ from apigen_mt.pipeline.trials import TrialSettings
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig
 from apigen_mt.simulators.chat import ChatModel
-from apigen_mt.simulators.domain import domains
+from apigen_mt.simulators.domain import get_domain
 
 EMBEDDED_PREFIX = "embedded:"
 ROLES = ("proposer", "reviewer", "human", "human_judge", "agent")
@@ -117,9 +117,11 @@ class GenerationDomain(BaseModel):
     @field_validator("domain")
     @classmethod
     def _known(cls, name: str) -> str:
-        known = domains()
-        if name not in known:
-            raise ValueError(f"unknown domain {name!r}; known domains: {', '.join(sorted(known))}")
+        # A registered name, or an importable module path that defines a domain (`my_pkg.my_domain`).
+        try:
+            get_domain(name)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
         return name
 
 

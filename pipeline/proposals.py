@@ -43,6 +43,7 @@ from apigen_mt.simulators.chat import ModelUnavailable
 from apigen_mt.simulators.domain import Domain, get_domain
 from apigen_mt.simulators.state import JSON
 from apigen_mt.simulators.types import Blueprint
+from apigen_mt.validators.blueprint import stage_one
 
 # The stages a proposal passes in order; a row's `failed_stage` is the first it did not pass.
 STAGE_ORDER = ("format", "execution", "policy", "review", "decontamination", "dedup")
@@ -137,7 +138,7 @@ async def run_proposal(
         return ProposalOutcome([system_row(item, models.proposer.model_id, f"no context could be sampled: {exc}")])
     refusal = is_refusal(item.seed, settings.proposer.refusal_share)
     try:
-        records = await generate_blueprint(context, domain, db, models, settings, refusal=refusal)
+        records = await generate_blueprint(context, domain, db, models, settings, refusal=refusal, stage_one=stage_one)
     except ModelUnavailable as exc:
         return unavailable_outcome(item, models.proposer.model_id, f"engine unavailable: {exc}")
     last = len(records) - 1
@@ -169,7 +170,7 @@ async def run_recombination(
 ) -> ProposalOutcome:
     """Join the item's parts, re-check, rewrite the instruction and review: one final row."""
     try:
-        [record] = await recombine(item.parts, domain, db, models, settings)
+        [record] = await recombine(item.parts, domain, db, models, settings, stage_one=stage_one)
     except ModelUnavailable as exc:
         return unavailable_outcome(item, models.proposer.model_id, f"engine unavailable: {exc}")
     context_ids = record.blueprint.provenance.context_ids if record.blueprint else []

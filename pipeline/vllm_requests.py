@@ -69,7 +69,11 @@ def sampling_params(request: ChatRequest, extra: dict[str, Any] | None = None) -
         "seed": sampling.seed,
         "stop": list(sampling.stop) or None,
         "structured_outputs": (
-            StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
+            # Compact JSON: whitespace between tokens is free under the grammar, and a weak model spends its
+            # token budget on it until the reply is cut off (seen with SmolLM2 on Phase-1 proposals).
+            StructuredOutputsParams(json=request.json_schema, disable_any_whitespace=True)
+            if request.json_schema is not None
+            else None
         ),
         # Only the finished answer is needed: no per-token streaming work in the actor.
         "output_kind": RequestOutputKind.FINAL_ONLY,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import stat
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +87,15 @@ class Domain:
             validators[table] = Draft202012Validator(schema)
         return validators
 
+    @cached_property
+    def _seeded(self) -> JSON:
+        # Generated once per domain object (registered or not); every load hands out a copy.
+        return self.generate(self.default_seed)
+
     def load(self, data_dir: str | Path | None = None) -> JSON:
         """A fresh database: from a tau-bench-layout folder when given (records checked), else the seeded data."""
         if data_dir is None:
-            return copy_state(_generated(self.name, self.default_seed))
+            return copy_state(self._seeded)
         return load_tables(self.tables, Path(data_dir), self._record_validators)
 
     def policy_text(self, data_dir: str | Path | None = None) -> str:
@@ -261,8 +268,19 @@ _REGISTRY: dict[str, Domain] = {}
 
 
 def register(domain: Domain) -> Domain:
+    """Make `domain` known to `get_domain` by its name. A name already taken by another domain is refused."""
+    taken = _REGISTRY.get(domain.name)
+    if taken is not None and taken is not domain:
+        raise ValueError(
+            f"domain name {domain.name!r} is already registered (tools {_where(taken)}); "
+            f"give the domain with tools {_where(domain)} another name"
+        )
     _REGISTRY[domain.name] = domain
     return domain
+
+
+def _where(domain: Domain) -> str:
+    return f"{domain.toolkit.__module__}.{domain.toolkit.__qualname__}"
 
 
 def domains() -> dict[str, Domain]:
@@ -272,12 +290,51 @@ def domains() -> dict[str, Domain]:
 
 
 def get_domain(name: str) -> Domain:
+    """A registered domain, or the domain an importable module defines (`my_pkg.my_domain`).
+
+    A module's domain is its module-level `DOMAIN`, or its only module-level `Domain`; it is registered under
+    its own name if the module did not register it, so later lookups by that name find it too. Raises KeyError
+    with a one-line message when neither a domain nor a module of that name exists, or the module has no domain.
+    """
     known = domains()
-    if name not in known:
-        raise KeyError(f"unknown domain {name!r}; known domains: {', '.join(sorted(known))}")
-    return known[name]
+    if name in known:
+        return known[name]
+    module = _domain_module(name, sorted(known))
+    domain = _domain_of(module, name)
+    if _REGISTRY.get(domain.name) is not domain:
+        try:
+            register(domain)
+        except ValueError as exc:
+            raise KeyError(f"module {name!r}: {exc}") from None
+    return domain
 
 
-@lru_cache(maxsize=8)
-def _generated(name: str, seed: int) -> JSON:
-    return _REGISTRY[name].generate(seed)
+def _domain_module(name: str, known: list[str]) -> Any:
+    unknown = f"unknown domain {name!r}; known domains: {', '.join(known)}"
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise KeyError(unknown)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(f"{exc.name}.")):
+            raise KeyError(f"{unknown}; nor is it an importable module (no module named {exc.name!r})") from None
+        raise KeyError(f"domain module {name!r} cannot be imported: {exc}") from None
+    except Exception as exc:  # the module's own code failed: say what and where, in one line
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        problem = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise KeyError(f"domain module {name!r} cannot be imported: {problem} ({frame.filename}:{frame.lineno})") from None
+
+
+def _domain_of(module: Any, name: str) -> Domain:
+    declared = getattr(module, "DOMAIN", None)
+    if isinstance(declared, Domain):
+        return declared
+    if declared is not None:
+        raise KeyError(f"module {name!r}: DOMAIN is a {type(declared).__name__}, not a Domain")
+    found = {attr: value for attr, value in vars(module).items() if isinstance(value, Domain)}
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if not found:
+        where = getattr(module, "__file__", None) or "a namespace package"
+        raise KeyError(f"module {name!r} ({where}) defines no domain; give it a module-level DOMAIN = Domain(...)")
+    raise KeyError(f"module {name!r} defines several domains ({', '.join(sorted(found))}); name the one to load DOMAIN")

@@ -48,7 +48,13 @@ _PARSERS: dict[str, type[ToolCallParser]] = {}
 
 
 def register_parser(parser: type[ToolCallParser]) -> type[ToolCallParser]:
-    """Class decorator: make a parser available to `get_parser` under its `name`."""
+    """Class decorator: make a parser available to `get_parser` under its `name`; a name already taken is refused."""
+    taken = _PARSERS.get(parser.name)
+    if taken is not None and taken is not parser:
+        raise ValueError(
+            f"tool-call format {parser.name!r} is already registered by {taken.__module__}.{taken.__qualname__}; "
+            f"give {parser.__module__}.{parser.__qualname__} another name"
+        )
     _PARSERS[parser.name] = parser
     return parser
 

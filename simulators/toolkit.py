@@ -87,11 +87,11 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     return description, params
 
 
-_SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+_SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean", types.NoneType: "null"}
 
 
 def json_schema_of(annotation: Any, where: str) -> dict[str, Any]:
-    """The JSON Schema of an annotation: str, int, float, bool, list[T], dict[str, T], Literal, TypedDict, unions."""
+    """The JSON Schema of an annotation: str, int, float, bool, None, list[T], dict[str, T], Literal, TypedDict, unions."""
     if annotation in _SCALARS:
         return {"type": _SCALARS[annotation]}
     origin = get_origin(annotation)
@@ -133,6 +133,7 @@ def json_schema_of(annotation: Any, where: str) -> dict[str, Any]:
         ]
         return {"type": "object", "properties": properties, "required": required}
     if origin in (typing.Union, types.UnionType):
+        # `T | None` (an optional parameter) is `anyOf` T and null, the form grammar-guided decoders all accept.
         return {"anyOf": [json_schema_of(option, where) for option in get_args(annotation)]}
     raise ToolDefinitionError(f"{where}: cannot derive a JSON Schema from the annotation {annotation!r}")
 
@@ -167,9 +168,11 @@ def _describe(method: Callable[..., str], mark: _ToolMark) -> BoundTool:
         schema = json_schema_of(hints[param.name], f"{name}.{param.name}")
         if param.name in param_docs:
             schema["description"] = param_docs[param.name]
-        properties[param.name] = schema
         if param.default is inspect.Parameter.empty:
             required.append(param.name)
+        elif param.default is None or isinstance(param.default, (str, int, float, bool)):
+            schema["default"] = param.default  # what the tool does when the argument is left out
+        properties[param.name] = schema
     unknown = set(param_docs) - set(properties)
     if unknown:
         raise ToolDefinitionError(f"tool {name}: the docstring documents unknown parameters {sorted(unknown)}")

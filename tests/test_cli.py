@@ -397,7 +397,7 @@ def test_verify_example_trajectories(tmp_path):
 
 def test_envs_list_names_every_domain_with_its_tool_count():
     rows = [line.split("\t") for line in invoke("envs", "list").stdout.splitlines()]
-    assert [row[0] for row in rows] == sorted(domains()) == ["airline", "retail"]
+    assert [row[0] for row in rows] == sorted(domains()) == ["airline", "retail", "telecom"]
     for name, tools, description in rows:
         assert tools == f"{len(get_domain(name).toolkit.specs())} tools"
         assert description == get_domain(name).description

@@ -37,6 +37,11 @@ def airline_folder(tmp_path_factory) -> Path:
     return write_folder(tmp_path_factory.mktemp("airline"), get_domain("airline").load(None))
 
 
+@pytest.fixture(scope="module")
+def telecom_folder(tmp_path_factory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("telecom"), get_domain("telecom").load(None))
+
+
 def broken_copy(source: Path, target: Path, table: str, change: Callable[[dict[str, Any]], None]) -> Path:
     shutil.copytree(source, target)
     records = json.loads((target / f"{table}.json").read_text())
@@ -54,7 +59,7 @@ def load_error(domain: str, folder: Path) -> str:
 # ---------------------------------------------------------------- good data passes
 
 
-@pytest.mark.parametrize("domain", ["retail", "airline"])
+@pytest.mark.parametrize("domain", ["retail", "airline", "telecom"])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_generated_databases_pass_their_schemas(tmp_path, domain, seed):
     db = get_domain(domain).generate(seed)
@@ -175,10 +180,21 @@ AIRLINE_BREAKAGES: list[tuple[str, Breakage]] = [
     ("users", _payment_method("certificate", lambda m: m.update(amount="100"), ".amount: expected a number, got a string")),
 ]  # fmt: skip
 
+TELECOM_BREAKAGES: list[tuple[str, Breakage]] = [
+    ("plans", _first_record(lambda p: p.update(data_gb="5"), "data_gb: expected an integer, got a string")),
+    ("lines", _first_record(lambda l: l.update(status="paused"), "status: expected one of 'active', 'suspended', got 'paused'")),
+    ("lines", _first_record(lambda l: l.update(suspension_reason="holiday"),
+        "suspension_reason: expected one of 'lost or stolen device', 'travel', 'non-payment', got 'holiday'")),
+    ("bills", _first_record(lambda b: b.pop("late_fee_waived"), "missing required field 'late_fee_waived'")),
+    ("users", _payment_method("account_credit", lambda m: m.pop("balance"), ": missing required field 'balance'")),
+]  # fmt: skip
+
 
 @pytest.mark.parametrize(
     ("domain", "table", "breakage"),
-    [("retail", *case) for case in RETAIL_BREAKAGES] + [("airline", *case) for case in AIRLINE_BREAKAGES],
+    [("retail", *case) for case in RETAIL_BREAKAGES]
+    + [("airline", *case) for case in AIRLINE_BREAKAGES]
+    + [("telecom", *case) for case in TELECOM_BREAKAGES],
 )
 def test_a_broken_record_is_named_with_its_first_problem(request, tmp_path, domain, table, breakage):
     found: list[tuple[str, str]] = []

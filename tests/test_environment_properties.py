@@ -1,4 +1,5 @@
-"""Property tests of `Environment.step` on the tau-bench domains, with tau-bench's own data.
+"""Property tests of `Environment.step` on every built-in domain: tau-bench's with tau-bench's own data, the others
+with their generated data.
 
 Whatever a model sends (unknown tool names, wrong types, missing or extra arguments, huge strings, deep
 nesting, calls that are not even objects), `step` answers with an observation and never raises; and
@@ -20,7 +21,8 @@ from hypothesis import strategies as st
 from apigen_mt.simulators.domain import Domain, get_domain
 from apigen_mt.simulators.state import JSON, state_digest
 
-DOMAINS = ["retail", "airline"]
+DOMAINS = ["retail", "airline", "telecom"]
+TAUBENCH_DOMAINS = ("retail", "airline")
 
 # Each example copies and hashes the whole database (~40 ms), so the example counts stay modest.
 PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -51,7 +53,7 @@ def _realistic_strings(db: JSON, every: int = 40) -> list[str]:
 
 @dataclass(frozen=True)
 class Loaded:
-    """A domain with its tau-bench database; the short repr keeps Hypothesis' failure reports readable."""
+    """A domain with its database; the short repr keeps Hypothesis' failure reports readable."""
 
     domain: Domain = field(repr=False)
     db: JSON = field(repr=False)
@@ -61,9 +63,12 @@ class Loaded:
 
 
 @pytest.fixture(scope="module", params=DOMAINS)
-def loaded(request, taubench_dir) -> Loaded:
+def loaded(request) -> Loaded:
     domain = get_domain(request.param)
-    db = domain.load(taubench_dir / request.param)
+    if request.param in TAUBENCH_DOMAINS:
+        db = domain.load(request.getfixturevalue("taubench_dir") / request.param)
+    else:
+        db = domain.load()
     return Loaded(domain, db, state_digest(db), _realistic_strings(db), request.param)
 
 

@@ -1,4 +1,7 @@
-"""The seeded retail and airline databases: tau-bench's layout, sizes, integrity, determinism, tool use."""
+"""The seeded retail and airline databases: tau-bench's layout, sizes, integrity, determinism, tool use.
+
+The telecom domain shares the determinism and example-task tests here; its data's integrity is in test_telecom.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import pytest
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.domains.airline import generator as airline_generator
 from apigen_mt.simulators.domains.retail import generator as retail_generator
+from apigen_mt.simulators.domains.telecom import generator as telecom_generator
 
 NOW = "2024-05-15T15:00:00"
 AIRPORTS = ["SFO", "JFK", "LAX", "ORD", "DFW", "DEN", "SEA", "ATL", "MIA", "BOS",
@@ -114,9 +118,12 @@ def test_key_orders_follow_the_spec(retail, airline) -> None:
 # ---------------------------------------------------------------- determinism
 
 
-@pytest.mark.parametrize("generator", [retail_generator, airline_generator], ids=["retail", "airline"])
+@pytest.mark.parametrize(
+    "generator", [retail_generator, airline_generator, telecom_generator], ids=["retail", "airline", "telecom"]
+)
 def test_same_seed_same_bytes_other_seed_other_data(generator, retail, airline) -> None:
-    loaded = {retail_generator: retail, airline_generator: airline}[generator]  # Domain.load(None): seed 0
+    telecom = get_domain("telecom").load(None)
+    loaded = {retail_generator: retail, airline_generator: airline, telecom_generator: telecom}[generator]  # seed 0
     random.seed(12345)  # the generator must not read the global random state...
     global_state = random.getstate()
     again = generator.generate(0)
@@ -462,7 +469,7 @@ def test_onestop_search_finds_generated_connections(airline) -> None:
 # ---------------------------------------------------------------- example tasks
 
 
-@pytest.mark.parametrize("name", ["retail", "airline"])
+@pytest.mark.parametrize("name", ["retail", "airline", "telecom"])
 def test_example_tasks_replay_without_errors(name: str) -> None:
     domain = get_domain(name)
     tasks = json.loads(files(f"apigen_mt.simulators.domains.{name}").joinpath("example_tasks.json").read_text())

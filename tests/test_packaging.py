@@ -28,3 +28,22 @@ def test_no_top_level_pipeline_or_validators_module_is_importable_from_the_insta
     assert Path(apigen_mt.validators.__file__).parent == ROOT / "validators"
     spec = importlib.util.find_spec("validators")
     assert spec is None or Path(spec.origin or "").parent != ROOT / "validators"
+
+
+def test_the_layers_import_only_downwards():
+    """architecture.md section 3: simulators <- blueprints <- validators <- pipeline (arrows at what is imported)."""
+    import ast
+
+    order = ["simulators", "blueprints", "validators", "pipeline"]
+    root = Path(__file__).resolve().parents[1]
+    wrong = []
+    for rank, layer in enumerate(order):
+        for path in sorted((root / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+                for name in names:
+                    parts = name.split(".")
+                    if parts[0] == "apigen_mt" and len(parts) > 1 and parts[1] in order[rank + 1 :]:
+                        wrong.append(f"{path.relative_to(root)} imports {name}")
+    assert wrong == []

@@ -240,3 +240,19 @@ def test_a_dead_engine_propagates(context):
     model = ScriptedChatModel([ModelUnavailable("engine restarting")])
     with pytest.raises(ModelUnavailable):
         asyncio.run(propose(model, context, ProposerSettings(), refusal=False))
+
+
+def test_the_structured_proposal_fits_its_token_budget():
+    from apigen_mt.blueprints.proposer import MAX_OUTPUTS, proposal_schema
+    from apigen_mt.simulators.xlam import text_field_limit
+
+    tools = RETAIL.toolkit.specs()
+    small, large = proposal_schema(tools, refusal=False, max_tokens=256), proposal_schema(tools, refusal=False)
+    Draft202012Validator.check_schema(small)
+    fields = ("thought", "instruction")
+    caps = [small["properties"][name]["maxLength"] for name in fields]
+    # Every free-text field together stays within what 256 tokens can close, and a larger budget allows more.
+    assert sum(caps) + MAX_OUTPUTS * small["properties"]["outputs"]["items"]["maxLength"] <= text_field_limit(256)
+    assert all(cap < large["properties"][name]["maxLength"] for cap, name in zip(caps, fields, strict=True))
+    rambling = {"thought": "x" * 2000, "instruction": "Cancel it.", "actions": [], "outputs": []}
+    assert not Draft202012Validator(small).is_valid(rambling)

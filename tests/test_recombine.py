@@ -16,7 +16,6 @@ from apigen_mt.blueprints.recombine import (
     INSTRUCTION_SCHEMA,
     candidate_groups,
     combine,
-    conflicts,
     dropped_details,
     instruction_request,
     parse_instruction,
@@ -30,9 +29,15 @@ from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.domains.airline.rules import cancellation_allowed, certificate_eligible
 from apigen_mt.simulators.trace import trace_calls
 from apigen_mt.simulators.types import Blueprint, Provenance, ToolCall
-from apigen_mt.validators.blueprint import validate_blueprint
+from apigen_mt.validators.blueprint import stage_one, validate_blueprint
 
 RETAIL = get_domain("retail")
+
+
+def conflicts(domain, db, combined: Blueprint) -> list[str]:
+    """Why a combination fails stage 1 (with the rules' reasons after a refused write); empty when it passes."""
+    return next((verdict.reasons for verdict in stage_one(domain, db, combined) if not verdict.passed), [])
+
 AIRLINE = get_domain("airline")
 
 
@@ -343,7 +348,7 @@ class Roles:
 
 
 def run(roles: Roles, group, domain, db):
-    return asyncio.run(recombine(group, domain, db, roles.models, Phase1Settings()))
+    return asyncio.run(recombine(group, domain, db, roles.models, Phase1Settings(), stage_one=stage_one))
 
 
 def test_a_combination_the_committee_approves_is_accepted(retail_db):

@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 
 from apigen_mt.blueprints.review import (
     CRITERIA,
-    REVIEW_SCHEMA,
+    review_schema,
     ReviewSettings,
     parse_review,
     review,
@@ -48,11 +48,14 @@ def _run(models, settings: ReviewSettings, refusal: bool = False):
 
 
 def test_schema_and_request():
-    Draft202012Validator.check_schema(REVIEW_SCHEMA)
-    assert list(REVIEW_SCHEMA["properties"]) == ["reflection", *CRITERIA]  # reflection before the scores
-    assert not Draft202012Validator(REVIEW_SCHEMA).is_valid(json.loads(scores(reflection="and so on " * 200)))
+    schema = review_schema(512)
+    Draft202012Validator.check_schema(schema)
+    assert list(schema["properties"]) == ["reflection", *CRITERIA]  # reflection before the scores
+    assert not Draft202012Validator(schema).is_valid(json.loads(scores(reflection="and so on " * 200)))
+    # A smaller budget caps the reflection harder, so that the scores still fit.
+    assert review_schema(128)["properties"]["reflection"]["maxLength"] < schema["properties"]["reflection"]["maxLength"]
     request = review_request(BLUEPRINT, DIFF, POLICY, ReviewSettings(temperature=0.3, max_tokens=200))
-    assert request.json_schema == REVIEW_SCHEMA and request.reply_format == "text"
+    assert request.json_schema == review_schema(200) and request.reply_format == "text"
     assert (request.sampling.temperature, request.sampling.max_tokens) == (0.3, 200)
     system, user = request.messages[0].content, request.messages[1].content
     assert all(criterion in system for criterion in CRITERIA)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from typing import Annotated, Literal, TypedDict
 
 import pytest
@@ -204,3 +206,171 @@ def test_diff_patch_reports_type_changes_additions_and_removals():
 )
 def test_calculate_matches_python_arithmetic_without_eval(expression, observation):
     assert calculate(expression) == observation
+
+
+# ---------------------------------------------------------------- registries, loading, optional parameters
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A private copy of the domain registry, so domains registered by a test vanish after it."""
+    import apigen_mt.simulators.domain as domain_module
+
+    domain_module.domains()  # the built-in domains first
+    monkeypatch.setattr(domain_module, "_REGISTRY", dict(domain_module._REGISTRY))
+    return domain_module
+
+
+def test_a_domain_name_is_registered_once(registry):
+    first = registry.register(shop())
+    assert registry.register(first) is first  # the same domain again changes nothing
+    with pytest.raises(ValueError) as refused:
+        registry.register(shop(LenientShopTools))
+    assert str(refused.value) == (
+        f"domain name 'shop' is already registered (tools {__name__}.ShopTools); "
+        f"give the domain with tools {__name__}.LenientShopTools another name"
+    )
+    assert registry.get_domain("shop") is first
+    with pytest.raises(ValueError, match="domain name 'retail' is already registered"):
+        registry.register(Domain(name="retail", description="", toolkit=ShopTools, tables=(), policy="", generate=dict))
+
+
+def test_a_parser_name_is_registered_once(monkeypatch):
+    from apigen_mt.simulators import tool_parsers
+
+    monkeypatch.setattr(tool_parsers, "_PARSERS", dict(tool_parsers._PARSERS))
+
+    class Other(tool_parsers.ToolCallParser):
+        name = "xlam"
+
+        def parse(self, text: str) -> tool_parsers.ParsedOutput:
+            return tool_parsers.ParsedOutput(content=text)
+
+    with pytest.raises(ValueError) as refused:
+        tool_parsers.register_parser(Other)
+    assert str(refused.value) == (
+        "tool-call format 'xlam' is already registered by apigen_mt.simulators.tool_parsers.XLAMParser; "
+        f"give {__name__}.test_a_parser_name_is_registered_once.<locals>.Other another name"
+    )
+    assert isinstance(tool_parsers.get_parser("xlam"), tool_parsers.XLAMParser)
+
+
+def test_an_unregistered_domain_loads_its_own_generated_data():
+    made = []
+
+    def generate(seed: int) -> dict:
+        made.append(seed)
+        return {"stock": {"A-1": seed}}
+
+    first = Domain(name="retail", description="", toolkit=ShopTools, tables=("stock",), policy="", generate=generate, default_seed=3)
+    other = Domain(name="retail", description="", toolkit=ShopTools, tables=("stock",), policy="", generate=lambda s: {"stock": {}})
+    assert first.load() == {"stock": {"A-1": 3}} and other.load() == {"stock": {}}  # not the registered retail's data
+    first.load()["stock"]["A-1"] = 99  # each load is a copy...
+    assert first.load() == {"stock": {"A-1": 3}} and made == [3]  # ...of data generated once
+
+
+class Finder(Toolkit):
+    @tool()
+    def find(self, name: str | None, limit: int | None = None, exact: bool = False) -> str:
+        """Find items.
+
+        Args:
+            name: Part of the name, or null for any.
+            limit: At most this many.
+            exact: Match the whole name.
+        """
+        return f"{name}:{limit}:{exact}"
+
+
+def test_optional_parameters_accept_null_and_may_be_left_out():
+    (spec,) = Finder.specs()
+    assert spec.parameters == {
+        "type": "object",
+        "properties": {
+            "name": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "Part of the name, or null for any."},
+            "limit": {"anyOf": [{"type": "integer"}, {"type": "null"}], "description": "At most this many.", "default": None},
+            "exact": {"type": "boolean", "description": "Match the whole name.", "default": False},
+        },
+        "required": ["name"],
+    }
+    env = shop(Finder).environment({})
+    assert env.step({"name": "find", "arguments": {"name": None}}).observation == "None:None:False"
+    assert env.step({"name": "find", "arguments": {"name": "a", "limit": 3, "exact": True}}).observation == "a:3:True"
+    assert env.step({"name": "find", "arguments": {"name": "a", "limit": "3"}}).failed
+    assert env.step({"name": "find", "arguments": {}}).failed  # null is allowed, leaving it out is not
+
+
+# ---------------------------------------------------------------- domains from module paths
+
+PLUGIN = """
+from apigen_mt.simulators.domain import Domain, register
+from apigen_mt.simulators.toolkit import Toolkit, tool
+
+
+class Tools(Toolkit):
+    @tool()
+    def ping(self) -> str:
+        \"\"\"Answer pong.\"\"\"
+        return "pong"
+
+
+DOMAIN = {wrap}(Domain(name={name!r}, description="A plug-in.", toolkit=Tools, tables=("things",), policy="Be kind.",
+                       generate=lambda seed: {{"things": {{"a": seed}}}}))
+"""
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch, registry):
+    """A package `sdk_plugins` on sys.path with one module per case; forgotten again after the test."""
+    package = tmp_path / "sdk_plugins"
+    package.mkdir()
+    modules = {
+        "__init__": "",
+        "registered": PLUGIN.format(wrap="register", name="plug_registered"),
+        "exposed": PLUGIN.format(wrap="", name="plug_exposed"),
+        "clash": PLUGIN.format(wrap="", name="retail"),
+        "empty": "VALUE = 1\n",
+        "broken": "import not_installed_anywhere_xyz\n",
+        "failing": "VALUE = 1\nraise RuntimeError('no config\\nfound')\n",
+        "self_clash": PLUGIN.format(wrap="register", name="retail"),
+        "wrong": "DOMAIN = 'telecom'\n",
+    }
+    for name, text in modules.items():
+        (package / f"{name}.py").write_text(textwrap.dedent(text), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield registry
+    for name in [name for name in sys.modules if name.split(".")[0] == "sdk_plugins"]:
+        del sys.modules[name]
+
+
+def test_a_module_path_loads_the_domain_it_registers_or_exposes(plugins):
+    registered = plugins.get_domain("sdk_plugins.registered")
+    assert registered.name == "plug_registered" and plugins.get_domain("plug_registered") is registered
+    assert plugins.get_domain("sdk_plugins.registered") is registered  # a second lookup imports nothing new
+    exposed = plugins.get_domain("sdk_plugins.exposed")
+    assert exposed.name == "plug_exposed" and plugins.get_domain("plug_exposed") is exposed  # registered on the way
+    assert exposed.environment(exposed.load()).step({"name": "ping", "arguments": {}}).observation == "pong"
+    assert "plug_exposed" in plugins.domains()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("sdk_plugins.missing", "nor is it an importable module (no module named 'sdk_plugins.missing')"),
+        ("nowhere_pkg.domain", "nor is it an importable module (no module named 'nowhere_pkg')"),
+        ("shop", "unknown domain 'shop'; known domains: airline, retail, telecom; nor is it an importable module"),
+        ("not a module", "unknown domain 'not a module'; known domains: airline, retail, telecom"),
+        ("sdk_plugins.empty", "defines no domain; give it a module-level DOMAIN = Domain(...)"),
+        ("sdk_plugins.wrong", "module 'sdk_plugins.wrong': DOMAIN is a str, not a Domain"),
+        ("sdk_plugins.broken", "domain module 'sdk_plugins.broken' cannot be imported: No module named 'not_installed_anywhere_xyz'"),
+        ("sdk_plugins.clash", "module 'sdk_plugins.clash': domain name 'retail' is already registered"),
+        ("sdk_plugins.failing", "domain module 'sdk_plugins.failing' cannot be imported: RuntimeError: no config found ("),
+        ("sdk_plugins.self_clash", "cannot be imported: ValueError: domain name 'retail' is already registered"),
+    ],
+)
+def test_a_module_path_without_a_domain_is_named_in_one_line(plugins, name, message):
+    with pytest.raises(KeyError) as refused:
+        plugins.get_domain(name)
+    text = refused.value.args[0]
+    assert message in text and "\n" not in text
+    assert plugins.get_domain("retail").toolkit.__name__ == "RetailTools"  # a clash replaces nothing

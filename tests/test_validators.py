@@ -17,6 +17,7 @@ import pytest
 from apigen_mt.simulators.domain import Domain, PolicyRule, get_domain
 from apigen_mt.simulators.domains.airline import rules as airline_rules
 from apigen_mt.simulators.domains.retail import rules as retail_rules
+from apigen_mt.simulators.domains.telecom import rules as telecom_rules
 from apigen_mt.simulators.state import diff_patch, state_digest
 from apigen_mt.simulators.toolkit import Toolkit, tool
 from apigen_mt.simulators.trace import ActionTrace, TracedCall, trace_calls, trace_conversation
@@ -492,7 +493,7 @@ def call_entry(name: str, arguments: str = "{}") -> dict[str, Any]:
     return {"id": "c", "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-@pytest.mark.parametrize(("rules", "rule_id"), [(retail_rules, "R5"), (airline_rules, "A2")])
+@pytest.mark.parametrize(("rules", "rule_id"), [(retail_rules, "R5"), (airline_rules, "A2"), (telecom_rules, "T3")])
 def test_one_tool_call_per_turn_and_no_mixed_turns(rules, rule_id):
     bad = turn_messages(
         {"role": "assistant", "content": None, "tool_calls": [call_entry("think"), call_entry("think")]},
@@ -902,10 +903,11 @@ def test_a20_certificate_amount():
 JUNK = [None, 7, 2.5, True, "x", "#W1", "RES001", [], ["i1"], [None], [{"flight_number": ["HAT001"]}], {}, {"a": 1}]
 
 
-@pytest.mark.parametrize(("domain_name", "db"), [("retail", RETAIL), ("airline", AIRLINE)])
+@pytest.mark.parametrize(("domain_name", "db"), [("retail", RETAIL), ("airline", AIRLINE), ("telecom", None)])
 def test_rules_survive_arguments_of_any_shape(domain_name, db):
     """An agent can send anything; a rule reports or ignores it but never crashes."""
     domain = get_domain(domain_name)
+    db = domain.load() if db is None else db
     names = list(domain.toolkit.tools())
     for round_number in range(len(JUNK)):
         calls = [

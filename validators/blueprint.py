@@ -65,6 +65,18 @@ def validate_blueprint(
     return verdicts
 
 
+def stage_one(domain: Domain, db: JSON, blueprint: Blueprint) -> list[Verdict]:
+    """Phase 1's stage 1: `validate_blueprint` on every stage; when a tool refused a write (the execution stage
+    failed), the policy rules still judge the replay and their `[RULE]` reasons join that verdict's, so that the
+    proposer's feedback (and a recombination's conflict) names the part of the policy the write breaks."""
+    verdicts = validate_blueprint(domain, db, blueprint)
+    failed = verdicts[-1]
+    if failed.passed or failed.stage != execution.STAGE:
+        return verdicts
+    rules = policy.check_policy(domain, execution.replay_blueprint(domain, db, blueprint)).reasons
+    return [*verdicts[:-1], failed.model_copy(update={"reasons": [*failed.reasons, *rules]})]
+
+
 def validation_record(index: int, raw: Any, verdicts: Sequence[Verdict]) -> dict[str, Any]:
     """`{index, id, accepted, failed_stage, reasons, diff_patch}` for one input blueprint."""
     failed = next((verdict for verdict in verdicts if not verdict.passed), None)

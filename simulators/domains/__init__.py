@@ -1,3 +1,3 @@
 """Built-in domains; importing this package registers them."""
 
-from apigen_mt.simulators.domains import airline, retail  # noqa: F401
+from apigen_mt.simulators.domains import airline, retail, telecom  # noqa: F401

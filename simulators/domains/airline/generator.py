@@ -1,8 +1,8 @@
 """Seeded generator of the airline database, in tau-bench's exact layout (spec section 1.1).
 
 `generate(seed)` builds 300 flights between 20 US airports over 2024-05-01..30, 500 users and 2,000
-reservations. "Now" is 2024-05-15 15:00 EST: earlier dates have landed or been cancelled, flights of
-05-15 are landed, flying, on time or delayed depending on the hour, and later dates are bookable.
+reservations. "Now" is `constants.NOW`: earlier dates have landed or been cancelled, today's flights
+are landed, flying, on time or delayed depending on the hour, and later dates are bookable.
 Everything comes from one `random.Random(seed)` plus a seeded Faker, so a seed gives the same bytes.
 """
 
@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from apigen_mt.simulators.domains.airline.constants import (
+    BOOKING_IDS, CERTIFICATE_IDS, FREE_BAGS, NOW, RESERVATION_ID_CHARS, RESERVATION_ID_LENGTH,
+)
 from apigen_mt.simulators.synthetic import IdMint, People, holders, spread, weighted
 
 N_FLIGHTS = 300
@@ -23,8 +26,7 @@ N_TRAVELLERS = 800
 N_ROUTE_PAIRS = 55  # airport pairs served in both directions
 
 FIRST_DAY, LAST_DAY = 1, 30  # May 2024
-TODAY = 15
-NOW = datetime(2024, 5, 15, 15, 0, 0)
+TODAY = NOW.day
 CABINS = ("basic_economy", "economy", "business")
 CABIN_PRICE_BANDS = {"basic_economy": (50, 100), "economy": (100, 200), "business": (200, 500)}  # before scaling
 
@@ -38,19 +40,8 @@ AIRPORTS = {
 }
 MIN_ROUTE_MILES = 80  # the New York airports are not connected to each other
 
-# Checked bags free per passenger, by the booking user's membership and the cabin (the policy's table).
-FREE_BAGS = {
-    "regular": {"basic_economy": 0, "economy": 1, "business": 2},
-    "silver": {"basic_economy": 1, "economy": 2, "business": 3},
-    "gold": {"basic_economy": 2, "economy": 3, "business": 3},
-}
 MEMBERSHIP_WEIGHTS = (("regular", 29), ("silver", 36), ("gold", 35))
 CERTIFICATE_AMOUNTS = (100, 150, 250, 500)
-# send_certificate hands out these ids; generated users never hold them, so it always has one free.
-SEND_CERTIFICATE_IDS = ("certificate_3221322", "certificate_3221323", "certificate_3221324")
-# book_reservation's fixed ids; generated reservations never use them, so a booking never overwrites one.
-BOOKING_IDS = ("HATHAT", "HATHAU", "HATHAV")
-RESERVATION_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 # Reservations per user: weights for 0, 1, 2, ... (mean about 4).
 RESERVATIONS_PER_USER_WEIGHTS = (10, 5, 15, 14, 16, 13, 10, 7, 4.5, 2.5, 2, 0.5, 0.3, 0.2)
@@ -216,7 +207,7 @@ def make_payment_methods(people: People) -> dict[str, dict[str, Any]]:
 
 def make_users(people: People) -> dict[str, dict[str, Any]]:
     rng = people.rng
-    people.payment_ids.reserve(SEND_CERTIFICATE_IDS)
+    people.payment_ids.reserve(CERTIFICATE_IDS)  # so send_certificate always has one free
     users: dict[str, dict[str, Any]] = {}
     while len(users) < N_USERS:
         first, last = people.name()
@@ -410,10 +401,12 @@ def generate(seed: int) -> dict[str, Any]:
 
     bookers = holders(rng, list(users), N_RESERVATIONS, RESERVATIONS_PER_USER_WEIGHTS)
     reservation_ids = IdMint(rng)
-    reservation_ids.reserve(BOOKING_IDS)
+    reservation_ids.reserve(BOOKING_IDS)  # so a booking never overwrites a generated reservation
     reservations: dict[str, dict[str, Any]] = {}
     for user_id in bookers:
-        reservation_id = reservation_ids.fresh(lambda r: "".join(r.choice(RESERVATION_ID_CHARS) for _ in range(6)))
+        reservation_id = reservation_ids.fresh(
+            lambda r: "".join(r.choice(RESERVATION_ID_CHARS) for _ in range(RESERVATION_ID_LENGTH))
+        )
         user = users[user_id]
         reservation = make_reservation(rng, travellers_pool, routes, flights, reservation_id, user_id, user)
         reservations[reservation_id] = reservation

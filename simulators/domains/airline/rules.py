@@ -1,4 +1,4 @@
-"""Airline policy rules as code (taubench-domains.md section 3.2). "Now" is 2024-05-15 15:00:00 EST.
+"""Airline policy rules as code (taubench-domains.md section 3.2). "Now" is `constants.NOW`.
 
 Implemented: every rule that actions, arguments and data decide, including those the tools already enforce
 (TE), which still catch an agent that tries: A2 (episodes with messages), A3-A7, A9, A10, A12-A14, A16, A17,
@@ -31,18 +31,15 @@ from __future__ import annotations
 from typing import Any
 
 from apigen_mt.simulators.domain import PolicyRule
+from apigen_mt.simulators.domains.airline.constants import (
+    DAY_BEFORE_NOW, FREE_BAGS, INSURANCE_FEE_PER_PASSENGER, NONFREE_BAG_FEE,
+)
 from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, lookup, turn_structure_problems
 
 RESERVATION_WRITES = frozenset(
     {"cancel_reservation", "update_reservation_baggages", "update_reservation_flights", "update_reservation_passengers"}
 )
 CHANGES = RESERVATION_WRITES  # what, done first, makes a delayed flight's certificate due (A20)
-DAY_BEFORE_NOW = "2024-05-14T15:00:00"
-FREE_BAGS = {
-    "regular": {"basic_economy": 0, "economy": 1, "business": 2},
-    "silver": {"basic_economy": 1, "economy": 2, "business": 3},
-    "gold": {"basic_economy": 2, "economy": 3, "business": 3},
-}
 MAX_PASSENGERS = 5
 PAYMENT_LIMITS = {"certificate": 1, "credit_card": 1, "gift_card": 3}
 
@@ -171,8 +168,8 @@ def _booking_price(db: Any, arguments: dict[str, Any]) -> int | float | None:
             return None
         total += price * len(passengers)
     if arguments.get("insurance") == "yes":
-        total += 30 * len(passengers)
-    return total + 50 * nonfree
+        total += INSURANCE_FEE_PER_PASSENGER * len(passengers)
+    return total + NONFREE_BAG_FEE * nonfree
 
 
 def booking_payment(trace: ActionTrace) -> list[str]:

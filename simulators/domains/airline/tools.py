@@ -13,19 +13,13 @@ import json
 from typing import Annotated, Any, Literal, TypedDict
 
 from apigen_mt.simulators.arithmetic import calculate as evaluate_arithmetic
+from apigen_mt.simulators.domains.airline.constants import (
+    BOOKING_IDS, BOOKING_TIME, CERTIFICATE_IDS, INSURANCE_FEE_PER_PASSENGER, NONFREE_BAG_FEE,
+)
 from apigen_mt.simulators.toolkit import PythonCallArguments, Toolkit, tool
 
 Cabin = Literal["basic_economy", "economy", "business"]
 
-# tau-bench hands out these three ids in turn (it assumes at most three bookings per episode); once
-# all are taken the last one is reused and the older record is overwritten.
-BOOKING_IDS = ("HATHAT", "HATHAU", "HATHAV")
-# Every booking is stamped with the benchmark's fixed "now".
-BOOKING_TIME = "2024-05-15T15:00:00"
-# Compensation certificates get one of these ids per user; there is no fourth.
-CERTIFICATE_IDS = ("certificate_3221322", "certificate_3221323", "certificate_3221324")
-INSURANCE_FEE_PER_PASSENGER = 30
-NONFREE_BAG_FEE = 50
 # Balances that can run out; credit cards are never checked or debited.
 STORED_VALUE_SOURCES = ("gift_card", "certificate")
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 from typing import Any
 
 from apigen_mt.simulators.domain import PolicyRule
+from apigen_mt.simulators.domains.retail.constants import CANCEL_REASONS
 from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, content_text, lookup, turn_structure_problems
 
 FIND_USER = ("find_user_id_by_email", "find_user_id_by_name_zip")
 NO_AUTHENTICATION_NEEDED = frozenset({*FIND_USER, "think", "calculate", "transfer_to_human_agents"})
 MODIFY = frozenset({"modify_pending_order_address", "modify_pending_order_items", "modify_pending_order_payment"})
 ORDER_WRITES = MODIFY | {"cancel_pending_order", "return_delivered_order_items", "exchange_delivered_order_items"}
-CANCEL_REASONS = ("no longer needed", "ordered by mistake")
 ID_SOURCES = frozenset({"get_user_details", "get_order_details", "get_product_details", "list_all_product_types"})
 
 

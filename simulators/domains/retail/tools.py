@@ -9,12 +9,11 @@ here: the environment turns it into `Error: {exc}`, the text tau-bench shows.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
 from apigen_mt.simulators.arithmetic import calculate as evaluate_expression
+from apigen_mt.simulators.domains.retail.constants import CANCEL_REASONS, CancelReason
 from apigen_mt.simulators.toolkit import PythonCallArguments, Toolkit, tool
-
-CANCEL_REASONS = ("no longer needed", "ordered by mistake")
 
 
 def _dump(record: Any) -> str:
@@ -102,7 +101,7 @@ class RetailTools(PythonCallArguments, Toolkit):
         return evaluate_expression(expression)
 
     @tool(writes=True)
-    def cancel_pending_order(self, order_id: str, reason: Literal["no longer needed", "ordered by mistake"]) -> str:
+    def cancel_pending_order(self, order_id: str, reason: CancelReason) -> str:
         """Cancel an order that is still pending; processed or delivered orders cannot be cancelled.
 
         Before calling, tell the user what will be cancelled and get an explicit yes. The order becomes
