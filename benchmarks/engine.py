@@ -131,7 +131,7 @@ def run_offline(config: VllmEngineConfig, requests: list[ChatRequest]) -> Measur
     ]
     warm_up = [sampling_params(request) for request in with_max_tokens(requests, 1)]
     params = [sampling_params(request, {"ignore_eos": True}) for request in requests]
-    tokens, seconds = timed_batch(config, prompts, warm_up, params)
+    tokens, seconds = timed_batch(config, prompts, params, (prompts, warm_up))
     return Measurement("offline LLM.generate", len(requests), tokens, seconds)
 
 

@@ -7,8 +7,12 @@ on that engine, the whole pipeline: driver, Ray worker actor, episode loop, envi
 Parquet shards):
   (a) in flight: the driver keeps `in_flight` episodes going (the config's bound: 2 x max_num_seqs);
   (b) sequential: one episode at a time (in_flight = 1), the tau-bench runner's default;
-  (c) offline: the token workload that (a) produced, every completion with its own prompt length and
-      completion length, run as one `vllm.LLM.generate` batch (ignore_eos): what the engine can do at best.
+  (c) offline: the token workload that (a) produced, run as one `vllm.LLM.generate` batch (ignore_eos): what
+      the engine can do at best. Every completion of (a) becomes one request with its prompt length, the
+      same share of that prompt found in the prefix cache (vLLM reports it per request: the policy and tools
+      every agent turn shares, the turns before in the same episode), and its completion length: the
+      cached parts are prefixes of one real agent prompt, warmed first; the rest are tokens no other
+      request has, which the engine must prefill as the pipeline's new turns must be.
 Utilisation = generated tokens per second of (a) or (b) divided by that of (c). The driver's CPU time per
 episode is printed too. The last line is
 `episode utilisation: in-flight/offline = X.XX, sequential/offline = Y.YY`.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -48,18 +53,18 @@ def pipeline_run(config, config_path: Path, model: VllmChatModel, out: Path, epi
     return read_rows(out / "trajectories").to_pylist(), wall, cpu
 
 
-def workload(rows: list[dict]) -> list[tuple[int, int]]:
-    """(prompt tokens, completion tokens) of every completion the pipeline asked for."""
+def workload(rows: list[dict]) -> list[tuple[int, int, int]]:
+    """(prompt tokens, of them cached, completion tokens) of every completion the pipeline asked for."""
     return [
-        (turn["prompt_tokens"], turn["completion_tokens"])
+        (turn["prompt_tokens"], turn.get("cached_prompt_tokens", 0), turn["completion_tokens"])
         for row in rows
         for turn in json.loads(row["turn_stats"])
         if turn["completion_tokens"] > 0
     ]
 
 
-def offline(engine_config, agent_settings, requests: list[tuple[int, int]]) -> tuple[int, float]:
-    """The same token workload as one offline batch: prompts of the same lengths cut from a real agent prompt."""
+def offline(engine_config, agent_settings, requests: list[tuple[int, int, int]]) -> tuple[int, float]:
+    """The same token workload as one offline batch (see the module's docstring)."""
     from transformers import AutoTokenizer
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import SamplingParams
@@ -68,10 +73,19 @@ def offline(engine_config, agent_settings, requests: list[tuple[int, int]]) -> t
     domain = get_domain("retail")
     request = build_agent_request(domain.policy, domain.toolkit.specs(), [], agent_settings)
     base = prompt_token_ids(tokenizer, render_prompt(tokenizer, request, template_takes_tools(tokenizer)))
-    prompts = [TokensPrompt(prompt_token_ids=(base * (1 + length // len(base)))[:length]) for length, _ in requests]
-    params = [SamplingParams(max_tokens=completion, ignore_eos=True, temperature=0.7) for _, completion in requests]
-    # The warm-up puts every prompt in the prefix cache, as the pipeline's shared policy prefix is there too.
-    return timed_batch(engine_config, prompts, [SamplingParams(max_tokens=1) for _ in requests], params)
+    longest = max(cached for _, cached, _ in requests)
+    shared = (base * (1 + longest // len(base)))[: longest + 1]
+    rng = random.Random(0)
+    vocabulary = sorted(set(base))  # ordinary text tokens, no special ones
+
+    def prompt(length: int, cached: int) -> TokensPrompt:
+        fresh = [rng.choice(vocabulary) for _ in range(length - cached)]
+        return TokensPrompt(prompt_token_ids=shared[:cached] + fresh)
+
+    prompts = [prompt(length, cached) for length, cached, _ in requests]
+    params = [SamplingParams(max_tokens=completion, ignore_eos=True, temperature=0.7) for _, _, completion in requests]
+    warm_up = ([TokensPrompt(prompt_token_ids=shared)], [SamplingParams(max_tokens=1)])
+    return timed_batch(engine_config, prompts, params, warm_up)
 
 
 def main() -> None:
@@ -98,7 +112,7 @@ def main() -> None:
                 ("sequential", 1, args.sequential_episodes),
             ):
                 rows, wall, cpu = pipeline_run(config, args.config, model, Path(scratch) / mode, episodes, in_flight)
-                tokens = sum(completion for _, completion in workload(rows))
+                tokens = sum(completion for _, _, completion in workload(rows))
                 results[mode] = (rows, tokens, wall, cpu)
     finally:
         model.shutdown()
@@ -107,6 +121,10 @@ def main() -> None:
     offline_tokens, offline_seconds = offline(engine_config, config.trajectories.agent, workload(rows))
     offline_rate = offline_tokens / offline_seconds
     print(f"model: {engine_config.model}  max_num_seqs: {engine_config.max_num_seqs}  in flight: {config.in_flight_bound()}")
+    requests = workload(rows)
+    prompt_tokens, cached_tokens = sum(r[0] for r in requests), sum(r[1] for r in requests)
+    print(f"in-flight workload: {len(requests)} completions, {prompt_tokens} prompt tokens, "
+          f"{cached_tokens / max(prompt_tokens, 1):.0%} of them from the prefix cache")
     print(f"{'mode':<12}{'episodes':>9}{'tokens':>9}{'seconds':>9}{'tokens/s':>10}{'vs offline':>11}{'driver ms/episode':>19}")
     ratios = {}
     for mode, (mode_rows, tokens, wall, cpu) in results.items():

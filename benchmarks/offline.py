@@ -9,13 +9,16 @@ from typing import Any
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig, engine_arguments
 
 
-def timed_batch(config: VllmEngineConfig, prompts: list[Any], warm_up: list[Any], params: list[Any]) -> tuple[int, float]:
-    """(tokens generated, seconds) of one batch; `warm_up` sampling runs first so the prompts sit in the prefix cache."""
+def timed_batch(
+    config: VllmEngineConfig, prompts: list[Any], params: list[Any], warm_up: tuple[list[Any], list[Any]]
+) -> tuple[int, float]:
+    """(tokens generated, seconds) of one batch; the `warm_up` (prompts, sampling) run first, untimed, to fill
+    the prefix cache with what the measured workload finds there."""
     from vllm import LLM
 
     llm = LLM(**engine_arguments(config))
     try:
-        llm.generate(prompts, warm_up, use_tqdm=False)
+        llm.generate(*warm_up, use_tqdm=False)
         started = time.perf_counter()
         outputs = llm.generate(prompts, params, use_tqdm=False)
         seconds = time.perf_counter() - started

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 
+from apigen_mt.blueprints.dedup import write_tool_names
 from apigen_mt.blueprints.loop import EXECUTION, Phase1Models, Phase1Settings, ProposalRecord, StageOne, review_stage
 from apigen_mt.blueprints.prompts import task_json
 from apigen_mt.blueprints.proposer import INSTRUCTION_MAX_CHARS, ProposalResult, ProposerSettings, ask
@@ -34,7 +35,7 @@ from apigen_mt.simulators.chat import ChatModel, ChatRequest, SamplingParams
 from apigen_mt.simulators.domain import Domain
 from apigen_mt.simulators.state import JSON
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
-from apigen_mt.simulators.types import Blueprint, Message, Provenance
+from apigen_mt.simulators.types import Blueprint, Message, Provenance, ToolCall
 
 INSTRUCTION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -77,9 +78,12 @@ def candidate_groups(blueprints: Sequence[Blueprint], *, size: int = 2, seed: in
     return groups
 
 
-def combine(group: Sequence[Blueprint]) -> Blueprint:
+def combine(group: Sequence[Blueprint], domain: Domain) -> Blueprint:
     """The parts' actions in order, their outputs merged without repeats, their ids as parents, and an interim
-    instruction (the parts' instructions, one paragraph each) until `rewrite_instruction` writes the real one."""
+    instruction (the parts' instructions, one paragraph each) until `rewrite_instruction` writes the real one.
+
+    A read the combination already made (same tool, same arguments: the user's lookup both parts start with)
+    is made once: reads change no state, and a ground truth does not repeat itself. Writes all stay."""
     if len(group) < 2:
         raise ValueError(f"a recombined task joins at least 2 blueprints, got {len(group)}")
     first = group[0]
@@ -97,13 +101,21 @@ def combine(group: Sequence[Blueprint]) -> Blueprint:
         domain=first.domain,
         user_id=first.user_id,
         instruction="\n\n".join(part.instruction.strip() for part in group),
-        actions=[call.model_copy(deep=True) for part in group for call in part.actions],
+        actions=_without_repeated_reads([call for part in group for call in part.actions], write_tool_names(domain)),
         outputs=list(dict.fromkeys(output for part in group for output in part.outputs)),
         provenance=Provenance(
             context_ids=list(dict.fromkeys(cid for part in group for cid in part.provenance.context_ids)),
             parents=parents,
         ),
     )
+
+
+def _without_repeated_reads(calls: Sequence[ToolCall], writes: frozenset[str]) -> list[ToolCall]:
+    kept: list[ToolCall] = []
+    for call in calls:
+        if call.name in writes or all((call.name, call.arguments) != (done.name, done.arguments) for done in kept):
+            kept.append(call.model_copy(deep=True))
+    return kept
 
 
 def _recheck(domain: Domain, db: JSON, combined: Blueprint, stage_one: StageOne) -> tuple[list[str], JSON | None]:
@@ -253,7 +265,7 @@ async def recombine(
     """The record of one combination (round 0, its blueprint's provenance naming the parts): rejected at
     "policy" on a conflict, at "format" when the new instruction is unusable, accepted or rejected by the
     committee otherwise; `failed` when a backend fails. The rewriter is the proposer model."""
-    combined = combine(group)
+    combined = combine(group, domain)
     if combined.domain != domain.name:
         raise ValueError(f"the parts belong to domain {combined.domain!r}, not {domain.name!r}")
     reasons, diff_patch = _recheck(domain, db, combined, stage_one)

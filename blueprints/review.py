@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from apigen_mt.blueprints.prompts import review_messages
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse, SamplingParams
@@ -60,6 +60,17 @@ class ReviewSettings(BaseModel):
 
     reviewers: int = Field(3, ge=1, description="K, the number of reviews per blueprint")
     threshold: float = Field(0.75, ge=0, le=1, description="the voted average a blueprint must reach")
+    # The paper accepts on the average alone; a task whose actions do not implement its instruction is wrong
+    # data whatever its other scores, so correctness must also win its own majority by default.
+    required: tuple[str, ...] = Field(("correctness",), description="criteria the majority must pass regardless")
+
+    @field_validator("required")
+    @classmethod
+    def _known_criteria(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in CRITERIA]
+        if unknown:
+            raise ValueError(f"unknown review criteria {', '.join(unknown)}; choose from {', '.join(CRITERIA)}")
+        return value
     # Above 0 so that one model asked K times gives K independent reviews.
     temperature: float = Field(0.7, ge=0)
     max_tokens: int = Field(512, ge=1, description="tokens one review (reflection included) may use")
@@ -92,6 +103,7 @@ class CommitteeVerdict(BaseModel):
     decision: dict[str, int]  # voted 0 or 1 per criterion; empty when no review could be read
     score: float | None
     threshold: float
+    required: tuple[str, ...] = ()
     passed: bool
 
     @property
@@ -129,10 +141,14 @@ class CommitteeVerdict(BaseModel):
         if self.score is None:
             return ["no reviewer gave a readable review", *self.errors]
         failing = [criterion for criterion in CRITERIA if not self.decision[criterion]]
-        summary = (
-            f"the review score {self.score:.2f} is below the threshold {self.threshold:.2f}; "
-            f"the committee voted 0 on {', '.join(failing)}"
-        )
+        missed = [criterion for criterion in self.required if criterion in failing]
+        if self.score >= self.threshold:
+            summary = f"the committee voted 0 on {', '.join(missed)}, which every task must pass"
+        else:
+            summary = (
+                f"the review score {self.score:.2f} is below the threshold {self.threshold:.2f}; "
+                f"the committee voted 0 on {', '.join(failing)}"
+            )
         reasons = [summary]
         for index, ballot in enumerate(self.ballots, start=1):
             if ballot.review is None:
@@ -208,7 +224,7 @@ async def review(
     chosen = [models[index % len(models)] for index in range(settings.reviewers)]
     responses = await asyncio.gather(*(model.chat(request) for model in chosen))
     ballots = [_ballot(model, response) for model, response in zip(chosen, responses)]
-    return committee_verdict(ballots, settings.threshold)
+    return committee_verdict(ballots, settings.threshold, settings.required)
 
 
 def _ballot(model: ChatModel, response: ChatResponse) -> Ballot:
@@ -230,15 +246,19 @@ def _ballot(model: ChatModel, response: ChatResponse) -> Ballot:
     return ballot
 
 
-def committee_verdict(ballots: list[Ballot], threshold: float) -> CommitteeVerdict:
-    """The majority vote of the readable ballots (a tie is 0), the average of the decisions, pass or fail."""
+def committee_verdict(ballots: list[Ballot], threshold: float, required: tuple[str, ...] = ()) -> CommitteeVerdict:
+    """The majority vote of the readable ballots (a tie is 0), the average of the decisions, pass or fail: pass
+    when the average reaches `threshold` and every `required` criterion won its majority."""
     reviews = [ballot.review for ballot in ballots if ballot.review is not None]
     if not reviews:
-        return CommitteeVerdict(ballots=ballots, decision={}, score=None, threshold=threshold, passed=False)
+        return CommitteeVerdict(
+            ballots=ballots, decision={}, score=None, threshold=threshold, required=required, passed=False
+        )
     decision = {
         criterion: int(2 * sum(review.scores[criterion] for review in reviews) > len(reviews)) for criterion in CRITERIA
     }
     score = sum(decision.values()) / len(CRITERIA)
+    passed = score >= threshold and all(decision[criterion] for criterion in required)
     return CommitteeVerdict(
-        ballots=ballots, decision=decision, score=score, threshold=threshold, passed=score >= threshold
+        ballots=ballots, decision=decision, score=score, threshold=threshold, required=required, passed=passed
     )

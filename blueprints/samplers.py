@@ -17,11 +17,12 @@ Determinism: everything follows from `seed`. Each sampler draws from its own str
 and so on), so the walk, user and records of a seed do not depend on whether a persona or examples were used.
 
 Records and the budget. The user's record and the records the writes act on are always kept (one distinct
-record per write; which records qualify is `needs.py`). Then, in this order of relevance: the records that
-help write the calls' arguments (an order's products, a reservation's flights), then the user's other
-records (every record whose `user_id` is theirs). Records are whole, or views of the parts a task needs
-(`needs.py`), never cut at the budget. The budget counts `len(json.dumps(record))` of each kept record; the
-least relevant records are dropped first: kept records are the longest prefix of that order within the budget.
+record per write; which records qualify is the domain's `write_needs`, see `apigen_mt.simulators.needs`).
+Then, in this order of relevance: the records that help write the calls' arguments (an order's products, a
+reservation's flights), then the user's other records (every record whose `user_id` is theirs). Records are
+whole, or views of the parts a task needs (the needs' `support`), never cut at the budget. The budget counts
+`len(json.dumps(record))` of each kept record; the least relevant records are dropped first: kept records are
+the longest prefix of that order within the budget.
 """
 
 from __future__ import annotations
@@ -36,14 +37,15 @@ from importlib.resources import files
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from apigen_mt.blueprints.needs import NEEDS, USER_ONLY, SampledRecord, WriteNeed
 from apigen_mt.blueprints.personas import load_personas
 from apigen_mt.blueprints.walks import random_walk
 from apigen_mt.simulators.domain import Domain
+from apigen_mt.simulators.needs import SampledRecord, WriteNeed, anyone
 from apigen_mt.simulators.state import JSON, copy_state
 from apigen_mt.simulators.types import Blueprint, ToolSpec
 
 _WALK_ATTEMPTS = 50  # walks drawn before concluding no user can make the combination of writes of any
+_UNDECLARED = WriteNeed(None, anyone, (), ())  # a write its domain declares no need for: any user can make it
 
 
 class SamplerSettings(BaseModel):
@@ -92,11 +94,10 @@ def sample_context(
     if "users" not in db:
         raise ValueError(f"the {domain.name} database has no users table to sample a user from")
     specs = {spec.name: spec for spec in domain.toolkit.specs()}
-    needs = NEEDS.get(domain.name)
     owned = _owned_records(db)
 
     def need(write: str) -> WriteNeed:
-        return USER_ONLY if needs is None else needs[write]
+        return domain.write_needs.get(write, _UNDECLARED)
 
     # Only writes some user can make start or extend a walk; a retry covers users lacking a combination.
     makeable = [name for name, spec in specs.items() if spec.writes and _anyone_can(db, owned, need(name))]
@@ -290,17 +291,18 @@ def _heading(chunk: str) -> str | None:
 def policy_excerpt(domain: Domain, writes: Sequence[str]) -> tuple[str, list[tuple[str, str]]]:
     """The policy text and the (id, summary) rules that apply to tasks making `writes`.
 
-    The policy is cut at its `## ` headings. The text before the first heading, the sections no write of the
-    domain names in `needs.py` (general ones) and the sections the given writes name are kept, in policy
-    order; rules likewise. A domain without a `needs.py` table gets its whole policy and every rule.
+    The policy is cut at its `## ` headings. The text before the first heading, the sections no write need of
+    the domain names (general ones) and the sections the given writes' needs name are kept, in policy order;
+    rules likewise. A domain that declares no write needs gets its whole policy and every rule.
     """
-    needs = NEEDS.get(domain.name)
-    if needs is None:
+    needs = domain.write_needs
+    if not needs:
         return domain.policy.strip(), [(rule.id, rule.summary) for rule in domain.rules]
     named_sections = {section for need in needs.values() for section in need.sections}
     named_rules = {rule_id for need in needs.values() for rule_id in need.rules}
-    wanted_sections = {section for name in writes for section in needs[name].sections}
-    wanted_rules = {rule_id for name in writes for rule_id in needs[name].rules}
+    wanted = [needs[name] for name in writes if name in needs]
+    wanted_sections = {section for need in wanted for section in need.sections}
+    wanted_rules = {rule_id for need in wanted for rule_id in need.rules}
     chunks = re.split(r"(?m)^(?=## )", domain.policy)
     kept = [chunk for chunk in chunks if _heading(chunk) not in named_sections or _heading(chunk) in wanted_sections]
     rules = [(rule.id, rule.summary) for rule in domain.rules if rule.id not in named_rules or rule.id in wanted_rules]

@@ -70,6 +70,7 @@ def _run(
     from apigen_mt.pipeline.engines import preflight
     from apigen_mt.pipeline.models import ModelError
     from apigen_mt.pipeline.openai_backend import EndpointUnavailable
+    from apigen_mt.pipeline.resources import ResourceShortfall
     from apigen_mt.pipeline.run import RunOptions, report
     from apigen_mt.pipeline.storage import RunFolderError
     from apigen_mt.pipeline.vllm_backend import EngineStartError
@@ -78,8 +79,9 @@ def _run(
         preflight(config, roles)
         options = RunOptions(output=output, force=force, trials=trials, progress=not quiet, command=tuple(sys.argv))
         summary = run(options)
-    except (RunFolderError, ConfigError, ModelError, EndpointUnavailable, EngineStartError) as exc:
-        raise CliError(f"{config_path}: {exc}" if isinstance(exc, EndpointUnavailable) else str(exc)) from None
+    except (RunFolderError, ConfigError, ModelError, EndpointUnavailable, EngineStartError, ResourceShortfall) as exc:
+        named = isinstance(exc, (EndpointUnavailable, ResourceShortfall))  # their messages do not name the config
+        raise CliError(f"{config_path}: {exc}" if named else str(exc)) from None
     report(summary)
     return summary
 

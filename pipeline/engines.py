@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from apigen_mt.pipeline.config import OpenAIModel, RunConfig, resolve_model_path
 from apigen_mt.pipeline.openai_backend import OpenAIChatModel
+from apigen_mt.pipeline.resources import check_cluster
 from apigen_mt.pipeline.trials import TrialModels
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig
@@ -86,9 +87,15 @@ class Engines:
 
     @classmethod
     def start(cls, config: RunConfig, roles: Sequence[str], factory: ModelFactory | None = None) -> Engines:
-        """Start every model the roles name, once each (vLLM replicas are Ray actors: `ray.init()` first)."""
+        """Start every model the roles name, once each (vLLM replicas are Ray actors: `ray.init()` first).
+
+        Raises `ResourceShortfall` before starting any when the cluster cannot place every replica.
+        """
         engines = cls(config)
-        for name in dict.fromkeys(getattr(config.roles, role) for role in roles):
+        names = list(dict.fromkeys(getattr(config.roles, role) for role in roles))
+        if factory is None:
+            check_cluster(config, names)
+        for name in names:
             if factory is not None:
                 engines.pools[name] = ReplicaPool([factory(name)])
                 continue

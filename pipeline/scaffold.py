@@ -1,7 +1,8 @@
 """`apigen-mt envs new NAME`: a minimal domain package that works and passes its own tests, to grow into a real one.
 
 The package is a support desk with customers and tickets: three tools (one of them a write) and a transfer, a
-seeded generator with record schemas, a policy, one rule, an API graph, one example task and a test module. It
+seeded generator with record schemas, a policy, one rule, an API graph, what the write needs, one example task
+and a test module. It
 uses the public SDK only and relative imports, so it can live anywhere importable; configs name it by its module
 path (`domain: NAME` with its parent folder on PYTHONPATH).
 """
@@ -27,7 +28,7 @@ from importlib.resources import files
 
 from apigen_mt.simulators.domain import Domain, register
 
-from . import data, rules
+from . import data, needs, rules
 from .tools import Tools
 
 DOMAIN = register(
@@ -41,6 +42,7 @@ DOMAIN = register(
         rules=rules.RULES,
         api_graph=rules.API_GRAPH,
         record_schemas=data.RECORD_SCHEMAS,
+        write_needs=needs.WRITE_NEEDS,
     )
 )
 '''
@@ -184,6 +186,24 @@ API_GRAPH = [
 ]
 '''
 
+NEEDS = '''"""What the ${name} write tool needs, so the blueprint sampler proposes it only to a customer who can make it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apigen_mt.simulators.needs import WriteNeed
+
+
+def _open(db: dict[str, Any], user: dict[str, Any], ticket: dict[str, Any]) -> bool:
+    return ticket["status"] == "open"
+
+
+# close_ticket acts on one of the customer's own tickets (found by its user_id) that is still open; the proposer
+# is shown that ticket, the policy section "Closing a ticket" and rule P1, plus the general "How you work".
+WRITE_NEEDS = {"close_ticket": WriteNeed("tickets", _open, sections=("Closing a ticket",), rules=("P1",))}
+'''
+
 POLICY = '''# ${title} support policy
 
 You are a support agent. You can look up a customer and their tickets, and close a ticket.
@@ -222,7 +242,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from apigen_mt.blueprints.samplers import example_tasks
+from apigen_mt.blueprints.samplers import SamplerSettings, example_tasks, sample_context
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.validators.blueprint import validate_blueprint
 
@@ -256,6 +276,14 @@ def test_example_tasks_pass_every_validation_stage():
         assert [verdict.passed for verdict in verdicts] == [True, True, True], verdicts
 
 
+def test_sampled_tasks_close_an_open_ticket_of_their_customer():
+    db = DOMAIN.load()
+    for seed in range(20):
+        context = sample_context(DOMAIN, db, seed=seed, settings=SamplerSettings(context_budget_chars=1))
+        (ticket,) = context.records["tickets"].values()  # a tiny budget keeps only the customer and the ticket written
+        assert ticket["user_id"] == context.user_id and ticket["status"] == "open"
+
+
 def test_the_policy_stage_rejects_closing_another_customers_ticket():
     db = DOMAIN.load()
     other = next(key for key, ticket in db["tickets"].items() if ticket["user_id"] != "user_000" and ticket["status"] == "open")
@@ -269,6 +297,7 @@ FILES = {
     "tools.py": TOOLS,
     "data.py": DATA,
     "rules.py": RULES,
+    "needs.py": NEEDS,
     "policy.md": POLICY,
     "example_tasks.json": EXAMPLE_TASKS,
     "test_${name}.py": TESTS,

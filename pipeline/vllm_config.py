@@ -86,6 +86,7 @@ def engine_arguments(config: VllmEngineConfig) -> dict[str, Any]:
         "enable_prefix_caching": config.enable_prefix_caching,
         "enforce_eager": config.device == "cpu" if config.enforce_eager is None else config.enforce_eager,
         "seed": config.seed,
+        "structured_outputs_config": _structured_outputs(),
     }
     if config.device == "gpu" and config.tensor_parallel_size > 1:
         # The workers go into the placement group the actor was started in.
@@ -95,6 +96,15 @@ def engine_arguments(config: VllmEngineConfig) -> dict[str, Any]:
         raise ValueError(f"set {', '.join(clashes)} through the config's own fields, not engine_kwargs")
     arguments.update(config.engine_kwargs)
     return arguments
+
+
+def _structured_outputs() -> Any:
+    # Compact JSON under a schema: whitespace between JSON tokens is free under the grammar, and a weak model
+    # spends its token budget on it until the reply is cut off (seen with SmolLM2 on Phase-1 proposals).
+    # An engine setting: xgrammar ignores the per-request flag of the same name.
+    from vllm.config import StructuredOutputsConfig
+
+    return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
 
 
 def resolved_dtype(config: VllmEngineConfig) -> str:

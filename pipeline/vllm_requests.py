@@ -69,11 +69,7 @@ def sampling_params(request: ChatRequest, extra: dict[str, Any] | None = None) -
         "seed": sampling.seed,
         "stop": list(sampling.stop) or None,
         "structured_outputs": (
-            # Compact JSON: whitespace between tokens is free under the grammar, and a weak model spends its
-            # token budget on it until the reply is cut off (seen with SmolLM2 on Phase-1 proposals).
-            StructuredOutputsParams(json=request.json_schema, disable_any_whitespace=True)
-            if request.json_schema is not None
-            else None
+            StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
         ),
         # Only the finished answer is needed: no per-token streaming work in the actor.
         "output_kind": RequestOutputKind.FINAL_ONLY,
@@ -93,17 +89,17 @@ def _finish_reason(reason: str | None) -> tuple[FinishReason, str | None]:
 def completions_from(output: Any, request: ChatRequest, prompt_tokens: int, parser: str) -> list[Completion]:
     """Our completions from one vLLM `RequestOutput`, read with the named tool-call parser where it applies."""
     completions = []
+    cached = {"cached_prompt_tokens": output.num_cached_tokens or 0}
     for sample in sorted(output.outputs, key=lambda sample: sample.index):
         finish_reason, error = _finish_reason(sample.finish_reason)
-        completions.append(
-            build_completion(
-                sample.text,
-                request,
-                finish_reason=finish_reason,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=len(sample.token_ids),
-                error=error,
-                parser=parser,
-            )
+        completion = build_completion(
+            sample.text,
+            request,
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(sample.token_ids),
+            error=error,
+            parser=parser,
         )
+        completions.append(completion.model_copy(update=cached))
     return completions

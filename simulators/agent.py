@@ -80,6 +80,7 @@ class AgentTurn(BaseModel):
     problem: str | None = None
     error: str | None = None
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
     model_id: str = ""
@@ -117,6 +118,7 @@ class Agent:
             problem=_problem(completion, self.settings.max_tokens),
             error=completion.error,
             prompt_tokens=completion.prompt_tokens,
+            cached_prompt_tokens=completion.cached_prompt_tokens,
             completion_tokens=completion.completion_tokens,
             latency_s=latency_s,
             model_id=model_id,

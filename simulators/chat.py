@@ -75,6 +75,7 @@ class Completion(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     finish_reason: FinishReason = "stop"
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of the prompt, served from the backend's prefix cache; 0 when it does not say
     completion_tokens: int = 0
     problem: str | None = None
     error: str | None = None

@@ -1,4 +1,5 @@
-"""A domain: tools + database layout and record schemas + policy text + policy rules + API graph + data generator."""
+"""A domain: tools + database layout and record schemas + policy text + policy rules + API graph + data generator
++ write needs (what each write tool needs to be possible)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from apigen_mt.simulators.environment import Environment
+from apigen_mt.simulators.needs import WriteNeed, write_need_problems
 from apigen_mt.simulators.state import JSON, copy_state
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.toolkit import Toolkit
@@ -68,11 +70,23 @@ class Domain:
     # Table -> JSON Schema (Draft 2020-12) of one record; a data folder's records are checked against it
     # at load. Tables without a schema are loaded unchecked.
     record_schemas: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    # Write tool -> the records that make it possible and the policy that governs it (`needs.py`); the
+    # blueprint samplers read them. Writes without one can be made by any user.
+    write_needs: Mapping[str, WriteNeed] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.record_schemas) - set(self.tables))
         if unknown:
             raise ValueError(f"domain {self.name}: record_schemas names {unknown}, not among its tables {self.tables}")
+        problems = write_need_problems(
+            self.write_needs,
+            writes=[spec.name for spec in self.toolkit.specs() if spec.writes],
+            tables=self.tables,
+            policy=self.policy,
+            rule_ids=[rule.id for rule in self.rules],
+        )
+        if problems:
+            raise ValueError(f"domain {self.name}: write_needs: {'; '.join(problems)}")
 
     @cached_property
     def _record_validators(self) -> dict[str, Draft202012Validator]:

@@ -62,11 +62,13 @@ class TurnStats:
     latency_s: float
     retries: int = 0
     candidates: int = 1
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served from the engine's prefix cache
 
     def record(self) -> dict[str, object]:
         return {
             "role": self.role,
             "prompt_tokens": self.prompt_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "latency_s": round(self.latency_s, 4),
             "retries": self.retries,
@@ -136,8 +138,9 @@ class _Loop:
         turn: HumanTurn = await self.human.respond(self.episode.messages)
         self.episode.turns.append(
             TurnStats(
-                "human", turn.prompt_tokens, turn.completion_tokens, turn.latency_s, turn.retries, len(turn.candidates) or 1
-            )
+                "human", turn.prompt_tokens, turn.completion_tokens, turn.latency_s, turn.retries,
+                len(turn.candidates) or 1, turn.cached_prompt_tokens,
+            )  # fmt: skip
         )
         if turn.error is not None:
             if turn.unusable:
@@ -168,7 +171,12 @@ class _Loop:
             return ended
         for _ in range(self.settings.max_turns):
             turn = await self.agent.act(self.episode.messages[1:])
-            self.episode.turns.append(TurnStats("agent", turn.prompt_tokens, turn.completion_tokens, turn.latency_s))
+            self.episode.turns.append(
+                TurnStats(
+                    "agent", turn.prompt_tokens, turn.completion_tokens, turn.latency_s,
+                    cached_prompt_tokens=turn.cached_prompt_tokens,
+                )  # fmt: skip
+            )
             if turn.error is not None:
                 return self.end("context_overflow" if _overflowed(turn.error) else "model_error", turn.error, "agent")
             if turn.problem:

@@ -81,6 +81,7 @@ class HumanTurn(BaseModel):
     unusable: bool = False  # the error is the human model's own bad turns, not its backend's failure
     judge_error: str | None = None
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
     model_id: str = ""
@@ -207,6 +208,7 @@ class HumanSimulator:
 def _count(turn: HumanTurn, completions: Sequence[Completion]) -> None:
     """Add one response's tokens; its `n` completions share one prompt, which each of them reports."""
     turn.prompt_tokens += completions[0].prompt_tokens
+    turn.cached_prompt_tokens += completions[0].cached_prompt_tokens
     turn.completion_tokens += sum(completion.completion_tokens for completion in completions)
 
 

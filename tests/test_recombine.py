@@ -140,7 +140,7 @@ def test_groups_depend_on_the_seed_only():
 
 
 def test_combine_concatenates_actions_merges_outputs_and_names_the_parents():
-    combined = combine([RETURN, EXCHANGE])
+    combined = combine([RETURN, EXCHANGE], RETAIL)
     assert [call.name for call in combined.actions] == ["return_delivered_order_items", "exchange_delivered_order_items"]
     assert combined.outputs == ["59.66", "88.34"]  # the shared output once
     assert combined.provenance.parents == ["return", "exchange"]
@@ -161,7 +161,7 @@ def test_combine_concatenates_actions_merges_outputs_and_names_the_parents():
 )
 def test_combine_refuses_what_is_not_one_users_task(group, message):
     with pytest.raises(ValueError, match=message):
-        combine(group)
+        combine(group, RETAIL)
 
 
 # --- the policy re-check -----------------------------------------------------------------------------------
@@ -169,13 +169,13 @@ def test_combine_refuses_what_is_not_one_users_task(group, message):
 
 def test_compatible_parts_pass_the_recheck(retail_db):
     assert passes_alone(RETAIL, retail_db, ADDRESS, BLENDER, RETURN)
-    assert conflicts(RETAIL, retail_db, combine([ADDRESS, BLENDER])) == []  # the address first, then items once
-    assert conflicts(RETAIL, retail_db, combine([BLENDER, RETURN])) == []  # two orders
+    assert conflicts(RETAIL, retail_db, combine([ADDRESS, BLENDER], RETAIL)) == []  # the address first, then items once
+    assert conflicts(RETAIL, retail_db, combine([BLENDER, RETURN], RETAIL)) == []  # two orders
 
 
 def test_two_item_modifications_of_one_order_conflict(retail_db):
     assert passes_alone(RETAIL, retail_db, BLENDER, DRYER)
-    reasons = conflicts(RETAIL, retail_db, combine([BLENDER, DRYER]))
+    reasons = conflicts(RETAIL, retail_db, combine([BLENDER, DRYER], RETAIL))
     assert reasons[0] == "action 1 (modify_pending_order_items) failed: Error: non-pending order cannot be modified"
     assert rule_ids(reasons) == {"[R9]", "[R11]"}
     assert any(f"after order {PENDING}'s items were already modified" in reason for reason in reasons)
@@ -183,13 +183,13 @@ def test_two_item_modifications_of_one_order_conflict(retail_db):
 
 def test_a_change_after_modified_items_conflicts(retail_db):
     assert passes_alone(RETAIL, retail_db, BLENDER, CANCEL, ADDRESS)
-    assert rule_ids(conflicts(RETAIL, retail_db, combine([BLENDER, CANCEL]))) == {"[R7]", "[R11]"}
-    assert rule_ids(conflicts(RETAIL, retail_db, combine([BLENDER, ADDRESS]))) == {"[R9]", "[R11]"}
+    assert rule_ids(conflicts(RETAIL, retail_db, combine([BLENDER, CANCEL], RETAIL))) == {"[R7]", "[R11]"}
+    assert rule_ids(conflicts(RETAIL, retail_db, combine([BLENDER, ADDRESS], RETAIL))) == {"[R9]", "[R11]"}
 
 
 def test_a_return_and_an_exchange_of_one_order_conflict(retail_db):
     assert passes_alone(RETAIL, retail_db, RETURN, EXCHANGE)
-    reasons = conflicts(RETAIL, retail_db, combine([RETURN, EXCHANGE]))
+    reasons = conflicts(RETAIL, retail_db, combine([RETURN, EXCHANGE], RETAIL))
     assert rule_ids(reasons) == {"[R16]"} and "already had a return or exchange" in reasons[-1]
 
 
@@ -198,27 +198,27 @@ def test_returning_and_cancelling_one_order_conflict(retail_db):
     alone never make this pair; the rules catch it all the same, in either order."""
     cancel_delivered = part("cancel-delivered", f"{WHO} Cancel order {DELIVERED}.",
                             ("cancel_pending_order", {"order_id": DELIVERED, "reason": "no longer needed"}))
-    assert rule_ids(conflicts(RETAIL, retail_db, combine([RETURN, cancel_delivered]))) == {"[R7]"}
+    assert rule_ids(conflicts(RETAIL, retail_db, combine([RETURN, cancel_delivered], RETAIL))) == {"[R7]"}
     return_pending = part("return-pending", f"{WHO} Return the blender of {PENDING}.",
                           ("return_delivered_order_items", {"order_id": PENDING, "item_ids": ["8509213895"], "payment_method_id": CARD}))
-    assert rule_ids(conflicts(RETAIL, retail_db, combine([CANCEL, return_pending]))) == {"[R14]", "[R17]"}
+    assert rule_ids(conflicts(RETAIL, retail_db, combine([CANCEL, return_pending], RETAIL))) == {"[R14]", "[R17]"}
 
 
 def test_upgrade_then_cancel_is_allowed_and_a_cancel_alone_is_not(airline_db):
     cancel_alone = validate_blueprint(AIRLINE, airline_db, CANCEL_TRIP)[-1]
     assert (cancel_alone.stage, rule_ids(cancel_alone.reasons)) == ("policy", {"[A16]"})
     assert passes_alone(AIRLINE, airline_db, UPGRADE)
-    assert conflicts(AIRLINE, airline_db, combine([UPGRADE, CANCEL_TRIP])) == []
+    assert conflicts(AIRLINE, airline_db, combine([UPGRADE, CANCEL_TRIP], AIRLINE)) == []
 
 
 def test_a_write_the_tool_accepts_can_still_conflict(airline_db):
     """The paid third bag is right in basic economy, wrong after the upgrade: a pure policy conflict."""
     assert passes_alone(AIRLINE, airline_db, UPGRADE, BAGS)
-    assert conflicts(AIRLINE, airline_db, combine([UPGRADE, BAGS])) == [
+    assert conflicts(AIRLINE, airline_db, combine([UPGRADE, BAGS], AIRLINE)) == [
         "[A7] action 1 (update_reservation_baggages): 3 bags for 1 passenger(s), gold member in business (3 free each): "
         "nonfree_baggages should be 0, not 1"
     ]
-    assert conflicts(AIRLINE, airline_db, combine([BAGS, UPGRADE])) == []
+    assert conflicts(AIRLINE, airline_db, combine([BAGS, UPGRADE], AIRLINE)) == []
 
 
 # --- airline rules judge each write on the state earlier writes left ------------------------------------------
@@ -270,7 +270,7 @@ RETURN_AND_BLENDER = (
 
 
 def test_the_instruction_request_shows_every_part_and_caps_the_reply():
-    combined = combine([ADDRESS, BLENDER])
+    combined = combine([ADDRESS, BLENDER], RETAIL)
     request = instruction_request(combined, [ADDRESS, BLENDER])
     assert request.json_schema == INSTRUCTION_SCHEMA
     assert INSTRUCTION_SCHEMA["properties"]["instruction"]["maxLength"] == INSTRUCTION_MAX_CHARS
@@ -281,7 +281,7 @@ def test_the_instruction_request_shows_every_part_and_caps_the_reply():
     first = instruction_request(combined, [ADDRESS, BLENDER], seeded)
     assert first.json_schema is None and first.sampling.seed is not None
     assert first.sampling.seed == instruction_request(combined, [ADDRESS, BLENDER], seeded).sampling.seed
-    assert first.sampling.seed != instruction_request(combine([BLENDER, ADDRESS]), [BLENDER, ADDRESS], seeded).sampling.seed
+    assert first.sampling.seed != instruction_request(combine([BLENDER, ADDRESS], RETAIL), [BLENDER, ADDRESS], seeded).sampling.seed
 
 
 @pytest.mark.parametrize(
@@ -309,7 +309,7 @@ def test_dropped_details_are_the_id_like_values_a_part_gave():
 
 
 def test_the_rewrite_replaces_the_interim_instruction():
-    combined = combine([RETURN, EXCHANGE])
+    combined = combine([RETURN, EXCHANGE], RETAIL)
     model = ScriptedChatModel([Completion(text=json.dumps({"instruction": NEW}), prompt_tokens=40, completion_tokens=9)])
     result = asyncio.run(rewrite_instruction(model, combined, [RETURN, EXCHANGE]))
     assert (result.problem, result.error, result.model_id) == (None, None, "scripted")
@@ -326,7 +326,7 @@ def test_the_rewrite_replaces_the_interim_instruction():
     ],
 )
 def test_an_unusable_rewrite_says_why(reply, problem, error):
-    result = asyncio.run(rewrite_instruction(ScriptedChatModel([reply]), combine([RETURN, EXCHANGE]), [RETURN, EXCHANGE]))
+    result = asyncio.run(rewrite_instruction(ScriptedChatModel([reply]), combine([RETURN, EXCHANGE], RETAIL), [RETURN, EXCHANGE]))
     assert result.blueprint is None
     for found, expected in ((result.problem, problem), (result.error, error)):
         assert found is None if expected is None else expected in found
@@ -380,7 +380,7 @@ def test_a_conflict_is_rejected_at_policy_before_any_model_is_asked(retail_db):
     [record] = run(roles, [BLENDER, DRYER], RETAIL, retail_db)
     assert (record.status, record.failed_stage) == ("rejected", "policy")
     assert rule_ids(record.reasons) == {"[R9]", "[R11]"}
-    assert record.blueprint == combine([BLENDER, DRYER]) and record.blueprint.provenance.parents == ["blender", "dryer"]
+    assert record.blueprint == combine([BLENDER, DRYER], RETAIL) and record.blueprint.provenance.parents == ["blender", "dryer"]
     assert roles.proposer.requests == [] and roles.reviewer.requests == []
 
 
@@ -389,7 +389,7 @@ def test_an_unusable_instruction_is_rejected_at_format_and_never_reviewed(retail
     [record] = run(roles, [RETURN, BLENDER], RETAIL, retail_db)
     assert (record.status, record.failed_stage, record.text) == ("rejected", "format", "I'd combine them.")
     assert "not a JSON object" in record.reasons[0] and roles.reviewer.requests == []
-    assert record.blueprint.instruction == combine([RETURN, BLENDER]).instruction  # the interim one, kept for the row
+    assert record.blueprint.instruction == combine([RETURN, BLENDER], RETAIL).instruction  # the interim one, kept for the row
 
 
 def test_a_backend_failure_fails_the_record(retail_db):

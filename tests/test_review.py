@@ -147,6 +147,16 @@ def test_below_the_threshold_fails_with_each_reviewers_objection_as_reasons():
     ]
 
 
+def test_correctness_must_win_its_majority_whatever_the_average():
+    model = ScriptedChatModel([scores(correctness=0, reflection="The calls do not do what it asks."), scores(correctness=0), scores()])
+    verdict = _run([model], ReviewSettings(reviewers=3))
+    assert verdict.score == 0.75 and not verdict.passed  # the average alone would pass
+    assert verdict.as_verdict().reasons[0] == "the committee voted 0 on correctness, which every task must pass"
+    assert _run([ScriptedChatModel([scores(correctness=0)] * 2 + [scores()])], ReviewSettings(required=())).passed
+    with pytest.raises(ValueError, match="unknown review criteria elegance"):
+        ReviewSettings(required=("elegance",))
+
+
 def test_a_passing_verdict_has_no_reasons():
     verdict = _run([ScriptedChatModel([scores()] * 3)], ReviewSettings())
     assert verdict.passed and verdict.score == 1.0 and verdict.as_verdict().reasons == []

@@ -1,7 +1,8 @@
-"""Phase 1 context samplers on the retail and airline domains' own generated data."""
+"""Phase 1 context samplers on the retail, airline and telecom domains' own generated data."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -14,14 +15,16 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from apigen_mt.blueprints.needs import NEEDS
 from apigen_mt.blueprints.personas import load_personas
 from apigen_mt.blueprints.samplers import SampledContext, SamplerSettings, example_tasks, sample_context
 from apigen_mt.simulators.domain import Domain, get_domain
+from apigen_mt.simulators.domains.telecom.constants import CYCLE_START, TOPUP_PRICES
+from apigen_mt.simulators.domains.telecom.rules import BILL_WRITES, LINE_WRITES
 from apigen_mt.simulators.types import Blueprint, ToolCall
+from apigen_mt.validators.blueprint import validate_blueprint
 
 REPO = Path(__file__).resolve().parents[1]
-DOMAINS = ("retail", "airline")
+DOMAINS = ("retail", "airline", "telecom")
 SEEDS = range(60)
 ALL_ON = {"policy_frequency": 1.0, "persona_frequency": 1.0, "example_frequency": 1.0}
 ALL_OFF = {"policy_frequency": 0.0, "persona_frequency": 0.0, "example_frequency": 0.0}
@@ -98,16 +101,18 @@ def test_records_hold_the_user_and_their_own_records_within_the_budget(setup):
 
 def test_a_tiny_budget_keeps_only_the_user_and_the_records_written(setup):
     domain, db = setup
-    needs = NEEDS[domain.name]
+    needs = domain.write_needs
     for context in contexts(domain, db, context_budget_chars=1):
         on_records = [name for name in context.walk if name in needs and needs[name].table is not None]
         assert sum(len(records) for table, records in context.records.items() if table != "users") == len(on_records)
 
 
 def qualifies(db: dict[str, Any], user: dict[str, Any], write: str, record: dict[str, Any]) -> bool:
-    """Written from the policy, independently of needs.py: can `write` act on `record` for this user?"""
+    """Written from the policy, independently of the domain's write needs: can `write` act on `record` for this user?"""
     if "order_id" in record:
         return record["status"] == ("pending" if "pending" in write else "delivered")
+    if "line_id" in record or "bill_id" in record:
+        return telecom_qualifies(db, user, write, record)
     statuses = {
         db["flights"][segment["flight_number"]]["dates"][segment["date"]]["status"] for segment in record["flights"]
     }
@@ -121,18 +126,79 @@ def qualifies(db: dict[str, Any], user: dict[str, Any], write: str, record: dict
     return unflown
 
 
+def telecom_qualifies(db: dict[str, Any], user: dict[str, Any], write: str, record: dict[str, Any]) -> bool:
+    if ("line_id" in record) != (write in LINE_WRITES):
+        return False
+    bills = [db["bills"][bill_id] for bill_id in user["bills"]]
+    if write == "pay_bill":
+        return record["status"] in ("due", "overdue")
+    if write == "waive_late_fee":
+        return record["status"] == "overdue" and not any(bill["late_fee_waived"] for bill in bills)
+    if write == "resume_line":
+        return record["status"] == "suspended" and record["suspension_reason"] in ("travel", "lost or stolen device")
+    if write == "set_roaming" and not record["roaming"]:
+        allowed = db["plans"][record["plan_id"]]["roaming"]
+        return record["status"] == "active" and allowed and all(bill["status"] != "overdue" for bill in bills)
+    if write == "buy_data_topup":
+        cycle_topups = [topup for topup in record["topups"] if topup["date"] >= CYCLE_START.isoformat()]
+        return record["status"] == "active" and db["plans"][record["plan_id"]]["data_gb"] is not None and len(cycle_topups) < 3
+    if write == "change_plan":
+        return record["status"] == "active" and record["last_plan_change"] < CYCLE_START.isoformat()
+    if write == "set_roaming":
+        return True  # roaming is on, and can always be turned off
+    return record["status"] == "active"  # suspend_line
+
+
 def test_the_user_can_make_every_sampled_write(setup):
     domain, db = setup
-    table = {"retail": "orders", "airline": "reservations"}[domain.name]
     for context in contexts(domain, db, max_writes=3, context_budget_chars=1):
         user = db["users"][context.user_id]
-        on_records = [name for name in context.walk if name in NEEDS[domain.name] and NEEDS[domain.name][name].table]
-        shown = list(context.records.get(table, {}).values())
+        needs = domain.write_needs
+        on_records = [name for name in context.walk if name in needs and needs[name].table]
+        shown = [record for table, records in context.records.items() if table != "users" for record in records.values()]
         assert len(shown) == len(on_records)  # one distinct record per write
         for write in on_records:
             assert any(qualifies(db, user, write, record) for record in shown), (write, context.context_ids)
         if "book_reservation" in context.walk:
             assert user["payment_methods"]
+
+
+def telecom_calls(db: dict[str, Any], user: dict[str, Any], write: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Calls that make `write` on `record`: one per new plan for a plan change, else one, paid by a method that covers it."""
+    key = {"line_id": record["line_id"]} if write in LINE_WRITES else {"bill_id": record["bill_id"]}
+    price = record["amount"] if write == "pay_bill" else TOPUP_PRICES[1]
+    method = next(
+        (m_id for m_id, m in user["payment_methods"].items() if m["source"] != "account_credit" or m["balance"] >= price), None
+    )
+    choices = {
+        "change_plan": [{"plan_id": plan_id} for plan_id in db["plans"] if plan_id != record.get("plan_id")],
+        "buy_data_topup": [{"size_gb": 1, "payment_method_id": method}],
+        "pay_bill": [{"payment_method_id": method}],
+        "set_roaming": [{"enabled": not record.get("roaming")}],
+        "suspend_line": [{"reason": "travel"}],
+    }.get(write, [{}])
+    return [{"name": write, "arguments": {**key, **arguments}} for arguments in choices]
+
+
+def test_every_sampled_telecom_context_has_a_ground_truth_the_validators_accept():
+    domain = get_domain("telecom")
+    db = domain.load()
+    for context in contexts(domain, db, max_writes=3, context_budget_chars=1):
+        user = db["users"][context.user_id]
+        writes = [name for name in context.walk if name in LINE_WRITES | BILL_WRITES]
+        shown = [(table, record) for table, records in context.records.items() if table != "users" for record in records.values()]
+        # The context does not say which shown record each write acts on: some assignment (and plan) must pass.
+        blueprints = [
+            {"user_id": context.user_id, "instruction": "Do it.", "actions": list(actions)}
+            for order in itertools.permutations(shown)
+            if [table for table, _ in order] == ["lines" if write in LINE_WRITES else "bills" for write in writes]
+            for actions in itertools.product(
+                *(telecom_calls(db, user, write, record) for write, (_, record) in zip(writes, order, strict=True))
+            )
+        ]
+        assert any(all(v.passed for v in validate_blueprint(domain, db, blueprint)) for blueprint in blueprints), (
+            context.context_ids
+        )
 
 
 def test_a_cancel_pending_order_context_can_be_executed():
@@ -181,29 +247,53 @@ def test_frequencies_zero_and_one_are_respected(setup):
     assert 0.25 < sum(context.persona is not None for context in halfway) / len(halfway) < 0.75
 
 
-def test_policy_excerpt_keeps_general_sections_and_those_of_the_writes():
-    domain = get_domain("retail")
+def test_writes_without_a_declared_need_go_to_any_user_under_the_general_policy():
+    telecom = get_domain("telecom")
+    db = telecom.load()
+    bare = dataclasses.replace(telecom, write_needs={})
+    for context in contexts(bare, db, context_budget_chars=1):
+        assert set(context.records) == {"users"}  # no record is known to be the one written
+        assert context.policy_excerpt == telecom.policy.strip() and len(context.rules) == len(telecom.rules)
+    waiver = telecom.write_needs["waive_late_fee"]
+    partial = dataclasses.replace(telecom, write_needs={"waive_late_fee": waiver})
+    for context in contexts(partial, db, context_budget_chars=1):
+        headings = re.findall(r"(?m)^## (.+)$", context.policy_excerpt)
+        assert "Roaming" in headings  # named by no declared need, so general
+        assert ("Late fees" in headings) == ("waive_late_fee" in context.walk)
+        bills = list(context.records.get("bills", {}).values())
+        assert [bill["status"] for bill in bills] == (["overdue"] if "waive_late_fee" in context.walk else [])
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "title", "sections", "rules"),
+    [
+        ("retail", "cancel_pending_order", "# Retail customer service policy", ["Cancelling a pending order"],
+         ["R1", "R3", "R5", "R6", "R7", "R8", "R11", "R17", "R18"]),
+        ("telecom", "waive_late_fee", "# Mobile operator customer support policy", ["Bills and payments", "Late fees"],
+         ["T1", "T2", "T3", "T4", "T9"]),
+    ],
+)  # fmt: skip
+def test_policy_excerpt_keeps_general_sections_and_those_of_the_writes(name, write, title, sections, rules):
+    domain = get_domain(name)
     db = domain.load()
     context = next(
         context
         for seed in range(200)
-        if (context := sample_context(domain, db, seed=seed, settings=SamplerSettings(max_writes=1))).walk[-1]
-        == "cancel_pending_order"
+        if (context := sample_context(domain, db, seed=seed, settings=SamplerSettings(max_writes=1))).walk[-1] == write
     )
     headings = re.findall(r"(?m)^## (.+)$", context.policy_excerpt)
-    assert headings == ["How you work", "What is in our records", "Cancelling a pending order"]
-    assert context.policy_excerpt.startswith("# Retail customer service policy")
-    assert [rule.split(":")[0] for rule in context.rules] == ["R1", "R3", "R5", "R6", "R7", "R8", "R11", "R17", "R18"]
+    assert headings == ["How you work", "What is in our records", *sections]
+    assert context.policy_excerpt.startswith(title)
+    assert [rule.split(":")[0] for rule in context.rules] == rules
 
 
 @pytest.mark.parametrize("name", DOMAINS)
 def test_every_write_has_needs_naming_real_sections_and_rules(name):
     domain = get_domain(name)
-    needs = NEEDS[name]
-    assert set(needs) == {spec.name for spec in domain.toolkit.specs() if spec.writes}
+    assert set(domain.write_needs) == {spec.name for spec in domain.toolkit.specs() if spec.writes}
     headings = set(re.findall(r"(?m)^## (.+)$", domain.policy))
     rule_ids = {rule.id for rule in domain.rules}
-    for need in needs.values():
+    for need in domain.write_needs.values():
         assert set(need.sections) <= headings and set(need.rules) <= rule_ids
         assert need.table is None or need.table in domain.tables
 

@@ -15,7 +15,7 @@ from apigen_mt.pipeline.cli import app
 from apigen_mt.pipeline.scaffold import ScaffoldError, scaffold
 
 CLI = Path(sys.executable).parent / "apigen-mt"
-FILES = ["__init__.py", "data.py", "example_tasks.json", "policy.md", "rules.py", "test_demo_env.py", "tools.py"]
+FILES = ["__init__.py", "data.py", "example_tasks.json", "needs.py", "policy.md", "rules.py", "test_demo_env.py", "tools.py"]
 
 
 @pytest.fixture
@@ -36,13 +36,14 @@ def test_a_new_domain_passes_its_own_tests_and_loads_by_module_path(tmp_path, mo
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "demo_env"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert tests.returncode == 0 and "5 passed" in tests.stdout, tests.stdout + tests.stderr
+    assert tests.returncode == 0 and "6 passed" in tests.stdout, tests.stdout + tests.stderr
     # Its folder is a namespace package on sys.path, so `<folder>.demo_env` is a dotted module path.
     monkeypatch.syspath_prepend(str(tmp_path.parent))
     domain = domain_module.get_domain(f"{tmp_path.name}.demo_env")
     assert domain.name == "demo_env" and domain_module.get_domain("demo_env") is domain  # registered on import
     assert [spec.name for spec in domain.toolkit.specs() if spec.writes] == ["close_ticket"]
     assert [rule.id for rule in domain.rules] == ["P1"] and domain.api_graph and "tickets" in domain.load()
+    assert list(domain.write_needs) == ["close_ticket"]
 
 
 def test_an_occupied_folder_is_refused_with_status_2_and_one_line(tmp_path):

@@ -9,7 +9,8 @@ from typing import Annotated, Literal, TypedDict
 import pytest
 
 from apigen_mt.simulators.arithmetic import calculate
-from apigen_mt.simulators.domain import Domain
+from apigen_mt.simulators.domain import Domain, PolicyRule
+from apigen_mt.simulators.needs import WriteNeed, anyone
 from apigen_mt.simulators.state import canonical_json, diff_patch, state_digest, taubench_hash
 from apigen_mt.simulators.toolkit import PythonCallArguments, Toolkit, ToolDefinitionError, class_name, tool
 
@@ -267,6 +268,24 @@ def test_an_unregistered_domain_loads_its_own_generated_data():
     assert first.load() == {"stock": {"A-1": 3}} and other.load() == {"stock": {}}  # not the registered retail's data
     first.load()["stock"]["A-1"] = 99  # each load is a copy...
     assert first.load() == {"stock": {"A-1": 3}} and made == [3]  # ...of data generated once
+
+
+def test_write_needs_name_write_tools_tables_policy_headings_and_rules():
+    rule = PolicyRule("S1", "Ship only what is in stock.", lambda trace: [])
+    policy = "# Shop\n\n## Orders\n\nShip only what is in stock.\n"
+
+    def declared(**needs: WriteNeed) -> Domain:
+        return Domain(name="shop", description="", toolkit=ShopTools, tables=("stock",), policy=policy,
+                      generate=dict, rules=(rule,), write_needs=needs)  # fmt: skip
+
+    good = WriteNeed("stock", anyone, ("Orders",), ("S1",))
+    assert declared(order=good).write_needs == {"order": good}
+    with pytest.raises(ValueError) as refused:
+        declared(get_stock=good, order=WriteNeed("orders", anyone, ("Ordering",), ("S2",)))
+    assert str(refused.value) == (
+        "domain shop: write_needs: 'get_stock' is not a write tool; order: table 'orders' is not among the tables; "
+        "order: section 'Ordering' is not a '## ' heading of the policy; order: rule 'S2' is not a rule id"
+    )
 
 
 class Finder(Toolkit):

@@ -113,6 +113,47 @@ def action(name: str, **arguments: Any) -> dict[str, Any]:
     return {"name": name, "arguments": arguments}
 
 
+# ------------------------------------------------------------------------------------- Phase 1's stage 1
+
+
+def stage_one_of(*actions: dict[str, Any], **fields: Any):
+    from apigen_mt.validators.blueprint import stage_one
+
+    return stage_one(SHELF, shelf_db(), Blueprint.model_validate(blueprint(*actions, **fields)))
+
+
+def test_stage_one_passes_a_clean_task_as_validate_does():
+    verdicts = stage_one_of(action("get_item", item_id="a"), action("set_price", item_id="a", price=3))
+    assert [(v.stage, v.passed) for v in verdicts] == [("format", True), ("execution", True), ("policy", True)]
+
+
+def test_stage_one_refuses_repeated_calls_and_outputs_at_format():
+    [verdict] = stage_one_of(action("get_item", item_id="a"), action("get_item", item_id="a"), outputs=["2", "2"])
+    assert (verdict.stage, verdict.passed) == ("format", False)
+    assert verdict.reasons == [
+        "action 1 (get_item) repeats action 0 with the same arguments",
+        "output '2' is listed more than once",
+    ]
+
+
+def test_stage_one_refuses_a_read_that_fails_which_validate_allows():
+    raw = blueprint(action("get_item", item_id="zz"), action("set_price", item_id="a", price=3))
+    assert all(v.passed for v in validate_blueprint(SHELF, shelf_db(), raw))  # curated tasks may try a lookup
+    verdicts = stage_one_of(action("get_item", item_id="zz"), action("set_price", item_id="a", price=3))
+    assert [(v.stage, v.passed) for v in verdicts] == [("format", True), ("execution", False)]
+    assert verdicts[-1].reasons == [
+        "action 0 (get_item) failed: Error: item not found; every call of a generated task must succeed"
+    ]
+    assert verdicts[-1].details["diff_patch"]  # the write still ran: the feedback can show its effect
+
+
+def test_stage_one_names_the_rule_a_refused_write_breaks():
+    verdicts = stage_one_of(action("set_price", item_id="zz", price=-1))
+    assert verdicts[-1].stage == "execution" and not verdicts[-1].passed
+    assert verdicts[-1].reasons[0] == "action 0 (set_price) failed: Error: item not found"
+    assert any(reason.startswith("[S1]") for reason in verdicts[-1].reasons[1:]), verdicts[-1].reasons
+
+
 # ----------------------------------------------------------------------------------------------- format
 
 

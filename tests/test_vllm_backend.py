@@ -127,7 +127,8 @@ def _sample(index: int, text: str, finish_reason: str = "stop", tokens: int = 5)
 def test_completions_are_read_by_the_shared_rule_in_sample_order():
     calls = '[{"name": "get_order_details", "arguments": {"order_id": "#W1001"}}]'
     output = SimpleNamespace(
-        outputs=[_sample(2, '{"content": "Hello', "length", 8), _sample(0, calls), _sample(1, '{"content": "Hi"}')]
+        outputs=[_sample(2, '{"content": "Hello', "length", 8), _sample(0, calls), _sample(1, '{"content": "Hi"}')],
+        num_cached_tokens=16,
     )
     turn = ChatRequest(
         messages=CONVERSATION, tools=TOOLS, json_schema=agent_turn_schema(TOOLS), reply_format="agent_turn"
@@ -135,12 +136,14 @@ def test_completions_are_read_by_the_shared_rule_in_sample_order():
     first, second, third = completions_from(output, turn, prompt_tokens=30, parser="xlam")
     assert first.tool_calls == [ToolCall(name="get_order_details", arguments={"order_id": "#W1001"})]
     assert first.finish_reason == "tool_calls" and (first.prompt_tokens, first.completion_tokens) == (30, 5)
+    assert first.cached_prompt_tokens == second.cached_prompt_tokens == 16  # the prompt's prefix-cache hits
     assert second.content == "Hi" and second.tool_calls == [] and second.problem is None
     assert third.finish_reason == "length" and "not valid JSON" in third.problem and third.completion_tokens == 8
     # The same call list under a plain request is only text.
-    plain_output = SimpleNamespace(outputs=[_sample(0, calls)])
+    plain_output = SimpleNamespace(outputs=[_sample(0, calls)], num_cached_tokens=None)  # vLLM's "not known"
     [plain] = completions_from(plain_output, ChatRequest(messages=CONVERSATION), 30, "xlam")
     assert plain.content == calls and plain.tool_calls == [] and plain.finish_reason == "stop"
+    assert plain.cached_prompt_tokens == 0
 
 
 class _HangingEngine:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,15 +67,48 @@ def validate_blueprint(
 
 
 def stage_one(domain: Domain, db: JSON, blueprint: Blueprint) -> list[Verdict]:
-    """Phase 1's stage 1: `validate_blueprint` on every stage; when a tool refused a write (the execution stage
-    failed), the policy rules still judge the replay and their `[RULE]` reasons join that verdict's, so that the
-    proposer's feedback (and a recombination's conflict) names the part of the policy the write breaks."""
+    """Phase 1's stage 1: `validate_blueprint` on every stage, stricter for generated tasks, whose ground truth
+    must be clean where tau-bench's curated tasks need not be:
+
+    - format: no call repeated with the same arguments, no output listed twice;
+    - execution: every call succeeds (a curated task may try a lookup that fails; a generated one that reads
+      a missing record has invented it);
+    - when a tool refused a write, the policy rules still judge the replay and their `[RULE]` reasons join
+      the execution verdict's, so that the proposer's feedback (and a recombination's conflict) names the
+      part of the policy the write breaks.
+    """
+    repeats = _repeats(blueprint)
+    if repeats:
+        return [Verdict(stage=format_stage.STAGE, passed=False, reasons=repeats)]
     verdicts = validate_blueprint(domain, db, blueprint)
-    failed = verdicts[-1]
-    if failed.passed or failed.stage != execution.STAGE:
+    executed = next((verdict for verdict in verdicts if verdict.stage == execution.STAGE), None)
+    if executed is None:
         return verdicts
-    rules = policy.check_policy(domain, execution.replay_blueprint(domain, db, blueprint)).reasons
-    return [*verdicts[:-1], failed.model_copy(update={"reasons": [*failed.reasons, *rules]})]
+    reasons = list(executed.reasons)
+    if not executed.passed:
+        reasons += policy.check_policy(domain, execution.replay_blueprint(domain, db, blueprint)).reasons
+    reasons += [
+        f"action {read['index']} ({read['name']}) failed: {read['observation']}; every call of a generated task "
+        "must succeed"
+        for read in executed.details["failed_reads"]
+    ]
+    if not reasons:
+        return verdicts
+    position = verdicts.index(executed)
+    return [*verdicts[:position], executed.model_copy(update={"passed": False, "reasons": reasons})]
+
+
+def _repeats(blueprint: Blueprint) -> list[str]:
+    reasons = []
+    seen: dict[str, int] = {}
+    for index, call in enumerate(blueprint.actions):
+        key = json.dumps([call.name, call.arguments], sort_keys=True)
+        if key in seen:
+            reasons.append(f"action {index} ({call.name}) repeats action {seen[key]} with the same arguments")
+        seen.setdefault(key, index)
+    repeated = sorted({output for output in blueprint.outputs if blueprint.outputs.count(output) > 1})
+    reasons += [f"output {output!r} is listed more than once" for output in repeated]
+    return reasons
 
 
 def validation_record(index: int, raw: Any, verdicts: Sequence[Verdict]) -> dict[str, Any]:

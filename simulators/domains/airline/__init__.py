@@ -3,7 +3,7 @@
 from importlib.resources import files
 
 from apigen_mt.simulators.domain import Domain, register
-from apigen_mt.simulators.domains.airline import generator, rules, schema
+from apigen_mt.simulators.domains.airline import generator, needs, rules, schema
 from apigen_mt.simulators.domains.airline.graph import API_GRAPH
 from apigen_mt.simulators.domains.airline.tools import AirlineTools
 
@@ -18,5 +18,6 @@ DOMAIN = register(
         rules=rules.RULES,
         api_graph=API_GRAPH,
         record_schemas=schema.RECORD_SCHEMAS,
+        write_needs=needs.WRITE_NEEDS,
     )
 )

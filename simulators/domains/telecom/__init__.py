@@ -8,7 +8,7 @@ date is stated once.
 from importlib.resources import files
 
 from apigen_mt.simulators.domain import Domain, register
-from apigen_mt.simulators.domains.telecom import constants, generator, rules, schema
+from apigen_mt.simulators.domains.telecom import constants, generator, needs, rules, schema
 from apigen_mt.simulators.domains.telecom.graph import API_GRAPH
 from apigen_mt.simulators.domains.telecom.tools import TelecomTools
 
@@ -23,5 +23,6 @@ DOMAIN = register(
         rules=rules.RULES,
         api_graph=API_GRAPH,
         record_schemas=schema.RECORD_SCHEMAS,
+        write_needs=needs.WRITE_NEEDS,
     )
 )

@@ -115,7 +115,7 @@ def plan_once_per_cycle(trace: ActionTrace) -> list[str]:
     ]
 
 
-def _topups_this_cycle(line: dict[str, Any]) -> list[dict[str, Any]]:
+def topups_this_cycle(line: dict[str, Any]) -> list[dict[str, Any]]:
     topups = line.get("topups")
     if not isinstance(topups, list):
         return []
@@ -129,7 +129,7 @@ def plan_covers_usage(trace: ActionTrace) -> list[str]:
         used = line.get("data_used_gb")
         if plan is None or plan.get("data_gb") is None or not isinstance(used, (int, float)):
             continue  # an unknown plan fails in the tool; an unlimited one covers any usage
-        allowance = plan["data_gb"] + sum(topup.get("size_gb", 0) for topup in _topups_this_cycle(line))
+        allowance = plan["data_gb"] + sum(topup.get("size_gb", 0) for topup in topups_this_cycle(line))
         if used > allowance:
             problems.append(
                 f"{call.label()} moves line {line_id}, which used {used} GB this cycle, to {plan.get('plan_id')} "
@@ -140,10 +140,10 @@ def plan_covers_usage(trace: ActionTrace) -> list[str]:
 
 def topup_cap(trace: ActionTrace) -> list[str]:
     return [
-        f"{call.label()} would be top-up {len(_topups_this_cycle(line)) + 1} of this cycle on line {line_id}; "
+        f"{call.label()} would be top-up {len(topups_this_cycle(line)) + 1} of this cycle on line {line_id}; "
         f"at most {MAX_TOPUPS_PER_CYCLE} per line per cycle"
         for call, line_id, line in _lines(trace, {"buy_data_topup"})
-        if len(_topups_this_cycle(line)) >= MAX_TOPUPS_PER_CYCLE
+        if len(topups_this_cycle(line)) >= MAX_TOPUPS_PER_CYCLE
     ]
 
 
