@@ -33,6 +33,8 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/episodes.py
+	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/driver.py
 
 clean:
 	rm -rf $(VENV) runs/demo

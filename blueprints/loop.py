@@ -225,11 +225,19 @@ def task_kind_problems(blueprint: Blueprint, writes: frozenset[str], *, refusal:
     """Why the blueprint does not fit its kind: a refusal that writes, or another task that no agent could fail."""
     written = [(index, call.name) for index, call in enumerate(blueprint.actions) if call.name in writes]
     if refusal:
-        return [
+        problems = [
             f"action {index} ({name}) changes the database, but in a refusal task the agent declines and "
             "changes nothing"
             for index, name in written
         ]
+        if not blueprint.actions:
+            # Without a single lookup the agent could decline blindly and pass: the ground truth must show the
+            # reads (the user's identity, the record in question) that make the refusal an informed one.
+            problems.append(
+                "a refusal task needs the lookups that show why the request is refused (the user's identity, the "
+                "record it concerns); it has no actions"
+            )
+        return problems
     if not written and not blueprint.outputs:
         reason = (
             "the task neither changes the database nor expects an output, so no agent could fail it; add the "

@@ -15,8 +15,10 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
+from queue import SimpleQueue
 from typing import Any, TypeVar
 
 from apigen_mt.pipeline.config import RunConfig
@@ -32,13 +34,18 @@ Result = TypeVar("Result")
 
 @contextmanager
 def ray_session() -> Iterator[None]:
-    """Join the cluster under `ray job submit` (RAY_ADDRESS is set), else start an embedded local Ray."""
+    """Join the cluster named by RAY_ADDRESS, else start an embedded local Ray.
+
+    `ray job submit` sets RAY_ADDRESS to the cluster's GCS address for the job's command; "auto" reads it
+    from there. A user can set it too (`RAY_ADDRESS=auto` on a node of a running cluster). Without it the
+    run never joins a cluster some `ray start` left on the machine: "local" always starts a new one.
+    """
     import ray
 
     if ray.is_initialized():
         yield
         return
-    address = "auto" if os.environ.get("RAY_ADDRESS") else None
+    address = "auto" if os.environ.get("RAY_ADDRESS") else "local"
     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield
@@ -88,7 +95,10 @@ def drive(
 
     fresh = iter(items)
     again: deque[tuple[str, Item]] = deque()  # items to run again: before new ones, so they end soon
-    pending: dict[Any, tuple[str, Item, tuple[int, Any]]] = {}
+    pending: dict[Future, tuple[str, Item, tuple[int, Any]]] = {}
+    # Ray's threads put each result's future here as it completes: taking one costs the same however many
+    # are in flight, where `ray.wait` over the pending list costs in proportion to the bound, per result.
+    done: SimpleQueue[Future] = SimpleQueue()
 
     def next_item() -> tuple[str, Item] | None:
         return again.popleft() if again else next(fresh, None)
@@ -97,24 +107,23 @@ def drive(
         while len(pending) < bound and (work := next_item()) is not None:
             key, item = work
             ref, slot = pool.submit(method, key, item)
-            pending[ref] = (key, item, slot)
+            future = ref.future()
+            pending[future] = (key, item, slot)
+            future.add_done_callback(done.put)
         if not pending:
             return
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-        if ready:
-            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
-        for ref in ready:
-            key, item, slot = pending.pop(ref)
-            pool.release(slot)
-            try:
-                result = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                pool.replace(slot)
-                result = lost(key, item, f"the worker running it died ({type(exc).__name__})")
-            if retry(result) and item.attempt < max_attempts:
-                if engines.ensure_alive():
-                    pool.refresh_models()
-                again.append((key, replace(item, attempt=item.attempt + 1)))
-                progress.retried()
-                continue
-            finish(key, item, result)
+        future = done.get()  # a signal still interrupts the wait
+        key, item, slot = pending.pop(future)
+        pool.release(slot)
+        try:
+            result = future.result()
+        except ray.exceptions.RayActorError as exc:
+            pool.replace(slot)
+            result = lost(key, item, f"the worker running it died ({type(exc).__name__})")
+        if retry(result) and item.attempt < max_attempts:
+            if engines.ensure_alive():
+                pool.refresh_models()
+            again.append((key, replace(item, attempt=item.attempt + 1)))
+            progress.retried()
+            continue
+        finish(key, item, result)

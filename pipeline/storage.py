@@ -28,7 +28,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,8 @@ class ShardWriter:
     """Buffers rows and writes them as Parquet shards of one schema. One writer per folder, one thread.
 
     A shard is written when `rows_per_shard` rows are buffered or, at the next `write`, when the oldest
-    buffered row has waited `max_seconds`; `close` (or leaving the `with` block) writes the rest.
+    buffered row has waited `max_seconds`; `close` (or leaving the `with` block) writes the rest. A row is
+    kept as given (a shallow copy) until its shard is written: do not change its lists after `write`.
     """
 
     def __init__(self, folder: Path, schema: pa.Schema, *, rows_per_shard: int = 64, max_seconds: float = 30.0) -> None:
@@ -171,7 +172,8 @@ class ShardWriter:
         self.schema = schema
         self.rows_per_shard = rows_per_shard
         self.max_seconds = max_seconds
-        self._buffer: list[pa.Table] = []
+        self._check = _RowCheck(schema)
+        self._buffer: list[dict[str, Any]] = []
         self._first_buffered: float | None = None
         self._journal: int | None = None  # file descriptor of the pending shard's journal
         try:
@@ -189,13 +191,14 @@ class ShardWriter:
 
     def write(self, row: Mapping[str, Any]) -> None:
         """Buffer one row (checked against the schema now, so a bad row never spoils a shard) and journal it."""
-        table = _row_table(row, self.schema)
-        line = (json.dumps(dict(row), allow_nan=False) + "\n").encode()
+        row = dict(row)
+        self._check(row)
+        line = (json.dumps(row, allow_nan=False) + "\n").encode()
         if self._journal is None:
             path = self.folder / f".journal-{self._pending_name}.jsonl"
             self._journal = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.write(self._journal, line)  # one write per line: a kill leaves whole lines and at most one cut one
-        self._buffer.append(table)
+        self._buffer.append(row)
         if self._first_buffered is None:
             self._first_buffered = time.monotonic()
         if len(self._buffer) >= self.rows_per_shard or time.monotonic() - self._first_buffered >= self.max_seconds:
@@ -205,8 +208,7 @@ class ShardWriter:
         """Write the buffered rows as one shard (nothing when the buffer is empty)."""
         if not self._buffer:
             return
-        table = pa.concat_tables(self._buffer).combine_chunks()
-        self._write_shard(self._pending_name, table)
+        self._write_shard(self._pending_name, pa.Table.from_pylist(self._buffer, schema=self.schema))
         self._next_sequence += 1
         self._pending_name = self._shard_name()
         self._buffer.clear()
@@ -231,11 +233,13 @@ class ShardWriter:
                 rows = []
                 for line in path.read_bytes().split(b"\n"):
                     try:
-                        rows.append(_row_table(json.loads(line), self.schema))
+                        row = json.loads(line)
+                        self._check(row)
                     except ValueError:  # the line a kill cut short (or nothing after the last newline)
                         continue
+                    rows.append(row)
                 if rows:
-                    self._write_shard(match[1], pa.concat_tables(rows).combine_chunks())
+                    self._write_shard(match[1], pa.Table.from_pylist(rows, schema=self.schema))
             path.unlink(missing_ok=True)
 
     def close(self) -> None:
@@ -249,7 +253,48 @@ class ShardWriter:
         self.close()
 
 
-def _row_table(row: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
+def _is_text(value: Any) -> bool:
+    # Arrow strings are UTF-8: a lone surrogate (json.loads lets one through) cannot be stored.
+    try:
+        return type(value) is str and (value.isascii() or bool(value.encode()))
+    except UnicodeEncodeError:
+        return False
+
+
+# Quick tests for the plain Python values a column type certainly takes; a type not here is always converted.
+_QUICK: dict[pa.DataType, Callable[[Any], bool]] = {
+    pa.string(): _is_text,
+    pa.int64(): lambda value: type(value) is int and -(2**63) <= value < 2**63,
+    pa.float64(): lambda value: type(value) is float,
+    pa.bool_(): lambda value: type(value) is bool,
+    pa.list_(pa.string()): lambda value: type(value) is list and all(map(_is_text, value)),
+}
+
+
+class _RowCheck:
+    """Raises ValueError for a row that does not fit the schema.
+
+    Converting a row to Arrow costs a few hundred microseconds, too much for every row of a large run: a
+    row of plain values passes quick type tests, and only one they are unsure of is converted (which
+    accepts exactly what Arrow accepts and says what is wrong).
+    """
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.names = set(schema.names)
+        self.columns = [
+            (field.name, field.nullable, _QUICK.get(field.type, lambda value: False)) for field in schema
+        ]
+
+    def __call__(self, row: Mapping[str, Any]) -> None:
+        if row.keys() == self.names and all(
+            check(value) if (value := row[name]) is not None else nullable for name, nullable, check in self.columns
+        ):
+            return
+        _convert_row(row, self.schema)
+
+
+def _convert_row(row: Mapping[str, Any], schema: pa.Schema) -> None:
     item = f"round {row.get('round')!r}" if "round" in schema.names else f"trial {row.get('trial')!r}"
     where = f"row for blueprint {row.get('blueprint_id')!r} {item}"
     missing = [name for name in schema.names if name not in row]
@@ -258,7 +303,6 @@ def _row_table(row: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
         problems = [f"missing {', '.join(missing)}"] if missing else []
         problems += [f"unknown {', '.join(unknown)}"] if unknown else []
         raise ValueError(f"{where} does not match the shard schema: {'; '.join(problems)}")
-    columns = []
     for field in schema:
         try:
             column = pa.array([row[field.name]], type=field.type)
@@ -266,8 +310,6 @@ def _row_table(row: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
             raise ValueError(f"{where}: column {field.name!r} must be {field.type}: {exc}") from None
         if not field.nullable and column.null_count:
             raise ValueError(f"{where}: column {field.name!r} is null; it must be {field.type}")
-        columns.append(column)
-    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _remove_stale_temps(folder: Path) -> None:

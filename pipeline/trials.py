@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -69,7 +70,8 @@ def _with_seed(settings: BaseModel, seed: int) -> Any:
 async def play_trial(
     domain: Domain, db: JSON, policy: str, item: TrialItem, models: TrialModels, settings: TrialSettings
 ) -> dict[str, Any]:
-    """Play and verify one trial; the shard row. A dead engine gives a `failed` row marked for retry."""
+    """Play and verify one trial; the shard row. A dead engine gives a `failed` row marked for retry, a backend
+    that raises a `failed` row."""
     blueprint = item.blueprint
     seed = trial_seed(str(blueprint.id), item.trial)
     tools = domain.toolkit.specs()
@@ -82,6 +84,12 @@ async def play_trial(
         episode = await run_episode(agent, human, domain.environment(db), settings.episode)
     except ModelUnavailable as exc:
         return unavailable_row(domain, item, models, f"engine unavailable: {exc}", time.perf_counter() - started)
+    except Exception as exc:
+        # A backend that raises breaks the ChatModel contract (errors come back as answers): this trial
+        # fails with the reason, and the run, which would otherwise stop, goes on with the others.
+        logging.getLogger(__name__).exception("trial %s/%d raised", blueprint.id, item.trial)
+        reason = f"model_error: the episode raised {type(exc).__name__}: {exc}"
+        return _failed_row(domain, item, models, reason, "model_error", time.perf_counter() - started)
     return _verified_row(domain, db, item, models, episode, time.perf_counter() - started)
 
 
@@ -138,12 +146,18 @@ def _verified_row(
 
 def unavailable_row(domain: Domain, item: TrialItem, models: TrialModels, reason: str, duration: float) -> dict[str, Any]:
     """The row of a trial its engine or worker could not finish: retried while attempts remain, else stored."""
+    return _failed_row(domain, item, models, f"{reason} (attempt {item.attempt})", "engine_unavailable", duration)
+
+
+def _failed_row(
+    domain: Domain, item: TrialItem, models: TrialModels, reason: str, termination: str, duration: float
+) -> dict[str, Any]:
     row = _base_row(domain, item, models, duration)
     row.update(
         status="failed",
-        reasons=[f"{reason} (attempt {item.attempt})"],
+        reasons=[reason],
         attribution="system",
-        termination="engine_unavailable",
+        termination=termination,
         messages="[]",
         signature="",
         turn_stats="[]",

@@ -24,6 +24,13 @@ from apigen_mt.simulators.domain import Domain, get_domain
 from apigen_mt.simulators.state import JSON
 
 SourceSpec = tuple[str, str | None]  # (domain name, data folder or None for the domain's seeded data)
+# A worker reserves no resources, so one that does not start in this time never will: the cluster lost the
+# node it was placed on (or its raylet). The run then stops (a rerun resumes) instead of waiting forever.
+WORKER_START_TIMEOUT_S = 300.0
+
+
+class WorkerStartError(RuntimeError):
+    """A worker actor did not start; the message says what to check."""
 
 
 class _SourceWorker:
@@ -98,10 +105,21 @@ class WorkerPool:
         self._sources = sources
         self.workers = [self._start() for _ in range(count)]
         self.load = [0] * count
-        ray.get([worker.ready.remote() for worker in self.workers])
+        self._ready(self.workers)
 
     def _start(self) -> Any:
         return self._actor.remote(self._models(), self._settings, self._sources)
+
+    def _ready(self, workers: list[Any]) -> None:
+        import ray
+
+        try:
+            ray.get([worker.ready.remote() for worker in workers], timeout=WORKER_START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise WorkerStartError(
+                f"{len(workers)} worker actor(s) did not start within {WORKER_START_TIMEOUT_S:g}s; check that the "
+                f"Ray cluster's nodes are alive (`ray status`). Finished items are kept: rerun to resume."
+            ) from None
 
     def submit(self, method: str, *args: Any) -> tuple[Any, tuple[int, Any]]:
         """Call `method` on the least loaded worker: its result's reference, and the slot to release it with."""
@@ -117,13 +135,11 @@ class WorkerPool:
 
     def replace(self, slot: tuple[int, Any]) -> None:
         """Start a new worker in place of the one that died (once, however many of its items report it)."""
-        import ray
-
         index, worker = slot
         if self.workers[index] is worker:
             self.workers[index] = self._start()
             self.load[index] = 0
-            ray.get(self.workers[index].ready.remote())
+            self._ready([self.workers[index]])
 
     def refresh_models(self) -> None:
         import ray

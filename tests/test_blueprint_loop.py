@@ -216,6 +216,13 @@ def test_task_kind_problems_of_a_refusal_that_changes_nothing():
     assert task_kind_problems(blueprint, frozenset({"cancel_pending_order"}), refusal=True) == []
 
 
+def test_a_refusal_without_any_lookup_is_refused():
+    # Seen with SmolLM2: an empty refusal with a garbled instruction passed a weak committee.
+    blind = Blueprint(instruction="x", actions=[])
+    [reason] = task_kind_problems(blind, frozenset({"cancel_pending_order"}), refusal=True)
+    assert reason.startswith("a refusal task needs the lookups that show why the request is refused")
+
+
 # --- stages 2 and 3: committee, threshold, reflection ---------------------------------------------------
 
 
