@@ -20,7 +20,8 @@ import yaml
 
 from apigen_mt.pipeline.card_phase1 import Phase1Statistics, phase1_section, phase1_statistics
 from apigen_mt.pipeline.io import atomic_directory, atomic_output
-from apigen_mt.pipeline.storage import STATUSES, RunManifest
+from apigen_mt.pipeline.manifest import RunManifest
+from apigen_mt.pipeline.storage import STATUSES
 from apigen_mt.validators.sampling import pass_hat_k
 
 _COLUMNS = [

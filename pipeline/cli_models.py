@@ -68,6 +68,7 @@ def ask_command(
 
     from apigen_mt.pipeline.config import ROLES, ConfigError, OpenAIModel, load_config, start_model
     from apigen_mt.pipeline.openai_backend import EndpointUnavailable, OpenAIBackendConfig, OpenAIChatModel
+    from apigen_mt.pipeline.resources import ResourceShortfall, check_cluster
     from apigen_mt.pipeline.vllm_backend import EngineStartError
     from apigen_mt.simulators.agent import Agent, AgentSettings, AgentTurn
     from apigen_mt.simulators.chat import ChatModel, ModelUnavailable
@@ -90,7 +91,10 @@ def ask_command(
         specs = [spec for spec in specs if spec.name in wanted]
     settings = AgentSettings(temperature=0.0, max_tokens=max_tokens)
     conversation = [Message(role="user", content=message)]
-    model_spec = run_config.models[getattr(run_config.roles, role)]
+    name = getattr(run_config.roles, role)
+    model_spec = run_config.models[name]
+    if not isinstance(model_spec, OpenAIModel):  # one question needs one replica
+        model_spec = model_spec.model_copy(update={"replicas": 1})
 
     async def ask(model: ChatModel) -> AgentTurn:
         return await Agent(model, dom.policy, specs, settings).act(conversation)
@@ -109,11 +113,12 @@ def ask_command(
 
             ray.init(include_dashboard=False, log_to_driver=False)
             try:
-                [model, *_] = start_model(model_spec)
+                check_cluster(run_config.model_copy(update={"models": {name: model_spec}}), [name])
+                [model] = start_model(model_spec)
                 turn = asyncio.run(ask(model))
             finally:
                 ray.shutdown()
-    except (ConfigError, ModelError, EndpointUnavailable, EngineStartError, ModelUnavailable) as exc:
+    except (ConfigError, ModelError, EndpointUnavailable, EngineStartError, ModelUnavailable, ResourceShortfall) as exc:
         # One line: vLLM's start-up reasons can span several.
         raise CliError("; ".join(line.strip() for line in str(exc).splitlines() if line.strip())) from None
     if turn.error is not None:

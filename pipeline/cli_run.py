@@ -15,11 +15,17 @@ from apigen_mt.pipeline.sources import LoadedSource, SourceError, load_source
 
 if TYPE_CHECKING:
     from apigen_mt.pipeline.proposals import ProposalPlan
+    from apigen_mt.pipeline.remote import RemoteRun
     from apigen_mt.pipeline.run import RunOptions, RunSummary
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/local-cpu.yaml.")]
 OutputOpt = Annotated[
-    Path | None, typer.Option("--output", help="Run folder (shards, manifest, dataset); default: runs/CONFIG_NAME.")
+    str | None,
+    typer.Option(
+        "--output",
+        help="Run folder (shards, manifest, dataset), or a filesystem URI such as s3://bucket/runs/x (staged locally, "
+        "mirrored there); default: runs/CONFIG_NAME.",
+    ),
 ]
 LimitOpt = Annotated[
     int | None,
@@ -51,8 +57,24 @@ def _config(path: Path) -> RunConfig:
         raise CliError(str(exc)) from None
 
 
-def _output(config_path: Path, output: Path | None) -> Path:
-    return output if output is not None else Path("runs") / config_path.stem
+def _output(config_path: Path, output: str | None) -> tuple[Path, RemoteRun | None]:
+    """The local run folder, and the URI it mirrors when --output is one."""
+    if output is None:
+        return Path("runs") / config_path.stem, None
+    remote = open_remote(output)
+    return (Path(output), None) if remote is None else (remote.local, remote)
+
+
+def open_remote(output: str) -> RemoteRun | None:
+    """The mirror of a URI output (None for a local folder); a URI pyarrow cannot use is one CLI line."""
+    from apigen_mt.pipeline.remote import RemoteError, RemoteRun, is_uri
+
+    if not is_uri(output):
+        return None
+    try:
+        return RemoteRun(output)
+    except RemoteError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _run(
@@ -60,7 +82,7 @@ def _run(
     config_path: Path,
     roles: tuple[str, ...],
     run: Callable[[RunOptions], RunSummary],
-    output: Path,
+    output: tuple[Path, RemoteRun | None],
     *,
     trials: int | None,
     force: bool,
@@ -71,19 +93,47 @@ def _run(
     from apigen_mt.pipeline.models import ModelError
     from apigen_mt.pipeline.openai_backend import EndpointUnavailable
     from apigen_mt.pipeline.resources import ResourceShortfall
-    from apigen_mt.pipeline.run import RunOptions, report
+    from apigen_mt.pipeline.run import RunOptions
     from apigen_mt.pipeline.storage import RunFolderError
     from apigen_mt.pipeline.vllm_backend import EngineStartError
+    from apigen_mt.pipeline.workers import WorkerStartError
 
     try:
         preflight(config, roles)
-        options = RunOptions(output=output, force=force, trials=trials, progress=not quiet, command=tuple(sys.argv))
+        options = RunOptions(
+            output=output[0], force=force, trials=trials, progress=not quiet, command=tuple(sys.argv), remote=output[1]
+        )
         summary = run(options)
-    except (RunFolderError, ConfigError, ModelError, EndpointUnavailable, EngineStartError, ResourceShortfall) as exc:
+    except (
+        RunFolderError, ConfigError, ModelError, EndpointUnavailable, EngineStartError, ResourceShortfall, WorkerStartError
+    ) as exc:  # fmt: skip
         named = isinstance(exc, (EndpointUnavailable, ResourceShortfall))  # their messages do not name the config
         raise CliError(f"{config_path}: {exc}" if named else str(exc)) from None
-    report(summary)
+    _report(summary)
+    if output[1] is not None:
+        print(f"mirrored to {output[1]}", file=sys.stderr)
     return summary
+
+
+def _report(summary: RunSummary) -> None:
+    if "blueprints" in summary.phases:
+        funnel = summary.counts["blueprints"]
+        by_round = ", ".join(f"round {round}: {n}" for round, n in funnel["accepted_by_round"].items()) or "none"
+        print(
+            f"{summary.proposed} proposals run, {summary.proposals_skipped} already done; {funnel['proposals']} "
+            f"proposals in {funnel['proposed']} rounds: accepted {funnel['proposals_accepted']} ({by_round}), "
+            f"rejected {funnel['proposals_rejected']} ({funnel['decontaminated']} by decontamination, "
+            f"{funnel['deduplicated']} as duplicates), failed {funnel['proposals_failed']}",
+            file=sys.stderr,
+        )
+    if "trajectories" in summary.phases:
+        counts = summary.counts["trajectories"]
+        print(
+            f"{summary.played} trials played, {summary.skipped} already done; accepted {counts['accepted']}, "
+            f"rejected {counts['rejected']}, failed {counts['failed']} ({counts['unique_accepted']} unique accepted)",
+            file=sys.stderr,
+        )
+    print(f"in {summary.wall_s:.0f}s -> {summary.output}", file=sys.stderr)
 
 
 def _plan(
@@ -194,14 +244,14 @@ def generate(
     from apigen_mt.pipeline.run import PHASE1_ROLES, PHASE2_ROLES, run_generate, run_trajectories
 
     run_config = _config(config)
-    out = _output(config, output)
+    out, remote = _output(config, output)
     sources = _config_sources(run_config, config, limit)
     if run_config.blueprint_generation is not None:
         plan = _plan(run_config, config, domain=None, limit=limit, exclude=exclude_tasks)
         summary = _run(
             run_config, config, PHASE1_ROLES + PHASE2_ROLES,
             lambda options: run_generate(run_config, plan, options, sources=sources),
-            out, trials=trials, force=force, quiet=quiet,
+            (out, remote), trials=trials, force=force, quiet=quiet,
         )  # fmt: skip
         if summary.counts["trajectories"]["trials"] == 0:
             raise CliError(
@@ -209,7 +259,7 @@ def generate(
                 f"play and there is nothing to export; each proposal's reasons are in {out / 'blueprints'}: raise "
                 "the proposals or use a stronger proposer"
             )
-        _export(out)
+        _export(out, remote)
         return
     if exclude_tasks is not None:
         raise CliError(
@@ -220,9 +270,9 @@ def generate(
         raise CliError(f"{config}: `blueprints` names no source; add e.g. `blueprints: [{{domain: retail, path: 'examples:retail'}}]`")
     _run(
         run_config, config, PHASE2_ROLES, lambda options: run_trajectories(run_config, sources, options),
-        out, trials=trials, force=force, quiet=quiet,
+        (out, remote), trials=trials, force=force, quiet=quiet,
     )  # fmt: skip
-    _export(out)
+    _export(out, remote)
 
 
 def _config_sources(run_config: RunConfig, config: Path, limit: int | None) -> list[LoadedSource]:
@@ -237,16 +287,18 @@ def _config_sources(run_config: RunConfig, config: Path, limit: int | None) -> l
     ]
 
 
-def _export(out: Path) -> None:
+def _export(out: Path, remote: RemoteRun | None) -> None:
     from apigen_mt.pipeline.cli_export import report_export
     from apigen_mt.pipeline.export import SPLITS, ExportError, export_run
     from apigen_mt.pipeline.storage import RunFolderError
 
     try:
         result = export_run(out)
+        if remote is not None:
+            remote.push_export()
     except (ExportError, RunFolderError) as exc:
         raise CliError(str(exc)) from None
-    report_export(result, SPLITS)
+    report_export(result, SPLITS, remote)
 
 
 def source_path_dir(data_dir: str, config_path: Path) -> Path:

@@ -44,6 +44,15 @@ EMBEDDED_PREFIX = "embedded:"
 ROLES = ("proposer", "reviewer", "human", "human_judge", "agent")
 
 
+# Settings that change how fast a run goes, never what it makes: the fingerprint leaves them out.
+_SCALE_SETTINGS = ("workers", "in_flight", "max_attempts", "rows_per_shard")
+_ENGINE_SCALE_SETTINGS = (
+    "tensor_parallel_size", "gpu_memory_utilization", "max_num_seqs", "max_in_flight", "actor_num_cpus",
+    "max_restarts", "start_timeout_s", "request_timeout_s",  # vLLM engines
+    "max_concurrency", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s",  # endpoints
+)  # fmt: skip
+
+
 class ConfigError(ValueError):
     """A config file is missing, not YAML, or does not describe a valid run; the message says where."""
 
@@ -188,18 +197,27 @@ class RunConfig(BaseModel):
     def fingerprint(self) -> str:
         """SHA-256 of the config's canonical JSON: a run folder refuses to mix results of different configs.
 
-        The number of trials, the blueprint limits and the numbers of proposals are left out: raising them
-        extends a run with more of the same kind of data, which resume is meant to allow. A config without
-        `blueprint_generation` keeps the fingerprint it had before that section existed.
+        Left out: the number of trials, the blueprint limits and the numbers of proposals (raising them
+        extends a run with more of the same kind of data, which resume is meant to allow), and how the work is
+        spread (replicas, workers, batch sizes, in-flight bounds, shard sizes, retries, timeouts), so that a run
+        started on one machine can be resumed on a larger cluster. A config without `blueprint_generation`
+        keeps the fingerprint it had before that section existed.
         """
-        data = self.model_dump(mode="json", exclude={"trajectories": {"trials"}})
+        data = self.model_dump(mode="json", exclude={"trajectories": {"trials", *_SCALE_SETTINGS}})
         for source in data["blueprints"]:
             source.pop("limit")
         generation = data.pop("blueprint_generation")
         if generation is not None:
             for entry in generation["domains"]:
                 entry.pop("proposals")
+            for name in _SCALE_SETTINGS:
+                generation.pop(name)
             data["blueprint_generation"] = generation
+        for spec in data["models"].values():
+            spec.pop("replicas", None)
+            for name in _ENGINE_SCALE_SETTINGS:
+                spec.get("engine", {}).pop(name, None)
+                spec.get("endpoint", {}).pop(name, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def in_flight_bound(self, role: str = "agent") -> int:

@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 from apigen_mt.pipeline.card import run_statistics, write_card
 from apigen_mt.pipeline.io import atomic_directory
 from apigen_mt.pipeline.layouts import ExportError, layout_table, preference_table, select_rows
-from apigen_mt.pipeline.storage import TRAJECTORIES_DIR, latest_trials, read_manifest, read_rows, shard_paths
+from apigen_mt.pipeline.manifest import read_manifest
+from apigen_mt.pipeline.storage import TRAJECTORIES_DIR, latest_trials, read_rows, shard_paths
 
 __all__ = ["FORMATS", "SPLITS", "ExportError", "ExportResult", "export_run", "hub_token", "push_run"]
 

@@ -38,7 +38,7 @@ from apigen_mt.blueprints.samplers import sample_context
 from apigen_mt.pipeline.config import BlueprintPhase
 from apigen_mt.pipeline.io import read_records
 from apigen_mt.pipeline.sources import LoadedSource
-from apigen_mt.pipeline.storage import utc_now
+from apigen_mt.pipeline.manifest import utc_now
 from apigen_mt.simulators.chat import ModelUnavailable
 from apigen_mt.simulators.domain import Domain, get_domain
 from apigen_mt.simulators.state import JSON

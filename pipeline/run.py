@@ -20,13 +20,14 @@ session and on the same engines.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from apigen_mt.blueprints.loop import Phase1Models
 from apigen_mt.pipeline.config import BlueprintPhase, RunConfig
@@ -49,24 +50,29 @@ from apigen_mt.pipeline.proposals import (
     stored_proposals,
     unavailable_outcome,
 )
+from apigen_mt.pipeline.manifest import (
+    MANIFEST_NAME,
+    RunManifest,
+    check_resume,
+    package_versions,
+    read_manifest,
+    utc_now,
+    write_manifest,
+)
+from apigen_mt.pipeline.remote import RemoteRun
 from apigen_mt.pipeline.sources import LoadedSource, validate_source
 from apigen_mt.pipeline.storage import (
     BLUEPRINT_SCHEMA,
     BLUEPRINTS_DIR,
+    COUNTED_COLUMNS,
     TRAJECTORIES_DIR,
     TRAJECTORY_SCHEMA,
-    RunManifest,
     ShardWriter,
-    check_resume,
     finished_pairs,
-    package_versions,
-    read_manifest,
     read_rows,
     run_folder_lock,
     shard_paths,
     trajectory_counts,
-    utc_now,
-    write_manifest,
 )
 from apigen_mt.pipeline.trials import TrialItem, needs_retry, unavailable_row
 from apigen_mt.pipeline.workers import ProposalWorker, SourceSpec, TrialWorker, WorkerPool
@@ -78,11 +84,12 @@ PHASE2_ROLES = ("agent", "human", "human_judge")
 
 @dataclass(frozen=True)
 class RunOptions:
-    output: Path
+    output: Path  # the run folder; for a URI --output, the local staging folder of `remote`
     force: bool = False
     trials: int | None = None  # overrides the config's trajectories.trials
     progress: bool = True
     command: tuple[str, ...] = ()
+    remote: RemoteRun | None = None  # the URI mirrored from `output`
 
 
 @dataclass
@@ -139,6 +146,8 @@ def _run_locked(
 ) -> RunSummary:
     started = time.monotonic()
     out = options.output
+    if options.remote is not None:
+        options.remote.pull()
     fingerprint = config.fingerprint()
     check_resume(out, fingerprint, force=options.force)
     previous = read_manifest(out)
@@ -151,7 +160,7 @@ def _run_locked(
         started_at=previous.started_at if previous else utc_now(),
         command=list(options.command),
     )
-    write_manifest(out, manifest)
+    _save_manifest(options, manifest)
     roles = PHASE1_ROLES if plan is not None else ()
     roles += PHASE2_ROLES if sources is not None or chain else ()
     summary = RunSummary(out, {}, 0, 0, 0.0)
@@ -172,8 +181,21 @@ def _run_locked(
     manifest.counts = _counts(out, previous.counts if previous else {}, stage1)
     manifest.finished_at = utc_now()
     write_manifest(out, manifest)
+    if options.remote is not None:
+        options.remote.push_run()
     summary.counts, summary.wall_s = manifest.counts, time.monotonic() - started
     return summary
+
+
+def _save_manifest(options: RunOptions, manifest: RunManifest) -> None:
+    write_manifest(options.output, manifest)
+    if options.remote is not None:
+        options.remote.push_file(options.output / MANIFEST_NAME)
+
+
+def _shard_writer(options: RunOptions, folder: Path, schema: pa.Schema, rows_per_shard: int) -> ShardWriter:
+    upload = None if options.remote is None else options.remote.streaming_upload()
+    return ShardWriter(folder, schema, rows_per_shard=rows_per_shard, on_shard=upload)
 
 
 def _specs(sources: Iterable[tuple[str, LoadedSource]]) -> dict[str, SourceSpec]:
@@ -187,7 +209,7 @@ def _phase1(config: RunConfig, plan: ProposalPlan, options: RunOptions, session:
         raise ValueError("Phase 1 needs the config's blueprint_generation section")
     folder = options.output / BLUEPRINTS_DIR
     # Opening the writer first turns what a killed run left in its journals into shards, so they count as done.
-    with ShardWriter(folder, BLUEPRINT_SCHEMA, rows_per_shard=phase.rows_per_shard) as writer:
+    with _shard_writer(options, folder, BLUEPRINT_SCHEMA, phase.rows_per_shard) as writer:
         stored = stored_proposals(read_rows(folder, schema=BLUEPRINT_SCHEMA))
         done = {row["blueprint_id"] for row in final_rows(stored)}
         gate = BlueprintGate(plan.excluded, phase)
@@ -305,7 +327,7 @@ def _phase2(
     phase = config.trajectories
     folder = options.output / TRAJECTORIES_DIR
     trials = options.trials or phase.trials
-    with ShardWriter(folder, TRAJECTORY_SCHEMA, rows_per_shard=phase.rows_per_shard) as writer:
+    with _shard_writer(options, folder, TRAJECTORY_SCHEMA, phase.rows_per_shard) as writer:
         done = finished_pairs(folder)
         keyed = {f"s{index}": source for index, source in enumerate(sources)}
         items = [
@@ -354,26 +376,6 @@ def _counts(out: Path, previous: dict[str, dict[str, Any]], stage1: dict[str, in
     if blueprints:
         counts["blueprints"] = blueprints
     if stage1 is not None or shard_paths(out / TRAJECTORIES_DIR):
-        counts["trajectories"] = trajectory_counts(read_rows(out / TRAJECTORIES_DIR))
+        counts["trajectories"] = trajectory_counts(read_rows(out / TRAJECTORIES_DIR, list(COUNTED_COLUMNS)))
     return counts
 
-
-def report(summary: RunSummary) -> None:
-    if "blueprints" in summary.phases:
-        funnel = summary.counts["blueprints"]
-        by_round = ", ".join(f"round {round}: {n}" for round, n in funnel["accepted_by_round"].items()) or "none"
-        print(
-            f"{summary.proposed} proposals run, {summary.proposals_skipped} already done; {funnel['proposals']} "
-            f"proposals in {funnel['proposed']} rounds: accepted {funnel['proposals_accepted']} ({by_round}), "
-            f"rejected {funnel['proposals_rejected']} ({funnel['decontaminated']} by decontamination, "
-            f"{funnel['deduplicated']} as duplicates), failed {funnel['proposals_failed']}",
-            file=sys.stderr,
-        )
-    if "trajectories" in summary.phases:
-        counts = summary.counts["trajectories"]
-        print(
-            f"{summary.played} trials played, {summary.skipped} already done; accepted {counts['accepted']}, "
-            f"rejected {counts['rejected']}, failed {counts['failed']} ({counts['unique_accepted']} unique accepted)",
-            file=sys.stderr,
-        )
-    print(f"in {summary.wall_s:.0f}s -> {summary.output}", file=sys.stderr)

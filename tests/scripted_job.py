@@ -148,9 +148,10 @@ def run(
     workers: int = 1,
     in_flight: int | None = None,
     models=None,
+    remote=None,
 ):
     """Play the demo blueprints `trials` times each into `out`; `models` is a model factory (default: the
-    scripted roles in process, each request taking `delay` seconds)."""
+    scripted roles in process, each request taking `delay` seconds); `remote` a RemoteRun staged in `out`."""
     config = load_config(CONFIG)
     # The scripted human answers in plain text, not in the structured form the embedded model is asked for.
     phase = config.trajectories
@@ -159,7 +160,7 @@ def run(
     phase = phase.model_copy(update=update)
     config = config.model_copy(update={"trajectories": phase})
     source = load_source("retail", DEMO_BLUEPRINTS)
-    options = RunOptions(output=out, trials=trials, force=force, progress=progress)
+    options = RunOptions(output=out, trials=trials, force=force, progress=progress, remote=remote)
     return run_trajectories(config, [source], options, model_factory=models or factory(delay))
 
 

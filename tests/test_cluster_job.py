@@ -34,7 +34,7 @@ import psutil
 import pytest
 import yaml
 
-from apigen_mt.pipeline.storage import read_manifest
+from apigen_mt.pipeline.manifest import read_manifest
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse
 from apigen_mt.simulators.types import Message, ToolCall
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from pathlib import Path
 
 import pytest
+import yaml
 
 from apigen_mt.pipeline.config import ConfigError, OpenAIModel, VllmModel, load_config, resolve_model_path, start_model
 from apigen_mt.pipeline.models import CACHE_ENV, ModelError
@@ -109,3 +111,19 @@ def test_models_ask_names_a_broken_config(tmp_path):
 
     result = CliRunner().invoke(app, ["models", "ask", str(write(tmp_path, "models: [")), "hello"])
     assert isinstance(result.exception, CliError) and "is not valid YAML" in str(result.exception)
+
+
+def test_resuming_on_a_larger_cluster_keeps_the_fingerprint(tmp_path):
+    base = yaml.safe_load((CONFIGS / "local-cpu.yaml").read_text())
+    scaled = copy.deepcopy(base)
+    scaled["trajectories"].update(workers=4, in_flight=256, rows_per_shard=512, max_attempts=5)
+    for spec in scaled["models"].values():
+        spec["replicas"] = 8
+        spec["engine"].update(max_num_seqs=256, tensor_parallel_size=2, gpu_memory_utilization=0.5)
+    changed = copy.deepcopy(base)
+    changed["trajectories"]["episode"]["max_turns"] += 1
+
+    def fingerprint(data: dict) -> str:
+        return load_config(write(tmp_path, yaml.safe_dump(data))).fingerprint()
+
+    assert fingerprint(base) == fingerprint(scaled) != fingerprint(changed)

@@ -15,14 +15,8 @@ import pytest
 import yaml
 
 from apigen_mt.pipeline.export import ExportError, export_run, hub_token
-from apigen_mt.pipeline.storage import (
-    TRAJECTORY_SCHEMA,
-    RunManifest,
-    ShardWriter,
-    package_versions,
-    utc_now,
-    write_manifest,
-)
+from apigen_mt.pipeline.manifest import RunManifest, package_versions, utc_now, write_manifest
+from apigen_mt.pipeline.storage import TRAJECTORY_SCHEMA, ShardWriter
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import OpenAIToolCall, ToolCall
 from apigen_mt.validators.sampling import trajectory_signature

@@ -4,7 +4,6 @@ and stage, engine-death retries, decontamination and dedup as rows arrive, the m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -25,10 +24,12 @@ from apigen_mt.pipeline.proposals import (
     stored_proposals,
     system_row,
 )
-from apigen_mt.pipeline.storage import BLUEPRINT_SCHEMA, ShardWriter, read_manifest, read_rows
+from apigen_mt.pipeline.manifest import read_manifest
+from apigen_mt.pipeline.storage import BLUEPRINT_SCHEMA, ShardWriter, read_rows
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import Blueprint
 from apigen_mt.validators.blueprint import validate_blueprint
+from tests.conftest import load_by_value
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE.parent / "configs" / "local-cpu.yaml"
@@ -37,19 +38,7 @@ RETAIL = get_domain("retail")
 SEED, PROPOSALS, MAX_ROUNDS = 2, 12, 1  # seed 2 gives every scripted kind among 12 proposals
 
 
-def _load_scripted():
-    spec = importlib.util.spec_from_file_location("scripted_phase1", HERE / "scripted_phase1.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scripted_phase1"] = module
-    spec.loader.exec_module(module)
-    import ray.cloudpickle
-
-    # Ray's workers cannot import the tests folder; the scripted roles travel by value.
-    ray.cloudpickle.register_pickle_by_value(module)
-    return module
-
-
-scripted = _load_scripted()
+scripted = load_by_value("scripted_phase1")
 
 
 def config():

@@ -212,3 +212,18 @@ def test_generate_asking_for_gpus_the_machine_lacks_exits_2_with_the_shortfall(t
         f"apigen-mt: error: {config}: the config asks for 2 GPU (model big: 1 replica x tensor_parallel_size 2) but "
         "the cluster has 0 GPU; "
     )
+
+
+def test_models_ask_checks_one_replica_against_the_machine(tmp_path):
+    config = tmp_path / "gpu.yaml"
+    config.write_text(
+        yaml.safe_dump({"models": {"big": vllm(replicas=3, tensor_parallel_size=2)}, "roles": {role: "big" for role in ROLES}})
+    )
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", SKIP_ENV)}
+    done = subprocess.run(
+        [str(CLI), "models", "ask", str(config), "hello"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("apigen-mt: error:")]
+    # One replica answers a question: 2 GPUs asked, not 6.
+    assert "the config asks for 2 GPU (model big: 1 replica x tensor_parallel_size 2) but the cluster has 0 GPU" in line

@@ -3,7 +3,6 @@ its status and attribution; a rerun resumes; a different config is refused; a SI
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -15,24 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from apigen_mt.pipeline.storage import RunFolderError, read_manifest, read_rows
+from apigen_mt.pipeline.manifest import read_manifest
+from apigen_mt.pipeline.storage import RunFolderError, read_rows
+from tests.conftest import load_by_value
 
 HERE = Path(__file__).resolve().parent
 
 
-def _load_job():
-    spec = importlib.util.spec_from_file_location("scripted_job", HERE / "scripted_job.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scripted_job"] = module
-    spec.loader.exec_module(module)
-    import ray.cloudpickle
-
-    # Ray's workers cannot import the tests folder; the scripted roles travel by value.
-    ray.cloudpickle.register_pickle_by_value(module)
-    return module
-
-
-job = _load_job()
+job = load_by_value("scripted_job")
 
 
 @pytest.fixture(scope="module")

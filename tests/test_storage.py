@@ -13,21 +13,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from apigen_mt.pipeline.manifest import (
+    RunManifest,
+    check_resume,
+    package_versions,
+    read_manifest,
+    utc_now,
+    write_manifest,
+)
 from apigen_mt.pipeline.storage import (
     TRAJECTORY_SCHEMA,
     RunFolderError,
-    RunManifest,
     ShardWriter,
-    check_resume,
     finished_pairs,
     latest_trials,
-    package_versions,
-    read_manifest,
     read_rows,
     shard_paths,
     trajectory_counts,
-    utc_now,
-    write_manifest,
 )
 
 

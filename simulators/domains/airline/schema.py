@@ -9,6 +9,7 @@ and rules use them as keys, where an unknown value would fail in the middle of a
 from typing import Literal, NotRequired, TypedDict
 
 from apigen_mt.simulators.domains.airline.tools import Cabin, Passenger
+from apigen_mt.simulators.records import Address, CreditCard, Name
 from apigen_mt.simulators.toolkit import json_schema_of
 
 
@@ -84,27 +85,6 @@ class Reservation(TypedDict):
     nonfree_baggages: int
     insurance: Literal["yes", "no"]
     status: NotRequired[Literal["cancelled"]]
-
-
-class Name(TypedDict):
-    first_name: str
-    last_name: str
-
-
-class Address(TypedDict):
-    address1: str
-    address2: str
-    city: str
-    country: str
-    state: str
-    zip: str
-
-
-class CreditCard(TypedDict):
-    source: Literal["credit_card"]
-    brand: str
-    last_four: str
-    id: str
 
 
 class StoredValue(TypedDict):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from apigen_mt.simulators.authentication import Authentication
 from apigen_mt.simulators.domain import PolicyRule
 from apigen_mt.simulators.domains.retail.constants import CANCEL_REASONS
 from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, content_text, lookup, turn_structure_problems
@@ -31,10 +32,18 @@ NO_AUTHENTICATION_NEEDED = frozenset({*FIND_USER, "think", "calculate", "transfe
 MODIFY = frozenset({"modify_pending_order_address", "modify_pending_order_items", "modify_pending_order_payment"})
 ORDER_WRITES = MODIFY | {"cancel_pending_order", "return_delivered_order_items", "exchange_delivered_order_items"}
 ID_SOURCES = frozenset({"get_user_details", "get_order_details", "get_product_details", "list_all_product_types"})
-
-
-def _order(call: TracedCall) -> dict[str, Any] | None:
-    return lookup(call.before.get("orders"), call.arguments.get("order_id"))
+AUTHENTICATION = Authentication(
+    tools=frozenset(FIND_USER),
+    exempt=NO_AUTHENTICATION_NEEDED,
+    records=(("orders", "order_id"),),
+    too_early=(
+        "{call} runs before the user is authenticated; first find the user id with "
+        "find_user_id_by_email or find_user_id_by_name_zip"
+    ),
+    no_user="the blueprint names no user_id and none of its actions finds one, so no user can be authenticated",
+    unknown_user="user_id {user!r} is not a user of the database, so the user cannot be authenticated",
+    foreign_record="{call} touches {kind} {record_id} of user {owner!r}, but the conversation is with {user!r}",
+)
 
 
 def _owner(call: TracedCall, order: dict[str, Any]) -> dict[str, Any] | None:
@@ -45,59 +54,8 @@ def _strings(value: Any) -> list[str] | None:
     return value if isinstance(value, list) and all(isinstance(item, str) for item in value) else None
 
 
-def _authenticated(trace: ActionTrace) -> tuple[str, int] | None:
-    """The user id the first successful find-user call returned, and that call's index."""
-    for call in trace.calls:
-        if call.name in FIND_USER and not call.failed and lookup(call.before.get("users"), call.observation) is not None:
-            return call.observation, call.index
-    return None
-
-
-def conversation_user(trace: ActionTrace) -> str | None:
-    if not trace.episode and trace.user_id is not None:
-        return trace.user_id
-    found = _authenticated(trace)
-    return None if found is None else found[0]
-
-
 def _orders_written(trace: ActionTrace, names: frozenset[str] | set[str]) -> list[tuple[TracedCall, str, dict[str, Any]]]:
     return calls_on_records(trace, names, "orders", "order_id")
-
-
-def authenticate_first(trace: ActionTrace) -> list[str]:
-    if trace.episode:
-        found = _authenticated(trace)
-        for call in trace.calls:
-            if call.name not in NO_AUTHENTICATION_NEEDED and (found is None or call.index < found[1]):
-                return [
-                    f"{call.label()} runs before the user is authenticated; first find the user id with "
-                    "find_user_id_by_email or find_user_id_by_name_zip"
-                ]
-        return []
-    user = conversation_user(trace)
-    if user is None:
-        return ["the blueprint names no user_id and none of its actions finds one, so no user can be authenticated"]
-    if lookup(trace.initial.get("users"), user) is None:
-        return [f"user_id {user!r} is not a user of the database, so the user cannot be authenticated"]
-    return []
-
-
-def one_user(trace: ActionTrace) -> list[str]:
-    user = conversation_user(trace)
-    if user is None:
-        return []  # R1 reports that nobody is authenticated
-    problems = []
-    for call in trace.calls:
-        named = call.arguments.get("user_id")
-        if named is not None and named != user:
-            problems.append(f"{call.label()} uses user_id {named!r}, but the conversation is with {user!r}")
-        order = _order(call)
-        if order is not None and order.get("user_id") != user:
-            problems.append(
-                f"{call.label()} touches order {call.arguments['order_id']} of user {order.get('user_id')!r}, "
-                f"but the conversation is with {user!r}"
-            )
-    return problems
 
 
 def order_details_first(trace: ActionTrace) -> list[str]:
@@ -272,8 +230,8 @@ def no_invented_ids(trace: ActionTrace) -> list[str]:
 
 
 RULES: list[PolicyRule] = [
-    PolicyRule("R1", "Authenticate the user through find-user before any other tool.", authenticate_first),
-    PolicyRule("R3", "Serve one user: every user id and order belongs to the authenticated user.", one_user),
+    PolicyRule("R1", "Authenticate the user through find-user before any other tool.", AUTHENTICATION.authenticate_first),
+    PolicyRule("R3", "Serve one user: every user id and order belongs to the authenticated user.", AUTHENTICATION.one_user),
     PolicyRule("R5", "One tool call per turn, and no tool call together with a reply.", turn_structure_problems),
     PolicyRule("R6", "Look up an order with get_order_details before acting on it.", order_details_first),
     PolicyRule("R7", "Cancel only pending orders.", _status_rule({"cancel_pending_order"}, "pending", "cancels")),

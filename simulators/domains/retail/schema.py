@@ -7,16 +7,8 @@ so a database saved after an episode loads too. Closed vocabularies (status, pay
 
 from typing import Literal, NotRequired, TypedDict
 
+from apigen_mt.simulators.records import Address, CreditCard, Name
 from apigen_mt.simulators.toolkit import json_schema_of
-
-
-class Address(TypedDict):
-    address1: str
-    address2: str
-    city: str
-    country: str
-    state: str
-    zip: str
 
 
 class OrderItem(TypedDict):
@@ -73,18 +65,6 @@ class Product(TypedDict):
     name: str
     product_id: str
     variants: dict[str, Variant]
-
-
-class Name(TypedDict):
-    first_name: str
-    last_name: str
-
-
-class CreditCard(TypedDict):
-    source: Literal["credit_card"]
-    brand: str
-    last_four: str
-    id: str
 
 
 class GiftCard(TypedDict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from apigen_mt.simulators.authentication import Authentication
 from apigen_mt.simulators.domain import PolicyRule
 from apigen_mt.simulators.domains.telecom.constants import (
     CYCLE_START, LATE_FEE_WAIVERS, MAX_TOPUPS_PER_CYCLE, NON_PAYMENT, TOPUP_PRICES,
@@ -24,23 +25,15 @@ from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records
 NO_AUTHENTICATION_NEEDED = frozenset({"authenticate_user", "list_plans", "transfer_to_human_agents"})
 LINE_WRITES = frozenset({"change_plan", "buy_data_topup", "set_roaming", "suspend_line", "resume_line"})
 BILL_WRITES = frozenset({"pay_bill", "waive_late_fee"})
-
-
-def _authenticated(trace: ActionTrace) -> tuple[str, int] | None:
-    """The user id the first successful authenticate_user call returned, and that call's index."""
-    for call in trace.calls:
-        if call.name != "authenticate_user" or call.failed:
-            continue
-        if lookup(call.before.get("users"), call.observation) is not None:
-            return call.observation, call.index
-    return None
-
-
-def conversation_user(trace: ActionTrace) -> str | None:
-    if not trace.episode and trace.user_id is not None:
-        return trace.user_id
-    found = _authenticated(trace)
-    return None if found is None else found[0]
+AUTHENTICATION = Authentication(
+    tools=frozenset({"authenticate_user"}),
+    exempt=NO_AUTHENTICATION_NEEDED,
+    records=(("lines", "line_id"), ("bills", "bill_id")),
+    too_early="{call} runs before the customer is authenticated with authenticate_user",
+    no_user="the blueprint names no user_id and none of its actions authenticates one",
+    unknown_user="user_id {user!r} is not a customer in the database, so nobody can be authenticated",
+    foreign_record="{call} touches {kind} {record_id} of {owner!r}, but the conversation is with {user!r}",
+)
 
 
 def _lines(trace: ActionTrace, names: frozenset[str] | set[str]) -> list[tuple[TracedCall, str, dict[str, Any]]]:
@@ -54,40 +47,6 @@ def _bills(trace: ActionTrace, names: frozenset[str] | set[str]) -> list[tuple[T
 def _owner_bills(call: TracedCall, user_id: Any) -> list[dict[str, Any]]:
     bills = call.before.get("bills") or {}
     return [bill for bill in bills.values() if isinstance(bill, dict) and bill.get("user_id") == user_id]
-
-
-def authenticate_first(trace: ActionTrace) -> list[str]:
-    if trace.episode:
-        found = _authenticated(trace)
-        for call in trace.calls:
-            if call.name not in NO_AUTHENTICATION_NEEDED and (found is None or call.index < found[1]):
-                return [f"{call.label()} runs before the customer is authenticated with authenticate_user"]
-        return []
-    user = conversation_user(trace)
-    if user is None:
-        return ["the blueprint names no user_id and none of its actions authenticates one"]
-    if lookup(trace.initial.get("users"), user) is None:
-        return [f"user_id {user!r} is not a customer in the database, so nobody can be authenticated"]
-    return []
-
-
-def one_customer(trace: ActionTrace) -> list[str]:
-    user = conversation_user(trace)
-    if user is None:
-        return []  # T1 reports that nobody is authenticated
-    problems = []
-    for call in trace.calls:
-        named = call.arguments.get("user_id")
-        if named is not None and named != user:
-            problems.append(f"{call.label()} uses user_id {named!r}, but the conversation is with {user!r}")
-        for table, argument in (("lines", "line_id"), ("bills", "bill_id")):
-            record = lookup(call.before.get(table), call.arguments.get(argument))
-            if record is not None and record.get("user_id") != user:
-                problems.append(
-                    f"{call.label()} touches {argument.removesuffix('_id')} {call.arguments[argument]} of "
-                    f"{record.get('user_id')!r}, but the conversation is with {user!r}"
-                )
-    return problems
 
 
 def look_up_first(trace: ActionTrace) -> list[str]:
@@ -200,8 +159,10 @@ def own_payment_method(trace: ActionTrace) -> list[str]:
 
 
 RULES: list[PolicyRule] = [
-    PolicyRule("T1", "Authenticate the customer with phone number and PIN before any other tool.", authenticate_first),
-    PolicyRule("T2", "Serve one customer: every user id, line and bill belongs to the authenticated customer.", one_customer),
+    PolicyRule("T1", "Authenticate the customer with phone number and PIN before any other tool.", AUTHENTICATION.authenticate_first),
+    PolicyRule(
+        "T2", "Serve one customer: every user id, line and bill belongs to the authenticated customer.", AUTHENTICATION.one_user
+    ),
     PolicyRule("T3", "One tool call per turn, and no tool call together with a reply.", turn_structure_problems),
     PolicyRule("T4", "Look a line or bill up before changing it.", look_up_first),
     PolicyRule("T5", "A line changes plan at most once per billing cycle.", plan_once_per_cycle),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal, NotRequired, TypedDict
 
 from apigen_mt.simulators.domains.telecom.constants import SuspensionReason
+from apigen_mt.simulators.records import Address, CreditCard, Name
 from apigen_mt.simulators.toolkit import json_schema_of
 
 
@@ -69,27 +70,6 @@ class Bill(TypedDict):
     status: Literal["paid", "due", "overdue"]
     late_fee_waived: bool
     payments: list[Payment]
-
-
-class Name(TypedDict):
-    first_name: str
-    last_name: str
-
-
-class Address(TypedDict):
-    address1: str
-    address2: str
-    city: str
-    country: str
-    state: str
-    zip: str
-
-
-class CreditCard(TypedDict):
-    source: Literal["credit_card"]
-    brand: str
-    last_four: str
-    id: str
 
 
 class BankAccount(TypedDict):
