@@ -13,7 +13,8 @@ becomes `ChatResponse(error=...)` for that request only, and the actor keeps ser
 A dead engine is different: vLLM then fails every request (`EngineDeadError`), so the actor process
 exits and Ray starts it again (up to `max_restarts` times). Meanwhile `VllmChatModel.chat` raises
 `ModelUnavailable` for the requests that were in flight or sent to the dead actor, and the run driver
-retries their episodes.
+retries their episodes. So does an actor that stops answering altogether (a hung process: no answer a
+grace period after its own `request_timeout_s`); the driver then replaces it when it does not answer a probe.
 
 The replica's settings and vLLM engine arguments are in `pipeline.vllm_config`; how a request becomes a
 prompt and sampling parameters, and vLLM's output our completions, is in `pipeline.vllm_requests`.
@@ -229,11 +230,17 @@ def _actor_failure(exc: BaseException) -> str:
     return _final_error(exc)
 
 
+# The actor aborts a request after request_timeout_s itself; an answer missing this much later means the
+# actor process is hung, not the request slow.
+DEADLINE_GRACE_S = 60.0
+
+
 class VllmChatModel:
     """ChatModel over a `VllmEngineActor`: keeps at most `max_in_flight` requests in flight.
 
     `extra_sampling` sets vLLM sampling fields that ChatRequest does not carry (e.g. `ignore_eos` for
-    benchmarks, `repetition_penalty`) on every request.
+    benchmarks, `repetition_penalty`) on every request. `deadline_s` bounds the wait for the actor's answer
+    (None: no bound, for actors that bound their own requests).
     """
 
     def __init__(
@@ -244,8 +251,10 @@ class VllmChatModel:
         extra_sampling: dict[str, Any] | None = None,
         engine_info: dict[str, Any] | None = None,
         placement_group: Any = None,
+        deadline_s: float | None = None,
     ) -> None:
         self.actor = actor
+        self.deadline_s = deadline_s
         self.placement_group = placement_group
         self.model_id = model_id
         self.max_in_flight = max_in_flight
@@ -287,17 +296,23 @@ class VllmChatModel:
                 "Check that the model folder holds a Hugging Face model and, on CPU, lower gpu_memory_utilization "
                 "or max_model_len if the KV cache does not fit."
             ) from exc
-        return cls(actor, config.model_id, config.in_flight_limit, extra_sampling, info, group)
+        deadline = config.request_timeout_s + DEADLINE_GRACE_S
+        return cls(actor, config.model_id, config.in_flight_limit, extra_sampling, info, group, deadline)
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        """The actor's answer; raises `ModelUnavailable` while the actor is dead or restarting."""
+        """The actor's answer; raises `ModelUnavailable` while the actor is dead, restarting or hung."""
         import ray
 
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_in_flight)
         async with self._slots:
             try:
-                return await self.actor.chat.remote(request, self.extra_sampling or None)
+                return await asyncio.wait_for(self.actor.chat.remote(request, self.extra_sampling or None), self.deadline_s)
+            except asyncio.TimeoutError:
+                raise ModelUnavailable(
+                    f"the vLLM engine actor of {self.model_id} has not answered in {self.deadline_s:g}s, "
+                    f"{DEADLINE_GRACE_S:g}s past its own request timeout: it is hung"
+                ) from None
             # ActorDiedError, ActorUnavailableError, or the process killed by Ray's memory monitor
             except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
                 raise ModelUnavailable(

@@ -266,6 +266,24 @@ def test_a_dead_or_restarting_actor_raises_model_unavailable():
     assert response.error.startswith("the vLLM engine actor failed: RaySystemError")
 
 
+class _HungActor:
+    """Stands in for the handle of an actor whose process stopped answering: its calls never complete."""
+
+    def __init__(self):
+        self.chat = self
+
+    def remote(self, request, extra_sampling):
+        return asyncio.sleep(3600)
+
+
+def test_an_actor_that_never_answers_is_unavailable_after_the_deadline():
+    model = VllmChatModel(_HungActor(), "tiny", max_in_flight=2, deadline_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailable, match="the vLLM engine actor of tiny has not answered in 0.2s.*it is hung"):
+        asyncio.run(model.chat(ChatRequest(messages=CONVERSATION)))
+    assert time.monotonic() - started < 30
+
+
 def test_the_client_keeps_at_most_max_in_flight_requests_in_flight():
     actor = _CountingActor()
     model = VllmChatModel(actor, "counting", max_in_flight=3)
