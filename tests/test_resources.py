@@ -16,7 +16,7 @@ import yaml
 from apigen_mt.pipeline import engines as engines_module
 from apigen_mt.pipeline.config import ROLES, RunConfig, load_config
 from apigen_mt.pipeline.engines import Engines, ReplicaPool
-from apigen_mt.pipeline.resources import SKIP_ENV, ResourceShortfall, asks, check_cluster, shortfalls
+from apigen_mt.pipeline.resources import SKIP_ENV, ResourceShortfall, asks, check_cluster, core_shares, shortfalls
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse
 from apigen_mt.simulators.types import Message
 
@@ -126,6 +126,41 @@ def test_every_replica_is_started_once_the_cluster_can_place_them_all(monkeypatc
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 4.0}}])
     engines = Engines.start(config, ("agent", "human"))
     assert len(engines.model("agent").replicas) == len(started) == 3
+
+
+def test_core_shares_cut_the_cores_into_contiguous_equal_shares():
+    assert core_shares(list(range(8)), 2) == ["0,1,2,3", "4,5,6,7"]
+    assert core_shares([0, 1, 2], 2) == ["0", "1"]  # the odd core stays free for the processes around the engines
+    assert core_shares([4, 6], 1) == ["4,6"]
+    assert core_shares([0], 2) is None
+
+
+def test_several_cpu_replicas_on_one_node_each_bind_their_own_cores(monkeypatch):
+    import ray
+
+    started = []
+    monkeypatch.setattr(engines_module.VllmChatModel, "start", lambda engine: started.append(engine) or engine)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    one_node = [{"Alive": True, "Resources": {"CPU": 4.0}}]
+    monkeypatch.setattr(ray, "nodes", lambda: one_node)
+
+    def cores(model: dict) -> list[str | None]:
+        started.clear()
+        engines = Engines.start(run_config({"small": model}), ("agent",))
+        assert [replica.cpu_cores for replica in engines.engine_configs["small"]] == [e.cpu_cores for e in started]
+        return [engine.cpu_cores for engine in started]
+
+    assert cores(vllm("cpu", replicas=2)) == ["0,1", "2,3"]
+    assert cores(vllm("cpu", replicas=1)) == [None]  # one replica: vLLM's own choice
+    assert cores(vllm("cpu", replicas=2, cpu_cores="1")) == ["1", "1"]  # the config's word stands
+    # On a cluster of several nodes the driver's cores say nothing of where the replicas land.
+    monkeypatch.setattr(ray, "nodes", lambda: one_node * 2)
+    assert cores(vllm("cpu", replicas=2)) == [None, None]
+
+
+def test_cpu_cores_must_name_cores():
+    with pytest.raises(ValueError, match="cpu_cores"):
+        run_config({"small": vllm("cpu", cpu_cores="all")})
 
 
 # --------------------------------------------------------------------------------------------------

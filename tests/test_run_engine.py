@@ -21,9 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _engine_actor() -> psutil.Process | None:
-    for process in psutil.process_iter(["cmdline"]):
-        if any("VllmEngineActor" in part for part in process.info["cmdline"] or []):
-            return process
+    # Among this process's descendants only (the local Ray it started): never another run's engine.
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if any("VllmEngineActor" in part for part in process.cmdline()):
+                return process
+        except psutil.Error:  # gone since it was listed
+            continue
     return None
 
 

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 
 from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
-from apigen_mt.pipeline.vllm_backend import VllmChatModel, VllmEngineActor
+from apigen_mt.pipeline.vllm_backend import VllmChatModel, VllmEngineActor, start_engine_actor
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig, engine_arguments
 from apigen_mt.pipeline.vllm_requests import completions_from, prompt_token_ids, render_prompt, template_takes_tools
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse, ModelUnavailable, SamplingParams
@@ -282,6 +282,29 @@ def test_an_actor_that_never_answers_is_unavailable_after_the_deadline():
     with pytest.raises(ModelUnavailable, match="the vLLM engine actor of tiny has not answered in 0.2s.*it is hung"):
         asyncio.run(model.chat(ChatRequest(messages=CONVERSATION)))
     assert time.monotonic() - started < 30
+
+
+def test_a_cpu_replica_binds_its_threads_to_the_configured_cores(monkeypatch):
+    import ray
+
+    options = {}
+
+    class Remote:  # stands in for ray.remote(VllmEngineActor): records the actor's options
+        def __init__(self, cls):
+            pass
+
+        def options(self, **given):
+            options.update(given)
+            return self
+
+        def remote(self, config):
+            return "handle"
+
+    monkeypatch.setattr(ray, "remote", Remote)
+    start_engine_actor(VllmEngineConfig(model="m", device="cpu", cpu_cores="0-3"))
+    assert options["runtime_env"]["env_vars"]["VLLM_CPU_OMP_THREADS_BIND"] == "0-3"
+    start_engine_actor(VllmEngineConfig(model="m", device="cpu"))
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in options["runtime_env"]["env_vars"]  # vLLM's own choice
 
 
 def test_the_client_keeps_at_most_max_in_flight_requests_in_flight():
