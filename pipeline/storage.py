@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from apigen_mt.pipeline.io import OutputError, atomic_file
 
 LOCK_NAME = ".apigen-run.lock"

@@ -63,7 +63,9 @@ def test_an_engine_actor_killed_mid_run_is_restarted_and_every_trial_is_accounte
                     "in_flight": 4,
                     "max_attempts": 3,
                     "rows_per_shard": 4,
-                    # Unstructured noise from the random weights is a usable human turn: episodes run their turns.
+                    # Unstructured noise from the random weights is a usable human turn; the agent's prompt (policy
+                    # and tools, ~11k tokens in the tiny vocabulary) overflows max_model_len, so each episode ends
+                    # at the agent's first turn: short episodes, which is all the kill-and-retry check needs.
                     "agent": {"max_tokens": 48},
                     "human": {"structured": False, "max_tokens": 24},
                     "episode": {"max_turns": 6},
