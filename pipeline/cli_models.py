@@ -66,9 +66,10 @@ def ask_command(
     import asyncio
     import json
 
-    from apigen_mt.pipeline.config import ROLES, ConfigError, OpenAIModel, load_config, start_model
+    from apigen_mt.pipeline.config import ROLES, ConfigError, OpenAIModel, load_config
+    from apigen_mt.pipeline.engines import Engines
     from apigen_mt.pipeline.openai_backend import EndpointUnavailable, OpenAIBackendConfig, OpenAIChatModel
-    from apigen_mt.pipeline.resources import ResourceShortfall, check_cluster
+    from apigen_mt.pipeline.resources import ResourceShortfall
     from apigen_mt.pipeline.vllm_backend import EngineStartError
     from apigen_mt.simulators.agent import Agent, AgentSettings, AgentTurn
     from apigen_mt.simulators.chat import ChatModel, ModelUnavailable
@@ -113,9 +114,11 @@ def ask_command(
 
             ray.init(include_dashboard=False, log_to_driver=False)
             try:
-                check_cluster(run_config.model_copy(update={"models": {name: model_spec}}), [name])
-                [model] = start_model(model_spec)
-                turn = asyncio.run(ask(model))
+                engines = Engines.start(run_config.model_copy(update={"models": {name: model_spec}}), [role])
+                try:
+                    turn = asyncio.run(ask(engines.model(role)))
+                finally:
+                    engines.shutdown()
             finally:
                 ray.shutdown()
     except (ConfigError, ModelError, EndpointUnavailable, EngineStartError, ModelUnavailable, ResourceShortfall) as exc:

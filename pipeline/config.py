@@ -33,11 +33,9 @@ from apigen_mt.blueprints.dedup import DECONTAMINATION_THRESHOLD, DEDUP_THRESHOL
 from apigen_mt.blueprints.loop import Phase1Settings
 from apigen_mt.blueprints.samplers import SamplerSettings
 from apigen_mt.pipeline.models import SMOLLM2_NAME, prepared_smollm2
-from apigen_mt.pipeline.openai_backend import OpenAIBackendConfig, OpenAIChatModel
+from apigen_mt.pipeline.openai_backend import OpenAIBackendConfig
 from apigen_mt.pipeline.trials import TrialSettings
-from apigen_mt.pipeline.vllm_backend import VllmChatModel
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig
-from apigen_mt.simulators.chat import ChatModel
 from apigen_mt.simulators.domain import get_domain
 
 EMBEDDED_PREFIX = "embedded:"
@@ -272,12 +270,3 @@ def resolve_model_path(model: str) -> str:
     if name != SMOLLM2_NAME:
         raise ConfigError(f"unknown embedded model {name!r}; the embedded model is {SMOLLM2_NAME!r}")
     return str(prepared_smollm2())
-
-
-def start_model(spec: ModelSpec) -> list[ChatModel]:
-    """Start a model's replicas (vLLM: Ray actors, so `ray.init()` first) or open its endpoint client."""
-    if isinstance(spec, OpenAIModel):
-        return [OpenAIChatModel(spec.endpoint)]
-    engine = spec.engine.model_copy(update={"model": resolve_model_path(spec.engine.model)})
-    return [VllmChatModel.start(engine) for _ in range(spec.replicas)]
-

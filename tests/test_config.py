@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apigen_mt.pipeline.config import ConfigError, OpenAIModel, VllmModel, load_config, resolve_model_path, start_model
+from apigen_mt.pipeline.config import ConfigError, VllmModel, load_config, resolve_model_path
+from apigen_mt.pipeline.engines import Engines
 from apigen_mt.pipeline.models import CACHE_ENV, ModelError
 from apigen_mt.pipeline.openai_backend import OpenAIChatModel
 
@@ -77,10 +78,13 @@ def test_embedded_model_resolves_to_the_prepared_folder_or_says_how_to_prepare(t
         resolve_model_path("embedded:gpt-9")
 
 
-def test_openai_models_start_as_endpoint_clients():
-    spec = OpenAIModel.model_validate({"backend": "openai", "endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}})
-    (client,) = start_model(spec)
-    assert isinstance(client, OpenAIChatModel) and client.model_id == "m"
+def test_an_endpoint_model_shared_by_roles_is_one_client_without_ray(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    config = load_config(CONFIGS / "openai-endpoint.yaml")
+    engines = Engines.start(config, ("agent", "human"))  # no ray.init(): an endpoint needs no cluster
+    (client,) = engines.model("agent").replicas
+    assert engines.model("human") is engines.model("agent")
+    assert isinstance(client, OpenAIChatModel) and client.model_id == "Salesforce/Llama-xLAM-2-8b-fc-r"
     asyncio.run(client.aclose())
 
 
