@@ -4,8 +4,8 @@
     records[-1].status == "accepted"  ->  records[-1].blueprint goes on to Phase 2
 
 Each round is one proposal (round 0) or revision (rounds 1..max_rounds) and gives one `ProposalRecord`:
-1. Stage 1, action validation: the reply must parse; the task must fit its kind (a refusal makes no write;
-   any other task writes or expects an output, or no agent could fail it); then the caller's `stage_one` runs
+1. Stage 1, action validation: the reply must parse; the task must fit its kind (at least one call; a refusal
+   makes no write; any other task writes or expects an output, or no agent could fail it); then `stage_one` runs
    format, execution and policy as `apigen-mt validate` does. A refusal must also leave the database as it was.
 2. Stage 2, the review committee votes on the blueprint and its `diff_patch`.
 3. Stage 3: accepted when the voted score reaches the threshold. Otherwise the failing stage's reasons (or
@@ -238,6 +238,12 @@ def task_kind_problems(blueprint: Blueprint, writes: frozenset[str], *, refusal:
                 "record it concerns); it has no actions"
             )
         return problems
+    if not blueprint.actions:
+        # The facts a customer asks for come from the records: the ground truth must show the reads that give them.
+        return [
+            "the task has no actions; add the write calls the customer's request needs, or the look-ups that "
+            "give the facts it expects as outputs"
+        ]
     if not written and not blueprint.outputs:
         reason = (
             "the task neither changes the database nor expects an output, so no agent could fail it; add the "

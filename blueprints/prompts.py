@@ -27,9 +27,10 @@ up itself: internal ids of products or variants, prices, balances, statuses. Des
 by their options instead of their ids.
 - "actions": the tool calls a correct agent makes for this customer, in order, each as \
 {"name": <tool>, "arguments": {...}} with every required argument, taking values only from the \
-records you are given. The calls that change the database are what matter; add the look-ups a \
-careful agent makes on the way only where they help. A question the customer asks is not a tool \
-call: its answer goes into "outputs".
+records you are given. Every task has at least one call. The calls that change the database are \
+what matter; add the look-ups a careful agent makes on the way where they help, and those that give \
+every fact in "outputs". A question the customer asks is not a tool call: its answer goes into \
+"outputs".
 - "outputs": the facts the agent must tell the customer because the customer asks for them (a \
 price, a total, a status, a count), each a short string written exactly as the records or tool \
 results give it. Leave the list empty when the customer asks for nothing.
@@ -54,9 +55,10 @@ _REFUSAL_PART = """\
 The customer asks for something the policy forbids for them, judging by the records: for example an \
 action on an order or reservation whose status or details rule it out, or a change the policy does \
 not allow. A correct agent explains why it cannot help with that and changes nothing. So "actions" \
-holds no call that changes the database (look-ups are allowed, or none at all), and the instruction \
-says what the customer asks for and that they accept the refusal or give up after insisting once. \
-Pick a request that the policy clearly forbids, not one it merely discourages."""
+holds the look-ups that show why (the customer's identity, the record the request concerns) and no \
+call that changes the database, and the instruction says what the customer asks for and that they \
+accept the refusal or give up after insisting once. Pick a request that the policy clearly forbids, \
+not one it merely discourages."""
 
 
 def proposer_system_prompt(*, structured: bool) -> str:

@@ -90,11 +90,12 @@ def proposal_schema(tools: list[ToolSpec], *, refusal: bool, max_tokens: int = 2
     budget = text_field_limit(max_tokens)
     # A quarter for the reasoning, half for the instruction, the rest for arguments and outputs.
     argument_chars = max(16, budget // 32)
-    empty: dict[str, Any] = {"type": "array", "maxItems": 0}
-    # An information request or a refusal may need no call at all, which `tool_calls_schema` (made for agent
-    # turns, where an empty list means nothing) does not allow.
+    # At least one call, as stage 1 asks of a generated task (`task_kind_problems`): without the grammar's
+    # floor, an empty list was the weak proposer's favourite way out.
     actions = (
-        {"anyOf": [tool_calls_schema(callable_tools, MAX_ACTIONS, argument_chars), empty]} if callable_tools else empty
+        tool_calls_schema(callable_tools, MAX_ACTIONS, argument_chars)
+        if callable_tools
+        else {"type": "array", "maxItems": 0}  # a refusal in a domain without reads: stage 1 says why it fails
     )
     return {
         "type": "object",
@@ -168,7 +169,7 @@ def parse_proposal(text: str, context: SampledContext, *, round: int = 0) -> Blu
     if not isinstance(instruction, str) or not instruction.strip():
         problems.append("the task has no instruction (a non-empty string)")
     if "actions" not in task:
-        problems.append('the task has no "actions" list (use [] when no call is needed)')
+        problems.append('the task has no "actions" list (the tool calls a correct agent makes)')
     if problems:
         return ProposalError(reason="; ".join(problems))
     raw = {

@@ -156,6 +156,12 @@ def test_a_task_no_agent_could_fail_is_rejected(retail_db):
     assert "neither changes the database nor expects an output" in record.reasons[0]
 
 
+def test_a_task_without_any_call_is_rejected_even_with_outputs(retail_db):
+    [record] = run(Roles([proposal(actions=[], outputs=["pending"])]), retail_db, max_rounds=0)
+    assert (record.status, record.failed_stage) == ("rejected", "format")
+    assert record.reasons[0].startswith("the task has no actions")
+
+
 def test_an_information_request_answers_in_outputs(retail_db):
     roles = Roles(
         [proposal(actions=[LOOKUP], instruction="Ask for the status of #W1077442.", outputs=["pending"])], APPROVE

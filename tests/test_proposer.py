@@ -75,7 +75,8 @@ def test_structured_request_constrains_the_reply_to_a_task_of_the_sampled_tools(
     assert list(schema["properties"]) == ["thought", "instruction", "actions", "outputs"]  # reasoning comes first
     validator = Draft202012Validator(schema)
     validator.validate(_task())
-    validator.validate(_task(actions=[], outputs=["pending"]))  # an information request needs no call
+    # Stage 1 rejects a task without a call (an information request reads the facts it reports): never offered.
+    assert not validator.is_valid(_task(actions=[], outputs=["pending"]))
     assert not validator.is_valid(_task(thought="and so on " * 200))  # capped, so a grammar closes the JSON in time
     assert not validator.is_valid(_task(actions=[{"name": "modify_user_address", "arguments": {}}]))  # not sampled
     assert not validator.is_valid(_task(actions=[{"name": "cancel_pending_order", "arguments": {"order_id": "#W1"}}]))
@@ -84,7 +85,7 @@ def test_structured_request_constrains_the_reply_to_a_task_of_the_sampled_tools(
 def test_a_refusal_task_may_call_only_tools_that_do_not_write(context):
     request = proposer_request(context, ProposerSettings(), refusal=True)
     validator = Draft202012Validator(request.json_schema)
-    validator.validate(_task(actions=[]))
+    assert not validator.is_valid(_task(actions=[]))  # a refusal shows the look-ups that justify it
     validator.validate(_task(actions=[{"name": "get_order_details", "arguments": {"order_id": "#W1077442"}}]))
     assert not validator.is_valid(_task())  # the cancellation writes
     assert "# This task is a refusal" in _prompt(request)
@@ -254,5 +255,7 @@ def test_the_structured_proposal_fits_its_token_budget():
     # Every free-text field together stays within what 256 tokens can close, and a larger budget allows more.
     assert sum(caps) + MAX_OUTPUTS * small["properties"]["outputs"]["items"]["maxLength"] <= text_field_limit(256)
     assert all(cap < large["properties"][name]["maxLength"] for cap, name in zip(caps, fields, strict=True))
-    rambling = {"thought": "x" * 2000, "instruction": "Cancel it.", "actions": [], "outputs": []}
-    assert not Draft202012Validator(small).is_valid(rambling)
+    lookup = {"name": "get_order_details", "arguments": {"order_id": "#W1"}}
+    brief = {"thought": "One look-up.", "instruction": "Ask for #W1's status.", "actions": [lookup], "outputs": ["pending"]}
+    assert Draft202012Validator(small).is_valid(brief)
+    assert not Draft202012Validator(small).is_valid(brief | {"thought": "x" * 2000})
