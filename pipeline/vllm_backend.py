@@ -11,7 +11,8 @@ prompt longer than the context, an invalid schema, a timeout, or an error vLLM r
 becomes `ChatResponse(error=...)` for that request only, and the actor keeps serving.
 
 A dead engine is different: vLLM then fails every request (`EngineDeadError`), so the actor process
-exits and Ray starts it again (up to `max_restarts` times). Meanwhile `VllmChatModel.chat` raises
+exits and Ray starts it again (up to `max_restarts` times). So does a hung engine: a request times out
+without the engine having streamed a token for any request since it was sent. Meanwhile `VllmChatModel.chat` raises
 `ModelUnavailable` for the requests that were in flight or sent to the dead actor, and the run driver
 retries their episodes. So does an actor that stops answering altogether (a hung process: no answer a
 grace period after its own `request_timeout_s`); the driver then replaces it when it does not answer a probe.
@@ -70,6 +71,7 @@ class VllmEngineActor:
         self.takes_tools = template_takes_tools(self.tokenizer)
         self.max_model_len = self.engine.model_config.max_model_len
         self._request_ids = itertools.count()
+        self._last_output = time.monotonic()  # when the engine last streamed anything, for any request
 
     def info(self) -> dict[str, Any]:
         """Start-up facts; calling it also waits until the engine is loaded."""
@@ -112,10 +114,17 @@ class VllmEngineActor:
                 # token is discarded after a chunked prefill; on CPU the engine's own seed has to do.
                 extra_sampling = {**(extra_sampling or {}), "seed": None}
             params = sampling_params(request, extra_sampling)
+            sent = time.monotonic()
             output = await asyncio.wait_for(
                 self._generate(token_ids, prompt, params), timeout=self.config.request_timeout_s
             )
         except TimeoutError:
+            if self._last_output < sent:
+                # Not one token for any request in the whole window: the engine is hung (e.g. a stuck collective),
+                # not busy, and every later request would wait out its timeout the same way.
+                self._exit_for_restart(
+                    TimeoutError(f"the engine streamed nothing for request_timeout_s={self.config.request_timeout_s:g}s")
+                )
             return ChatResponse(
                 model=model_id,
                 error=f"no answer within request_timeout_s={self.config.request_timeout_s:g}s; the request was aborted",
@@ -136,12 +145,12 @@ class VllmEngineActor:
     def _exit_for_restart(self, exc: Exception) -> NoReturn:
         """End the actor process so that Ray restarts it with a fresh engine.
 
-        A dead AsyncLLM never recovers, and answering errors would fail every later request of the run.
+        A dead or hung AsyncLLM never recovers, and answering errors would fail every later request of the run.
         `ray.actor.exit_actor()` would count as an intentional exit, which Ray does not restart, hence
         `os._exit`; the engine processes are stopped first so that none outlives the actor.
         """
         logging.getLogger(__name__).error(
-            "the vLLM engine of %s died (%s); exiting so that Ray restarts the actor",
+            "the vLLM engine of %s stopped working (%s); exiting so that Ray restarts the actor",
             self.config.model_id,
             _describe(exc),
         )
@@ -157,6 +166,7 @@ class VllmEngineActor:
         request_id = f"chat-{next(self._request_ids)}"
         async for output in self.engine.generate(tokens_input(token_ids, prompt=prompt), params, request_id):
             final = output
+            self._last_output = time.monotonic()
         if final is None or not final.finished:
             raise RuntimeError("the engine stopped streaming before the request finished")
         return final

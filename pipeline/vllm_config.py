@@ -40,7 +40,12 @@ class VllmEngineConfig(BaseModel):
         None, description="skip torch.compile; default: on for CPU, where compiling costs minutes, off for GPU"
     )
     seed: int = Field(0, description="engine seed; requests with their own seed are reproducible regardless")
-    request_timeout_s: float = Field(600.0, gt=0, description="a request still running after this is aborted")
+    request_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="a request still running after this is aborted; if the engine streamed nothing for any "
+        "request meanwhile, it is hung and its actor restarts",
+    )
     start_timeout_s: float = Field(
         900.0, gt=0, description="seconds to wait for the actor to be placed and the engine to load"
     )

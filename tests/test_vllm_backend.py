@@ -147,18 +147,28 @@ def test_completions_are_read_by_the_shared_rule_in_sample_order():
 
 
 class _HangingEngine:
-    """Stands in for AsyncLLM: never yields, and records that the waiting request was cancelled."""
+    """Stands in for AsyncLLM: never yields, and records that the waiting request was cancelled.
 
-    def __init__(self):
-        self.cancelled = False
+    With `busy_request`, that request instead streams an output every 10 ms, as a long generation of
+    someone else's does while ours waits.
+    """
+
+    def __init__(self, busy_request: str | None = None):
+        self.cancelled, self.shut_down, self.busy_request = False, False, busy_request
 
     async def generate(self, prompt, params, request_id):
+        while request_id == self.busy_request:
+            await asyncio.sleep(0.01)
+            yield SimpleNamespace(finished=False)
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
             self.cancelled = True
             raise
         yield  # makes this an async generator like AsyncLLM.generate
+
+    def shutdown(self):
+        self.shut_down = True
 
 
 def _request_path(engine, tokenizer, request_timeout_s: float = 5.0) -> VllmEngineActor:
@@ -169,14 +179,43 @@ def _request_path(engine, tokenizer, request_timeout_s: float = 5.0) -> VllmEngi
     actor.takes_tools = True
     actor.max_model_len = 2048
     actor._request_ids = iter(range(10))
+    actor._last_output = time.monotonic()
     return actor
 
 
-def test_a_request_past_its_timeout_gets_an_error_and_is_cancelled(tiny_tokenizer):
+class _Exited(BaseException):
+    pass
+
+
+@pytest.fixture
+def exits(monkeypatch):
+    """`os._exit` in the actor module raises `_Exited` instead of ending the test process."""
+    from apigen_mt.pipeline import vllm_backend
+
+    def exit_process(status):
+        raise _Exited(status)
+
+    monkeypatch.setattr(vllm_backend.os, "_exit", exit_process)
+
+
+def test_a_request_past_its_timeout_on_a_busy_engine_gets_an_error_and_is_cancelled(tiny_tokenizer, exits):
+    actor = _request_path(_HangingEngine(busy_request="chat-0"), tiny_tokenizer, request_timeout_s=0.2)
+
+    async def two_requests():
+        busy = asyncio.create_task(actor.chat(ChatRequest(messages=CONVERSATION)))  # chat-0: streams, never ends
+        await asyncio.sleep(0.05)
+        return await asyncio.gather(busy, actor.chat(ChatRequest(messages=CONVERSATION)))
+
+    _, waiting = asyncio.run(two_requests())  # no _Exited: the engine was streaming all along
+    assert waiting.error is not None and "request_timeout_s=0.2" in waiting.error
+    assert actor.engine.cancelled and not actor.engine.shut_down
+
+
+def test_a_request_past_its_timeout_on_an_engine_that_streams_nothing_restarts_the_actor(tiny_tokenizer, exits):
     actor = _request_path(_HangingEngine(), tiny_tokenizer, request_timeout_s=0.05)
-    response = asyncio.run(actor.chat(ChatRequest(messages=CONVERSATION)))
-    assert response.error is not None and "request_timeout_s=0.05" in response.error
-    assert actor.engine.cancelled
+    with pytest.raises(_Exited) as exited:
+        asyncio.run(actor.chat(ChatRequest(messages=CONVERSATION)))
+    assert exited.value.args == (1,) and actor.engine.shut_down  # hung: Ray starts a fresh engine
 
 
 class _FailingEngine:
@@ -193,19 +232,9 @@ class _FailingEngine:
         self.shut_down = True
 
 
-class _Exited(BaseException):
-    pass
-
-
-def test_a_dead_engine_ends_the_actor_process_and_a_failed_request_does_not(tiny_tokenizer, monkeypatch):
+def test_a_dead_engine_ends_the_actor_process_and_a_failed_request_does_not(tiny_tokenizer, exits):
     from vllm.v1.engine.exceptions import EngineDeadError
 
-    from apigen_mt.pipeline import vllm_backend
-
-    def exit_process(status):
-        raise _Exited(status)
-
-    monkeypatch.setattr(vllm_backend.os, "_exit", exit_process)
     for engine in (_FailingEngine(EngineDeadError()), _FailingEngine(RuntimeError("socket closed"), errored=True)):
         actor = _request_path(engine, tiny_tokenizer)
         with pytest.raises(_Exited) as exited:
