@@ -258,7 +258,7 @@ def card_text(
         "",
         "```python",
         "from datasets import load_dataset",
-        f'data = load_dataset("parquet", data_files={{"train": "data/{next(iter(exported), "sharegpt")}/train-*.parquet"}})',
+        load_example(exported),
         "```",
         "",
         "## Funnel",
@@ -309,6 +309,7 @@ def card_text(
         "| tool | calls |",
         "|---|---:|",
         *(f"| `{name}` | {count} |" for name, count in s.tool_usage),
+        *([] if s.tool_usage else ["| (no accepted trajectory) | 0 |"]),
         "",
         "![turns per episode](plots/turns.png)",
         "",
@@ -337,6 +338,16 @@ def _run_section(manifest: RunManifest | None) -> list[str]:
         yaml.safe_dump(manifest.config, sort_keys=False, allow_unicode=True).rstrip(),
         "```",
     ]
+
+
+def load_example(exported: Mapping[str, Mapping[str, int]]) -> str:
+    """The card's `load_dataset` line, for a split this export wrote: `train` when it has rows."""
+    for format_, splits in exported.items():
+        written = [split for split, rows in splits.items() if rows]
+        if written:
+            split = "train" if "train" in written else written[0]
+            return f'data = load_dataset("parquet", data_files={{"{split}": "data/{format_}/{split}-*.parquet"}})'
+    return "# this export wrote no rows: there is nothing to load yet"
 
 
 def _split_sizes(splits: Mapping[str, int]) -> str:

@@ -333,6 +333,16 @@ def test_card_reports_the_funnel_pass_k_and_statistics(exported: Path) -> None:
     assert "| agent turns | 6 | 6 | 6 |" in body and "| tool calls | 4 | 4 | 4 |" in body
     assert "| `cancel_pending_order` | 2 |" in body and "| `think` | 2 |" in body
     assert "trials: 4" in body and "![funnel](plots/funnel.png)" in body
+    # The card's own example loads the data it names, run from the dataset folder as a reader would.
+    example = body.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    cwd = os.getcwd()
+    try:
+        os.chdir(exported)
+        exec(example, namespace)
+    finally:
+        os.chdir(cwd)
+    assert namespace["data"]["train"].num_rows == 2
     for plot in ("funnel.png", "turns.png"):
         data = (exported / "plots" / plot).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
@@ -361,6 +371,15 @@ def test_push_to_hub_without_a_token_fails_before_writing(tmp_path: Path, monkey
     assert not (tmp_path / "dataset").exists()
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     assert hub_token() == "hf_not_a_real_token"
+
+
+def test_the_cards_example_names_a_split_the_export_wrote() -> None:
+    from apigen_mt.pipeline.card import load_example
+
+    assert '"train": "data/sharegpt/train-*.parquet"' in load_example({"sharegpt": {"train": 3, "rejected": 1}})
+    # A run with nothing accepted (the embedded model's usual result) still gets a line that works.
+    assert '"rejected": "data/openai/rejected-*.parquet"' in load_example({"openai": {"train": 0, "rejected": 15}})
+    assert load_example({"sharegpt": {}}).startswith("#")
 
 
 def _run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
