@@ -106,7 +106,10 @@ class TrajectoryPhase(TrialSettings):
     trials: int = Field(3, ge=1, description="episodes per blueprint (rejection sampling; pass^k up to k = trials)")
     workers: int = Field(1, ge=1, description="Ray worker actors playing episodes, each running many at once")
     in_flight: int | None = Field(
-        None, ge=1, description="episodes in flight at once; default: 2 x the agent engine's max_num_seqs per replica"
+        None,
+        ge=1,
+        description="episodes in flight at once; default: 2 x the agent engine's max_num_seqs per replica, or an "
+        "endpoint's max_concurrency",
     )
     max_attempts: int = Field(3, ge=1, description="plays of one trial when its engine dies under it")
     rows_per_shard: int = Field(64, ge=1, description="trials per Parquet shard")
