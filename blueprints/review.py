@@ -107,10 +107,6 @@ class CommitteeVerdict(BaseModel):
     passed: bool
 
     @property
-    def reflections(self) -> list[str]:
-        return [ballot.review.reflection for ballot in self.ballots if ballot.review is not None]
-
-    @property
     def errors(self) -> list[str]:
         return [f"reviewer {index} ({ballot.model_id}): {ballot.error}" for index, ballot in self._failed()]
 

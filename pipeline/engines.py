@@ -75,8 +75,6 @@ async def _probe(client: OpenAIChatModel) -> None:
 ModelFactory = Callable[[str], ChatModel]  # model name -> a model; tests pass scripted doubles this way
 UNKNOWN_START_TIMEOUT_S = 900.0  # VllmEngineConfig's default, for replicas a factory made
 
-ROLE_FIELDS = {"agent": "agent", "human": "human", "human_judge": "human_judge"}
-
 
 @dataclass
 class Engines:

@@ -24,7 +24,6 @@ class FunnelProgress:
         self.counts: Counter[str] = Counter()
         self.label = label
         self.total = total
-        self._enabled = enabled
         self._started = self._last_line = time.monotonic()
         console = Console(stderr=True)
         self._plain = enabled and not console.is_terminal

@@ -112,8 +112,8 @@ def test_k3_majority_per_criterion_round_robin_over_models():
     assert (len(first.requests), len(second.requests)) == (2, 1)  # reviewers 1 and 3 ask a, reviewer 2 asks b
     assert verdict.decision == {"correctness": 1, "completeness": 1, "satisfaction": 1, "creativity": 0}
     assert verdict.score == 0.75 and verdict.passed  # threshold 0.75 is reached, not exceeded
-    assert verdict.reflections == ["Too plain.", "Routine.", "Fine."]
-    assert [ballot["model"] for ballot in verdict.votes["ballots"]] == ["a", "b", "a"]
+    ballots = verdict.votes["ballots"]
+    assert [(ballot["model"], ballot["reflection"]) for ballot in ballots] == [("a", "Too plain."), ("b", "Routine."), ("a", "Fine.")]
     json.dumps(verdict.votes)  # the votes column is plain JSON
 
 
