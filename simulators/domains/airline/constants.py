@@ -25,3 +25,28 @@ FREE_BAGS = {
 }
 INSURANCE_FEE_PER_PASSENGER = 30
 NONFREE_BAG_FEE = 50
+
+# Airports served: IATA code -> (city, latitude, longitude), in the order list_all_airports reports them
+# (tau-bench's fixed table); the generator lays out routes by the coordinates.
+AIRPORTS = {
+    "SFO": ("San Francisco", 37.62, -122.38),
+    "JFK": ("New York", 40.64, -73.78),
+    "LAX": ("Los Angeles", 33.94, -118.41),
+    "ORD": ("Chicago", 41.97, -87.91),
+    "DFW": ("Dallas", 32.90, -97.04),
+    "DEN": ("Denver", 39.86, -104.67),
+    "SEA": ("Seattle", 47.45, -122.31),
+    "ATL": ("Atlanta", 33.64, -84.43),
+    "MIA": ("Miami", 25.79, -80.29),
+    "BOS": ("Boston", 42.36, -71.01),
+    "PHX": ("Phoenix", 33.43, -112.01),
+    "IAH": ("Houston", 29.98, -95.34),
+    "LAS": ("Las Vegas", 36.08, -115.15),
+    "MCO": ("Orlando", 28.43, -81.31),
+    "EWR": ("Newark", 40.69, -74.17),
+    "CLT": ("Charlotte", 35.21, -80.94),
+    "MSP": ("Minneapolis", 44.88, -93.22),
+    "DTW": ("Detroit", 42.21, -83.35),
+    "PHL": ("Philadelphia", 39.87, -75.24),
+    "LGA": ("LaGuardia", 40.78, -73.87),
+}

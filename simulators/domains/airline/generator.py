@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apigen_mt.simulators.domains.airline.constants import (
-    BOOKING_IDS, CERTIFICATE_IDS, FREE_BAGS, NOW, RESERVATION_ID_CHARS, RESERVATION_ID_LENGTH,
+    AIRPORTS, BOOKING_IDS, CERTIFICATE_IDS, FREE_BAGS, NOW, RESERVATION_ID_CHARS, RESERVATION_ID_LENGTH,
 )
 from apigen_mt.simulators.synthetic import IdMint, People, holders, spread, weighted
 
@@ -30,14 +30,6 @@ TODAY = NOW.day
 CABINS = ("basic_economy", "economy", "business")
 CABIN_PRICE_BANDS = {"basic_economy": (50, 100), "economy": (100, 200), "business": (200, 500)}  # before scaling
 
-# IATA code and location (latitude, longitude), in the order list_all_airports reports them.
-AIRPORTS = {
-    "SFO": (37.62, -122.38), "JFK": (40.64, -73.78), "LAX": (33.94, -118.41), "ORD": (41.97, -87.91),
-    "DFW": (32.90, -97.04), "DEN": (39.86, -104.67), "SEA": (47.45, -122.31), "ATL": (33.64, -84.43),
-    "MIA": (25.79, -80.29), "BOS": (42.36, -71.01), "PHX": (33.43, -112.01), "IAH": (29.98, -95.34),
-    "LAS": (36.08, -115.15), "MCO": (28.43, -81.31), "EWR": (40.69, -74.17), "CLT": (35.21, -80.94),
-    "MSP": (44.88, -93.22), "DTW": (42.21, -83.35), "PHL": (39.87, -75.24), "LGA": (40.78, -73.87),
-}
 MIN_ROUTE_MILES = 80  # the New York airports are not connected to each other
 
 MEMBERSHIP_WEIGHTS = (("regular", 29), ("silver", 36), ("gold", 35))
@@ -67,7 +59,7 @@ def iso(day: int, minutes: int) -> str:
 
 
 def _great_circle_miles(a: str, b: str) -> float:
-    (lat1, lon1), (lat2, lon2) = (tuple(map(math.radians, AIRPORTS[code])) for code in (a, b))
+    (lat1, lon1), (lat2, lon2) = (tuple(map(math.radians, AIRPORTS[code][1:])) for code in (a, b))
     cos_angle = math.sin(lat1) * math.sin(lat2) + math.cos(lat1) * math.cos(lat2) * math.cos(lon2 - lon1)
     return 3959.0 * math.acos(max(-1.0, min(1.0, cos_angle)))
 

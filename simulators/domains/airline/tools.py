@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from apigen_mt.simulators.arithmetic import calculate as evaluate_arithmetic
 from apigen_mt.simulators.domains.airline.constants import (
-    BOOKING_IDS, BOOKING_TIME, CERTIFICATE_IDS, INSURANCE_FEE_PER_PASSENGER, NONFREE_BAG_FEE,
+    AIRPORTS, BOOKING_IDS, BOOKING_TIME, CERTIFICATE_IDS, INSURANCE_FEE_PER_PASSENGER, NONFREE_BAG_FEE,
 )
 from apigen_mt.simulators.toolkit import PythonCallArguments, Toolkit, tool
 
@@ -22,31 +22,6 @@ Cabin = Literal["basic_economy", "economy", "business"]
 
 # Balances that can run out; credit cards are never checked or debited.
 STORED_VALUE_SOURCES = ("gift_card", "certificate")
-
-# A fixed table, not derived from the data: tau-bench answers with exactly this object in this order.
-AIRPORTS = {
-    "SFO": "San Francisco",
-    "JFK": "New York",
-    "LAX": "Los Angeles",
-    "ORD": "Chicago",
-    "DFW": "Dallas",
-    "DEN": "Denver",
-    "SEA": "Seattle",
-    "ATL": "Atlanta",
-    "MIA": "Miami",
-    "BOS": "Boston",
-    "PHX": "Phoenix",
-    "IAH": "Houston",
-    "LAS": "Las Vegas",
-    "MCO": "Orlando",
-    "EWR": "Newark",
-    "CLT": "Charlotte",
-    "MSP": "Minneapolis",
-    "DTW": "Detroit",
-    "PHL": "Philadelphia",
-    "LGA": "LaGuardia",
-}
-
 
 class FlightSegment(TypedDict):
     flight_number: Annotated[str, "Number of the flight, for example 'HAT001'."]
@@ -258,7 +233,7 @@ class AirlineTools(PythonCallArguments, Toolkit):
     @tool()
     def list_all_airports(self) -> str:
         """List the airports served, as IATA codes mapped to their city names."""
-        return json.dumps(AIRPORTS)
+        return json.dumps({code: city for code, (city, _, _) in AIRPORTS.items()})
 
     @tool()
     def search_direct_flight(self, origin: str, destination: str, date: str) -> str:
