@@ -45,9 +45,10 @@ MAX_MODEL_LEN = 16384
 
 def shares(replicas: int) -> list[str]:
     """Each replica's cores: this machine's cut into `replicas` equal shares (1 replica: every core)."""
-    cores = core_shares(sorted(os.sched_getaffinity(0)), replicas)
+    usable = sorted(os.sched_getaffinity(0))
+    cores = core_shares(usable, replicas)
     if cores is None:
-        raise SystemExit(f"{replicas} replicas need at least {replicas} cores, this process may use {os.cpu_count()}")
+        raise SystemExit(f"{replicas} replicas need at least {replicas} cores, this process may use {len(usable)}")
     return cores
 
 

@@ -9,14 +9,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from apigen_mt.pipeline.io import atomic_output
-from apigen_mt.pipeline.storage import (
-    BLUEPRINTS_DIR,
-    TRAJECTORIES_DIR,
-    RunFolderError,
-    shard_paths,
-)
 from pydantic import BaseModel, ValidationError
+
+from apigen_mt.pipeline.io import atomic_output
+from apigen_mt.pipeline.storage import BLUEPRINTS_DIR, TRAJECTORIES_DIR, RunFolderError, shard_paths
 
 MANIFEST_NAME = "manifest.json"
 

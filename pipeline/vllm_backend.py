@@ -12,9 +12,9 @@ becomes `ChatResponse(error=...)` for that request only, and the actor keeps ser
 
 A dead engine is different: vLLM then fails every request (`EngineDeadError`), so the actor process
 exits and Ray starts it again (up to `max_restarts` times). So does a hung engine: a request times out
-without the engine having streamed a token for any request since it was sent. Meanwhile `VllmChatModel.chat` raises
-`ModelUnavailable` for the requests that were in flight or sent to the dead actor, and the run driver
-retries their episodes. So does an actor that stops answering altogether (a hung process: no answer a
+without the engine having streamed a token for any request since it was sent. Meanwhile
+`VllmChatModel.chat` raises `ModelUnavailable` for the requests that were in flight or sent to the dead
+actor, and the run driver retries their episodes. So does an actor that stops answering altogether (a hung process: no answer a
 grace period after its own `request_timeout_s`); the driver then replaces it when it does not answer a probe.
 
 The replica's settings and vLLM engine arguments are in `pipeline.vllm_config`; how a request becomes a
