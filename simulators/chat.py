@@ -39,6 +39,14 @@ class ChatRequest(BaseModel):
     json_schema: dict[str, Any] | None = None
     reply_format: ReplyFormat = "text"
     sampling: SamplingParams = Field(default_factory=SamplingParams)
+    constrained: bool = Field(
+        False,
+        description="generate under the serving backend's grammar for its tool-call format: plain text or the "
+        "model's own call syntax; a backend without grammars ignores it",
+    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="False asks for one call at most (endpoints get parallel_tool_calls=false); None: the backend's default"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -79,6 +87,7 @@ class Completion(BaseModel):
     completion_tokens: int = 0
     problem: str | None = None
     error: str | None = None
+    reasoning: str | None = None  # thinking text (reasoning_content, <think>...</think>), never part of `content`
 
 
 class ChatResponse(BaseModel):

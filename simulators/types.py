@@ -82,6 +82,7 @@ class Message(BaseModel):
     tool_calls: list[OpenAIToolCall] | None = None
     tool_call_id: str | None = None
     name: str | None = None
+    reasoning_content: str | None = None  # the model's thinking, kept apart from what the other side sees
 
     def openai(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
