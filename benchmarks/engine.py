@@ -34,7 +34,7 @@ from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
 from offline import timed_batch
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig
-from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, sampling_params, template_takes_tools
+from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, sampling_params, tokenizer_family
 from apigen_mt.simulators.chat import ChatRequest, SamplingParams
 from apigen_mt.simulators.types import Message, ToolSpec
 from apigen_mt.simulators.xlam import tool_calls_schema
@@ -124,13 +124,13 @@ def run_offline(config: VllmEngineConfig, requests: list[ChatRequest]) -> Measur
     from vllm.inputs import TokensPrompt
 
     tokenizer = AutoTokenizer.from_pretrained(config.model)
-    takes_tools = template_takes_tools(tokenizer)
+    family = tokenizer_family(tokenizer)
     prompts = [
-        TokensPrompt(prompt_token_ids=prompt_token_ids(tokenizer, render_prompt(tokenizer, request, takes_tools)))
+        TokensPrompt(prompt_token_ids=prompt_token_ids(tokenizer, render_prompt(tokenizer, request, family)))
         for request in requests
     ]
-    warm_up = [sampling_params(request) for request in with_max_tokens(requests, 1)]
-    params = [sampling_params(request, {"ignore_eos": True}) for request in requests]
+    warm_up = [sampling_params(request, family.parser) for request in with_max_tokens(requests, 1)]
+    params = [sampling_params(request, family.parser, {"ignore_eos": True}) for request in requests]
     tokens, seconds = timed_batch(config, prompts, params, (prompts, warm_up))
     return Measurement("offline LLM.generate", len(requests), tokens, seconds)
 

@@ -33,7 +33,7 @@ from apigen_mt.pipeline.sources import load_source
 from apigen_mt.pipeline.storage import read_rows
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
 from offline import timed_batch
-from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, template_takes_tools
+from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, tokenizer_family
 from apigen_mt.simulators.agent import build_agent_request
 from apigen_mt.simulators.domain import get_domain
 
@@ -72,7 +72,7 @@ def offline(engine_config, agent_settings, requests: list[tuple[int, int, int]])
     tokenizer = AutoTokenizer.from_pretrained(engine_config.model)
     domain = get_domain("retail")
     request = build_agent_request(domain.policy, domain.toolkit.specs(), [], agent_settings)
-    base = prompt_token_ids(tokenizer, render_prompt(tokenizer, request, template_takes_tools(tokenizer)))
+    base = prompt_token_ids(tokenizer, render_prompt(tokenizer, request, tokenizer_family(tokenizer)))
     longest = max(cached for _, cached, _ in requests)
     shared = (base * (1 + longest // len(base)))[: longest + 1]
     rng = random.Random(0)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from apigen_mt.blueprints.dedup import write_tool_names
 from apigen_mt.blueprints.feedback import reasons_plan, summarise_feedback
+from apigen_mt.blueprints.prompts import touched_records
 from apigen_mt.blueprints.proposer import ProposerSettings, propose
 from apigen_mt.blueprints.review import ReviewSettings, review
 from apigen_mt.blueprints.samplers import SampledContext
@@ -187,7 +188,10 @@ async def _attempt(
         return _reject(record, Verdict(stage=EXECUTION, passed=False, reasons=[reason]))
     # Reviewers judge against the policy: the whole of it when the policy sampler left the excerpt out.
     policy = context.policy_excerpt or domain.policy
-    return await review_stage(record, blueprint, policy, models.reviewers, settings.review, refusal=refusal)
+    records = touched_records(db, blueprint)
+    return await review_stage(
+        record, blueprint, policy, models.reviewers, settings.review, refusal=refusal, records=records
+    )
 
 
 async def review_stage(
@@ -198,11 +202,14 @@ async def review_stage(
     settings: ReviewSettings,
     *,
     refusal: bool,
+    records: dict[str, Any] | None = None,
 ) -> tuple[ProposalRecord, Verdict | None]:
     """Stages 2 and 3 for `blueprint`, which passed stage 1 and whose `diff_patch` the record holds: the committee
     votes, its tokens add to the record's, and the record ends accepted, rejected (with the failing verdict
     returned) or failed."""
-    committee = await review(reviewers, blueprint, record.diff_patch, policy, settings, refusal=refusal)
+    committee = await review(
+        reviewers, blueprint, record.diff_patch, policy, settings, refusal=refusal, records=records
+    )
     record.votes = committee.votes
     record.prompt_tokens += sum(ballot.prompt_tokens for ballot in committee.ballots)
     record.completion_tokens += sum(ballot.completion_tokens for ballot in committee.ballots)

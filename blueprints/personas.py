@@ -9,6 +9,8 @@ import json
 from functools import cache
 from importlib.resources import files
 
+from apigen_mt.simulators.types import Blueprint
+
 
 @cache
 def _pool() -> tuple[str, ...]:
@@ -18,3 +20,13 @@ def _pool() -> tuple[str, ...]:
 def load_personas() -> list[str]:
     """Every persona of the shipped pool, in file order (a persona's index is its id)."""
     return list(_pool())
+
+
+def persona_of(blueprint: Blueprint) -> str | None:
+    """The persona Phase 1 gave the blueprint's customer (its `persona:<index>` context id), for the Phase 2 human;
+    None for blueprints from files and for an index the shipped pool does not have."""
+    for context_id in blueprint.provenance.context_ids:
+        kind, _, index = context_id.partition(":")
+        if kind == "persona" and index.isdigit() and int(index) < len(_pool()):
+            return _pool()[int(index)]
+    return None

@@ -69,6 +69,39 @@ def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+# A reviewer's prompt must leave room for its reply: the records shown are cut beyond this many characters.
+RECORDS_MAX_CHARS = 6000
+
+
+def touched_records(db: Any, blueprint: Blueprint) -> dict[str, Any]:
+    """`"table/id" -> record` for every argument value of the task's calls that names a record of a table of `db`
+    (an order id, a user id, a reservation id), in call order: what a reviewer needs to judge the calls with."""
+    found: dict[str, Any] = {}
+    tables = {name: table for name, table in (db or {}).items() if isinstance(table, dict)}
+    for call in blueprint.actions:
+        for value in call.arguments.values():
+            if not isinstance(value, str):
+                continue
+            for name, table in tables.items():
+                if value in table:
+                    found.setdefault(f"{name}/{value}", table[value])
+    return found
+
+
+def records_text(records: dict[str, Any]) -> str:
+    """One compact JSON line per record, cut at `RECORDS_MAX_CHARS` with a note saying how many were left out."""
+    lines: list[str] = []
+    used = 0
+    for key, record in records.items():
+        line = f"{key}: {_compact(record)}"
+        if used + len(line) > RECORDS_MAX_CHARS:
+            lines.append(f"({len(records) - len(lines)} more record(s) left out for length)")
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return "\n".join(lines)
+
+
 def task_json(blueprint: Blueprint) -> str:
     """A blueprint as the proposer writes it, `{instruction, actions, outputs}`, one action a line."""
     calls = ",\n".join(
@@ -121,7 +154,8 @@ _REVIEW_PROMPT = """\
 You review tasks written for training customer-service agents. A task has an instruction for a \
 simulated customer, the tool calls a correct agent makes (its ground truth), the outputs the agent \
 must tell the customer, and the diff_patch: every change those calls make to the database. Judge it \
-against the policy and score each criterion 1 (met) or 0 (not met):
+against the policy and the records the calls touch (as they were before the task), and score each \
+criterion 1 (met) or 0 (not met):
 
 - correctness: the calls, as the diff_patch shows them, do what the instruction asks: no change the \
 customer did not ask for, none that is missing, the right records, items, options and payment.
@@ -145,13 +179,18 @@ forbids the request for this customer, and completeness by whether the instructi
 clear enough for the agent to see that."""
 
 
-def review_messages(blueprint: Blueprint, diff_patch: Any, policy_excerpt: str, *, refusal: bool) -> list[Message]:
+def review_messages(
+    blueprint: Blueprint, diff_patch: Any, policy_excerpt: str, *, refusal: bool, records: dict[str, Any] | None = None
+) -> list[Message]:
+    """`records`: the records the task's calls touch, as `touched_records` gives them."""
     changes = "\n".join(_compact(op) for op in diff_patch) if diff_patch else "(empty: the database is unchanged)"
     parts = [
         f"# Policy\n{policy_excerpt.strip()}",
         f"# The task\n{task_json(blueprint)}",
         f"# diff_patch\n{changes}",
     ]
+    if records:
+        parts.append(f"# Records the calls touch, before the task\n{records_text(records)}")
     if refusal:
         parts.append(_REVIEW_REFUSAL)
     return [Message(role="system", content=_REVIEW_PROMPT), Message(role="user", content="\n\n".join(parts))]

@@ -29,7 +29,7 @@ from typing import Any
 
 from apigen_mt.blueprints.dedup import write_tool_names
 from apigen_mt.blueprints.loop import EXECUTION, Phase1Models, Phase1Settings, ProposalRecord, StageOne, review_stage
-from apigen_mt.blueprints.prompts import task_json
+from apigen_mt.blueprints.prompts import task_json, touched_records
 from apigen_mt.blueprints.proposer import INSTRUCTION_MAX_CHARS, ProposalResult, ProposerSettings, ask
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, SamplingParams
 from apigen_mt.simulators.domain import Domain
@@ -284,6 +284,7 @@ async def recombine(
         return [record]
     record.blueprint = result.blueprint
     reviewed, _ = await review_stage(
-        record, result.blueprint, domain.policy, models.reviewers, settings.review, refusal=False
+        record, result.blueprint, domain.policy, models.reviewers, settings.review, refusal=False,
+        records=touched_records(db, result.blueprint),
     )
     return [reviewed]

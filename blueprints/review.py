@@ -162,10 +162,12 @@ def review_request(
     settings: ReviewSettings = DEFAULT_SETTINGS,
     *,
     refusal: bool = False,
+    records: dict[str, Any] | None = None,
 ) -> ChatRequest:
-    """One reviewer's request; `refusal` tells the reviewer that the task is meant to be declined."""
+    """One reviewer's request; `refusal` tells the reviewer that the task is meant to be declined, `records` are the
+    records the task's calls touch."""
     return ChatRequest(
-        messages=review_messages(blueprint, diff_patch, policy_excerpt, refusal=refusal),
+        messages=review_messages(blueprint, diff_patch, policy_excerpt, refusal=refusal, records=records),
         json_schema=review_schema(settings.max_tokens),
         sampling=SamplingParams(temperature=settings.temperature, max_tokens=settings.max_tokens),
     )
@@ -211,12 +213,13 @@ async def review(
     settings: ReviewSettings,
     *,
     refusal: bool = False,
+    records: dict[str, Any] | None = None,
 ) -> CommitteeVerdict:
     """K reviews in parallel, round-robin over `models`, and their vote. A dead engine (`ModelUnavailable`)
     propagates; any other failure of a reviewer is recorded on its ballot."""
     if not models:
         raise ValueError("the review committee needs at least one reviewer model")
-    request = review_request(blueprint, diff_patch, policy_excerpt, settings, refusal=refusal)
+    request = review_request(blueprint, diff_patch, policy_excerpt, settings, refusal=refusal, records=records)
     chosen = [models[index % len(models)] for index in range(settings.reviewers)]
     responses = await asyncio.gather(*(model.chat(request) for model in chosen))
     ballots = [_ballot(model, response) for model, response in zip(chosen, responses)]

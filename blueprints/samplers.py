@@ -332,14 +332,18 @@ def example_tasks(domain: Domain) -> list[Blueprint]:
 def _examples(
     domain: Domain, accepted: Sequence[Blueprint], count: int, rng: random.Random
 ) -> list[tuple[str, Blueprint]]:
-    """(id, blueprint) of up to `count` examples: accepted blueprints of the domain, topped up with shipped ones."""
+    """(id, blueprint) of up to `count` examples: accepted blueprints of the domain, topped up with shipped ones.
+
+    At least one shipped (curated) example stays whenever the domain has any: examples drawn only from the run's
+    own accepted blueprints would let the proposer drift towards its own habits, round after round.
+    """
     own = [
         (blueprint.id or f"accepted-{index}", blueprint)
         for index, blueprint in enumerate(accepted)
         if blueprint.domain == domain.name
     ]
-    chosen = rng.sample(own, min(count, len(own)))
-    if len(chosen) < count:
-        shipped = [(f"task-{index}", blueprint) for index, blueprint in enumerate(example_tasks(domain))]
-        chosen += rng.sample(shipped, min(count - len(chosen), len(shipped)))
+    shipped = [(f"task-{index}", blueprint) for index, blueprint in enumerate(example_tasks(domain))]
+    curated_slots = 1 if shipped else 0
+    chosen = rng.sample(own, min(count - curated_slots, len(own)))
+    chosen += rng.sample(shipped, min(count - len(chosen), len(shipped)))
     return chosen

@@ -116,8 +116,10 @@ def write_card(
     *,
     exported: Mapping[str, Mapping[str, int]],
     dataset_dirs: Mapping[str, str],
+    left_out: Mapping[str, int] | None = None,
 ) -> tuple[Path, list[Path]]:
-    """Write `RUN/plots/*.png` and `RUN/README.md`; `exported` is format -> split -> rows written."""
+    """Write `RUN/plots/*.png` and `RUN/README.md`; `exported` is format -> split -> rows written, `left_out`
+    termination -> trials with no conversation, which no split holds."""
     phase1 = phase1_statistics(run_dir)
     stages = funnel(statistics, manifest, phase1)
     with atomic_directory(run_dir / "plots", replace=True) as tmp:
@@ -125,7 +127,7 @@ def write_card(
         _turns_chart(tmp / "turns.png", statistics)
     card = run_dir / "README.md"
     with atomic_output(card) as out:
-        out.write(card_text(run_dir.name, statistics, manifest, stages, exported, dataset_dirs, phase1))
+        out.write(card_text(run_dir.name, statistics, manifest, stages, exported, dataset_dirs, phase1, left_out))
     return card, [run_dir / "plots" / "funnel.png", run_dir / "plots" / "turns.png"]
 
 
@@ -221,6 +223,18 @@ def front_matter(run_name: str, statistics: RunStatistics, exported: Mapping[str
     }
 
 
+def _left_out_line(left_out: Mapping[str, int]) -> list[str]:
+    total = sum(left_out.values())
+    if not total:
+        return []
+    how = ", ".join(f"{termination} {count}" for termination, count in sorted(left_out.items()))
+    return [
+        "",
+        f"Left out of every split: {total} trial(s) with no conversation (the simulated human said nothing, so there "
+        f"is nothing to learn from; they stay in `trajectories/` with their reasons): {how}.",
+    ]
+
+
 def card_text(
     run_name: str,
     statistics: RunStatistics,
@@ -229,6 +243,7 @@ def card_text(
     exported: Mapping[str, Mapping[str, int]],
     dataset_dirs: Mapping[str, str],
     phase1: Phase1Statistics | None = None,
+    left_out: Mapping[str, int] | None = None,
 ) -> str:
     matter = yaml.safe_dump(front_matter(run_name, statistics, exported), sort_keys=False, allow_unicode=True)
     s = statistics
@@ -255,6 +270,7 @@ def card_text(
         "(`conversations`, `system`, `tools`); the `openai` layout keeps `messages` as a list for "
         "`tokenizer.apply_chat_template(row[\"messages\"], tools=json.loads(row[\"tools\"]))`. "
         "A split with no rows is not written.",
+        *_left_out_line(left_out or {}),
         "",
         "```python",
         "from datasets import load_dataset",
@@ -317,9 +333,29 @@ def card_text(
         "|---|---:|---:|",
         *(f"| {domain} | {row['trials']} | {row['unique_accepted']} |" for domain, row in s.domains.items()),
         "",
+        *_fallbacks_section(manifest),
         *_run_section(manifest),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _fallbacks_section(manifest: RunManifest | None) -> list[str]:
+    """What the endpoints refused (an HTTP 400 naming the feature) and what the run did instead."""
+    lines = ["## Endpoint fallbacks", ""]
+    if manifest is None:
+        return [*lines, "Not known: the run folder has no manifest.json.", ""]
+    if not manifest.fallbacks:
+        return [*lines, "none: every endpoint took each request as the pipeline shaped it.", ""]
+    return [
+        *lines,
+        "Features an endpoint refused, and what the run did instead from the first refusal on (structured outputs: "
+        "json_schema, then json_object, then the format the prompt describes; `n` > 1: single requests):",
+        "",
+        "| endpoint | fallbacks |",
+        "|---|---|",
+        *(f"| {endpoint} | {'; '.join(used)} |" for endpoint, used in manifest.fallbacks.items()),
+        "",
+    ]
 
 
 def _run_section(manifest: RunManifest | None) -> list[str]:

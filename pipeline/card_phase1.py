@@ -13,7 +13,8 @@ from pathlib import Path
 import polars as pl
 
 from apigen_mt.blueprints.dedup import write_tool_names
-from apigen_mt.pipeline.proposals import Funnel, final_rows, proposal_funnel, stored_proposals
+from apigen_mt.pipeline.proposal_funnel import Funnel, proposal_funnel
+from apigen_mt.pipeline.proposals import final_rows, stored_proposals
 from apigen_mt.pipeline.storage import BLUEPRINT_SCHEMA, BLUEPRINTS_DIR, read_rows, shard_paths
 from apigen_mt.simulators.domain import get_domain
 

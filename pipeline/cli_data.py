@@ -108,7 +108,7 @@ def verify(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
     """Verify trajectories `{"blueprint", "messages"}` (JSON Lines): state match, expected outputs, termination."""
     dom, db = _domain_and_db(domain, data_dir)
     records = read_records(input)
-    passed = 0
+    passed = accepted = warned = 0
     with atomic_output(output, inputs=_inputs(dom, input, data_dir)) as out:
         for index, raw in enumerate(progress(records, f"verifying {len(records)} trajectories")):
             if not isinstance(raw, dict) or "blueprint" not in raw or "messages" not in raw:
@@ -118,8 +118,10 @@ def verify(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
             except TrajectoryInputError as exc:
                 raise CliError(f"{input}: record {index + 1}: {exc}") from None
             passed += verdict.reward == 1.0
+            accepted += verdict.accepted
+            warned += bool(verdict.warnings)
             out.write(dumps_strict(verdict.record(index)) + "\n")
-    report(f"{passed} of {len(records)} trajectories reach reward 1.0 -> {output}")
+    report(f"{passed} of {len(records)} trajectories reach reward 1.0, {accepted} accepted, {warned} with warnings -> {output}")
 
 
 envs = typer.Typer(help="Inspect the environments and generate their data.", no_args_is_help=True)

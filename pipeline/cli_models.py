@@ -67,7 +67,7 @@ def ask_command(
     import json
 
     from apigen_mt.pipeline.config import ROLES, ConfigError, OpenAIModel, load_config
-    from apigen_mt.pipeline.engines import Engines
+    from apigen_mt.pipeline.engines import Engines, preflight
     from apigen_mt.pipeline.openai_backend import EndpointUnavailable, OpenAIBackendConfig, OpenAIChatModel
     from apigen_mt.pipeline.resources import ResourceShortfall
     from apigen_mt.pipeline.vllm_backend import EngineStartError
@@ -92,7 +92,7 @@ def ask_command(
         specs = [spec for spec in specs if spec.name in wanted]
     settings = AgentSettings(temperature=0.0, max_tokens=max_tokens)
     conversation = [Message(role="user", content=message)]
-    name = getattr(run_config.roles, role)
+    name = run_config.roles.models_of(role)[0]
     model_spec = run_config.models[name]
     if not isinstance(model_spec, OpenAIModel):  # one question needs one replica
         model_spec = model_spec.model_copy(update={"replicas": 1})
@@ -112,9 +112,11 @@ def ask_command(
         else:
             import ray
 
+            ask_config = run_config.model_copy(update={"models": {name: model_spec}})
+            preflight(ask_config, [role])  # before Ray starts: the vLLM version, the tool parser against the template
             ray.init(include_dashboard=False, log_to_driver=False)
             try:
-                engines = Engines.start(run_config.model_copy(update={"models": {name: model_spec}}), [role])
+                engines = Engines.start(ask_config, [role])
                 try:
                     turn = asyncio.run(ask(engines.model(role)))
                 finally:

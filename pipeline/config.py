@@ -8,8 +8,8 @@ models:
 roles: {proposer: smollm2, reviewer: smollm2, human: smollm2, human_judge: smollm2, agent: smollm2}
 blueprints:                      # where `generate` takes its blueprints from (paths relative to this file)
   - {domain: retail, path: "examples:retail"}
-trajectories: {trials: 3, agent: {constrained: true}, human: {best_of_n: 4}, episode: {max_turns: 30}}
-blueprint_generation:            # Phase 1; when present, `generate` takes its blueprints from here instead
+trajectories: {trials: 3, agent: {temperature: 0.0}, human: {best_of_n: 4}, episode: {max_turns: 30}}
+blueprint_generation:            # Phase 1; when present, `generate` also plays the blueprints it accepts
   domains: [{domain: retail, proposals: 100}]
   seed: 0
   max_rounds: 3
@@ -74,13 +74,30 @@ ModelSpec = Annotated[VllmModel | OpenAIModel, Field(discriminator="backend")]
 
 
 class Roles(BaseModel):
+    """Which model plays each role; `reviewer` may name several, one review each in turn (a committee of models)."""
+
     model_config = ConfigDict(extra="forbid")
 
     proposer: str
-    reviewer: str
+    reviewer: str | list[str] = Field(
+        description="the review committee's model, or several: reviewer i asks the (i mod n)-th, and the first "
+        "writes the feedback summaries"
+    )
     human: str
     human_judge: str
     agent: str
+
+    @field_validator("reviewer")
+    @classmethod
+    def _some_reviewer(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one model")
+        return value
+
+    def models_of(self, role: str) -> list[str]:
+        """The model names a role uses, in order (one, except a committee of reviewers)."""
+        named = getattr(self, role)
+        return list(named) if isinstance(named, list) else [named]
 
 
 EXAMPLES_PREFIX = "examples:"
@@ -190,9 +207,11 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _roles_name_models(self) -> RunConfig:
         for role in ROLES:
-            name = getattr(self.roles, role)
-            if name not in self.models:
-                raise ValueError(f"roles.{role} names model {name!r}, but models defines only {', '.join(self.models)}")
+            for name in self.roles.models_of(role):
+                if name not in self.models:
+                    raise ValueError(
+                        f"roles.{role} names model {name!r}, but models defines only {', '.join(self.models)}"
+                    )
         return self
 
     def fingerprint(self) -> str:
@@ -227,7 +246,7 @@ class RunConfig(BaseModel):
         phase = self.trajectories if role == "agent" else self.blueprint_generation
         if phase is not None and phase.in_flight is not None:
             return phase.in_flight
-        spec = self.models[getattr(self.roles, role)]
+        spec = self.models[self.roles.models_of(role)[0]]
         if isinstance(spec, OpenAIModel):
             return spec.endpoint.max_concurrency
         return spec.replicas * spec.engine.in_flight_limit

@@ -11,13 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from apigen_mt.pipeline.config import OpenAIModel, RunConfig, resolve_model_path
+from apigen_mt.pipeline.config import ConfigError, OpenAIModel, RunConfig, resolve_model_path
+from apigen_mt.pipeline.model_family import ModelFamilyError, chosen_tool_parser, family_of_folder
 from apigen_mt.pipeline.openai_backend import OpenAIChatModel
 from apigen_mt.pipeline.resources import check_cluster, replica_configs
 from apigen_mt.pipeline.trials import TrialModels
-from apigen_mt.pipeline.vllm_backend import VllmChatModel
-from apigen_mt.pipeline.vllm_config import VllmEngineConfig
+from apigen_mt.pipeline.vllm_backend import EngineStartError, VllmChatModel
+from apigen_mt.pipeline.vllm_config import VllmEngineConfig, installed_vllm_version, vllm_version_problem
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse
 
 
@@ -55,16 +57,39 @@ class ReplicaPool:
 
 
 def preflight(config: RunConfig, roles: Sequence[str]) -> None:
-    """Fail before Ray starts: an unset API-key variable, an endpoint that is down or lacks the model, or an
-    embedded model that was never prepared. Raises `EndpointUnavailable`, `ConfigError` or `ModelError`."""
+    """Fail before Ray starts: an unset API-key variable, an endpoint that is down or lacks the model, an
+    embedded model that was never prepared, a vLLM older than the tested one, or a model folder whose chat
+    template contradicts the configured tool parser. Raises `EndpointUnavailable`, `ConfigError`,
+    `ModelError` or `EngineStartError`."""
     import asyncio
 
-    for name in dict.fromkeys(getattr(config.roles, role) for role in roles):
+    for name in dict.fromkeys(name for role in roles for name in config.roles.models_of(role)):
         spec = config.models[name]
         if isinstance(spec, OpenAIModel):
             asyncio.run(_probe(OpenAIChatModel(spec.endpoint)))
         else:
-            resolve_model_path(spec.engine.model)
+            _check_engine(name, spec.engine)
+
+
+def _check_engine(name: str, engine: VllmEngineConfig) -> None:
+    problem = vllm_version_problem(installed_vllm_version())
+    if problem is not None:
+        raise EngineStartError(f"models.{name}: {problem}")
+    folder = Path(resolve_model_path(engine.model))
+    tokenizer = Path(engine.tokenizer) if engine.tokenizer else None
+    if not folder.is_dir() or (tokenizer is not None and not tokenizer.is_dir()):
+        return  # a hub id: the engine checks the template once it has loaded it
+    try:
+        family = family_of_folder(folder, tokenizer)
+        chosen_tool_parser(engine.tool_parser, family, field=f"models.{name}.engine.tool_parser", folder=str(folder))
+    except ModelFamilyError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def engine_to_start(engine: VllmEngineConfig) -> VllmEngineConfig:
+    """The engine as started: `embedded:NAME` resolved to its local folder, the model still named as the config
+    names it (served_model_name), so that rows and responses never carry a machine's path."""
+    return engine.model_copy(update={"model": resolve_model_path(engine.model), "served_model_name": engine.model_id})
 
 
 async def _probe(client: OpenAIChatModel) -> None:
@@ -90,7 +115,7 @@ class Engines:
         Raises `ResourceShortfall` before starting any when the cluster cannot place every replica.
         """
         engines = cls(config)
-        names = list(dict.fromkeys(getattr(config.roles, role) for role in roles))
+        names = list(dict.fromkeys(name for role in roles for name in config.roles.models_of(role)))
         if factory is None:
             check_cluster(config, names)
         for name in names:
@@ -101,13 +126,16 @@ class Engines:
             if isinstance(spec, OpenAIModel):
                 engines.pools[name] = ReplicaPool([OpenAIChatModel(spec.endpoint)])
                 continue
-            engine = spec.engine.model_copy(update={"model": resolve_model_path(spec.engine.model)})
-            replicas = engines.engine_configs[name] = replica_configs(engine, spec.replicas)
+            replicas = engines.engine_configs[name] = replica_configs(engine_to_start(spec.engine), spec.replicas)
             engines.pools[name] = ReplicaPool([VllmChatModel.start(replica) for replica in replicas])
         return engines
 
     def model(self, role: str) -> ReplicaPool:
-        return self.pools[getattr(self.config.roles, role)]
+        """The role's model (a committee of reviewers: its first)."""
+        return self.models(role)[0]
+
+    def models(self, role: str) -> list[ReplicaPool]:
+        return [self.pools[name] for name in self.config.roles.models_of(role)]
 
     def trial_models(self) -> TrialModels:
         return TrialModels(agent=self.model("agent"), human=self.model("human"), judge=self.model("human_judge"))

@@ -10,8 +10,10 @@ RUN/README.md, RUN/plots/      the dataset card (see pipeline.card)
 Splits: `train` holds the unique accepted trajectories (same agent calls and replies count once per
 blueprint), `rejected` the rejected and failed trials with their reasons and attribution; both have
 one schema per format, so they are splits of one config. `preference` holds DPO pairs in OpenAI
-messages whatever the format. A split without rows is not written: `datasets` cannot load an empty
-Parquet split. Each output is replaced whole through the output writer, so rerunning is safe.
+messages whatever the format. A trial with no conversation (the simulated human failed before saying
+anything) stays in the shards but goes in no split; the result counts them by how they ended. A split
+without rows is not written: `datasets` cannot load an empty Parquet split. Each output is replaced
+whole through the output writer, so rerunning is safe. Row layouts: `pipeline.layouts`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class ExportResult:
     datasets: dict[str, Path]  # format -> save_to_disk folder
     parquet: dict[str, dict[str, Path]]  # format -> split -> Parquet file
     rows: dict[str, int]  # split -> rows (0: the split was not written)
+    left_out: dict[str, int]  # trials with no conversation, in no split: termination -> trials
     card: Path
     plots: list[Path]
     pushed_to: str | None
@@ -67,19 +70,19 @@ def export_run(
         )
     trials = latest_trials(read_rows(folder))
     rows = sorted(trials.to_pylist(), key=lambda row: (row["blueprint_id"], row["trial"]))
-    train, rejected, pairs = select_rows(rows)
+    selection = select_rows(rows)
 
     tables: dict[str, dict[str, pa.Table]] = {}
     for format_ in formats:
-        chosen = {"train": train, "rejected": rejected}
+        chosen = {"train": selection.train, "rejected": selection.rejected}
         tables[format_] = {split: layout_table(format_, chosen[split]) for split in ("train", "rejected") if split in splits}
         if "preference" in splits:
-            tables[format_]["preference"] = preference_table(pairs)
+            tables[format_]["preference"] = preference_table(selection.pairs)
         tables[format_] = {split: table for split, table in tables[format_].items() if table.num_rows}
 
     parquet = _write_parquet(run_dir, tables, inputs=[folder])
     datasets_dirs = _write_datasets(run_dir, tables, inputs=[folder])
-    unique = {(row["blueprint_id"], row["trial"]) for row in train}
+    unique = {(row["blueprint_id"], row["trial"]) for row in selection.train}
     keys = zip(trials["blueprint_id"].to_pylist(), trials["trial"].to_pylist(), strict=True)
     statistics = run_statistics(trials, [key in unique for key in keys])
     card, plots = write_card(
@@ -88,15 +91,17 @@ def export_run(
         read_manifest(run_dir),
         exported={format_: {split: table.num_rows for split, table in found.items()} for format_, found in tables.items()},
         dataset_dirs={format_: path.name for format_, path in datasets_dirs.items()},
+        left_out=selection.left_out_by_termination(),
     )
     if push_to_hub:
         push_run(run_dir, push_to_hub, token or "")
-    counts = {"train": len(train), "rejected": len(rejected), "preference": len(pairs)}
+    counts = {"train": len(selection.train), "rejected": len(selection.rejected), "preference": len(selection.pairs)}
     return ExportResult(
         run_dir=run_dir,
         datasets=datasets_dirs,
         parquet=parquet,
         rows={split: counts[split] if split in splits else 0 for split in SPLITS},
+        left_out=selection.left_out_by_termination(),
         card=card,
         plots=plots,
         pushed_to=push_to_hub,

@@ -1,27 +1,38 @@
 """The dataset layouts of formats.md section 1, made from stored trial rows; which trials go in which split.
 
-ShareGPT is APIGen-MT-5k's layout (`conversations` of {from, value}, `system`, `tools`); OpenAI keeps
-`messages` as a native list of structs, every message with every key (null where absent) so that Arrow
-has one struct type. Both carry the same provenance columns, and the rejected split the same columns as
-the train split, so train and rejected are splits of one config. Preference pairs are OpenAI messages.
+ShareGPT is APIGen-MT-5k's layout (`conversations` of {from, value}, `system`, `tools`); each
+`function_call` value is the JSON text {"name", "arguments": {...}}, the arguments an object inside it.
+The OpenAI layout's `messages` (and the preference pairs' `prompt`, `chosen`, `rejected`) is a list of
+Arrow `json` values, one JSON object per message: the `datasets` library reads that type as its `Json`
+feature and decodes each message to a Python dict, from `load_from_disk` and from
+`load_dataset("parquet")` alike (Parquet keeps it as a string column with the JSON logical type). Not a
+list of structs, for two reasons: an Arrow struct gives every message every key (a user message
+`tool_calls: None`, which templates that test `is defined` then iterate), and a struct needs one type for
+every call's `arguments`, which differ per tool, so it could only hold them as strings, which templates
+write with `tojson` as quoted, escaped strings. Here a message
+has only the keys it needs and `arguments` loads as a mapping, ready for
+`tokenizer.apply_chat_template(row["messages"], tools=json.loads(row["tools"]))`. `tools` stays a JSON
+string, since each tool's parameter schema differs. Both layouts carry the same provenance columns, and
+the rejected split the same columns as the train split, so train and rejected are splits of one config.
+
+A trial with no conversation (no user message: the simulated human failed before saying anything) goes
+in no split: it teaches nothing, and APIGen-MT-5k's conversations start with the human.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from apigen_mt.simulators.trace import content_text
+from apigen_mt.simulators.trace import content_text, tool_calls_of
+from apigen_mt.simulators.types import ToolCall
 
-_FUNCTION = pa.struct([("name", pa.string()), ("arguments", pa.string())])  # arguments: a JSON string, as in the API
-_TOOL_CALL = pa.struct([("id", pa.string()), ("type", pa.string()), ("function", _FUNCTION)])
-MESSAGE = pa.struct(
-    [("role", pa.string()), ("content", pa.string()), ("tool_calls", pa.list_(_TOOL_CALL)), ("tool_call_id", pa.string())]
-)
+MESSAGES = pa.list_(pa.json_())  # one JSON object per message (the `datasets` Json feature)
 _PROVENANCE = [
     pa.field("id", pa.string()),
     pa.field("domain", pa.string()),
@@ -48,14 +59,14 @@ SCHEMAS = {
         ]
     ),
     "openai": pa.schema(
-        [pa.field("messages", pa.list_(MESSAGE)), pa.field("tools", pa.string()), *_PROVENANCE]  # tools: OpenAI JSON
+        [pa.field("messages", MESSAGES), pa.field("tools", pa.string()), *_PROVENANCE]  # tools: OpenAI JSON
     ),
 }
 PREFERENCE_SCHEMA = pa.schema(
     [
-        pa.field("prompt", pa.list_(MESSAGE)),  # system prompt and first user turn
-        pa.field("chosen", pa.list_(MESSAGE)),  # a verified continuation
-        pa.field("rejected", pa.list_(MESSAGE)),  # a continuation the agent got wrong
+        pa.field("prompt", MESSAGES),  # system prompt and first user turn
+        pa.field("chosen", MESSAGES),  # a verified continuation
+        pa.field("rejected", MESSAGES),  # a continuation the agent got wrong
         pa.field("tools", pa.string()),  # JSON: OpenAI tools
         pa.field("domain", pa.string()),
         pa.field("blueprint_id", pa.string()),
@@ -72,18 +83,36 @@ class ExportError(ValueError):
     """A run folder cannot be exported or pushed as asked; the message says what to do."""
 
 
-def select_rows(rows: Sequence[Row]) -> tuple[list[Row], list[Row], list[Pair]]:
-    """(train, rejected, preference pairs) from one row per trial, in (blueprint_id, trial) order.
+@dataclass(frozen=True)
+class Selection:
+    """Which trials go in which split; `left_out` are the trials with no conversation, in no split."""
 
-    train: the first accepted trial of each (blueprint, signature). Pairs: per blueprint, each trial
-    rejected because of the agent (not the simulated human, not the engine) against a train trajectory
-    of that blueprint, in turn, since only those say what the agent should not have done.
+    train: list[Row]
+    rejected: list[Row]
+    pairs: list[Pair]
+    left_out: list[Row]
+
+    def left_out_by_termination(self) -> dict[str, int]:
+        """How the left-out trials ended (their `termination`), most frequent first."""
+        return dict(Counter(row["termination"] for row in self.left_out).most_common())
+
+
+def select_rows(rows: Sequence[Row]) -> Selection:
+    """The splits of one row per trial, in (blueprint_id, trial) order.
+
+    left_out: the trials without a user message, whatever their status. train: the first accepted trial of
+    each (blueprint, signature). rejected: the other rejected and failed trials. Pairs: per blueprint, each
+    trial rejected because of the agent (not the simulated human, not the engine) against a train
+    trajectory of that blueprint, in turn, since only those say what the agent should not have done.
     """
     train: list[Row] = []
     rejected: list[Row] = []
+    left_out: list[Row] = []
     seen: set[tuple[str, str]] = set()
     for row in rows:
-        if row["status"] == "accepted":
+        if not any(message.get("role") == "user" for message in _messages(row)):
+            left_out.append(row)
+        elif row["status"] == "accepted":
             if (row["blueprint_id"], row["signature"]) not in seen:
                 seen.add((row["blueprint_id"], row["signature"]))
                 train.append(row)
@@ -96,10 +125,10 @@ def select_rows(rows: Sequence[Row]) -> tuple[list[Row], list[Row], list[Pair]]:
     used: dict[str, int] = defaultdict(int)
     for row in rejected:
         candidates = chosen_by_blueprint.get(row["blueprint_id"])
-        if row["status"] == "rejected" and row["attribution"] == "agent" and candidates and _split_prompt(_messages(row))[0]:
+        if row["status"] == "rejected" and row["attribution"] == "agent" and candidates:
             pairs.append((candidates[used[row["blueprint_id"]] % len(candidates)], row))
             used[row["blueprint_id"]] += 1
-    return train, rejected, pairs
+    return Selection(train, rejected, pairs, left_out)
 
 
 def _messages(row: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -124,33 +153,53 @@ def _split_prompt(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     return [], messages
 
 
-def openai_message(message: Mapping[str, Any]) -> dict[str, Any]:
-    """An OpenAI message with every key of MESSAGE (null where absent) and arguments as JSON strings."""
-    content = message.get("content")
-    calls = []
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
-        arguments = function.get("arguments", "{}")
-        calls.append(
-            {
-                "id": str(call.get("id") or ""),
-                "type": "function",
-                "function": {
-                    "name": str(function.get("name", "")),
-                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
-                },
-            }
-        )
-    return {
-        "role": message["role"],
-        "content": None if content is None else content_text(message),
-        "tool_calls": calls or None,
-        "tool_call_id": message.get("tool_call_id"),
-    }
+def openai_messages(messages: Sequence[Mapping[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Stored messages as training messages: each with only the keys it has, call arguments as mappings.
+
+    system, user and plain assistant messages: `role`, `content` (a string). An assistant message with
+    calls: `tool_calls` [{id, type, function: {name, arguments}}] and `content` only when it has text. A
+    tool message: `tool_call_id` and `name` (the tool it answers; from the call with its id when the
+    stored message lacks it), `content`. Any message keeps a non-empty `reasoning_content`.
+    """
+    names: dict[str, str] = {}  # call id -> tool name
+    converted = []
+    for position, message in enumerate(messages):
+        role = message.get("role")
+        text = content_text(message)
+        out: dict[str, Any] = {"role": role}
+        if role == "assistant" and message.get("tool_calls"):
+            if text:
+                out["content"] = text
+            out["tool_calls"] = []
+            for call_id, call in _calls(message):
+                names[call_id] = call.name
+                function = {"name": call.name, "arguments": call.arguments}
+                out["tool_calls"].append({"id": call_id, "type": "function", "function": function})
+        elif role == "tool":
+            call_id = message.get("tool_call_id")
+            name = message.get("name") or names.get(str(call_id or ""))
+            if not name:
+                raise ExportError(f"trajectory {where}: tool message {position} names no tool and answers no earlier call")
+            out |= ({} if call_id is None else {"tool_call_id": call_id}) | {"name": name, "content": text}
+        else:
+            out["content"] = text
+        if message.get("reasoning_content"):
+            out["reasoning_content"] = str(message["reasoning_content"])
+        converted.append(out)
+    return converted
+
+
+def _calls(message: Mapping[str, Any]) -> list[tuple[str, ToolCall]]:
+    """(call id, decoded call) of each call in an assistant message."""
+    entries = message.get("tool_calls") or []
+    ids = [str(entry.get("id") or "") if isinstance(entry, dict) else "" for entry in entries]
+    return list(zip(ids, tool_calls_of(message), strict=True))
 
 
 def sharegpt_conversation(messages: list[dict[str, Any]], where: str) -> tuple[str, list[dict[str, str]]]:
-    """(system prompt, conversation) in the APIGen-MT-5k layout: each call followed by its observation."""
+    """(system prompt, conversation) in the APIGen-MT-5k layout: each call followed by its observation.
+
+    Thinking (`reasoning_content`) has no place in that layout and is left out."""
     system = content_text(messages[0]) if messages and messages[0].get("role") == "system" else ""
     rest = messages[1:] if messages and messages[0].get("role") == "system" else messages
     turns: list[dict[str, str]] = []
@@ -162,7 +211,7 @@ def sharegpt_conversation(messages: list[dict[str, Any]], where: str) -> tuple[s
         if role == "user":
             turns.append({"from": "human", "value": content_text(message)})
         elif role == "assistant":
-            calls = openai_message(message)["tool_calls"] or []
+            calls = _calls(message)
             text = content_text(message)
             if text or not calls:
                 turns.append({"from": "gpt", "value": text})
@@ -172,25 +221,18 @@ def sharegpt_conversation(messages: list[dict[str, Any]], where: str) -> tuple[s
                 results.append(rest[position])
                 position += 1
             by_id = {result.get("tool_call_id"): result for result in results}
-            for index, call in enumerate(calls):
-                result = by_id.get(call["id"]) or (results[index] if index < len(results) else None)
+            for index, (call_id, call) in enumerate(calls):
+                result = by_id.get(call_id) or (results[index] if index < len(results) else None)
                 if result is None and position == len(rest):
                     break  # an episode cut off (model error) after the call, before its result: nothing to pair it with
                 if result is None:
-                    raise ExportError(f"trajectory {where}: tool call {call['function']['name']!r} has no tool message")
-                name, arguments = call["function"]["name"], _decoded_arguments(call["function"]["arguments"])
-                turns.append({"from": "function_call", "value": json.dumps({"name": name, "arguments": arguments})})
+                    raise ExportError(f"trajectory {where}: tool call {call.name!r} has no tool message")
+                # The call is one JSON text; its arguments an object inside it, never a string of their own.
+                turns.append({"from": "function_call", "value": call.as_json()})
                 turns.append({"from": "observation", "value": content_text(result)})
         elif role == "tool":
             raise ExportError(f"trajectory {where}: a tool message follows no tool call")
     return system, turns
-
-
-def _decoded_arguments(text: str) -> Any:
-    try:
-        return json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        return {"__raw__": text}  # as simulators.types keeps undecodable arguments
 
 
 def _provenance(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,8 +266,8 @@ def layout_table(format_: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
             layout = {"conversations": conversations, "system": system, "tools": json.dumps(tools)}
             records.append(layout | _provenance(row))
         else:
-            records.append({"messages": [openai_message(m) for m in messages], "tools": row["tools"], **_provenance(row)})
-    return pa.Table.from_pylist(records, schema=SCHEMAS[format_])
+            records.append({"messages": openai_messages(messages, _row_id(row)), "tools": row["tools"], **_provenance(row)})
+    return _table(records, SCHEMAS[format_])
 
 
 def _plain_tool(function: Mapping[str, Any]) -> dict[str, Any]:
@@ -240,13 +282,14 @@ def _plain_tool(function: Mapping[str, Any]) -> dict[str, Any]:
 def preference_table(pairs: Sequence[Pair]) -> pa.Table:
     records = []
     for chosen, rejected in pairs:
-        prompt, chosen_rest = _split_prompt(_messages(chosen))
-        _, rejected_rest = _split_prompt(_messages(rejected))
+        # Converted whole before the split, so that a tool message after the prompt finds its call's name.
+        prompt, chosen_rest = _split_prompt(openai_messages(_messages(chosen), _row_id(chosen)))
+        _, rejected_rest = _split_prompt(openai_messages(_messages(rejected), _row_id(rejected)))
         records.append(
             {
-                "prompt": [openai_message(m) for m in prompt],
-                "chosen": [openai_message(m) for m in chosen_rest],
-                "rejected": [openai_message(m) for m in rejected_rest],
+                "prompt": prompt,
+                "chosen": chosen_rest,
+                "rejected": rejected_rest,
                 "tools": chosen["tools"],
                 "domain": chosen["domain"],
                 "blueprint_id": chosen["blueprint_id"],
@@ -254,4 +297,14 @@ def preference_table(pairs: Sequence[Pair]) -> pa.Table:
                 "rejected_id": _row_id(rejected),
             }
         )
-    return pa.Table.from_pylist(records, schema=PREFERENCE_SCHEMA)
+    return _table(records, PREFERENCE_SCHEMA)
+
+
+def _table(records: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """The records as `schema`; message lists go in as JSON texts (pyarrow builds no `json` values from objects)."""
+    columns = [field.name for field in schema if field.type == MESSAGES]
+    storage = pa.schema([field.with_type(pa.list_(pa.string())) if field.name in columns else field for field in schema])
+    for record in records:
+        for column in columns:
+            record[column] = [json.dumps(message, ensure_ascii=False) for message in record[column]]
+    return pa.Table.from_pylist(records, schema=storage).cast(schema)

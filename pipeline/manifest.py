@@ -29,6 +29,9 @@ class RunManifest(BaseModel):
     # stage -> status -> count; Phase 1's funnel also holds accepted_by_round: round -> count
     counts: dict[str, dict[str, int | dict[str, int]]] = {}
     command: list[str] = []
+    # endpoint ("MODEL at BASE_URL") -> what it refused and what the run did instead ("n -> single requests"),
+    # gathered from every row's `fallbacks`
+    fallbacks: dict[str, list[str]] = {}
 
 
 def utc_now() -> str:

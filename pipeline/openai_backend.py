@@ -5,8 +5,12 @@ Failure semantics follow the run's rule that one item's failure never kills the 
 - `chat()` never raises for anything the endpoint does. Transient failures (HTTP 429, 5xx, timeouts,
   connection errors) are retried with exponential backoff and jitter, honouring `Retry-After`; what is
   still failing after that, or a non-retryable HTTP error, comes back as `ChatResponse(error=...)`.
+- A refusal (HTTP 400) that names a feature the request used (structured outputs, `n` > 1,
+  `parallel_tool_calls`, `max_tokens`) is worked around at once and for the rest of the run
+  (`pipeline.endpoint_features`); `fallbacks()` names what this client worked around.
 Calls the server extracted itself (`vllm serve --tool-call-parser ...`) are taken as they are; otherwise
-the reply text is read by `simulators.completions`, as every backend's is.
+the reply text is read by `simulators.completions`, as every backend's is, with the server's reasoning
+(`reasoning_content`, or `reasoning`) beside it.
 The API key is read only from the environment variable named in the config and is scrubbed from every
 message this module produces.
 """
@@ -18,6 +22,8 @@ import json
 import os
 import random
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -25,10 +31,18 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion, FinishReason
-from apigen_mt.simulators.completions import build_completion
+from apigen_mt.pipeline.endpoint_features import (
+    REFUSAL_STATUSES,
+    EndpointFeatures,
+    MaxTokensField,
+    SamplingField,
+    describe_fallback,
+    request_body,
+)
+from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse, Completion, FinishReason
+from apigen_mt.simulators.completions import THINKING, build_completion
 from apigen_mt.simulators.tool_parsers import get_parser
-from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall
+from apigen_mt.simulators.types import OpenAIToolCall, ToolCall
 
 # The server's own explanation is kept, but a whole HTML error page is not useful in a parquet reason column.
 SERVER_MESSAGE_LIMIT = 500
@@ -52,6 +66,21 @@ class OpenAIBackendConfig(BaseModel):
     backoff_base_s: float = Field(0.5, ge=0, description="first backoff; doubles per attempt")
     backoff_max_s: float = Field(30.0, ge=0, description="cap on one wait, Retry-After included")
     tool_parser: str = Field("xlam", description="parser for tool calls a server returns as plain text")
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None,
+        description='sent as the body field chat_template_kwargs (vLLM, SGLang), e.g. {"enable_thinking": false}',
+    )
+    max_tokens_field: MaxTokensField = Field(
+        "max_tokens",
+        description="the body field of the token limit; max_completion_tokens for OpenAI's reasoning models (a 400 "
+        "that asks for it switches to it anyway, and the run reports it)",
+    )
+    omit_sampling: tuple[SamplingField, ...] = Field(
+        (), description="sampling parameters the model refuses, left out of every request (e.g. [temperature, top_p])"
+    )
+    thinking_delimiters: tuple[str, str] = Field(
+        THINKING, description="the tags around thinking text in a reply's content, split off from it"
+    )
 
     @field_validator("tool_parser")
     @classmethod
@@ -76,6 +105,7 @@ class OpenAIChatModel:
         self._api_key = _read_api_key(config.api_key_env)
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._jitter = random.Random()
+        self.features = EndpointFeatures(max_tokens_field=config.max_tokens_field)
         # Created on first use so the connection pool belongs to the event loop that uses it.
         self._client: httpx.AsyncClient | None = None
 
@@ -125,47 +155,52 @@ class OpenAIChatModel:
             raise EndpointUnavailable(f"model {self.config.model!r} is not served by {base}; it serves: {listing}")
         return served
 
+    def fallbacks(self) -> list[str]:
+        """What this client works around on its endpoint, one `describe_fallback` text each."""
+        endpoint = f"{self.config.model} at {self.config.base_url}"
+        return [describe_fallback(endpoint, feature, instead) for feature, instead in self.features.fallbacks.items()]
+
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        payload = self._payload(request)
-        async with self._slots:
-            body, failure = await self._post_with_retries(payload)
-        if failure is not None:
-            return ChatResponse(model=self.model_id, error=failure)
+        while True:
+            if request.sampling.n > 1 and self.features.single_requests:
+                return await self._single_requests(request)
+            payload = request_body(self.config, self.features, request)
+            async with self._slots:
+                posted = await self._post_with_retries(payload)
+            # Each refusal steps a feature down, so this loop ends; a refusal naming nothing used is an error.
+            if posted.refusal is None or self.features.learn(posted.refusal, payload) is None:
+                break
+        if posted.failure is not None:
+            return ChatResponse(model=self.model_id, error=posted.failure)
         try:
-            return self._response(body, request)
+            return self._response(posted.body, request)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            snippet = self._scrub(json.dumps(body)[:SERVER_MESSAGE_LIMIT])
+            snippet = self._scrub(json.dumps(posted.body)[:SERVER_MESSAGE_LIMIT])
             return ChatResponse(
                 model=self.model_id,
                 error=f"{self._endpoint()} answered 200 with something that is not a chat completion "
                 f"({exc}): {snippet}",
             )
 
-    def _payload(self, request: ChatRequest) -> dict[str, Any]:
+    async def _single_requests(self, request: ChatRequest) -> ChatResponse:
+        """`n` completions as `n` concurrent requests of one, in order. The completions that came back are the answer
+        (a best-of-N turn can choose among fewer); an error only when none did."""
         sampling = request.sampling
-        payload: dict[str, Any] = {
-            "model": self.config.model,
-            "messages": [_openai_message(message) for message in request.messages],
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens,
-            "n": sampling.n,
-        }
-        if sampling.seed is not None:
-            payload["seed"] = sampling.seed
-        if sampling.stop:
-            payload["stop"] = sampling.stop
-        if request.tools:
-            payload["tools"] = [tool.openai() for tool in request.tools]
-        if request.json_schema is not None:
-            payload["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": _schema_name(request.json_schema), "schema": request.json_schema},
-            }
-        return payload
+        singles = [
+            # A seeded request must not repeat itself: each single draw gets its own seed.
+            request.model_copy(
+                update={"sampling": sampling.model_copy(update={"n": 1, "seed": _nth_seed(sampling.seed, index)})}
+            )
+            for index in range(sampling.n)
+        ]
+        responses = await asyncio.gather(*(self.chat(single) for single in singles))
+        completions = [completion for response in responses for completion in response.completions]
+        if not completions:
+            return ChatResponse(model=self.model_id, error=next(r.error for r in responses if r.error is not None))
+        return ChatResponse(completions=completions, model=next(r.model for r in responses if r.completions))
 
-    async def _post_with_retries(self, payload: dict[str, Any]) -> tuple[Any, str | None]:
-        """The decoded 200 body, or None and why the request failed for good."""
+    async def _post_with_retries(self, payload: dict[str, Any]) -> _Posted:
+        """The decoded 200 body, or why the request failed for good (with the server's message of a refusal)."""
         attempts = self.config.max_retries + 1
         for attempt in range(attempts):
             retry_after: float | None = None
@@ -174,23 +209,25 @@ class OpenAIChatModel:
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 failure = self._describe(exc)
             except httpx.RequestError as exc:  # not transient: a redirect loop, an undecodable body, a proxy error
-                return None, f"{self._endpoint()} failed: {self._describe(exc)}"
+                return _Posted(failure=f"{self._endpoint()} failed: {self._describe(exc)}")
             else:
                 if response.status_code == 200:
                     try:
-                        return response.json(), None
+                        return _Posted(body=response.json())
                     except ValueError:
-                        return None, (
-                            f"{self._endpoint()} answered 200 with a body that is not JSON: "
+                        return _Posted(
+                            failure=f"{self._endpoint()} answered 200 with a body that is not JSON: "
                             f"{self._server_message(response)}"
                         )
-                failure = f"HTTP {response.status_code}: {self._server_message(response)}"
+                message = self._server_message(response)
+                failure = f"HTTP {response.status_code}: {message}"
                 if not _retryable(response.status_code):
-                    return None, f"{self._endpoint()} refused the request with {failure}"
+                    refusal = message if response.status_code in REFUSAL_STATUSES else None
+                    return _Posted(failure=f"{self._endpoint()} refused the request with {failure}", refusal=refusal)
                 retry_after = _retry_after_seconds(response.headers.get("retry-after"))
             if attempt + 1 < attempts:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
-        return None, f"{self._endpoint()} failed after {attempts} attempt(s); last failure: {failure}"
+        return _Posted(failure=f"{self._endpoint()} failed after {attempts} attempt(s); last failure: {failure}")
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -226,6 +263,9 @@ class OpenAIChatModel:
             error=error,
             server_calls=[_decode_tool_call(call) for call in message.get("tool_calls") or []],
             parser=self.config.tool_parser,
+            # vLLM and DeepSeek name the field reasoning_content; newer vLLM and OpenRouter name it reasoning.
+            reasoning=message.get("reasoning_content") or message.get("reasoning") or None,
+            thinking=self.config.thinking_delimiters,
         )
 
     def _http(self) -> httpx.AsyncClient:
@@ -276,6 +316,25 @@ class OpenAIChatModel:
         return text.replace(self._api_key, "***") if self._api_key else text
 
 
+@dataclass(frozen=True)
+class _Posted:
+    """One request's outcome over HTTP: the 200 body, or the failure; `refusal` is a 400's server message."""
+
+    body: Any = None
+    failure: str | None = None
+    refusal: str | None = None
+
+
+def fallbacks_in_force(models: Iterable[ChatModel]) -> list[str]:
+    """The fallbacks of every endpoint client among `models` (a replica pool's replicas included), each once."""
+    clients = [replica for model in models for replica in getattr(model, "replicas", (model,))]
+    return sorted({text for client in clients if isinstance(client, OpenAIChatModel) for text in client.fallbacks()})
+
+
+def _nth_seed(seed: int | None, index: int) -> int | None:
+    return None if seed is None else seed + index
+
+
 def _read_api_key(variable: str | None) -> str | None:
     if variable is None:
         return None
@@ -286,22 +345,6 @@ def _read_api_key(variable: str | None) -> str | None:
             "export the API key there, or drop api_key_env for a server without authentication"
         )
     return key
-
-
-def _openai_message(message: Message) -> dict[str, Any]:
-    data = message.openai()
-    # OpenAI servers take tool call arguments only as a JSON string.
-    for call in data.get("tool_calls", []):
-        function = call["function"]
-        if not isinstance(function.get("arguments"), str):
-            function["arguments"] = json.dumps(function.get("arguments") or {})
-    return data
-
-
-def _schema_name(schema: dict[str, Any]) -> str:
-    # OpenAI requires a name of at most 64 characters from [a-zA-Z0-9_-].
-    name = re.sub(r"[^a-zA-Z0-9_-]", "_", str(schema.get("title") or "reply"))[:64]
-    return name or "reply"
 
 
 def _retryable(status: int) -> bool:

@@ -1,6 +1,7 @@
 """One Phase-1 proposal as the run driver runs it: sample a context, run the propose-validate-review-revise loop
 (`blueprints.loop`), and make the rows the blueprint shards store, one per round (`BLUEPRINT_SCHEMA`); and what
-the driver needs of those shards: the proposals already done, the funnel, the accepted blueprints.
+the driver needs of those shards: the proposals already done and the accepted blueprints (their funnel:
+`pipeline.proposal_funnel`).
 
 Ids and seeds. Proposal i of domain D has the blueprint id `D-p<i, 4 digits>` and its own seed, made of the
 config's seed, D and i, so a rerun samples the same context (the few-shot examples aside: they are drawn from
@@ -25,7 +26,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import pyarrow as pa
 from pydantic import ValidationError
@@ -37,16 +38,14 @@ from apigen_mt.blueprints.recombine import candidate_groups, recombine
 from apigen_mt.blueprints.samplers import sample_context
 from apigen_mt.pipeline.config import BlueprintPhase
 from apigen_mt.pipeline.io import read_records
-from apigen_mt.pipeline.sources import LoadedSource
 from apigen_mt.pipeline.manifest import utc_now
+from apigen_mt.pipeline.openai_backend import fallbacks_in_force
+from apigen_mt.pipeline.sources import LoadedSource
 from apigen_mt.simulators.chat import ModelUnavailable
 from apigen_mt.simulators.domain import Domain, get_domain
 from apigen_mt.simulators.state import JSON
 from apigen_mt.simulators.types import Blueprint
 from apigen_mt.validators.blueprint import stage_one
-
-# The stages a proposal passes in order; a row's `failed_stage` is the first it did not pass.
-STAGE_ORDER = ("format", "execution", "policy", "review", "decontamination", "dedup")
 
 
 def proposal_id(domain: str, index: int) -> str:
@@ -135,15 +134,19 @@ async def run_proposal(
     try:
         context = sample_context(domain, db, seed=item.seed, settings=settings.sampler, accepted=item.examples)
     except ValueError as exc:  # the database cannot give this domain's writes a user: no proposal can help
-        return ProposalOutcome([system_row(item, models.proposer.model_id, f"no context could be sampled: {exc}")])
+        reason = f"no context could be sampled: {exc}"
+        return ProposalOutcome([system_row(item, models.proposer.model_id, reason, _fallbacks(models))])
     refusal = is_refusal(item.seed, settings.proposer.refusal_share)
     try:
         records = await generate_blueprint(context, domain, db, models, settings, refusal=refusal, stage_one=stage_one)
     except ModelUnavailable as exc:
         return unavailable_outcome(item, models.proposer.model_id, f"engine unavailable: {exc}")
-    last = len(records) - 1
+    last, fallbacks = len(records) - 1, _fallbacks(models)
     return ProposalOutcome(
-        [_row(item, record, context.user_id, context.context_ids, final=n == last) for n, record in enumerate(records)]
+        [
+            _row(item, record, context.user_id, context.context_ids, final=n == last, fallbacks=fallbacks)
+            for n, record in enumerate(records)
+        ]
     )
 
 
@@ -174,7 +177,8 @@ async def run_recombination(
     except ModelUnavailable as exc:
         return unavailable_outcome(item, models.proposer.model_id, f"engine unavailable: {exc}")
     context_ids = record.blueprint.provenance.context_ids if record.blueprint else []
-    return ProposalOutcome([_row(item, record, item.parts[0].user_id, context_ids, final=True)])
+    row = _row(item, record, item.parts[0].user_id, context_ids, final=True, fallbacks=_fallbacks(models))
+    return ProposalOutcome([row])
 
 
 def unavailable_outcome(item: ProposalItem | RecombinationItem, model_id: str, reason: str) -> ProposalOutcome:
@@ -189,6 +193,7 @@ def _row(
     context_ids: Sequence[str],
     *,
     final: bool,
+    fallbacks: list[str],
 ) -> dict[str, Any]:
     blueprint = record.blueprint.model_copy(update={"id": item.blueprint_id}) if record.blueprint else None
     return {
@@ -209,11 +214,20 @@ def _row(
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
         "proposer_model": record.model_id,
+        "fallbacks": fallbacks,
     }
 
 
-def system_row(item: ProposalItem | RecombinationItem, model_id: str, reason: str) -> dict[str, Any]:
-    """The final row of a proposal the system could not run (no context, no engine): failed before any stage."""
+def _fallbacks(models: Phase1Models) -> list[str]:
+    """The `fallbacks` column: what the endpoints of the proposal's models work around, as its rows are made."""
+    return fallbacks_in_force([models.proposer, *models.reviewers, models.summariser])
+
+
+def system_row(
+    item: ProposalItem | RecombinationItem, model_id: str, reason: str, fallbacks: list[str] | None = None
+) -> dict[str, Any]:
+    """The final row of a proposal the system could not run (no context, no engine): failed before any stage.
+    `fallbacks` None: not known (the worker that ran it died)."""
     return {
         **_identity(item, final=True),
         "round": 0,
@@ -232,6 +246,7 @@ def system_row(item: ProposalItem | RecombinationItem, model_id: str, reason: st
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "proposer_model": model_id,
+        "fallbacks": fallbacks,
     }
 
 
@@ -328,66 +343,3 @@ def accepted_blueprints(stored: pa.Table) -> list[Blueprint]:
     """The blueprints of the stored proposals that ended accepted (after decontamination and dedup)."""
     finals = final_rows(stored)
     return [Blueprint.model_validate_json(row["blueprint"]) for row in finals if row["status"] == "accepted"]
-
-
-class Funnel(TypedDict):
-    """Phase 1's funnel: `proposals` counts sampled contexts, `proposed` every proposal and revision,
-    `passed_<stage>` the rounds that got past that stage, `accepted_by_round` the accepted blueprints by the
-    round that made them; `recombinations` the groups joined and `recombined` those accepted; `proposals_<status>`
-    count proposals (recombinations aside) by how they ended."""
-
-    proposals: int
-    proposed: int
-    passed_format: int
-    passed_execution: int
-    passed_policy: int
-    passed_review: int
-    decontaminated: int
-    deduplicated: int
-    accepted_by_round: dict[str, int]
-    recombinations: int
-    recombined: int
-    proposals_accepted: int
-    proposals_rejected: int
-    proposals_failed: int
-
-
-def proposal_funnel(stored: pa.Table) -> Funnel:
-    """The funnel of the stored proposals (`stored_proposals`); recombinations are counted apart."""
-    every = stored.to_pylist()
-    rows = [row for row in every if not row["parents"]]
-    joined = [row for row in every if row["final"] and row["parents"]]
-    reached = [len(STAGE_ORDER) if row["status"] == "accepted" else _stage_index(row["failed_stage"]) for row in rows]
-    finals = [row for row in rows if row["final"]]
-    accepted = [row for row in finals if row["status"] == "accepted"]
-    by_round: dict[str, int] = {}
-    for row in sorted(accepted, key=lambda row: row["round"]):
-        by_round[str(row["round"])] = by_round.get(str(row["round"]), 0) + 1
-
-    def past(stage: str) -> int:
-        return sum(1 for stage_reached in reached if stage_reached > STAGE_ORDER.index(stage))
-
-    def ended(status: str) -> int:
-        return sum(1 for row in finals if row["status"] == status)
-
-    return Funnel(
-        proposals=len(finals),
-        proposed=len(rows),
-        passed_format=past("format"),
-        passed_execution=past("execution"),
-        passed_policy=past("policy"),
-        passed_review=past("review"),
-        decontaminated=sum(1 for row in finals if row["failed_stage"] == "decontamination"),
-        deduplicated=sum(1 for row in finals if row["failed_stage"] == "dedup"),
-        accepted_by_round=by_round,
-        recombinations=len(joined),
-        recombined=sum(1 for row in joined if row["status"] == "accepted"),
-        proposals_accepted=ended("accepted"),
-        proposals_rejected=ended("rejected"),
-        proposals_failed=ended("failed"),
-    )
-
-
-def _stage_index(stage: str | None) -> int:
-    # No stage: the system failed before the format check could run, so the round passed nothing.
-    return 0 if stage is None else STAGE_ORDER.index(stage)

@@ -32,8 +32,10 @@ import pyarrow as pa
 from apigen_mt.blueprints.loop import Phase1Models
 from apigen_mt.pipeline.config import BlueprintPhase, RunConfig
 from apigen_mt.pipeline.drive import RaySession, drive
+from apigen_mt.pipeline.endpoint_features import fallbacks_by_endpoint
 from apigen_mt.pipeline.engines import Engines, ModelFactory
 from apigen_mt.pipeline.progress import FunnelProgress
+from apigen_mt.pipeline.proposal_funnel import proposal_funnel
 from apigen_mt.pipeline.proposals import (
     BlueprintGate,
     ProposalItem,
@@ -43,7 +45,6 @@ from apigen_mt.pipeline.proposals import (
     accepted_blueprints,
     example_draw,
     final_rows,
-    proposal_funnel,
     proposal_id,
     proposal_seed,
     recombination_items,
@@ -179,6 +180,7 @@ def _run_locked(
             summary.phases.append("trajectories")
         summary.restarts = session.restarts
     manifest.counts = _counts(out, previous.counts if previous else {}, stage1)
+    manifest.fallbacks = _fallbacks(out)
     manifest.finished_at = utc_now()
     write_manifest(out, manifest)
     if options.remote is not None:
@@ -285,9 +287,9 @@ def _recombinations(
 
 
 def _phase1_models(engines: Engines) -> Phase1Models:
-    reviewer = engines.model("reviewer")
-    # The summariser condenses the reviewers' reflections, so the reviewer role's model writes it.
-    return Phase1Models(proposer=engines.model("proposer"), reviewers=[reviewer], summariser=reviewer)
+    reviewers = engines.models("reviewer")
+    # The summariser condenses the reviewers' reflections, so the reviewer role's (first) model writes it.
+    return Phase1Models(proposer=engines.model("proposer"), reviewers=reviewers, summariser=reviewers[0])
 
 
 def _accepted_sources(plan: ProposalPlan, out: Path) -> list[LoadedSource]:
@@ -379,3 +381,13 @@ def _counts(out: Path, previous: dict[str, dict[str, Any]], stage1: dict[str, in
         counts["trajectories"] = trajectory_counts(read_rows(out / TRAJECTORIES_DIR, list(COUNTED_COLUMNS)))
     return counts
 
+
+def _fallbacks(out: Path) -> dict[str, list[str]]:
+    """The manifest's fallbacks: those of every stored row of both phases, per endpoint."""
+    described = [
+        text
+        for folder, schema in ((BLUEPRINTS_DIR, BLUEPRINT_SCHEMA), (TRAJECTORIES_DIR, TRAJECTORY_SCHEMA))
+        for texts in read_rows(out / folder, ["fallbacks"], schema=schema).column("fallbacks").to_pylist()
+        for text in texts or []
+    ]
+    return fallbacks_by_endpoint(described)

@@ -1,11 +1,13 @@
 """ScriptedChatModel: a deterministic test double that answers from a script. Never a default backend.
 
 A script is a list of replies, answered in order, or a function of the request. A reply is
-- a `str`: the model's text reply, taken as the content as it is (under an `agent_turn` request its
-  raw text is the `{"content": ...}` the model would have written),
+- a `str`: what the model wrote, read as `RawText` is (so `<think>...</think>` becomes thinking),
 - a `ToolCall` or a list of them: a completion that calls those tools, its text in xLAM's JSON-list form,
 - a `RawText`: what a model literally wrote, read against the request exactly as the real backends
-  read it (`simulators.completions`), so broken calls come back with their `problem`,
+  read it (`simulators.completions`), so broken calls come back with their `problem` and thinking
+  blocks are split off,
+- a `ServerReply`: what an OpenAI-compatible server returns when it extracts calls and reasoning itself:
+  content (text beside the calls), several calls, `reasoning_content`, read as the endpoint client reads it,
 - a `Completion`: used as it is,
 - a `ChatResponse`: the whole answer to one request, e.g. to script an endpoint error,
 - a `ModelUnavailable`: raised, as a backend whose engine died raises it.
@@ -15,7 +17,6 @@ A request asking for `n` completions takes `n` replies, unless the first is a `C
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -34,7 +35,17 @@ class RawText:
     finish_reason: FinishReason = "stop"
 
 
-Reply = Union[str, ToolCall, list[ToolCall], RawText, Completion, ChatResponse, ModelUnavailable]
+@dataclass(frozen=True)
+class ServerReply:
+    """A server's answer with the calls and the reasoning already extracted, read like the endpoint client's."""
+
+    content: str = ""
+    calls: tuple[ToolCall, ...] = ()
+    reasoning: str | None = None
+    finish_reason: FinishReason = "stop"
+
+
+Reply = Union[str, ToolCall, list[ToolCall], RawText, ServerReply, Completion, ChatResponse, ModelUnavailable]
 
 
 class ScriptExhausted(AssertionError):
@@ -98,18 +109,27 @@ class ScriptedChatModel:
 def _completion(reply: Reply, request: ChatRequest) -> Completion:
     if isinstance(reply, Completion):
         return reply
+    if isinstance(reply, str):
+        reply = RawText(reply)
     if isinstance(reply, RawText):
         return build_completion(
             reply.text, request, finish_reason=reply.finish_reason, prompt_tokens=0, completion_tokens=0
         )
-    if isinstance(reply, str):
-        text = json.dumps({"content": reply}) if request.reply_format == "agent_turn" else reply
-        return Completion(text=text, content=reply, finish_reason="stop")
+    if isinstance(reply, ServerReply):
+        return build_completion(
+            reply.content,
+            request,
+            finish_reason=reply.finish_reason,
+            prompt_tokens=0,
+            completion_tokens=0,
+            server_calls=reply.calls,
+            reasoning=reply.reasoning,
+        )
     calls = [reply] if isinstance(reply, ToolCall) else reply
     if isinstance(calls, list) and all(isinstance(call, ToolCall) for call in calls):
         return Completion(text=calls_text(calls), content=None, tool_calls=list(calls), finish_reason="tool_calls")
     raise TypeError(
-        "a scripted reply must be a str, ToolCall, list of ToolCall, RawText, Completion, ChatResponse or "
+        "a scripted reply must be a str, ToolCall, list of ToolCall, RawText, ServerReply, Completion, ChatResponse or "
         f"ModelUnavailable, got {reply!r}"
     )
 

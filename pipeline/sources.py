@@ -21,7 +21,7 @@ from apigen_mt.pipeline.io import InputError, read_records
 from apigen_mt.simulators.domain import DataError, Domain, get_domain
 from apigen_mt.simulators.state import JSON
 from apigen_mt.simulators.types import Blueprint
-from apigen_mt.validators.blueprint import STAGES, validate_blueprint, validation_record
+from apigen_mt.validators.blueprint import STAGES, validate_blueprint, validation_record, with_comparable_outputs
 
 
 class SourceError(ValueError):
@@ -106,9 +106,10 @@ def load_source(
 
 
 def validate_source(source: LoadedSource) -> None:
-    """Stage 1 on every blueprint: keep those that pass (with their ground-truth digest), record the rest."""
+    """Stage 1 on every blueprint: keep those that pass (with their ground-truth digest and their outputs as the
+    verifier compares them), record the rest."""
     kept = []
-    for index, blueprint in enumerate(source.blueprints):
+    for index, blueprint in enumerate(map(with_comparable_outputs, source.blueprints)):
         verdicts = validate_blueprint(source.domain, source.db, blueprint, STAGES)
         record = validation_record(index, blueprint, verdicts)
         if record["accepted"]:

@@ -70,6 +70,13 @@ TRAJECTORY_SCHEMA = pa.schema(
         pa.field("duration_s", pa.float64(), nullable=False),
         pa.field("turn_stats", pa.string(), nullable=False),  # JSON list per turn: role, tokens, latency_s
         pa.field("finished_at", pa.string(), nullable=False),  # ISO time
+        # Endpoint fallbacks its models had in force when it finished (pipeline.endpoint_features.describe_fallback)
+        pa.field("fallbacks", pa.list_(pa.string())),
+        # What the episode changed in the agent's turns before storing them (simulators.agent.repair_turn):
+        # calls after the first dropped, text beside a call removed; each names its turn.
+        pa.field("repairs", pa.list_(pa.string())),
+        # The verifier's warnings: violations only refused calls caused, problems of the blueprint itself.
+        pa.field("warnings", pa.list_(pa.string())),
     ]
 )
 
@@ -102,8 +109,10 @@ BLUEPRINT_SCHEMA = pa.schema(
         pa.field("completion_tokens", pa.int64(), nullable=False),
         pa.field("proposer_model", pa.string(), nullable=False),
         pa.field("finished_at", pa.string(), nullable=False),  # ISO time
+        pa.field("fallbacks", pa.list_(pa.string())),  # as for trajectories, of the proposer's and reviewers' models
     ]
 )
+LATER_COLUMNS = frozenset({"fallbacks", "repairs", "warnings"})  # nullable, added later: a shard or row without one has it null
 
 _SHARD = re.compile(r"part-(\d{5,})-([0-9a-f]{8})\.parquet")
 _JOURNAL = re.compile(r"\.journal-(part-\d{5,}-[0-9a-f]{8}\.parquet)\.jsonl")
@@ -181,6 +190,7 @@ class ShardWriter:
         self.max_seconds = max_seconds
         self.on_shard = on_shard
         self._check = _RowCheck(schema)
+        self._later = {name: None for name in LATER_COLUMNS if name in schema.names}
         self._buffer: list[dict[str, Any]] = []
         self._first_buffered: float | None = None
         self._journal: int | None = None  # file descriptor of the pending shard's journal
@@ -198,8 +208,9 @@ class ShardWriter:
         return f"part-{self._next_sequence:05d}-{secrets.token_hex(4)}.parquet"
 
     def write(self, row: Mapping[str, Any]) -> None:
-        """Buffer one row (checked against the schema now, so a bad row never spoils a shard) and journal it."""
-        row = dict(row)
+        """Buffer one row (checked against the schema now, so a bad row never spoils a shard; a `LATER_COLUMNS`
+        column it leaves out is null) and journal it."""
+        row = self._later | dict(row)
         self._check(row)
         line = (json.dumps(row, allow_nan=False) + "\n").encode()
         if self._journal is None:
@@ -243,7 +254,7 @@ class ShardWriter:
                 rows = []
                 for line in path.read_bytes().split(b"\n"):
                     try:
-                        row = json.loads(line)
+                        row = self._later | json.loads(line)
                         self._check(row)
                     except ValueError:  # the line a kill cut short (or nothing after the last newline)
                         continue
@@ -348,7 +359,8 @@ def _read_shard(path: Path, expected: pa.Schema) -> pa.Table:
     remedy = f"move it out of {path.parent} (its trials or proposals are then run again on resume) or restore it"
     try:
         actual = pq.read_schema(path)
-        for field in expected:
+        absent = [name for name in expected.names if name in LATER_COLUMNS and actual.get_field_index(name) < 0]
+        for field in (field for field in expected if field.name not in absent):
             index = actual.get_field_index(field.name)
             if index < 0:
                 raise RunFolderError(f"shard {path} has no column {field.name!r} (written by another version?); {remedy}")
@@ -356,7 +368,11 @@ def _read_shard(path: Path, expected: pa.Schema) -> pa.Table:
                 raise RunFolderError(
                     f"shard {path}: column {field.name!r} is {actual.field(index).type}, expected {field.type}; {remedy}"
                 )
-        return pq.read_table(path, columns=expected.names).cast(expected)
+        table = pq.read_table(path, columns=[name for name in expected.names if name not in absent])
+        for name in absent:
+            nulls = pa.nulls(len(table), expected.field(name).type)
+            table = table.add_column(expected.get_field_index(name), name, nulls)
+        return table.cast(expected)
     except (pa.ArrowException, OSError) as exc:
         raise RunFolderError(f"shard {path} is not readable as Parquet ({exc}); {remedy}") from None
 

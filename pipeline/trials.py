@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from apigen_mt.blueprints.personas import persona_of
+from apigen_mt.pipeline.openai_backend import fallbacks_in_force
 from apigen_mt.simulators.agent import Agent, AgentSettings
 from apigen_mt.simulators.chat import ChatModel, ModelUnavailable
 from apigen_mt.simulators.domain import Domain
@@ -75,9 +77,13 @@ async def play_trial(
     blueprint = item.blueprint
     seed = trial_seed(str(blueprint.id), item.trial)
     tools = domain.toolkit.specs()
-    agent = Agent(models.agent, policy, tools, _with_seed(settings.agent, seed))
+    agent = Agent(models.agent, policy, tools, _with_seed(settings.agent.for_trial(item.trial), seed))
     human = HumanSimulator(
-        models.human, blueprint.instruction, judge=models.judge, settings=_with_seed(settings.human, seed + 1)
+        models.human,
+        blueprint.instruction,
+        persona=persona_of(blueprint),
+        judge=models.judge,
+        settings=_with_seed(settings.human, seed + 1),
     )
     started = time.perf_counter()
     try:
@@ -140,6 +146,8 @@ def _verified_row(
         human_prompt_tokens=human_prompt,
         human_completion_tokens=human_completion,
         turn_stats=json.dumps([turn.record() for turn in episode.turns]),
+        repairs=list(episode.repairs),
+        warnings=list(verdict.warnings),
     )
     return row
 
@@ -190,6 +198,7 @@ def _base_row(domain: Domain, item: TrialItem, models: TrialModels, duration: fl
         "human_model": models.human.model_id,
         "duration_s": round(duration, 4),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fallbacks": fallbacks_in_force([models.agent, models.human, models.judge]),
     }
 
 

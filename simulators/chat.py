@@ -18,20 +18,19 @@ class SamplingParams(BaseModel):
     stop: list[str] = Field(default_factory=list)
 
 
-ReplyFormat = Literal["text", "tool_calls", "agent_turn"]
-"""How a completion's text is read (`simulators.completions.read_completion`):
+ReplyFormat = Literal["text", "tool_calls"]
+"""How a completion's visible text (thinking removed) is read (`simulators.completions.read_completion`):
 
 - `text`: all of it is content; no tools are on offer. JSON a role emits under `json_schema` is text too.
 - `tool_calls`: the tool-call parser splits it into calls and the remaining text.
-- `agent_turn`: it was generated under `xlam.agent_turn_schema`: a JSON call list or `{"content": ...}`.
 """
 
 
 class ChatRequest(BaseModel):
     """Messages, the tools on offer, an optional JSON schema the reply must follow, and sampling settings.
 
-    `reply_format` defaults to `tool_calls` when tools are on offer and `text` otherwise; an agent turn
-    under structured outputs says `agent_turn`, together with its schema.
+    `reply_format` is `tool_calls` when tools are on offer and `text` otherwise. A JSON role constrains its
+    reply with `json_schema`; an agent turn with `constrained` (the backend's grammar for its call format).
     """
 
     messages: list[Message]
@@ -58,13 +57,13 @@ class ChatRequest(BaseModel):
     @model_validator(mode="after")
     def _format_fits_the_request(self) -> ChatRequest:
         if self.reply_format == "text" and self.tools:
-            raise ValueError("a request that offers tools reads its reply as tool_calls or agent_turn, not text")
+            raise ValueError("a request that offers tools reads its reply as tool_calls, not text")
         if self.reply_format != "text" and not self.tools:
             raise ValueError(f"reply_format {self.reply_format!r} needs tools on offer; without tools use 'text'")
-        if self.reply_format == "agent_turn" and self.json_schema is None:
-            raise ValueError(
-                "reply_format 'agent_turn' needs json_schema=agent_turn_schema(tools) to constrain the reply"
-            )
+        if self.constrained and not self.tools:
+            raise ValueError("constrained decoding follows a tool-call format and needs tools on offer")
+        if self.constrained and self.json_schema is not None:
+            raise ValueError("a request is constrained either by json_schema or by the tool-call grammar, not both")
         return self
 
 
@@ -72,10 +71,13 @@ FinishReason = Literal["stop", "length", "tool_calls", "error"]
 
 
 class Completion(BaseModel):
-    """One sampled answer: raw text, the tool calls read from it, the remaining text content.
+    """One sampled answer: its visible text, the tool calls read from it, the remaining content, its thinking.
 
-    `problem` says why a reply that tried to be tool calls (or an agent turn) could not be read as
-    such; `error` marks a completion the backend ended abnormally.
+    `text` is what the model wrote with its thinking removed (`simulators.completions.split_thinking`), not
+    the raw output: the JSON roles (judge, proposer, reviewers) read `text` directly, and no reader may ever
+    see thinking, so it is removed once, here, for all of them. The thinking is kept in `reasoning`.
+    `problem` says why a reply that tried to be tool calls could not be read as such; `error` marks a
+    completion the backend ended abnormally.
     """
 
     text: str
@@ -87,7 +89,7 @@ class Completion(BaseModel):
     completion_tokens: int = 0
     problem: str | None = None
     error: str | None = None
-    reasoning: str | None = None  # thinking text (reasoning_content, <think>...</think>), never part of `content`
+    reasoning: str | None = None  # thinking (reasoning_content, <think>...</think>), never in `text` or `content`
 
 
 class ChatResponse(BaseModel):

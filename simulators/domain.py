@@ -40,11 +40,19 @@ class PolicyViolation:
 
 @dataclass(frozen=True)
 class PolicyRule:
-    """One mechanically checkable policy rule. `check` sees an executed action trace and names each violation."""
+    """One mechanically checkable policy rule. `check` sees an executed action trace and names each violation.
+
+    `refused_calls_count`: whether, in an episode, a call the environment refused (an error observation, the
+    database unchanged) can break the rule. True when the attempt itself is what the policy forbids (trying to
+    cancel a non-refundable trip); False when a refused call breaks nothing (a payment that does not add up,
+    which the tool turned down before the agent corrected it): the violations that only refused calls cause
+    are then warnings. Ground truth (a blueprint's trace) is always judged on every call.
+    """
 
     id: str
     summary: str
     check: Callable[[Any], list[str]]
+    refused_calls_count: bool = True
 
 
 @dataclass(frozen=True)

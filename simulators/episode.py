@@ -9,6 +9,10 @@ deterministic with the scripted double, no Ray, no files. The conversation is ke
 
 An episode ends on the first of:
 - `user_stop`: the human's message contains ###STOP###;
+- `user_transfer`: the human's message contains ###TRANSFER### (tau2-bench's: the agent handed it to a
+  human agent);
+- `user_out_of_scope`: the human's message contains ###OUT-OF-SCOPE### (tau2-bench's: the chat cannot go
+  on without something its instruction does not cover);
 - `terminating_tool`: a tool such as `transfer_to_human_agents` ran;
 - `max_turns`: the agent took `max_turns` turns (a turn is one completion: calls or a reply);
 - `repeated_call`: the agent made the same call (name and arguments) `max_repeated_calls` times in a row;
@@ -18,6 +22,10 @@ An episode ends on the first of:
   retries (a failure of the simulated human, not of the system);
 - `context_overflow`: the conversation no longer fits the model's context.
 A dead engine is not an ending: `ModelUnavailable` propagates so that the run driver retries the episode.
+
+Each agent turn is run and stored as `agent.repair_turn` settles it (one call per turn, text beside calls);
+what that changed is listed in `Episode.repairs`. Thinking is stored in a message's `reasoning_content`,
+never in its `content`.
 """
 
 from __future__ import annotations
@@ -29,14 +37,28 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from apigen_mt.simulators.agent import Agent, AgentTurn, assistant_message
+from apigen_mt.simulators.agent import Agent, AgentTurn, assistant_message, repair_turn
 from apigen_mt.simulators.environment import Environment
 from apigen_mt.simulators.human import HumanSimulator, HumanTurn
+from apigen_mt.simulators.human_prompts import HumanEnding
 from apigen_mt.simulators.types import Message, ToolCall
 
 Termination = Literal[
-    "user_stop", "terminating_tool", "max_turns", "repeated_call", "model_error", "human_unusable", "context_overflow"
+    "user_stop",
+    "user_transfer",
+    "user_out_of_scope",
+    "terminating_tool",
+    "max_turns",
+    "repeated_call",
+    "model_error",
+    "human_unusable",
+    "context_overflow",
 ]
+_HUMAN_ENDINGS: dict[HumanEnding, Termination] = {
+    "stop": "user_stop",
+    "transfer": "user_transfer",
+    "out_of_scope": "user_out_of_scope",
+}
 
 # Backends phrase a prompt that outgrew the context differently; these fragments cover vLLM's own check
 # (our actor's message), vLLM's server and OpenAI's API.
@@ -86,6 +108,7 @@ class Episode:
     error_role: Literal["agent", "human"] | None = None
     turns: list[TurnStats] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # agent replies that broke the tool-call format
+    repairs: list[str] = field(default_factory=list)  # what was changed in agent turns, each naming its turn
 
     @property
     def agent_turns(self) -> int:
@@ -146,8 +169,8 @@ class _Loop:
             if turn.unusable:
                 return self.end("human_unusable", turn.error, "human")
             return self.end("context_overflow" if _overflowed(turn.error) else "model_error", turn.error, "human")
-        self.episode.messages.append(Message(role="user", content=turn.text))
-        return self.end("user_stop") if turn.stop else None
+        self.episode.messages.append(Message(role="user", content=turn.text, reasoning_content=turn.reasoning))
+        return None if turn.ending is None else self.end(_HUMAN_ENDINGS[turn.ending])
 
     def run_calls(self, turn: AgentTurn) -> Episode | None:
         """Run the turn's calls in order; each result goes back as a tool message."""
@@ -169,7 +192,7 @@ class _Loop:
         ended = await self.human_says()
         if ended is not None:
             return ended
-        for _ in range(self.settings.max_turns):
+        for number in range(1, self.settings.max_turns + 1):
             turn = await self.agent.act(self.episode.messages[1:])
             self.episode.turns.append(
                 TurnStats(
@@ -181,6 +204,8 @@ class _Loop:
                 return self.end("context_overflow" if _overflowed(turn.error) else "model_error", turn.error, "agent")
             if turn.problem:
                 self.episode.problems.append(turn.problem)
+            turn, repairs = repair_turn(turn, self.agent.settings)
+            self.episode.repairs.extend(f"agent turn {number}: {repair}" for repair in repairs)
             if turn.tool_calls:
                 ended = self.run_calls(turn)
             else:

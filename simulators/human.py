@@ -2,7 +2,10 @@
 
     human = HumanSimulator(model, blueprint.instruction, judge=judge, settings=HumanSettings(best_of_n=4))
     turn = await human.respond(episode_messages)   # the conversation as the agent sees it
-    turn.text, turn.stop                           # the next user message; True when it holds ###STOP###
+    turn.text, turn.ending                         # the next user message; "stop" when it holds ###STOP###
+
+Everything is read from the visible text only: thinking (`Completion.reasoning`) is kept apart in
+`HumanTurn.reasoning`, so an end marker written only while thinking never ends the chat.
 
 Best-of-N, as APIGen-MT does it: one request samples `best_of_n` candidates, the judge role scores each
 usable one from 0 to 10 against the instruction, and the best is kept. The simulator causes many failed
@@ -26,19 +29,21 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse, Completion, SamplingParams
 from apigen_mt.simulators.human_prompts import (
+    JUDGE_MAX_TOKENS,
     JUDGE_SCHEMA,
     STOP,
+    HumanEnding,
     decode_structured_turn,
+    ending_of,
     human_system_prompt,
     human_turn_schema,
     human_view,
     judge_messages,
     parse_score,
+    without_markers,
 )
 from apigen_mt.simulators.types import Message
 from apigen_mt.simulators.xlam import text_field_limit
-
-JUDGE_MAX_TOKENS = 128  # room for a judge that reasons before its <score> tag when it ignores the schema
 
 
 class HumanSettings(BaseModel):
@@ -69,11 +74,13 @@ class HumanTurn(BaseModel):
 
     `candidates` and `scores` belong to the last request (a score is None for an unusable or unscored
     candidate); `judge_error` is a judge failure that left the choice to candidate order. Tokens count
-    every request made for this turn, the retries' and the judge's included.
+    every request made for this turn, the retries' and the judge's included. `ending` names the end marker
+    of a message that ends the chat; `reasoning` is the chosen message's thinking, never part of `text`.
     """
 
     text: str = ""
-    stop: bool = False
+    ending: HumanEnding | None = None
+    reasoning: str | None = None
     candidates: list[str] = Field(default_factory=list)
     scores: list[float | None] = Field(default_factory=list)
     retries: int = 0
@@ -89,9 +96,10 @@ class HumanTurn(BaseModel):
 
 @dataclass(frozen=True)
 class _Candidate:
-    text: str  # as it would be stored: plain text, ###STOP### appended for a structured stop
-    stop: bool
+    text: str  # as it would be stored: plain visible text, ###STOP### appended for a structured stop
+    ending: HumanEnding | None
     problem: str | None
+    reasoning: str | None = None
 
 
 class HumanSimulator:
@@ -146,7 +154,8 @@ class HumanSimulator:
                 continue
             turn.scores = await self._score(turn, dialogue, candidates, usable)
             chosen = candidates[_best(turn.scores, usable)]
-            turn.text, turn.stop, turn.error, turn.unusable = chosen.text, chosen.stop, None, False
+            turn.text, turn.ending, turn.reasoning = chosen.text, chosen.ending, chosen.reasoning
+            turn.error, turn.unusable = None, False
             break
         turn.latency_s = time.perf_counter() - started
         return turn
@@ -163,21 +172,26 @@ class HumanSimulator:
         return ChatRequest(messages=messages, json_schema=schema, sampling=sampling)
 
     def _read(self, completion: Completion) -> _Candidate:
+        """One candidate, read from the completion's visible text (its thinking is already apart)."""
         if completion.error is not None:
-            return _Candidate(completion.text, False, f"the backend ended it abnormally: {completion.error}")
+            problem = f"the backend ended it abnormally: {completion.error}"
+            return _Candidate(completion.text, None, problem, completion.reasoning)
         if self.settings.structured:
             decoded = decode_structured_turn(completion.text)
             if decoded is None:
-                return _Candidate(completion.text, False, 'it is not the JSON object {"message": str, "stop": bool}')
-            message, stop = decoded[0].strip(), decoded[1] or STOP in decoded[0]
-            text = f"{message} {STOP}".strip() if stop and STOP not in message else message
+                problem = 'it is not the JSON object {"message": str, "stop": bool}'
+                return _Candidate(completion.text, None, problem, completion.reasoning)
+            text, stopped = decoded[0].strip(), decoded[1]
+            ending = ending_of(text)
+            if ending is None and stopped:
+                ending, text = "stop", f"{text} {STOP}".strip()
         else:
             text = completion.text.strip()
-            stop = STOP in text
-        said = text.replace(STOP, "").strip()
-        # ###STOP### on its own is a complete message; anything said beside it must still be in role.
-        problem = turn_problem(said) if said or not stop else None
-        return _Candidate(text, stop, problem)
+            ending = ending_of(text)
+        said = without_markers(text)
+        # An end marker on its own is a complete message; anything said beside it must still be in role.
+        problem = turn_problem(said) if said or ending is None else None
+        return _Candidate(text, ending, problem, completion.reasoning)
 
     async def _score(
         self, turn: HumanTurn, dialogue: list[Message], candidates: list[_Candidate], usable: list[int]

@@ -3,22 +3,48 @@
 The human model plays the customer, so the dialogue is shown to it with the roles flipped: the agent's
 replies are its user turns and its own earlier messages are its assistant turns. It never sees the
 agent's policy, tool calls or tool results, only what a customer in a chat window would see.
+
+The human ends the chat with one of tau2-bench's markers: ###STOP### (done, or the agent can go no
+further), ###TRANSFER### (the agent handed it to a human agent), ###OUT-OF-SCOPE### (the chat cannot go
+on without something its task does not cover).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.types import Message
+from apigen_mt.simulators.xlam import text_field_limit
 
 STOP = "###STOP###"
+TRANSFER = "###TRANSFER###"  # tau2-bench's: the agent transferred the customer to a human agent
+OUT_OF_SCOPE = "###OUT-OF-SCOPE###"  # tau2-bench's: the chat cannot go on without what the task does not cover
+
+HumanEnding = Literal["stop", "transfer", "out_of_scope"]
+
+# Checked in this order: a message naming a transfer or a dead end says more than a plain stop.
+_ENDINGS: tuple[tuple[str, HumanEnding], ...] = ((TRANSFER, "transfer"), (OUT_OF_SCOPE, "out_of_scope"), (STOP, "stop"))
+
+
+def ending_of(text: str) -> HumanEnding | None:
+    """How a human message ends the chat: the first of its end markers by precedence; None when it goes on."""
+    return next((ending for marker, ending in _ENDINGS if marker in text), None)
+
+
+def without_markers(text: str) -> str:
+    """What a human message says besides its end markers."""
+    for marker, _ in _ENDINGS:
+        text = text.replace(marker, "")
+    return text.strip()
+
 
 # The agent never sends this; it opens the human model's dialogue so that the first human turn answers
 # an agent, as every later one does.
 AGENT_GREETING = "Hi! How can I help you today?"
+
 
 def human_turn_schema(max_chars: int) -> dict[str, Any]:
     """`{"message": str, "stop": bool}`, the message short enough for the grammar to close it within the token limit."""
@@ -29,14 +55,21 @@ def human_turn_schema(max_chars: int) -> dict[str, Any]:
         "additionalProperties": False,
     }
 
+
+# The judge writes a short critique, then its score. The critique is capped at what a reply of
+# JUDGE_MAX_TOKENS can close (`text_field_limit`) with about 20 tokens left for the score, so that a grammar
+# never cuts the JSON before the score.
+JUDGE_MAX_TOKENS = 160
+MAX_SCORE = 10
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 10}},
-    "required": ["score"],
+    "properties": {  # critique first: the judge reasons before it scores
+        "critique": {"type": "string", "maxLength": text_field_limit(JUDGE_MAX_TOKENS) - 64},
+        "score": {"type": "integer", "minimum": 0, "maximum": MAX_SCORE},
+    },
+    "required": ["critique", "score"],
     "additionalProperties": False,
 }
-
-MAX_SCORE = 10
 
 _HUMAN_PROMPT = """\
 You are a customer writing to a company's customer-service agent in a chat window. All you know about \
@@ -62,12 +95,18 @@ agent's part, never call tools, and never say that you are an AI or that you wer
 
 _PLAIN_ENDING = f"""\
 - Once everything you wanted is done, or the agent cannot take it any further, send {STOP} on its \
-own as your message to end the chat."""
+own as your message to end the chat.
+- If the agent transfers you to a human agent, send {TRANSFER} on its own as your message.
+- If the agent keeps needing something your task does not cover, so that the chat cannot go on without \
+making it up, send {OUT_OF_SCOPE} on its own as your message."""
 
-_STRUCTURED_ENDING = """\
-- Answer with a JSON object {"message": "<what you write>", "stop": <true or false>}. Once everything \
+_STRUCTURED_ENDING = f"""\
+- Answer with a JSON object {{"message": "<what you write>", "stop": <true or false>}}. Once everything \
 you wanted is done, or the agent cannot take it any further, set "stop" to true to end the chat (the \
-message may then be a short goodbye or empty); otherwise "stop" is false."""
+message may then be a short goodbye or empty); otherwise "stop" is false.
+- If the agent transfers you to a human agent, write {TRANSFER} as the message and set "stop" to true.
+- If the agent keeps needing something your task does not cover, so that the chat cannot go on without \
+making it up, write {OUT_OF_SCOPE} as the message and set "stop" to true."""
 
 _JUDGE_PROMPT = f"""\
 You check the replies of a simulated customer in a customer-service chat. The customer was given a \
@@ -76,13 +115,16 @@ task and must play it faithfully. Rate the candidate reply from 0 to {MAX_SCORE}
 - {MAX_SCORE}: every detail it gives (names, emails, ids, items and their options, addresses, payment \
 methods, amounts, decisions) agrees with the task, and it carries the conversation on naturally. \
 Short answers, clarifying questions, confirmations, and ending the chat with {STOP} once the task is \
-done are all good replies.
+done are all good replies, as are {TRANSFER} after the agent transferred the customer to a human agent \
+and {OUT_OF_SCOPE} when the chat cannot go on without something the task does not cover.
 - Lower: a detail that contradicts the task, more of the task given away at once than the agent asked \
 for, sentences copied from the task, or ending the chat before the task is done.
 - 0 to 2: claiming not to know or remember something the task states, inventing information the task \
 does not contain, or writing as the agent (offering help, claiming to be an assistant, calling tools).
 
-Answer with a JSON object {{"score": <integer from 0 to {MAX_SCORE}>}}."""
+First write a short critique (one or two sentences: what in the reply agrees with the task and what does \
+not), then the score. Answer with a JSON object \
+{{"critique": "<your critique>", "score": <integer from 0 to {MAX_SCORE}>}}."""
 
 
 def human_system_prompt(instruction: str, persona: str | None, *, structured: bool) -> str:
@@ -96,8 +138,9 @@ def human_view(conversation: Sequence[Message]) -> list[Message]:
 
     `conversation` is the episode as the agent sees it. The agent's text replies become user turns,
     the human's own messages assistant turns; the system prompt, tool calls (with any text beside
-    them, which the agent addressed to itself) and tool results are left out. Neighbouring turns of
-    one side are joined, because chat templates expect the two sides to alternate.
+    them: in tau-bench's protocol the user never sees it) and tool results are left out, and so is
+    every message's thinking (`reasoning_content`). Neighbouring turns of one side are joined, because
+    chat templates expect the two sides to alternate.
     """
     turns = [Message(role="user", content=AGENT_GREETING)]
     for message in conversation:
@@ -131,8 +174,8 @@ _SCORE_TAG = re.compile(r"<score>\s*(\d+(?:\.\d+)?)\s*</score>", re.IGNORECASE)
 
 
 def parse_score(text: str) -> float | None:
-    """The judge's score: `{"score": n}`, or a `<score>n</score>` tag in free text; None if neither
-    holds a number from 0 to 10."""
+    """The judge's score: `{"critique": ..., "score": n}` (the critique is not needed), or a `<score>n</score>`
+    tag in free text; None if neither holds a number from 0 to 10."""
     score: Any = None
     try:
         decoded = loads_strict(text, "the judge's reply")

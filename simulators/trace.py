@@ -8,12 +8,16 @@ order's status when the agent cancelled it" without replaying anything. Two kind
   stands for the user the agent will have identified. Rules about the order of reads and writes do not apply.
 - an episode's trace (`episode=True`): every call the agent made, optionally with the conversation, so
   authentication and read-before-write order are judged on what actually happened.
+
+A call is `refused` when the environment answered it with an error and the database is as it was: the agent
+tried something and nothing happened. Which rules such an attempt can still break is each rule's decision
+(`PolicyRule.refused_calls_count`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from apigen_mt.simulators.state import JSON, copy_state
@@ -34,6 +38,7 @@ class TracedCall:
     writes: bool
     before: JSON
     message_index: int | None = None  # the assistant message that made the call, for episodes with messages
+    refused: bool = False  # an error observation and the database unchanged (a failed write may still change it)
 
     @property
     def name(self) -> str:
@@ -64,7 +69,12 @@ class ActionTrace:
     messages: tuple[dict[str, Any], ...] | None = None
 
     def earlier(self, call: TracedCall) -> tuple[TracedCall, ...]:
-        return self.calls[: call.index]
+        # By index, not position: a trace without its refused calls keeps the indices the calls were made with.
+        return tuple(other for other in self.calls if other.index < call.index)
+
+    def without_refused(self) -> ActionTrace:
+        """The same trace as if the refused calls had not been made (indices and labels kept)."""
+        return replace(self, calls=tuple(call for call in self.calls if not call.refused))
 
     def calls_of(self, name: str) -> list[TracedCall]:
         return [call for call in self.calls if call.name == name]
@@ -96,6 +106,8 @@ def trace_calls(
         result = env.step(call)
         bound = tools.get(call.name)
         writes = bound is not None and bound.spec.writes
+        # Only a failed write needs comparing: reads never change the database.
+        refused = result.failed and not (writes and env.db != before)
         traced.append(
             TracedCall(
                 index=index,
@@ -105,6 +117,7 @@ def trace_calls(
                 writes=writes,
                 before=before,
                 message_index=None if message_indices is None else message_indices[index],
+                refused=refused,
             )
         )
         # Only writes change the database (a failed booking can still delete a certificate), so reads share
@@ -163,20 +176,18 @@ def trace_conversation(
     return trace_calls(domain, db, calls, user_id=user_id, episode=True, messages=plain, message_indices=origins)
 
 
-def turn_structure_problems(trace: ActionTrace) -> list[str]:
-    """One tool call per assistant turn, and never a tool call together with a reply (needs the messages)."""
+def one_call_per_turn(trace: ActionTrace) -> list[str]:
+    """One tool call per assistant turn (needs the messages).
+
+    Text beside a call breaks nothing: in tau-bench's protocol the user never sees it (only the call runs), so
+    the turn is a call, and the text is neither a reply nor an expected output."""
     if trace.messages is None:
         return []
-    problems = []
-    for position, message in enumerate(trace.messages):
-        if message.get("role") != "assistant":
-            continue
-        calls = message.get("tool_calls") or []
-        if len(calls) > 1:
-            problems.append(f"message {position} makes {len(calls)} tool calls in one turn; make one call at a time")
-        if calls and content_text(message).strip():
-            problems.append(f"message {position} both replies to the user and calls a tool; do one or the other")
-    return problems
+    return [
+        f"message {position} makes {count} tool calls in one turn; make one call at a time"
+        for position, message in enumerate(trace.messages)
+        if message.get("role") == "assistant" and (count := len(message.get("tool_calls") or [])) > 1
+    ]
 
 
 def calls_on_records(

@@ -1,4 +1,4 @@
-"""The xLAM tool-call format on the prompt side, and JSON schemas that force a reply into it.
+"""The xLAM tool-call format on the prompt side, and the JSON schema of a call list.
 
 For models whose chat template knows nothing of tools (the embedded SmolLM2 included), the tools go
 into the system turn as indented JSON after a short instruction, earlier assistant calls are written
@@ -6,11 +6,8 @@ as the JSON list the model itself would produce, and tool results go back as `to
 (formats.md section 2). ChatML-style templates print any role name, so no tool role is mapped to
 `user`; a template that rejects unknown roles would need that mapping added here.
 
-Under structured outputs (vLLM `StructuredOutputsParams(json=...)`, xgrammar) an agent turn is
-constrained by `agent_turn_schema`: either the xLAM call list itself or `{"content": "..."}` for a
-text reply. One constrained generation decides between the two, and `parse_agent_turn` reads the
-result back. The call list is exactly what an unconstrained xLAM model writes, so a trajectory reads
-the same whichever way it was produced.
+`tool_calls_schema` describes the xLAM call list for JSON-Schema grammars (Phase 1 proposes ground-truth
+actions under it); `text_field_limit` caps free-text fields so that a grammar closes the JSON in time.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from apigen_mt.simulators.tool_parsers import ParsedOutput, get_parser
 from apigen_mt.simulators.types import Message, ToolCall, ToolSpec
 
 CALL_FORMAT_INSTRUCTION = """\
@@ -135,36 +131,3 @@ CHARS_PER_TOKEN_BOUND = 3
 def text_field_limit(max_tokens: int) -> int:
     """The most characters a free-text JSON field may hold so that a reply of `max_tokens` tokens can close it."""
     return max(16, CHARS_PER_TOKEN_BOUND * max_tokens - 48)
-
-
-def text_reply_schema(max_chars: int | None = None) -> dict[str, Any]:
-    """`{"content": text}`, the text at most `max_chars` characters when given."""
-    content: dict[str, Any] = {"type": "string"}
-    if max_chars is not None:
-        content["maxLength"] = max_chars
-    return {"type": "object", "properties": {"content": content}, "required": ["content"], "additionalProperties": False}
-
-
-def agent_turn_schema(
-    tools: Sequence[ToolSpec], max_calls: int | None = None, max_text_chars: int | None = None
-) -> dict[str, Any]:
-    """An agent turn under structured outputs: the xLAM call list (at most `max_calls`), or `{"content": text}`;
-    `max_text_chars` caps the text and every free-text argument."""
-    return {"anyOf": [tool_calls_schema(tools, max_calls, max_text_chars), text_reply_schema(max_text_chars)]}
-
-
-def parse_agent_turn(text: str) -> ParsedOutput:
-    """Read a reply generated under `agent_turn_schema` back into calls or text.
-
-    A reply that breaks the schema (cut off by the token limit, or from a backend without structured
-    outputs) is kept as text with the reason in `problem`.
-    """
-    try:
-        decoded = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        return ParsedOutput(content=text, problem=f"the reply is not valid JSON ({exc}); expected a list of calls or {{\"content\": ...}}")
-    if isinstance(decoded, list):
-        return get_parser("xlam").parse(text)
-    if isinstance(decoded, dict) and set(decoded) == {"content"} and isinstance(decoded["content"], str):
-        return ParsedOutput(content=decoded["content"])
-    return ParsedOutput(content=text, problem='the reply is neither a JSON list of calls nor {"content": "<text>"}')

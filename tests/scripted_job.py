@@ -75,7 +75,7 @@ RAISING = "demo-retail-status-2"  # ... raises
 def faulty_agent(request: ChatRequest):
     blueprint = _blueprint_of(request)
     if blueprint is not None and blueprint["id"] == GARBAGE:
-        return RawText('}{ "name": [[ <|im_end|>')
+        return RawText('[{ "name": [[ <|im_end|>')
     if blueprint is not None and blueprint["id"] == TIMED_OUT:
         # How both backends answer a request that ran out of time (the request alone fails).
         return ChatResponse(model="scripted-agent", error="no answer within request_timeout_s=600s; the request was aborted")

@@ -17,7 +17,7 @@ from apigen_mt.pipeline.openai_backend import OpenAIChatModel
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["local-cpu.yaml", "gpu-cluster.yaml", "openai-endpoint.yaml"])
+@pytest.mark.parametrize("name", ["local-cpu.yaml", "gpu-cluster.yaml", "openai-endpoint.yaml", "xlam-teacher.yaml"])
 def test_shipped_configs_load(name):
     config = load_config(CONFIGS / name)
     assert config.roles.agent in config.models
@@ -131,3 +131,46 @@ def test_resuming_on_a_larger_cluster_keeps_the_fingerprint(tmp_path):
         return load_config(write(tmp_path, yaml.safe_dump(data))).fingerprint()
 
     assert fingerprint(base) == fingerprint(scaled) != fingerprint(changed)
+
+
+def test_a_committee_of_several_reviewer_models(tmp_path):
+    from apigen_mt.blueprints.review import ReviewSettings, review
+    from apigen_mt.pipeline.run import _phase1_models
+    from apigen_mt.pipeline.scripted import ScriptedChatModel
+    from apigen_mt.simulators.types import Blueprint, ToolCall
+
+    models = "models: {a: {backend: vllm, engine: {model: x}}, b: {backend: vllm, engine: {model: y}}}\n"
+    single = load_config(write(tmp_path, models + "roles: {proposer: a, reviewer: a, human: a, human_judge: a, agent: a}\n"))
+    committee = load_config(write(tmp_path, models + "roles: {proposer: a, reviewer: [a, b], human: a, human_judge: a, agent: a}\n"))
+    assert single.roles.models_of("reviewer") == ["a"] and committee.roles.models_of("reviewer") == ["a", "b"]
+    assert single.fingerprint() != committee.fingerprint()
+    for text, message in [
+        (models + "roles: {proposer: a, reviewer: [a, c], human: a, human_judge: a, agent: a}\n", "roles.reviewer names model 'c'"),
+        (models + "roles: {proposer: a, reviewer: [], human: a, human_judge: a, agent: a}\n", "name at least one model"),
+    ]:
+        with pytest.raises(ConfigError, match="run.yaml") as caught:
+            load_config(write(tmp_path, text))
+        assert message in str(caught.value)
+
+    vote = '{"reflection": "ok", "correctness": 1, "completeness": 1, "satisfaction": 1, "creativity": 1}'
+    engines = Engines.start(committee, ("proposer", "reviewer"), factory=lambda name: ScriptedChatModel(lambda request: vote, model_id=name))
+    phase1 = _phase1_models(engines)
+    assert [model.model_id for model in phase1.reviewers] == ["a", "b"] and phase1.summariser.model_id == "a"
+    task = Blueprint(instruction="x", actions=[ToolCall(name="think", arguments={"thought": "x"})])
+    verdict = asyncio.run(review(phase1.reviewers, task, [], "policy", ReviewSettings(reviewers=3)))
+    assert [ballot.model_id for ballot in verdict.ballots] == ["a", "b", "a"] and verdict.passed
+
+
+def test_the_real_model_configs_decode_freely_and_the_embedded_one_under_its_grammar():
+    """Defaults for real models are never chosen for the embedded one: only local-cpu.yaml constrains the agent
+    and compacts JSON grammars."""
+    for name in ("gpu-cluster.yaml", "openai-endpoint.yaml", "xlam-teacher.yaml"):
+        config = load_config(CONFIGS / name)
+        assert not config.trajectories.agent.constrained, name
+        engines = [spec.engine for spec in config.models.values() if isinstance(spec, VllmModel)]
+        assert not any(engine.compact_json or engine.tool_parser for engine in engines), name
+    two = load_config(CONFIGS / "xlam-teacher.yaml")
+    assert isinstance(two.models[two.roles.agent], VllmModel) and "xLAM-2" in two.models[two.roles.agent].engine.model
+    assert {two.roles.models_of(role)[0] for role in ("proposer", "reviewer", "human", "human_judge")} == {"teacher"}
+    embedded = load_config(CONFIGS / "local-cpu.yaml")
+    assert embedded.trajectories.agent.constrained and embedded.models["smollm2"].engine.compact_json

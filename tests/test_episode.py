@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel
+from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel, ServerReply
 from apigen_mt.pipeline.trials import TrialItem, TrialModels, TrialSettings, play_trial
 from apigen_mt.simulators.agent import Agent, AgentSettings
 from apigen_mt.simulators.chat import ChatResponse, ModelUnavailable
@@ -32,7 +32,7 @@ FIND = BLUEPRINT.actions[0]
 ORDER = BLUEPRINT.actions[1]
 CANCEL = BLUEPRINT.actions[2]
 SETTINGS = TrialSettings(
-    agent=AgentSettings(constrained=True),
+    agent=AgentSettings(),
     human=HumanSettings(max_retries=1),
     episode=EpisodeSettings(max_turns=6, max_repeated_calls=3),
 )
@@ -135,14 +135,71 @@ def test_a_terminating_tool_ends_the_episode():
     assert row["termination"] == "terminating_tool" and row["terminated"]
 
 
-def test_several_calls_in_one_turn_run_in_order():
-    agent = Agent(ScriptedChatModel([[FIND, ORDER], "ok", "ok"]), RETAIL.policy, RETAIL.toolkit.specs(), AgentSettings(constrained=False))
-    human = HumanSimulator(ScriptedChatModel(HUMAN), BLUEPRINT.instruction, settings=HumanSettings())
+def episode_of(agent_script, human_script, settings: AgentSettings = AgentSettings(), max_turns: int = 4):
+    """(episode, environment) of a scripted episode, for what the trial row does not show."""
+    agent = Agent(ScriptedChatModel(agent_script), RETAIL.policy, RETAIL.toolkit.specs(), settings)
+    human = HumanSimulator(ScriptedChatModel(human_script), BLUEPRINT.instruction, settings=HumanSettings())
     env = RETAIL.environment(DB)
-    episode = asyncio.run(run_episode(agent, human, env, EpisodeSettings(max_turns=4)))
+    return asyncio.run(run_episode(agent, human, env, EpisodeSettings(max_turns=max_turns))), env
+
+
+def test_several_calls_in_one_turn_run_in_order_when_allowed():
+    episode, env = episode_of([[FIND, ORDER], "ok", "ok"], HUMAN, AgentSettings(one_call_per_turn=False))
     assert [call.name for call, _ in env.log] == ["find_user_id_by_email", "get_order_details"]
     tool_messages = [m for m in episode.messages if m.role == "tool"]
     assert [m.tool_call_id for m in tool_messages] == ["call_0", "call_1"]
+    assert episode.repairs == []
+
+
+def test_one_call_per_turn_runs_the_first_and_records_the_rest_as_a_repair():
+    episode, env = episode_of(["Hello.", [FIND, ORDER], "ok"], HUMAN)
+    assert [call.name for call, _ in env.log] == ["find_user_id_by_email"]
+    (calling,) = [m for m in episode.messages if m.tool_calls]
+    assert [call.function["name"] for call in calling.tool_calls] == ["find_user_id_by_email"]
+    assert episode.repairs == ["agent turn 2: dropped 1 call(s) after the first, one call per turn: get_order_details"]
+
+
+def test_text_beside_a_call_is_removed_by_default_and_never_shown_to_the_human():
+    beside = ServerReply(content="Let me find your account.", calls=(FIND,))
+    agent_script = [beside, "Found you.", beside, "Found you."]
+    human_script = [BLUEPRINT.instruction, "Bye ###STOP###"]
+    removed, _ = episode_of(agent_script[:2], human_script)
+    (calling,) = [m for m in removed.messages if m.tool_calls]
+    assert calling.content is None
+    assert removed.repairs == ["agent turn 1: removed the text beside its tool call: 'Let me find your account.'"]
+    kept, _ = episode_of(agent_script[2:], human_script, AgentSettings(text_beside_calls="keep"))
+    (calling,) = [m for m in kept.messages if m.tool_calls]
+    assert calling.content == "Let me find your account." and kept.repairs == []
+    human = HumanSimulator(ScriptedChatModel(["x"]), BLUEPRINT.instruction, settings=HumanSettings())
+    asyncio.run(human.respond(kept.messages))
+    assert all("Let me find" not in (m.content or "") for m in human.model.requests[0].messages)
+
+
+def test_thinking_is_stored_apart_and_a_stop_in_it_never_ends_the_episode():
+    human_script = [
+        f"<think>I could end with ###STOP### right away.</think>{BLUEPRINT.instruction}",
+        "<think>Done now.</think>Thanks! ###STOP###",
+    ]
+    agent_script = [ServerReply(calls=(FIND,), reasoning="Find the user first."), "<think>All set.</think>Found you."]
+    episode, _ = episode_of(agent_script, human_script)
+    assert episode.termination == "user_stop" and len(episode.human_texts()) == 2
+    first_user, calling, _, reply, last_user = episode.messages[1:]
+    assert (first_user.content, first_user.reasoning_content) == (BLUEPRINT.instruction, "I could end with ###STOP### right away.")
+    assert (calling.content, calling.reasoning_content) == (None, "Find the user first.")
+    assert (reply.content, reply.reasoning_content) == ("Found you.", "All set.")
+    assert (last_user.content, last_user.reasoning_content) == ("Thanks! ###STOP###", "Done now.")
+    row = trial(agent_script, human_script)
+    assert "<think>" not in row["messages"] and row["termination"] == "user_stop"
+    stored = json.loads(row["messages"])
+    assert stored[1]["reasoning_content"] == "I could end with ###STOP### right away."
+    assert all("STOP" not in (message.get("content") or "") for message in stored[:-1])
+
+
+def test_transfer_and_out_of_scope_end_the_episode_as_the_human_said():
+    transferred, _ = episode_of(["Let me transfer you."], [BLUEPRINT.instruction, "Okay. ###TRANSFER###"])
+    assert transferred.termination == "user_transfer" and transferred.human_texts()[-1] == "Okay. ###TRANSFER###"
+    stuck, _ = episode_of(["What is your zip code?"], [BLUEPRINT.instruction, "###OUT-OF-SCOPE###"])
+    assert stuck.termination == "user_out_of_scope" and stuck.agent_turns == 1
 
 
 def test_episodes_are_deterministic_with_the_scripted_double():

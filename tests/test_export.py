@@ -24,7 +24,6 @@ from apigen_mt.validators.sampling import trajectory_signature
 CLI = Path(sys.executable).parent / "apigen-mt"
 RETAIL = get_domain("retail")
 SHAREGPT_ROLES = {"human", "gpt", "function_call", "observation"}
-MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id"}
 PROVENANCE = {"id", "domain", "blueprint_id", "trial", "instruction", "actions", "outputs", "reward", "agent_model", "human_model"}
 
 
@@ -164,10 +163,12 @@ def test_both_layouts_load_with_load_from_disk_and_load_dataset(exported: Path, 
     sharegpt = datasets.load_from_disk(str(exported / "dataset"))
     openai = datasets.load_from_disk(str(exported / "dataset-openai"))
     for loaded in (sharegpt, openai):
-        assert {split: loaded[split].num_rows for split in loaded} == {"train": 2, "rejected": 6, "preference": 2}
+        assert {split: loaded[split].num_rows for split in loaded} == {"train": 2, "rejected": 5, "preference": 2}
     assert "conversations" in sharegpt["train"].column_names and "messages" in openai["train"].column_names
     for format_, from_disk in (("sharegpt", sharegpt), ("openai", openai)):
         parquet = _load_parquet(exported, format_, ["train", "rejected"], tmp_path / format_)
+        if format_ == "openai":  # one JSON object per message, decoded to a dict by either loader
+            assert parquet["train"].features["messages"] == from_disk["train"].features["messages"] == datasets.List(datasets.Json())
         assert parquet["train"].to_list() == from_disk["train"].to_list()
         assert parquet["rejected"].to_list() == from_disk["rejected"].to_list()
         preference = _load_parquet(exported, format_, ["preference"], tmp_path / f"{format_}-preference")
@@ -196,21 +197,26 @@ def check_sharegpt_row(row: dict[str, Any]) -> None:
 
 
 def check_openai_row(row: dict[str, Any]) -> None:
-    """formats.md section 1, OpenAI messages layout: a native list of messages, `tools` a JSON string."""
+    """formats.md section 1, OpenAI messages layout: a native list of messages with only the keys each has,
+    call arguments as mappings, tool messages naming their tool; `tools` a JSON string."""
     messages = row["messages"]
-    assert messages[0]["role"] == "system" and messages[0]["content"].startswith("# Retail")
-    made: list[str] = []
+    assert messages[0] == {"role": "system", "content": RETAIL.policy}
+    made: dict[str, str] = {}  # call id -> tool name
     for message in messages:
-        assert set(message) == MESSAGE_KEYS and message["role"] in {"system", "user", "assistant", "tool"}
-        if message["role"] == "assistant" and message["tool_calls"]:
+        assert None not in message.values(), message
+        keys = set(message) - {"reasoning_content"}
+        if message["role"] == "assistant" and "tool_calls" in message:
+            assert keys in ({"role", "tool_calls"}, {"role", "content", "tool_calls"}) and message["tool_calls"]
             for call in message["tool_calls"]:
-                assert call["type"] == "function" and set(call["function"]) == {"name", "arguments"}
-                assert isinstance(call["function"]["arguments"], str) and isinstance(json.loads(call["function"]["arguments"]), dict)
-                made.append(call["id"])
-        if message["role"] == "tool":
-            assert message["tool_call_id"] in made and isinstance(message["content"], str)
+                assert set(call) == {"id", "type", "function"} and call["type"] == "function"
+                assert set(call["function"]) == {"name", "arguments"} and isinstance(call["function"]["arguments"], dict)
+                made[call["id"]] = call["function"]["name"]
+        elif message["role"] == "tool":
+            assert keys == {"role", "tool_call_id", "name", "content"} and isinstance(message["content"], str)
+            assert made[message["tool_call_id"]] == message["name"]
         else:
-            assert message["tool_call_id"] is None
+            assert keys == {"role", "content"} and message["role"] in {"system", "user", "assistant"}
+            assert isinstance(message["content"], str)
     tools = json.loads(row["tools"])
     assert all(tool["type"] == "function" and set(tool["function"]) == {"name", "description", "parameters"} for tool in tools)
     assert PROVENANCE <= set(row)
@@ -223,13 +229,11 @@ def test_every_row_follows_the_layouts_of_formats_md(exported: Path) -> None:
     openai = datasets.load_from_disk(str(exported / "dataset-openai"))
     for split in ("train", "rejected"):
         for share_row, openai_row in zip(sharegpt[split], openai[split], strict=True):
-            if not json.loads(json.dumps(openai_row["messages"])):
-                continue  # the failed trial without messages
             check_sharegpt_row(share_row)
             check_openai_row(openai_row)
-            calls = [c for m in openai_row["messages"] if m["tool_calls"] for c in m["tool_calls"]]
+            calls = [c for m in openai_row["messages"] for c in m.get("tool_calls", [])]
             assert [t for t in share_row["conversations"] if t["from"] == "function_call"] == [
-                {"from": "function_call", "value": json.dumps({"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])})}
+                {"from": "function_call", "value": json.dumps({"name": c["function"]["name"], "arguments": c["function"]["arguments"]})}
                 for c in calls
             ]
     # Two calls in one agent turn: consecutive function_call entries, each followed by its observation.
@@ -246,9 +250,10 @@ def test_splits_hold_unique_accepted_negatives_and_preference_pairs(exported: Pa
     assert data["train"]["id"] == ["retail-cancel-0-trial0", "retail-cancel-1-trial0"]  # trial 1 repeats trial 0
     assert set(data["train"]["status"]) == {"accepted"} and data["train"]["reasons"] == [[], []]
     rejected = {row["id"]: (row["status"], row["attribution"], row["reasons"]) for row in data["rejected"]}
-    assert rejected["retail-cancel-0-trial3"] == ("failed", "system", ["failed because of the system"])
+    assert "retail-cancel-0-trial3" not in rejected  # failed before the human said anything: left out
+    assert rejected["retail-cancel-1-trial1"] == ("rejected", "human", ["rejected because of the human"])
     assert rejected["retail-cancel-2-trial1"][0] == "rejected"  # the row written last wins
-    assert len(rejected) == 6
+    assert len(rejected) == 5
     pairs = data["preference"]
     assert [(p["chosen_id"], p["rejected_id"]) for p in pairs] == [
         ("retail-cancel-0-trial0", "retail-cancel-0-trial2"),
@@ -257,8 +262,8 @@ def test_splits_hold_unique_accepted_negatives_and_preference_pairs(exported: Pa
     pair = pairs[0]
     assert [m["role"] for m in pair["prompt"]] == ["system", "user"]
     assert pair["chosen"][0]["role"] == "assistant" and pair["rejected"][0]["role"] == "assistant"
-    chosen_reason = [json.loads(c["function"]["arguments"]).get("reason") for m in pair["chosen"] if m["tool_calls"] for c in m["tool_calls"]]
-    rejected_reason = [json.loads(c["function"]["arguments"]).get("reason") for m in pair["rejected"] if m["tool_calls"] for c in m["tool_calls"]]
+    chosen_reason = [c["function"]["arguments"].get("reason") for m in pair["chosen"] for c in m.get("tool_calls", [])]
+    rejected_reason = [c["function"]["arguments"].get("reason") for m in pair["rejected"] for c in m.get("tool_calls", [])]
     assert "no longer needed" in chosen_reason and "ordered by mistake" in rejected_reason
 
 
@@ -286,18 +291,10 @@ def test_openai_rows_go_through_a_tool_aware_chat_template(exported: Path) -> No
     for message in row["messages"]:
         if message["role"] in ("user", "tool") and message["content"]:
             assert message["content"] in text
-    assert '"name": "get_order_details"' in text
+    assert '"name": "get_order_details"' in text and '"arguments": {"order_id": "#W' in text
     encoded = tokenizer.apply_chat_template(row["messages"], tools=json.loads(row["tools"]), tokenize=True, return_dict=True)
     starts = encoded["input_ids"].count(tokenizer.convert_tokens_to_ids("<|im_start|>"))
     assert starts == len(row["messages"]) and encoded["input_ids"].count(tokenizer.eos_token_id) == len(row["messages"])
-    # Templates that expect `arguments` as a dict get it decoded, as formats.md says.
-    decoded = [
-        m | {"tool_calls": [c | {"function": c["function"] | {"arguments": json.loads(c["function"]["arguments"])}} for c in m["tool_calls"]]}
-        if m["tool_calls"] else m
-        for m in row["messages"]
-    ]  # fmt: skip
-    text = tokenizer.apply_chat_template(decoded, tools=json.loads(row["tools"]), tokenize=False)
-    assert '"arguments": {"order_id": "#W' in text
 
 
 def test_card_reports_the_funnel_pass_k_and_statistics(exported: Path) -> None:
@@ -355,6 +352,7 @@ def test_export_is_rerunnable_and_replaces_what_it_wrote(exported: Path, tmp_pat
     shutil.copytree(exported, run_dir)
     result = export_run(run_dir, formats=["openai"], splits=["train"])
     assert result.rows == {"train": 2, "rejected": 0, "preference": 0}
+    assert result.left_out == {"engine_unavailable": 1}  # the failed trial without messages
     assert result.datasets == {"openai": run_dir / "dataset"} and not (run_dir / "dataset-openai").exists()
     assert sorted(str(p.relative_to(run_dir)) for p in (run_dir / "data").rglob("*.parquet")) == ["data/openai/train-00000.parquet"]
     assert list(datasets.load_from_disk(str(run_dir / "dataset"))) == ["train"]
@@ -438,3 +436,56 @@ def test_sharegpt_pairs_calls_with_results_by_id_and_drops_only_a_trailing_unans
     ]
     with pytest.raises(ExportError, match="trajectory t: tool call 'cancel_pending_order' has no tool message"):
         sharegpt_conversation([*messages, {"role": "user", "content": "hello?"}], "t")
+
+
+def test_sharegpt_function_calls_hold_their_arguments_as_an_object_whatever_form_they_were_stored_in() -> None:
+    from apigen_mt.pipeline.layouts import sharegpt_conversation
+
+    arguments = {"order_id": "#W1", "item_ids": ["1", "2"], "note": "caf\u00e9"}
+    for stored in (json.dumps(arguments), arguments):  # the API's string form, or already a mapping
+        call = {"id": "a", "type": "function", "function": {"name": "get_order_details", "arguments": stored}}
+        messages = [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "a", "name": "get_order_details", "content": "order"},
+        ]
+        _, turns = sharegpt_conversation(messages, "t")
+        assert json.loads(turns[1]["value"]) == {"name": "get_order_details", "arguments": arguments}
+
+
+def test_openai_messages_keep_only_their_own_keys_name_each_tool_and_decode_arguments() -> None:
+    from apigen_mt.pipeline.layouts import openai_messages
+
+    def call(call_id: str, arguments: Any) -> dict[str, Any]:
+        return {"id": call_id, "type": "function", "function": {"name": "get_order_details", "arguments": arguments}}
+
+    stored = [
+        {"role": "system", "content": "policy"},
+        {"role": "user", "content": "hi", "name": "someone"},
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [call("a", '{"order_id": "#W1"}')],
+            "reasoning_content": "look it up",
+        },
+        {"role": "tool", "tool_call_id": "a", "content": "order"},  # no name: the call with its id names it
+        {"role": "assistant", "content": None, "tool_calls": [call("b", "{not json")]},
+        {"role": "tool", "tool_call_id": "b", "name": "get_order_details", "content": "error"},
+        {"role": "assistant", "content": "Done.", "tool_calls": None, "tool_call_id": None},
+    ]
+    assert openai_messages(stored, "t") == [
+        {"role": "system", "content": "policy"},
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [call("a", {"order_id": "#W1"})],
+            "reasoning_content": "look it up",
+        },
+        {"role": "tool", "tool_call_id": "a", "name": "get_order_details", "content": "order"},
+        {"role": "assistant", "tool_calls": [call("b", {"__raw__": "{not json"})]},  # as simulators.types keeps it
+        {"role": "tool", "tool_call_id": "b", "name": "get_order_details", "content": "error"},
+        {"role": "assistant", "content": "Done."},
+    ]
+    with pytest.raises(ExportError, match="trajectory t: tool message 1 names no tool and answers no earlier call"):
+        openai_messages([{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "x", "content": "?"}], "t")

@@ -168,7 +168,7 @@ def test_garbage_a_timeout_or_an_exception_from_the_engine_fails_or_rejects_only
     for (blueprint, _), row in rows.items():
         reasons = " ".join(row["reasons"])
         if blueprint == job.GARBAGE:  # an unreadable reply is the model's text: verification rejects the trial
-            assert row["status"] == "rejected" and "format: the reply is not valid JSON" in reasons, row
+            assert row["status"] == "rejected" and "format: the output starts with '[' but is not valid JSON" in reasons, row
         elif blueprint == job.TIMED_OUT:
             assert (row["status"], row["attribution"], row["termination"]) == ("failed", "system", "model_error")
             assert "request_timeout_s" in reasons

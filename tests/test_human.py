@@ -19,8 +19,18 @@ from apigen_mt.simulators.human import (
     revealed_values,
     turn_problem,
 )
-from apigen_mt.simulators.human_prompts import AGENT_GREETING, JUDGE_SCHEMA, human_turn_schema, parse_score
-from apigen_mt.simulators.xlam import text_field_limit
+from apigen_mt.simulators.human_prompts import (
+    AGENT_GREETING,
+    JUDGE_MAX_TOKENS,
+    JUDGE_SCHEMA,
+    OUT_OF_SCOPE,
+    TRANSFER,
+    human_turn_schema,
+    human_view,
+    judge_messages,
+    parse_score,
+)
+from apigen_mt.simulators.xlam import CHARS_PER_TOKEN_BOUND, text_field_limit
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall
 
 DOMAINS = Path(__file__).resolve().parents[1] / "simulators" / "domains"
@@ -90,7 +100,7 @@ def test_the_human_sees_the_dialogue_with_roles_flipped_and_no_tools():
     assert request.tools == [] and request.json_schema is None and request.reply_format == "text"
     sampling = request.sampling
     assert (sampling.n, sampling.temperature, sampling.max_tokens, sampling.seed) == (1, 0.7, 256, 11)
-    assert (turn.text, turn.stop, turn.error, turn.retries) == ("Order #W1077442, please.", False, None, 0)
+    assert (turn.text, turn.ending, turn.error, turn.retries) == ("Order #W1077442, please.", None, None, 0)
     assert turn.candidates == ["Order #W1077442, please."] and turn.scores == [None]
 
 
@@ -126,7 +136,7 @@ def test_best_of_n_samples_n_in_one_request_and_keeps_the_top_score():
     candidates = ["I forget my email.", "It's order #W1077442.", "Order #W1077442, thanks.", "Cancel everything!"]
     sampled = [Completion(text=c, content=c, prompt_tokens=100, completion_tokens=5) for c in candidates]
     model = ScriptedChatModel(sampled)
-    verdicts = ['{"score": 1}', '{"score": 9}', '{"score": 9}', '{"score": 4}']
+    verdicts = [json.dumps({"critique": "ok", "score": score}) for score in (1, 9, 9, 4)]
     judge = ScriptedChatModel(judge_by_candidate(dict(zip(candidates, verdicts))), model_id="judge")
     settings = HumanSettings(best_of_n=4, seed=3)
     turn = respond(HumanSimulator(model, INSTRUCTION, judge=judge, settings=settings), CONVERSATION)
@@ -139,10 +149,27 @@ def test_best_of_n_samples_n_in_one_request_and_keeps_the_top_score():
     for request in judge.requests:
         body = request.messages[-1].content or ""
         assert request.json_schema == JUDGE_SCHEMA and request.sampling.temperature == 0.0
+        assert request.sampling.max_tokens == JUDGE_MAX_TOKENS
         assert INSTRUCTION in body and "Agent: Found you. Which order should I cancel?" in body
         shown.append(body.rsplit("\n", 1)[-1])
     assert sorted(shown) == sorted(candidates)
     assert (turn.prompt_tokens, turn.completion_tokens) == (100, 20)  # n completions share one prompt
+
+
+def test_the_judge_critiques_before_it_scores_within_its_token_limit():
+    import jsonschema
+
+    assert list(JUDGE_SCHEMA["properties"]) == ["critique", "score"] and JUDGE_SCHEMA["required"] == ["critique", "score"]
+    valid = jsonschema.Draft202012Validator(JUDGE_SCHEMA)
+    cap = JUDGE_SCHEMA["properties"]["critique"]["maxLength"]
+    longest = json.dumps({"critique": "x" * cap, "score": 10})
+    assert valid.is_valid(json.loads(longest)) and not valid.is_valid({"critique": "x" * (cap + 1), "score": 10})
+    assert not valid.is_valid({"score": 7}) and not valid.is_valid({"critique": "ok", "score": 11})
+    # The longest critique and its score fit in what the judge's max_tokens can write.
+    assert len(longest) <= CHARS_PER_TOKEN_BOUND * JUDGE_MAX_TOKENS
+    (system, _) = judge_messages(INSTRUCTION, human_view(CONVERSATION), "Yes.")
+    prompt = system.content or ""
+    assert prompt.index('"critique"') < prompt.index('"score"') and "First write a short critique" in prompt
 
 
 def test_the_judge_may_answer_in_free_text_with_a_score_tag():
@@ -157,6 +184,7 @@ def test_the_judge_may_answer_in_free_text_with_a_score_tag():
 @pytest.mark.parametrize(
     ("reply", "score"),
     [
+        ('{"critique": "Agrees with the task.", "score": 7}', 7.0),
         ('{"score": 7}', 7.0),
         ("<score> 10 </score>", 10.0),
         ("first <score>3</score> then <score>6</score>", 6.0),
@@ -203,7 +231,7 @@ def test_retries_are_bounded_and_end_in_an_error():
     model = ScriptedChatModel(["", "As an AI, I cannot place orders."])
     turn = respond(HumanSimulator(model, INSTRUCTION, settings=HumanSettings(max_retries=1)), [POLICY])
     assert len(model.requests) == 2 and turn.retries == 1
-    assert (turn.text, turn.stop) == ("", False)
+    assert (turn.text, turn.ending) == ("", None)
     assert turn.error == (
         "the human model gave 2 empty, role-breaking or malformed turns in 2 request(s); "
         "the last: it claims to be an AI"
@@ -260,10 +288,10 @@ def test_turn_problem_leaves_ordinary_customer_turns(text: str):
 
 def test_stop_on_its_own_is_a_complete_turn_but_a_role_break_beside_it_is_not():
     turn = respond(HumanSimulator(ScriptedChatModel([STOP]), INSTRUCTION, settings=HumanSettings()), CONVERSATION)
-    assert (turn.text, turn.stop) == (STOP, True)
+    assert (turn.text, turn.ending) == (STOP, "stop")
     model = ScriptedChatModel([f"How can I help you? {STOP}", f"Thanks, bye. {STOP}"])
     turn = respond(HumanSimulator(model, INSTRUCTION, settings=HumanSettings()), CONVERSATION)
-    assert (turn.text, turn.stop, turn.retries) == (f"Thanks, bye. {STOP}", True, 1)
+    assert (turn.text, turn.ending, turn.retries) == (f"Thanks, bye. {STOP}", "stop", 1)
 
 
 # --- structured turns -------------------------------------------------------------------------------
@@ -274,7 +302,7 @@ def test_a_structured_stop_is_stored_as_text_with_the_stop_marker():
     turn = respond(HumanSimulator(model, INSTRUCTION, settings=HumanSettings(structured=True)), CONVERSATION)
     (request,) = model.requests
     assert request.json_schema == human_turn_schema(text_field_limit(HumanSettings().max_tokens)) and '"stop"' in (request.messages[0].content or "")
-    assert (turn.text, turn.stop) == (f"That is all, thank you. {STOP}", True)
+    assert (turn.text, turn.ending) == (f"That is all, thank you. {STOP}", "stop")
     assert turn.text.endswith(STOP)
 
 
@@ -294,6 +322,86 @@ def test_an_undecodable_structured_turn_is_retried():
     )
     turn = respond(HumanSimulator(model, INSTRUCTION, settings=HumanSettings(structured=True)), CONVERSATION)
     assert (turn.text, turn.retries) == ("It is #W1077442.", 2)
+
+
+# --- thinking and the tau2-bench endings ------------------------------------------------------------
+
+
+def test_a_stop_written_only_while_thinking_does_not_end_the_chat():
+    thought = f"<think>The task is nearly done, I could send {STOP} now.</think>\n\nMy order is #W1077442."
+    model = ScriptedChatModel([thought, f"<think>Done? Not yet: no {STOP}.</think>{STOP}"])
+    human = HumanSimulator(model, INSTRUCTION, settings=HumanSettings())
+    turn = respond(human, CONVERSATION)
+    assert (turn.text, turn.ending) == ("My order is #W1077442.", None)
+    assert turn.reasoning == f"The task is nearly done, I could send {STOP} now."
+    assert turn.candidates == ["My order is #W1077442."]
+    ended = respond(human, CONVERSATION)
+    assert (ended.text, ended.ending, ended.reasoning) == (STOP, "stop", f"Done? Not yet: no {STOP}.")
+
+
+def test_role_breaks_and_structured_turns_are_read_from_the_visible_text_only():
+    thinking_as_agent = "<think>How can I help you? As an AI I would say that.</think>Order #W1077442, please."
+    turn = respond(HumanSimulator(ScriptedChatModel([thinking_as_agent]), INSTRUCTION, settings=HumanSettings()), CONVERSATION)
+    assert (turn.text, turn.retries, turn.error) == ("Order #W1077442, please.", 0, None)
+    structured = '<think>{"message": "x", "stop": true}</think>{"message": "It is #W1077442.", "stop": false}'
+    model = ScriptedChatModel([structured])
+    turn = respond(HumanSimulator(model, INSTRUCTION, settings=HumanSettings(structured=True)), CONVERSATION)
+    assert (turn.text, turn.ending, turn.reasoning) == ("It is #W1077442.", None, '{"message": "x", "stop": true}')
+
+
+def test_the_best_candidate_brings_its_own_thinking():
+    candidates = ["<think>first</think>I forget.", "<think>second</think>It's order #W1077442."]
+    judge = ScriptedChatModel(judge_by_candidate({"I forget.": '{"critique": "no", "score": 1}', "#W1077442.": '{"critique": "yes", "score": 9}'}))
+    turn = respond(HumanSimulator(ScriptedChatModel(candidates), INSTRUCTION, judge=judge, settings=HumanSettings(best_of_n=2)), CONVERSATION)
+    assert (turn.text, turn.reasoning) == ("It's order #W1077442.", "second")
+    assert all("<think>" not in (request.messages[-1].content or "") for request in judge.requests)
+
+
+def test_the_human_never_sees_thinking():
+    conversation = [
+        POLICY,
+        Message(role="user", content="Hi, cancel an order.", reasoning_content="My own plan."),
+        Message(role="assistant", content="Which one?", reasoning_content="The agent's plan: ###STOP###"),
+    ]
+    model = ScriptedChatModel(["#W1077442."])
+    respond(HumanSimulator(model, INSTRUCTION, settings=HumanSettings()), conversation)
+    shown = model.requests[0].messages
+    assert all(message.reasoning_content is None for message in shown)
+    assert [message.content for message in shown[1:]] == [AGENT_GREETING, "Hi, cancel an order.", "Which one?"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "ending"),
+    [
+        (TRANSFER, "transfer"),
+        (f"Okay, thanks. {TRANSFER}", "transfer"),
+        (OUT_OF_SCOPE, "out_of_scope"),
+        (f"{OUT_OF_SCOPE} {STOP}", "out_of_scope"),  # the more telling marker wins
+        (f"Thanks! {STOP}", "stop"),
+        ("Thanks!", None),
+    ],
+)
+def test_transfer_and_out_of_scope_end_the_chat(reply: str, ending: str | None):
+    turn = respond(HumanSimulator(ScriptedChatModel([reply]), INSTRUCTION, settings=HumanSettings()), CONVERSATION)
+    assert (turn.text, turn.ending) == (reply, ending)
+
+
+def test_the_prompt_says_when_to_use_each_ending():
+    for structured in (False, True):
+        model = ScriptedChatModel(['{"message": "Hi.", "stop": false}'])
+        respond(HumanSimulator(model, INSTRUCTION, settings=HumanSettings(structured=structured)), [POLICY])
+        lines = (model.requests[0].messages[0].content or "").splitlines()
+        assert "transfers you to a human agent" in next(line for line in lines if TRANSFER in line)
+        assert "your task does not cover" in next(line for line in lines if OUT_OF_SCOPE in line)
+    model = ScriptedChatModel([f'{{"message": "{TRANSFER}", "stop": true}}', f'{{"message": "{OUT_OF_SCOPE}", "stop": false}}'])
+    human = HumanSimulator(model, INSTRUCTION, settings=HumanSettings(structured=True))
+    assert (respond(human, CONVERSATION).ending, respond(human, CONVERSATION).ending) == ("transfer", "out_of_scope")
+
+
+def test_a_role_break_beside_an_ending_marker_is_still_a_role_break():
+    model = ScriptedChatModel([f"How can I help you? {TRANSFER}", f"Alright. {TRANSFER}"])
+    turn = respond(HumanSimulator(model, INSTRUCTION, settings=HumanSettings()), CONVERSATION)
+    assert (turn.text, turn.ending, turn.retries) == (f"Alright. {TRANSFER}", "transfer", 1)
 
 
 def test_settings_refuse_greedy_best_of_n_and_unknown_keys():

@@ -1,16 +1,17 @@
-"""OpenAIChatModel against a real HTTP server of ours on a free loopback port (no external network)."""
+"""OpenAIChatModel against a real HTTP server of ours on a free loopback port (no external network): the test double
+tests/loopback_endpoint.py, with scripted answers or with the behaviours of hosted endpoints."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import socket
-import threading
+import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,22 @@ from apigen_mt.pipeline.openai_backend import (
 )
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, SamplingParams
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall, ToolSpec
-from apigen_mt.simulators.xlam import agent_turn_schema
+
+
+def _load_loopback():
+    # The tests folder is not a package (pytest's importlib mode): load the test double from its file.
+    if "loopback_endpoint" not in sys.modules:
+        path = Path(__file__).parent / "loopback_endpoint.py"
+        spec = importlib.util.spec_from_file_location("loopback_endpoint", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["loopback_endpoint"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["loopback_endpoint"]
+
+
+loopback = _load_loopback()
+Behaviours, LoopbackEndpoint, Planned = loopback.Behaviours, loopback.LoopbackEndpoint, loopback.Planned
+chat_body, text_choice = loopback.chat_body, loopback.text_choice
 
 ORDER_TOOL = ToolSpec(
     name="get_order_details",
@@ -32,140 +48,18 @@ ORDER_TOOL = ToolSpec(
 )
 
 
-@dataclass
-class Planned:
-    """One scripted HTTP answer of the test server."""
-
-    status: int = 200
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-    # Hold the answer until this many requests are in flight (or a second passes), to measure concurrency.
-    wait_for_in_flight: int = 0
-
-
-def chat_body(*choices: dict[str, Any], prompt_tokens: int = 7, completion_tokens: int = 3) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "model": "tiny",
-        "choices": [dict(choice, index=index) for index, choice in enumerate(choices)],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
-    }
-
-
-def text_choice(text: str, finish_reason: str = "stop") -> dict[str, Any]:
-    return {"message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
-
-
-class FakeOpenAIServer:
-    """Answers /v1/models and /v1/chat/completions from a plan; records requests and peak concurrency."""
-
-    def __init__(self, models: tuple[str, ...] = ("tiny",)) -> None:
-        self.models = models
-        self.plan: list[Planned] = []
-        self.models_answer: Planned | None = None  # replaces the model list, e.g. to refuse the key
-        self.requests: list[dict[str, Any]] = []
-        self.in_flight = 0
-        self.peak_in_flight = 0
-        self._lock = threading.Condition()
-        self._stopping = threading.Event()
-        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
-        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes handlers that are still sleeping for a timeout test
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def config(self, **overrides: Any) -> OpenAIBackendConfig:
-        settings: dict[str, Any] = dict(
-            base_url=self.base_url, model="tiny", timeout_s=5.0, max_retries=3, backoff_base_s=0.001, backoff_max_s=0.01
-        )
-        settings.update(overrides)
-        return OpenAIBackendConfig(**settings)
-
-    def _next(self) -> Planned:
-        with self._lock:
-            if self.plan:
-                return self.plan.pop(0)
-        return Planned(body=chat_body(text_choice("default reply")))
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.requests.append({"method": "GET", "path": self.path, "headers": self._headers()})
-                if self.path != "/v1/models":
-                    return self._send(Planned(status=404, body={"error": {"message": f"no route {self.path}"}}))
-                if server.models_answer is not None:
-                    return self._send(server.models_answer)
-                listing = [{"id": name, "object": "model"} for name in server.models]
-                self._send(Planned(body={"object": "list", "data": listing}))
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                payload = json.loads(self.rfile.read(length))
-                server.requests.append(
-                    {"method": "POST", "path": self.path, "headers": self._headers(), "json": payload}
-                )
-                with server._lock:
-                    server.in_flight += 1
-                    server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
-                    server._lock.notify_all()
-                try:
-                    planned = server._next()
-                    if planned.wait_for_in_flight:
-                        with server._lock:
-                            server._lock.wait_for(lambda: server.in_flight >= planned.wait_for_in_flight, timeout=1.0)
-                    if planned.delay_s:
-                        server._stopping.wait(planned.delay_s)
-                    if planned.body == "echo-authorization":
-                        planned.body = {"error": {"message": f"bad request from {self.headers.get('Authorization')}"}}
-                    self._send(planned)
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
-
-            def _headers(self) -> dict[str, str]:
-                return {name.lower(): value for name, value in self.headers.items()}
-
-            def _send(self, planned: Planned) -> None:
-                raw = planned.body if isinstance(planned.body, str) else json.dumps(planned.body)
-                data = raw.encode()
-                self.send_response(planned.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in planned.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # The client hung up (timeout tests); nothing to report.
-        pass
+def endpoint_config(endpoint: LoopbackEndpoint, **overrides: Any) -> OpenAIBackendConfig:
+    settings: dict[str, Any] = dict(
+        base_url=endpoint.base_url, model="tiny", timeout_s=5.0, max_retries=3, backoff_base_s=0.001, backoff_max_s=0.01
+    )
+    settings.update(overrides)
+    return OpenAIBackendConfig(**settings)
 
 
 @pytest.fixture
 def server():
-    fake = FakeOpenAIServer(models=("tiny", "other"))
-    fake.start()
-    yield fake
-    fake.stop()
+    with LoopbackEndpoint(models=("tiny", "other")) as endpoint:
+        yield endpoint
 
 
 def closed_port() -> int:
@@ -238,7 +132,7 @@ def test_tool_call_completion_and_request_format(server):
         json_schema=schema,
         sampling=SamplingParams(temperature=0.3, top_p=0.9, max_tokens=64, n=2, seed=11, stop=["###STOP###"]),
     )
-    model = OpenAIChatModel(server.config())
+    model = OpenAIChatModel(endpoint_config(server))
     assert isinstance(model, ChatModel)
 
     response = ask(model, request)
@@ -287,18 +181,21 @@ def test_tool_call_completion_and_request_format(server):
 
 
 def test_optional_fields_are_left_out(server):
-    config = server.config(base_url=server.base_url + "/")
+    config = endpoint_config(server, base_url=server.base_url + "/")
     assert config.base_url == server.base_url
     assert ask(OpenAIChatModel(config), HELLO).ok
     payload = server.requests[-1]["json"]
     assert payload["messages"] == [{"role": "user", "content": "hello"}]
-    assert not {"seed", "stop", "tools", "response_format"} & payload.keys()
+    # n = 1 is left out too: every server defaults to it, and some refuse the field altogether.
+    assert not {"seed", "stop", "tools", "response_format", "n", "parallel_tool_calls", "chat_template_kwargs"} & (
+        payload.keys()
+    )
 
 
 def test_text_reply_is_parsed_with_the_xlam_parser_when_tools_are_offered(server):
     xlam_text = '[{"name": "get_order_details", "arguments": {"order_id": "#W0002"}}]'
     server.plan.append(Planned(body=chat_body(text_choice(xlam_text))))
-    response = ask(OpenAIChatModel(server.config()), ChatRequest(messages=HELLO.messages, tools=[ORDER_TOOL]))
+    response = ask(OpenAIChatModel(endpoint_config(server)), ChatRequest(messages=HELLO.messages, tools=[ORDER_TOOL]))
     assert response.ok, response.error
     (completion,) = response.completions
     assert completion.text == xlam_text
@@ -307,21 +204,11 @@ def test_text_reply_is_parsed_with_the_xlam_parser_when_tools_are_offered(server
 
     # Without tools on offer the same text is just text.
     server.plan.append(Planned(body=chat_body(text_choice(xlam_text))))
-    (plain,) = ask(OpenAIChatModel(server.config()), HELLO).completions
+    (plain,) = ask(OpenAIChatModel(endpoint_config(server)), HELLO).completions
     assert plain.tool_calls == [] and plain.content == xlam_text and plain.finish_reason == "stop"
 
 
-def agent_turn_request() -> ChatRequest:
-    return ChatRequest(
-        messages=HELLO.messages,
-        tools=[ORDER_TOOL],
-        json_schema=agent_turn_schema([ORDER_TOOL]),
-        reply_format="agent_turn",
-    )
-
-
-def test_agent_turns_are_read_whether_or_not_the_server_extracts_the_calls(server):
-    calls = '[{"name": "get_order_details", "arguments": {"order_id": "#W0003"}}]'
+def test_calls_are_read_whether_or_not_the_server_extracts_them(server):
     server_extracted = {
         "message": {
             "role": "assistant",
@@ -334,28 +221,26 @@ def test_agent_turns_are_read_whether_or_not_the_server_extracts_the_calls(serve
     }
     server.plan += [
         Planned(body=chat_body(server_extracted)),  # vllm serve --tool-call-parser xlam: calls, no text
-        Planned(body=chat_body(text_choice(calls))),  # a server without a tool parser: the JSON list as text
-        Planned(body=chat_body(text_choice('{"content": "Which order?"}'))),
-        Planned(body=chat_body(text_choice("Which order?"))),  # a server that ignored the schema
+        Planned(body=chat_body(text_choice('[{"name": "get_order_details", "arguments": {"order_id": "#W0003"}}]'))),
+        Planned(body=chat_body(text_choice("Which order?"))),
     ]
     lookup = [ToolCall(name="get_order_details", arguments={"order_id": "#W0003"})]
-    model = OpenAIChatModel(server.config())
+    model = OpenAIChatModel(endpoint_config(server))
+    request = ChatRequest(messages=HELLO.messages, tools=[ORDER_TOOL])
 
-    async def four():
+    async def three():
         async with model:
-            return [await model.chat(agent_turn_request()) for _ in range(4)]
+            return [await model.chat(request) for _ in range(3)]
 
-    extracted, listed, text, ignored = [response.completions[0] for response in asyncio.run(four())]
+    extracted, listed, text = [response.completions[0] for response in asyncio.run(three())]
     assert extracted.tool_calls == lookup and extracted.text == "" and extracted.content is None
     assert listed.tool_calls == lookup and listed.finish_reason == "tool_calls" and listed.problem is None
     assert text.tool_calls == [] and text.content == "Which order?" and text.problem is None
-    assert ignored.content == "Which order?" and "not valid JSON" in ignored.problem
-    assert server.requests[-1]["json"]["response_format"]["json_schema"]["schema"] == agent_turn_schema([ORDER_TOOL])
 
 
 def test_unexpected_finish_reason_marks_the_completion(server):
     server.plan.append(Planned(body=chat_body(text_choice("cut", finish_reason="content_filter"))))
-    (completion,) = ask(OpenAIChatModel(server.config()), HELLO).completions
+    (completion,) = ask(OpenAIChatModel(endpoint_config(server)), HELLO).completions
     assert completion.finish_reason == "error"
     assert "content_filter" in completion.error
 
@@ -366,7 +251,7 @@ def test_429_is_retried_after_the_retry_after_delay(server):
         Planned(body=chat_body(text_choice("done"))),
     ]
     started = time.monotonic()
-    response = ask(OpenAIChatModel(server.config(backoff_max_s=5.0)), HELLO)
+    response = ask(OpenAIChatModel(endpoint_config(server, backoff_max_s=5.0)), HELLO)
     elapsed = time.monotonic() - started
     assert response.ok and response.completions[0].text == "done"
     assert len(server.requests) == 2
@@ -380,7 +265,7 @@ def test_retry_after_is_capped_by_backoff_max(server):
         Planned(body=chat_body(text_choice("done"))),
     ]
     started = time.monotonic()
-    assert ask(OpenAIChatModel(server.config(backoff_max_s=0.05)), HELLO).ok
+    assert ask(OpenAIChatModel(endpoint_config(server, backoff_max_s=0.05)), HELLO).ok
     assert time.monotonic() - started < 2
 
 
@@ -399,14 +284,14 @@ def test_500_twice_then_success(server):
         Planned(status=503, body="boom"),
         Planned(body=chat_body(text_choice("ok"))),
     ]
-    response = ask(OpenAIChatModel(server.config(max_retries=2)), HELLO)
+    response = ask(OpenAIChatModel(endpoint_config(server, max_retries=2)), HELLO)
     assert response.ok and response.completions[0].text == "ok"
     assert len(server.requests) == 3
 
 
 def test_persistent_500_becomes_an_error_result(server):
     server.plan += [Planned(status=500, body={"error": {"message": "engine dead"}}) for _ in range(5)]
-    response = ask(OpenAIChatModel(server.config(max_retries=2)), HELLO)
+    response = ask(OpenAIChatModel(endpoint_config(server, max_retries=2)), HELLO)
     assert not response.ok and response.completions == []
     assert response.error == (
         f"POST {server.base_url}/chat/completions failed after 3 attempt(s); last failure: HTTP 500: engine dead"
@@ -416,7 +301,7 @@ def test_persistent_500_becomes_an_error_result(server):
 
 def test_client_error_is_not_retried(server):
     server.plan.append(Planned(status=400, body={"error": {"message": "prompt is longer than the context"}}))
-    response = ask(OpenAIChatModel(server.config()), HELLO)
+    response = ask(OpenAIChatModel(endpoint_config(server)), HELLO)
     assert response.error == (
         f"POST {server.base_url}/chat/completions refused the request with HTTP 400: prompt is longer than the context"
     )
@@ -425,7 +310,7 @@ def test_client_error_is_not_retried(server):
 
 def test_body_that_is_not_a_chat_completion_is_an_error_result(server):
     server.plan.append(Planned(body={"choices": []}))
-    response = ask(OpenAIChatModel(server.config()), HELLO)
+    response = ask(OpenAIChatModel(endpoint_config(server)), HELLO)
     assert not response.ok
     assert "not a chat completion" in response.error
 
@@ -433,7 +318,7 @@ def test_body_that_is_not_a_chat_completion_is_an_error_result(server):
 def test_timeout_becomes_an_error_result(server):
     server.plan += [Planned(delay_s=3.0, body=chat_body(text_choice("late"))) for _ in range(2)]
     started = time.monotonic()
-    response = ask(OpenAIChatModel(server.config(timeout_s=0.2, max_retries=1)), HELLO)
+    response = ask(OpenAIChatModel(endpoint_config(server, timeout_s=0.2, max_retries=1)), HELLO)
     assert time.monotonic() - started < 2
     assert not response.ok
     assert response.error.startswith(f"POST {server.base_url}/chat/completions failed after 2 attempt(s)")
@@ -455,9 +340,9 @@ def test_unreachable_server():
 
 
 def test_check_lists_models_and_rejects_an_unknown_one(server):
-    assert check(OpenAIChatModel(server.config(model="other"))) == ["tiny", "other"]
+    assert check(OpenAIChatModel(endpoint_config(server, model="other"))) == ["tiny", "other"]
     with pytest.raises(EndpointUnavailable) as raised:
-        check(OpenAIChatModel(server.config(model="xlam-2-70b")))
+        check(OpenAIChatModel(endpoint_config(server, model="xlam-2-70b")))
     assert str(raised.value) == f"model 'xlam-2-70b' is not served by {server.base_url}; it serves: tiny, other"
 
 
@@ -466,7 +351,7 @@ def test_concurrency_is_bounded(server):
     server.plan += [
         Planned(wait_for_in_flight=3, delay_s=0.05, body=chat_body(text_choice(f"reply {i}"))) for i in range(9)
     ]
-    model = OpenAIChatModel(server.config(max_concurrency=3))
+    model = OpenAIChatModel(endpoint_config(server, max_concurrency=3))
 
     async def many():
         async with model:
@@ -482,7 +367,7 @@ def test_concurrency_is_bounded(server):
 def test_api_key_comes_from_the_environment_and_never_leaks(server, monkeypatch):
     secret = "sk-test-7f3a9c-secret"
     monkeypatch.setenv("APIGEN_MT_TEST_KEY", secret)
-    config = server.config(api_key_env="APIGEN_MT_TEST_KEY")
+    config = endpoint_config(server, api_key_env="APIGEN_MT_TEST_KEY")
     model = OpenAIChatModel(config)
     assert secret not in repr(model) and secret not in repr(config)
 
@@ -501,7 +386,7 @@ def test_rejected_key_is_a_clear_exception_from_check(server, monkeypatch):
     monkeypatch.setenv("APIGEN_MT_TEST_KEY", "sk-wrong")
     server.models_answer = Planned(status=401, body={"error": {"message": "invalid api key sk-wrong"}})
     with pytest.raises(EndpointUnavailable) as raised:
-        check(OpenAIChatModel(server.config(api_key_env="APIGEN_MT_TEST_KEY")))
+        check(OpenAIChatModel(endpoint_config(server, api_key_env="APIGEN_MT_TEST_KEY")))
     assert str(raised.value) == (
         f"{server.base_url} rejected the request with HTTP 401 (invalid api key ***); check the key in $APIGEN_MT_TEST_KEY"
     )
@@ -517,8 +402,8 @@ def test_missing_api_key_variable_is_a_clear_error(monkeypatch):
 def test_config_rejects_a_url_without_scheme_and_an_unknown_parser():
     with pytest.raises(ValueError, match="must start with http:// or https://"):
         OpenAIBackendConfig(base_url="127.0.0.1:8000/v1", model="m")
-    with pytest.raises(ValueError, match="unknown tool-call format 'hermes'; known formats: xlam"):
-        OpenAIBackendConfig(base_url="http://127.0.0.1:8000/v1", model="m", tool_parser="hermes")
+    with pytest.raises(ValueError, match="unknown tool-call format 'nonesuch'; known formats: "):
+        OpenAIBackendConfig(base_url="http://127.0.0.1:8000/v1", model="m", tool_parser="nonesuch")
 
 
 # ----------------------------------------------------------------------------------------- models ask
@@ -564,7 +449,9 @@ def test_models_ask_on_an_endpoint_prints_the_calls_without_ray(server, tmp_path
     sent = server.requests[-1]["json"]
     assert sent["messages"][0]["role"] == "system"
     assert sent["messages"][1] == {"role": "user", "content": "Where is #W1?"}
-    assert sent["response_format"]["json_schema"]["schema"]["anyOf"][0]["maxItems"] == 1
+    # Free-running agent turns: the tools go to the server, one call per turn is asked for, no schema.
+    assert [tool["function"]["name"] for tool in sent["tools"]] == ["get_order_details"]
+    assert sent["parallel_tool_calls"] is False and "response_format" not in sent
 
 
 def test_models_ask_refuses_an_unset_key_and_an_unreachable_endpoint_in_one_line(server, tmp_path, monkeypatch, no_ray):
@@ -598,3 +485,288 @@ def test_models_ask_exits_2_with_one_line_when_the_key_variable_is_unset(tmp_pat
     assert done.stdout == ""
     [line] = done.stderr.splitlines()
     assert line.startswith("apigen-mt: error: api_key_env names the environment variable APIGEN_MT_MISSING_KEY")
+
+
+# ------------------------------------------------------------------------ hosted endpoints as they are
+
+REPLY_SCHEMA = {
+    "type": "object",
+    "properties": {"critique": {"type": "string"}, "score": {"type": "integer"}},
+    "required": ["critique", "score"],
+}
+
+
+def judge_request(**sampling: Any) -> ChatRequest:
+    """A request the loopback answers as the human judge, under a JSON schema."""
+    from apigen_mt.simulators.human_prompts import judge_messages
+
+    messages = judge_messages("You want to cancel order #W0000001.", [], "Cancel it, please.")
+    return ChatRequest(messages=messages, json_schema=REPLY_SCHEMA, sampling=SamplingParams(**sampling))
+
+
+def ask_all(model: OpenAIChatModel, *requests: ChatRequest, together: bool = False):
+    """Each request's response, one after another (or all at once with `together`), on one client."""
+
+    async def go():
+        async with model:
+            if together:
+                return await asyncio.gather(*(model.chat(request) for request in requests))
+            return [await model.chat(request) for request in requests]
+
+    return asyncio.run(go())
+
+
+def posted(server: LoopbackEndpoint) -> list[dict[str, Any]]:
+    return [request["json"] for request in server.requests if request["method"] == "POST"]
+
+
+def test_refused_json_schema_falls_back_to_json_object_once_for_the_run(server):
+    server.behaviours = Behaviours(refuse_json_schema=True)
+    model = OpenAIChatModel(endpoint_config(server))
+    first, second = ask_all(model, judge_request(), judge_request())
+    assert first.ok and second.ok, (first.error, second.error)
+    assert json.loads(first.completions[0].text)["score"] == 9
+    formats = [body.get("response_format", {}).get("type") for body in posted(server)]
+    # Refused once, sent again at once as json_object; the second request goes straight to json_object.
+    assert formats == ["json_schema", "json_object", "json_object"]
+    assert server.counts["refused json_schema"] == 1
+    assert model.fallbacks() == [f"tiny at {server.base_url}: structured_outputs -> json_object"]
+
+
+def test_refused_json_object_too_leaves_the_schema_to_the_prompt(server):
+    server.behaviours = Behaviours(refuse_json_schema=True, refuse_json_object=True)
+    model = OpenAIChatModel(endpoint_config(server))
+    first, second = ask_all(model, judge_request(), judge_request())
+    assert first.ok and second.ok
+    # The reply still reads as JSON: the prompt describes it.
+    assert json.loads(second.completions[0].text) == {"critique": "It keeps to the task.", "score": 9}
+    formats = [body.get("response_format", {}).get("type") for body in posted(server)]
+    assert formats == ["json_schema", "json_object", None, None]
+    assert model.fallbacks() == [f"tiny at {server.base_url}: structured_outputs -> prompt only"]
+
+
+def test_requests_refused_together_agree_on_the_fallback(server):
+    server.behaviours = Behaviours(refuse_json_schema=True, refuse_json_object=True)
+    model = OpenAIChatModel(endpoint_config(server))
+    responses = ask_all(model, *(judge_request() for _ in range(6)), together=True)
+    assert all(response.ok for response in responses)
+    assert model.features.structured_step == 2
+    assert model.fallbacks() == [f"tiny at {server.base_url}: structured_outputs -> prompt only"]
+    # Nothing was sent more than three times (schema, object, prompt), and nothing was refused twice per step.
+    assert server.counts["requests"] <= 6 * 3
+    assert server.counts["response_format=json_schema"] <= 6
+
+
+def test_refused_n_becomes_single_requests_merged_in_order(server):
+    server.behaviours = Behaviours(refuse_n=True)
+    model = OpenAIChatModel(endpoint_config(server))
+    human = human_request(n=3, seed=40)
+    first, second = ask_all(model, human, human)
+    assert first.ok and second.ok
+    assert len(first.completions) == len(second.completions) == 3
+    bodies = posted(server)
+    assert bodies[0]["n"] == 3  # refused, then three single requests; the second turn goes straight to singles
+    assert server.counts["refused n"] == 1 and server.counts["n>1"] == 1
+    singles = bodies[1:]
+    assert len(singles) == 6 and all("n" not in body for body in singles)
+    # Each single draw has its own seed, so seeded candidates still differ.
+    assert sorted(body["seed"] for body in singles[:3]) == [40, 41, 42]
+    assert model.fallbacks() == [f"tiny at {server.base_url}: n -> single requests"]
+
+
+def test_n_is_sent_as_is_where_the_server_takes_it(server):
+    model = OpenAIChatModel(endpoint_config(server))
+    (response,) = ask_all(model, human_request(n=3, seed=1))
+    assert len(response.completions) == 3 and len(posted(server)) == 1
+    assert ["(take 2)" in c.text for c in response.completions] == [False, True, False]
+    assert model.fallbacks() == []
+
+
+def test_refused_max_tokens_switches_to_max_completion_tokens(server):
+    server.behaviours = Behaviours(refuse_max_tokens=True)
+    model = OpenAIChatModel(endpoint_config(server))
+    first, second = ask_all(model, HELLO, HELLO)
+    assert first.ok and second.ok
+    bodies = posted(server)
+    assert ["max_tokens" in body for body in bodies] == [True, False, False]
+    assert [body.get("max_completion_tokens") for body in bodies] == [None, 512, 512]
+    assert model.fallbacks() == [f"tiny at {server.base_url}: max_tokens -> max_completion_tokens"]
+
+    # Configured from the start, it is a setting, not a fallback.
+    configured = OpenAIChatModel(endpoint_config(server, max_tokens_field="max_completion_tokens"))
+    assert ask_all(configured, HELLO)[0].ok
+    assert "max_tokens" not in posted(server)[-1] and configured.fallbacks() == []
+
+
+def test_parallel_tool_calls_false_is_sent_and_left_out_once_refused(server):
+    one_call = ChatRequest(messages=HELLO.messages, tools=[ORDER_TOOL], parallel_tool_calls=False)
+    model = OpenAIChatModel(endpoint_config(server))
+    ask_all(model, one_call, ChatRequest(messages=HELLO.messages, tools=[ORDER_TOOL]))
+    assert [body.get("parallel_tool_calls") for body in posted(server)] == [False, None]
+
+    server.behaviours = Behaviours(refuse_parallel_tool_calls=True)
+    refused = OpenAIChatModel(endpoint_config(server))
+    first, second = ask_all(refused, one_call, one_call)
+    assert first.ok and second.ok
+    assert ["parallel_tool_calls" in body for body in posted(server)[2:]] == [True, False, False]
+    assert refused.fallbacks() == [f"tiny at {server.base_url}: parallel_tool_calls -> left out"]
+
+
+def test_a_refusal_that_names_no_feature_used_is_that_requests_error(server):
+    # json_schema named, but the request sent no response_format: nothing to fall back from.
+    server.plan.append(Planned(status=400, body={"error": {"message": "json_schema is not supported"}}))
+    model = OpenAIChatModel(endpoint_config(server))
+    (response,) = ask_all(model, HELLO)
+    assert response.error.endswith("refused the request with HTTP 400: json_schema is not supported")
+    assert len(posted(server)) == 1 and model.fallbacks() == []
+
+
+def test_sampling_parameters_the_model_refuses_are_left_out_and_template_kwargs_sent(server):
+    config = endpoint_config(
+        server, omit_sampling=["temperature", "top_p", "seed", "stop"], chat_template_kwargs={"enable_thinking": False}
+    )
+    request = ChatRequest(messages=HELLO.messages, sampling=SamplingParams(seed=3, stop=["###STOP###"]))
+    assert ask(OpenAIChatModel(config), request).ok
+    body = posted(server)[-1]
+    assert not {"temperature", "top_p", "seed", "stop"} & body.keys()
+    assert body["chat_template_kwargs"] == {"enable_thinking": False} and body["max_tokens"] == 512
+    with pytest.raises(ValueError, match="omit_sampling"):
+        endpoint_config(server, omit_sampling=["temprature"])
+
+
+def test_reasoning_content_and_think_blocks_become_reasoning(server):
+    server.behaviours = Behaviours(think_blocks=True, reasoning_content=True)
+    (judged,) = ask_all(OpenAIChatModel(endpoint_config(server)), judge_request())
+    (completion,) = judged.completions
+    assert json.loads(completion.text) == {"critique": "It keeps to the task.", "score": 9}
+    assert "<think>" not in completion.text
+    # The server's reasoning_content and the <think> block both say it; they are joined, never in the text.
+    assert completion.reasoning.count("I answer as the judge.") == 2
+
+
+def test_custom_thinking_delimiters(server):
+    server.plan.append(Planned(body=chat_body(text_choice("[THINK]hmm ###STOP###[/THINK]Where is it?"))))
+    config = endpoint_config(server, thinking_delimiters=("[THINK]", "[/THINK]"))
+    (completion,) = ask(OpenAIChatModel(config), HELLO).completions
+    assert completion.text == completion.content == "Where is it?"
+    assert completion.reasoning == "hmm ###STOP###"
+
+
+def test_reasoning_is_not_sent_back(server):
+    history = [
+        Message(role="user", content="hi"),
+        Message(role="assistant", content="Hello.", reasoning_content="They greet me."),
+        Message(role="user", content="where is my order?"),
+    ]
+    assert ask(OpenAIChatModel(endpoint_config(server)), ChatRequest(messages=history)).ok
+    assert posted(server)[-1]["messages"][1] == {"role": "assistant", "content": "Hello."}
+
+
+def test_two_calls_with_text_beside_them_come_back_as_the_server_sent_them(server):
+    server.behaviours = Behaviours(parallel_calls=True, text_beside_calls=True, think_blocks=True)
+    conversation = [Message(role="system", content="policy"), Message(role="user", content="Order #W0000007, please.")]
+    request = ChatRequest(messages=conversation, tools=[ORDER_TOOL], parallel_tool_calls=False)
+    (completion,) = ask(OpenAIChatModel(endpoint_config(server)), request).completions
+    order = ToolCall(name="get_order_details", arguments={"order_id": "#W0000007"})
+    assert completion.tool_calls == [order, order]  # keeping the first is the agent's rule, not the client's
+    assert completion.content == "Let me look that up for you."
+    assert "###STOP###" in completion.reasoning and "###STOP###" not in completion.content
+
+
+def test_qwen_style_calls_in_the_text_are_read_by_the_hermes_parser(server):
+    from apigen_mt.simulators.tool_parsers import get_parser
+
+    try:
+        get_parser("hermes")
+    except ValueError:
+        pytest.skip("the hermes tool-call parser is not registered in simulators/tool_parsers yet")
+    server.behaviours = Behaviours(calls_in_text=True, think_blocks=True)
+    conversation = [Message(role="system", content="policy"), Message(role="user", content="Order #W0000007, please.")]
+    request = ChatRequest(messages=conversation, tools=[ORDER_TOOL])
+    (completion,) = ask(OpenAIChatModel(endpoint_config(server, tool_parser="hermes")), request).completions
+    assert completion.tool_calls == [ToolCall(name="get_order_details", arguments={"order_id": "#W0000007"})]
+    assert completion.finish_reason == "tool_calls" and not completion.content
+
+
+def test_a_500_storm_is_retried_through(server):
+    server.behaviours = Behaviours(error_storm=3)
+    response = ask(OpenAIChatModel(endpoint_config(server, max_retries=3)), HELLO)
+    assert response.ok, response.error
+    assert server.counts["500"] == 3 and len(posted(server)) == 4
+
+
+def test_slow_answers_time_out_as_errors_of_their_requests(server):
+    server.behaviours = Behaviours(delay_s=2.0)
+    model = OpenAIChatModel(endpoint_config(server, timeout_s=0.2, max_retries=0))
+
+    async def slow_then_quick():
+        async with model:
+            slow = await model.chat(HELLO)
+            server.behaviours.delay_s = 0.0
+            return slow, await model.chat(HELLO)
+
+    slow, quick = asyncio.run(slow_then_quick())
+    assert not slow.ok and "timed out after 0.2 s" in slow.error
+    assert quick.ok and model.fallbacks() == []
+
+
+def test_fallbacks_in_force_gathers_every_client_of_the_roles(server):
+    from apigen_mt.pipeline.engines import ReplicaPool
+    from apigen_mt.pipeline.openai_backend import fallbacks_in_force
+
+    server.behaviours = Behaviours(refuse_json_schema=True, refuse_n=True)
+    judge, human = OpenAIChatModel(endpoint_config(server)), OpenAIChatModel(endpoint_config(server, model="other"))
+    ask_all(judge, judge_request())
+    ask_all(human, human_request(n=2))
+    pool = ReplicaPool([judge, OpenAIChatModel(endpoint_config(server))])
+    assert fallbacks_in_force([pool, human, pool]) == [
+        f"other at {server.base_url}: n -> single requests",
+        f"tiny at {server.base_url}: structured_outputs -> json_object",
+    ]
+
+
+def human_request(**sampling: Any) -> ChatRequest:
+    """A request the loopback answers as the simulated human."""
+    from apigen_mt.simulators.human_prompts import human_system_prompt
+
+    system = human_system_prompt("You are Ann, email ann@example.com, order #W0000001.", None, structured=False)
+    messages = [Message(role="system", content=system), Message(role="user", content="Hi! How can I help you today?")]
+    return ChatRequest(messages=messages, sampling=SamplingParams(temperature=1.0, **sampling))
+
+
+SCHEMA_SENT = {"response_format": {"type": "json_schema"}}
+
+
+@pytest.mark.parametrize(
+    ("message", "sent", "feature"),
+    [
+        ("This response_format type is unavailable now", SCHEMA_SENT, "structured_outputs"),
+        ("Invalid schema for response_format 'reply': 'maxLength' is not permitted", SCHEMA_SENT, "structured_outputs"),
+        ("json_object is not supported", {"response_format": {"type": "json_object"}}, "structured_outputs"),
+        ("'n' : number must be at most 1", {"n": 4}, "n"),
+        ("n > 1 is not supported for this model", {"n": 2}, "n"),
+        ("Bad Request: n: Input should be less than or equal to 1", {"n": 2}, "n"),
+        ("Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+         {"max_tokens": 5, "n": 2}, "max_tokens"),
+        ("Unsupported parameter: 'parallel_tool_calls'", {"parallel_tool_calls": False}, "parallel_tool_calls"),
+        # Refusals that name nothing the request used stay its own errors.
+        ("This model's maximum context length is 8192 tokens", {"n": 2, **SCHEMA_SENT}, None),
+        ("response_format is not supported", {"n": 1}, None),
+        ("'n' : number must be at most 1", {}, None),
+        ("Please don't send unknown fields", {"n": 2}, None),
+    ],
+)
+def test_a_refusal_is_read_for_the_feature_it_names(message, sent, feature):
+    from apigen_mt.pipeline.endpoint_features import EndpointFeatures
+
+    assert EndpointFeatures().learn(message, sent) == feature
+
+
+def test_a_validation_error_422_naming_a_feature_is_a_refusal_too(server):
+    # FastAPI-based servers answer an unknown field with 422 (pydantic's "extra fields not permitted").
+    message = "body -> parallel_tool_calls: extra fields not permitted"
+    server.plan.append(Planned(status=422, body={"detail": message}))
+    model = OpenAIChatModel(endpoint_config(server))
+    (response,) = ask_all(model, ChatRequest(messages=HELLO.messages, tools=[ORDER_TOOL], parallel_tool_calls=False))
+    assert response.ok and ["parallel_tool_calls" in body for body in posted(server)] == [True, False]
+    assert model.fallbacks() == [f"tiny at {server.base_url}: parallel_tool_calls -> left out"]

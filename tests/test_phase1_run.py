@@ -14,17 +14,17 @@ import pytest
 from apigen_mt.blueprints.dedup import write_tool_names
 from apigen_mt.blueprints.samplers import sample_context
 from apigen_mt.pipeline.config import BlueprintPhase, load_config
+from apigen_mt.pipeline.manifest import read_manifest
+from apigen_mt.pipeline.proposal_funnel import proposal_funnel
 from apigen_mt.pipeline.proposals import (
     ProposalItem,
     ProposalPlan,
     planned_domain,
-    proposal_funnel,
     proposal_id,
     proposal_seed,
     stored_proposals,
     system_row,
 )
-from apigen_mt.pipeline.manifest import read_manifest
 from apigen_mt.pipeline.storage import BLUEPRINT_SCHEMA, ShardWriter, read_rows
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import Blueprint
@@ -220,6 +220,8 @@ def test_a_rerun_runs_only_missing_proposals_and_drops_a_killed_run_s_partial_ro
     assert sum(1 for blueprint_id in IDS["twin"] if rows[blueprint_id][-1]["status"] == "accepted") == 1
     stored = stored_proposals(read_rows(out / "blueprints", schema=BLUEPRINT_SCHEMA))
     assert read_manifest(out).counts["blueprints"] == proposal_funnel(stored)
+    # Scripted models are no endpoint: nothing fell back.
+    assert {tuple(row["fallbacks"]) for row in stored.to_pylist()} == {()} and read_manifest(out).fallbacks == {}
 
 
 def test_generate_chains_accepted_blueprints_into_phase2_and_the_card_shows_phase1(ray_local, tmp_path):

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -126,6 +127,26 @@ def test_every_replica_is_started_once_the_cluster_can_place_them_all(monkeypatc
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 4.0}}])
     engines = Engines.start(config, ("agent", "human"))
     assert len(engines.model("agent").replicas) == len(started) == 3
+
+
+def test_engines_name_their_models_as_the_config_does_never_by_their_folder(monkeypatch, tmp_path):
+    import ray
+
+    folder = str(tmp_path / "cache" / "smollm2-135m-instruct")
+    monkeypatch.setattr(engines_module, "resolve_model_path", lambda model: folder if model.startswith("embedded:") else model)
+    started = []
+    # VllmChatModel.start names its model by the config's model_id, as the real one does.
+    monkeypatch.setattr(
+        engines_module.VllmChatModel, "start", lambda engine: started.append(engine) or SimpleNamespace(model_id=engine.model_id)
+    )
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 4.0}}])
+    models = {"smol": vllm("cpu", model="embedded:smollm2-135m-instruct"), "big": vllm("cpu", served_model_name="teacher")}
+    engines = Engines.start(run_config(models, human="big"), ("agent", "human"))
+    assert engines.model("agent").model_id == "embedded:smollm2-135m-instruct"
+    assert engines.model("human").model_id == "teacher"
+    smol, big = started
+    assert (smol.model, smol.model_id) == (folder, "embedded:smollm2-135m-instruct")  # vLLM loads the folder
+    assert (big.model, big.model_id) == ("/models/m", "teacher")
 
 
 def test_core_shares_cut_the_cores_into_contiguous_equal_shares():

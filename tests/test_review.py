@@ -64,6 +64,34 @@ def test_schema_and_request():
     assert "refusal" not in user
 
 
+def test_reviewers_see_the_records_the_calls_touch_as_they_were_before():
+    from apigen_mt.blueprints.prompts import RECORDS_MAX_CHARS, records_text, touched_records
+    from apigen_mt.simulators.domain import get_domain
+
+    domain = get_domain("retail")
+    db = domain.load()
+    order_id = next(iter(db["orders"]))
+    user_id = db["orders"][order_id]["user_id"]
+    task = Blueprint(
+        user_id=user_id,
+        instruction="Cancel it.",
+        actions=[
+            ToolCall(name="get_user_details", arguments={"user_id": user_id}),
+            ToolCall(name="cancel_pending_order", arguments={"order_id": order_id, "reason": "ordered by mistake"}),
+        ],
+    )
+    records = touched_records(db, task)
+    assert list(records) == [f"users/{user_id}", f"orders/{order_id}"]
+    assert records[f"orders/{order_id}"] == db["orders"][order_id]  # "reason" names no record: left out
+    user = review_request(task, DIFF, POLICY, records=records).messages[1].content
+    assert "# Records the calls touch, before the task" in user
+    assert f'orders/{order_id}: {json.dumps(db["orders"][order_id], ensure_ascii=False)}' in user
+    many = {f"orders/{key}": value for key, value in db["orders"].items()}
+    text = records_text(many)
+    assert len(text) <= RECORDS_MAX_CHARS + 100 and text.endswith("more record(s) left out for length)")
+    assert "# Records" not in review_request(BLUEPRINT, DIFF, POLICY).messages[1].content
+
+
 def test_a_refusal_and_an_empty_diff_are_explained_to_the_reviewer():
     user = review_request(BLUEPRINT, [], POLICY, refusal=True).messages[1].content
     assert "(empty: the database is unchanged)" in user and "# This task is a refusal" in user

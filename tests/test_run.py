@@ -60,6 +60,8 @@ def test_every_trial_is_recorded_once_with_status_and_attribution(ray_local, tmp
     }
     manifest = read_manifest(tmp_path / "run")
     assert manifest.finished_at is not None and manifest.counts == summary.counts
+    # Scripted models are no endpoint: nothing fell back (tests/test_hosted_endpoint.py has endpoints that do).
+    assert [row["fallbacks"] for row in table] == [[]] * 10 and manifest.fallbacks == {}
 
 
 def test_a_rerun_plays_only_missing_trials_and_a_new_config_is_refused(ray_local, tmp_path):

@@ -298,7 +298,7 @@ def test_every_write_has_needs_naming_real_sections_and_rules(name):
         assert need.table is None or need.table in domain.tables
 
 
-def test_examples_come_from_accepted_blueprints_then_the_domains_example_tasks(setup):
+def test_examples_come_from_accepted_blueprints_and_keep_one_curated_task(setup):
     domain, db = setup
     shipped = example_tasks(domain)
     assert shipped and all(task.domain == domain.name for task in shipped)
@@ -318,9 +318,15 @@ def test_examples_come_from_accepted_blueprints_then_the_domains_example_tasks(s
     topped_up = sample_context(domain, db, seed=1, settings=settings, accepted=[other, mine])
     assert topped_up.examples[0] == mine and topped_up.examples[1] in shipped
     assert f"example:{domain.name}-1" in topped_up.context_ids
+    # However many blueprints the run accepted, one curated example stays, so the proposer cannot drift to its own.
     plenty = [accepted(index, domain.name) for index in range(5)]
-    only_accepted = sample_context(domain, db, seed=1, settings=settings, accepted=plenty)
-    assert len(only_accepted.examples) == 2 and all(example in plenty for example in only_accepted.examples)
+    for seed in range(5):
+        mixed = sample_context(domain, db, seed=seed, settings=settings, accepted=plenty)
+        assert len(mixed.examples) == 2
+        assert sum(example in plenty for example in mixed.examples) == 1
+        assert sum(example in shipped for example in mixed.examples) == 1
+    one = sample_context(domain, db, seed=1, settings=SamplerSettings(example_frequency=1.0, examples=1), accepted=plenty)
+    assert len(one.examples) == 1 and one.examples[0] in shipped
 
 
 def test_settings_are_checked():

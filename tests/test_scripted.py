@@ -7,10 +7,9 @@ import json
 
 import pytest
 
-from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel, ScriptExhausted
+from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel, ScriptExhausted, ServerReply
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse, Completion, ModelUnavailable, SamplingParams
 from apigen_mt.simulators.types import Message, ToolCall, ToolSpec
-from apigen_mt.simulators.xlam import agent_turn_schema
 
 TOOLS = [
     ToolSpec(
@@ -101,33 +100,49 @@ def test_a_reply_of_the_wrong_type_is_refused():
         ask(ScriptedChatModel([{"name": "a"}]), request("x"))
 
 
-def tool_request(reply_format: str) -> ChatRequest:
-    schema = agent_turn_schema(TOOLS) if reply_format == "agent_turn" else None
-    messages = [Message(role="user", content="hi")]
-    return ChatRequest(messages=messages, tools=TOOLS, json_schema=schema, reply_format=reply_format)
+def tool_request() -> ChatRequest:
+    return ChatRequest(messages=[Message(role="user", content="hi")], tools=TOOLS)
+
+
+LOOKUP = ToolCall(name="find_user_id_by_email", arguments={"email": "a@b.c"})
 
 
 def test_raw_text_is_read_like_a_backend_reads_it():
     calls = '[{"name": "find_user_id_by_email", "arguments": {"email": "a@b.c"}}]'
     cut = RawText("[{broken", finish_reason="length")
-    model = ScriptedChatModel([RawText(calls), RawText(calls), cut, RawText(calls)])
-    as_calls, as_turn, broken, as_text = ask(
-        model, tool_request("tool_calls"), tool_request("agent_turn"), tool_request("agent_turn"), request("x")
-    )
-    lookup = [ToolCall(name="find_user_id_by_email", arguments={"email": "a@b.c"})]
-    for response in (as_calls, as_turn):
-        (completion,) = response.completions
-        assert completion.tool_calls == lookup and completion.finish_reason == "tool_calls" and completion.text == calls
+    model = ScriptedChatModel([RawText(calls), cut, RawText(calls)])
+    as_calls, broken, as_text = ask(model, tool_request(), tool_request(), request("x"))
+    (completion,) = as_calls.completions
+    assert completion.tool_calls == [LOOKUP] and completion.finish_reason == "tool_calls" and completion.text == calls
     (cut,) = broken.completions
     assert cut.tool_calls == [] and cut.finish_reason == "length" and "not valid JSON" in cut.problem
     # Without tools on offer the same text is only text.
     assert as_text.completions[0].content == calls and as_text.completions[0].tool_calls == []
 
 
-def test_a_text_reply_to_an_agent_turn_is_written_as_the_model_would():
-    (response,) = ask(ScriptedChatModel(["It shipped."]), tool_request("agent_turn"))
-    (completion,) = response.completions
-    assert json.loads(completion.text) == {"content": "It shipped."} and completion.content == "It shipped."
+def test_a_str_is_raw_text_so_thinking_is_split_off_and_calls_are_parsed():
+    thinking = "<think>The user said ###STOP### earlier?</think>\n\nWhich order do you mean?"
+    calls = '[{"name": "find_user_id_by_email", "arguments": {"email": "a@b.c"}}]'
+    reply, called, plain = ask(ScriptedChatModel([thinking, calls, "Hi."]), request("x"), tool_request(), request("y"))
+    (completion,) = reply.completions
+    assert completion.text == completion.content == "Which order do you mean?"
+    assert completion.reasoning == "The user said ###STOP### earlier?"
+    assert called.completions[0].tool_calls == [LOOKUP]
+    assert plain.completions == [Completion(text="Hi.", content="Hi.")]
+
+
+def test_a_server_reply_carries_text_beside_several_calls_and_reasoning():
+    second = ToolCall(name="find_user_id_by_email", arguments={"email": "x@y.z"})
+    script = [
+        ServerReply(content="Let me look.", calls=(LOOKUP, second), reasoning="Two lookups."),
+        ServerReply(content="<think>inline</think>Done.", reasoning="apart"),
+    ]
+    with_calls, text_only = ask(ScriptedChatModel(script), tool_request(), tool_request())
+    (completion,) = with_calls.completions
+    assert completion.tool_calls == [LOOKUP, second] and completion.content == "Let me look."
+    assert completion.reasoning == "Two lookups." and completion.finish_reason == "tool_calls"
+    (completion,) = text_only.completions
+    assert (completion.content, completion.reasoning, completion.tool_calls) == ("Done.", "apart\n\ninline", [])
 
 
 def test_model_unavailable_is_raised_and_only_answers_a_request_by_itself():

@@ -250,7 +250,7 @@ def test_a_parser_name_is_registered_once(monkeypatch):
     with pytest.raises(ValueError) as refused:
         tool_parsers.register_parser(Other)
     assert str(refused.value) == (
-        "tool-call format 'xlam' is already registered by apigen_mt.simulators.tool_parsers.XLAMParser; "
+        "tool-call format 'xlam' is already registered by apigen_mt.simulators.tool_parsers.xlam.XLAMParser; "
         f"give {__name__}.test_a_parser_name_is_registered_once.<locals>.Other another name"
     )
     assert isinstance(tool_parsers.get_parser("xlam"), tool_parsers.XLAMParser)

@@ -168,6 +168,27 @@ def test_a_damaged_shard_is_named(tmp_path: Path) -> None:
         finished_pairs(tmp_path)
 
 
+def test_fallbacks_are_stored_and_null_where_a_row_or_an_older_shard_has_none(tmp_path: Path) -> None:
+    said = ["tiny at http://127.0.0.1:8000/v1: n -> single requests"]
+    with ShardWriter(tmp_path, TRAJECTORY_SCHEMA) as writer:
+        writer.write(row("bp-0", fallbacks=said))
+        writer.write(row("bp-1", fallbacks=[]))
+        writer.write(row("bp-2"))  # a row made without the column
+    # A shard written before the column existed.
+    before = TRAJECTORY_SCHEMA.remove(TRAJECTORY_SCHEMA.get_field_index("fallbacks"))
+    older = pa.Table.from_pylist([row("bp-3")], schema=before)
+    pq.write_table(older, tmp_path / "part-00009-0123abcd.parquet")
+    table = read_rows(tmp_path)
+    assert table.schema == TRAJECTORY_SCHEMA
+    assert table.column("fallbacks").to_pylist() == [said, [], None, None]
+    selected = read_rows(tmp_path, ["trial", "fallbacks", "status"])
+    assert selected.column_names == ["trial", "fallbacks", "status"]
+    assert selected.column("fallbacks").to_pylist() == [said, [], None, None]
+    # The column is still checked like any other.
+    with pytest.raises(ValueError, match="column 'fallbacks' must be list<item: string>"):
+        ShardWriter(tmp_path / "other", TRAJECTORY_SCHEMA).write(row(fallbacks=[{"n": "single requests"}]))
+
+
 def test_manifest_round_trip_and_resume_refusal(tmp_path: Path) -> None:
     assert read_manifest(tmp_path) is None
     check_resume(tmp_path, "a" * 64, force=False)  # a new folder is fine
@@ -178,9 +199,15 @@ def test_manifest_round_trip_and_resume_refusal(tmp_path: Path) -> None:
         started_at=utc_now(),
         counts={"trajectories": {"accepted": 2, "rejected": 1, "failed": 0}},
         command=["apigen-mt", "generate"],
+        fallbacks={"tiny at http://127.0.0.1:8000/v1": ["n -> single requests"]},
     )
     write_manifest(tmp_path, manifest)
     assert read_manifest(tmp_path) == manifest
+    # A manifest written before the fallbacks section existed still reads, with none.
+    older = json.loads((tmp_path / "manifest.json").read_text())
+    del older["fallbacks"]
+    (tmp_path / "manifest.json").write_text(json.dumps(older))
+    assert read_manifest(tmp_path) == manifest.model_copy(update={"fallbacks": {}})
     assert {"python", "apigen-mt", "pyarrow", "datasets"} <= set(manifest.versions)
     check_resume(tmp_path, "a" * 64, force=False)
     with pytest.raises(RunFolderError) as refused:

@@ -1,7 +1,7 @@
 """Telecom policy rules: each on a hand-made trace over a tiny database, then a whole blueprint the policy stage rejects.
 
 Hand-made traces test each rule on exactly the situation it names, independently of the tools' code. T3 (one
-tool call per turn) is the shared `turn_structure_problems`, tested with the other domains' in test_validators.
+tool call per turn) is the shared `one_call_per_turn`, tested with the other domains' in test_validators.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from typing import Any
 
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.domains.telecom import rules
-from apigen_mt.simulators.trace import ActionTrace, TracedCall
+from apigen_mt.simulators.trace import ActionTrace, TracedCall, trace_calls
 from apigen_mt.simulators.types import ToolCall
 from apigen_mt.validators.blueprint import validate_blueprint
+from apigen_mt.validators.policy import check_policy
 
 WRITES = {"change_plan", "buy_data_topup", "set_roaming", "pay_bill", "waive_late_fee", "suspend_line", "resume_line"}
 
@@ -172,6 +173,29 @@ def test_t11_payments_from_own_methods_with_enough_credit():
         "action 0 (pay_bill): payment method 'credit_card_9' is not in the profile of 'ann'",
         "action 1 (pay_bill): account credit account_credit_1 holds 10.0, less than 65.0",
         "action 2 (buy_data_topup): account credit account_credit_1 holds 10.0, less than 35.0",
+    ]
+
+
+def test_a_refused_call_rejects_for_a_forbidden_attempt_and_warns_for_a_wrong_payment():
+    """Through the real tools: resuming a line suspended for non-payment (always refused, and the attempt is what
+    T10 forbids) against paying a bill with a method the customer does not have, then with one they do (T11)."""
+    domain = get_domain("telecom")
+    calls = [
+        ("authenticate_user", {"phone_number": "555-L3", "pin": "1111"}),
+        ("get_line_details", {"line_id": "L3"}),
+        ("resume_line", {"line_id": "L3"}),
+        ("get_bill_details", {"bill_id": "B1"}),
+        ("pay_bill", {"bill_id": "B1", "payment_method_id": "credit_card_9"}),
+        ("pay_bill", {"bill_id": "B1", "payment_method_id": "credit_card_1"}),
+    ]
+    trace = trace_calls(domain, DB, [ToolCall(name=name, arguments=arguments) for name, arguments in calls], episode=True)
+    assert [call.refused for call in trace.calls] == [False, False, True, False, True, False]
+    verdict = check_policy(domain, trace)
+    assert verdict.reasons == [
+        "[T10] action 2 (resume_line) resumes line L3, suspended for non-payment; it resumes only when the overdue bills are paid"
+    ]
+    assert verdict.details["warnings"] == [
+        "[T11] action 4 (pay_bill): payment method 'credit_card_9' is not in the profile of 'ann' (the call was refused and changed nothing)"
     ]
 
 

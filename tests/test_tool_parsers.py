@@ -4,8 +4,6 @@ rendering and structured-output schemas; the `apigen-mt parse` command."""
 from __future__ import annotations
 
 import json
-import logging
-import time
 
 import jsonschema
 import pytest
@@ -19,13 +17,8 @@ from apigen_mt.simulators import tool_parsers
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.tool_parsers import ParsedOutput, ToolCallParser, get_parser, register_parser
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall, ToolSpec
-from apigen_mt.simulators.xlam import (
-    agent_turn_schema,
-    parse_agent_turn,
-    render_messages_for_xlam,
-    tool_calls_schema,
-    xlam_system_prompt,
-)
+from apigen_mt.simulators.xlam import render_messages_for_xlam, tool_calls_schema, xlam_system_prompt
+from tests.vllm_parsers import vllm_extractor
 
 XLAM = get_parser("xlam")
 ORDER = '[{"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}]'
@@ -210,9 +203,12 @@ def test_registry(monkeypatch):
         def parse(self, text: str) -> ParsedOutput:
             return ParsedOutput(content=text.upper())
 
+        def structural_tag(self, tools, max_calls):
+            return {"type": "structural_tag", "format": {"type": "any_text"}}
+
     assert get_parser("shout").parse("hi").content == "HI"
-    assert tool_parsers.parser_names() == ["shout", "xlam"]
-    with pytest.raises(ValueError, match="unknown tool-call format 'nope'; known formats: shout, xlam"):
+    assert tool_parsers.parser_names() == ["hermes", "llama3_json", "mistral", "shout", "xlam"]
+    with pytest.raises(ValueError, match="unknown tool-call format 'nope'; known formats: hermes, llama3_json, mistral, shout, xlam"):
         get_parser("nope")
 
 
@@ -223,28 +219,9 @@ def test_registry(monkeypatch):
 
 @pytest.fixture(scope="module")
 def vllm_xlam():
-    """vLLM's xlam parser and a request to hand it; the parser ignores both tokenizer and request."""
-    started = time.perf_counter()
-    pytest.importorskip("vllm", reason="vLLM (the oracle for the xlam format) is not installed: pip install -e .[cpu]")
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-    from vllm.tool_parsers import ToolParserManager
-
-    imported = time.perf_counter()
-    words = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    words.pre_tokenizer = pre_tokenizers.Whitespace()
-    words.train_from_iterator(['[{"name": "f", "arguments": {}}]'], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]")
-    parser = ToolParserManager.get_tool_parser("xlam")(tokenizer)
-    request = ChatCompletionRequest(messages=[], model="test")
-    print(f"\nvLLM import {imported - started:.1f}s, xlam parser ready {time.perf_counter() - imported:.3f}s later")
-    # Its catch-all logs a traceback for every output it gives up on; those are expected here.
-    quiet = logging.getLogger(type(parser).__module__)
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
-    yield lambda text: parser.extract_tool_calls(text, request)
-    quiet.setLevel(level)
+    """vLLM's xlam parser as a function of the model output."""
+    with vllm_extractor("xlam") as extract:
+        yield extract
 
 
 def canonical(calls: list[tuple[str, dict]], content: str | None) -> str:
@@ -492,20 +469,6 @@ def test_tool_calls_schema_accepts_calls_and_rejects_wrong_names_and_arguments()
     assert "additionalProperties" not in HANDMADE[0].parameters  # the spec itself is left alone
 
 
-def test_agent_turn_schema_and_reading_back():
-    valid = jsonschema.Draft202012Validator(agent_turn_schema(HANDMADE))
-    assert valid.is_valid({"content": "Hello"})
-    assert valid.is_valid([{"name": "get_order_details", "arguments": {"order_id": "#W1"}}])
-    assert not valid.is_valid({"content": 3}) and not valid.is_valid({"content": "a", "x": 1}) and not valid.is_valid("text")
-
-    assert reading(parse_agent_turn(' {"content": "It shipped."}')) == ([], "It shipped.")
-    parsed = parse_agent_turn('\n[{"name": "get_order_details", "arguments": {"order_id": "#W1"}}]')
-    assert reading(parsed) == ([("get_order_details", {"order_id": "#W1"})], None) and parsed.problem is None
-    cut = '{"content": "It shi'
-    assert parse_agent_turn(cut).content == cut and "not valid JSON" in parse_agent_turn(cut).problem
-    assert "neither" in parse_agent_turn('{"text": "x"}').problem
-
-
 def _domain_tools() -> dict[str, list[ToolSpec]]:
     return {"handmade": HANDMADE, **{name: get_domain(name).toolkit.specs() for name in ("retail", "airline")}}
 
@@ -521,21 +484,21 @@ def test_schemas_compile_in_xgrammar_and_constrain_output(toolset):
     name, argument = ONE_STRING_ARGUMENT[toolset]
     characters = xgrammar.TokenizerInfo([chr(code) for code in range(32, 127)] + ["\n"])
     compiler = xgrammar.GrammarCompiler(characters)
-    for schema in (tool_calls_schema(tools), agent_turn_schema(tools)):
-        xgrammar.Grammar.from_json_schema(json.dumps(schema))
-        compiled = compiler.compile_json_schema(json.dumps(schema))
+    schema = tool_calls_schema(tools)
+    xgrammar.Grammar.from_json_schema(json.dumps(schema))
+    compiled = compiler.compile_json_schema(json.dumps(schema))
 
-        def accepts(text: str) -> bool:
-            matcher = xgrammar.GrammarMatcher(compiled)
-            return matcher.accept_string(text) and matcher.is_completed()
+    def accepts(text: str) -> bool:
+        matcher = xgrammar.GrammarMatcher(compiled)
+        return matcher.accept_string(text) and matcher.is_completed()
 
-        assert accepts(json.dumps([{"name": name, "arguments": {argument: "A1"}}, {"name": name, "arguments": {argument: "B2"}}]))
-        assert not accepts(json.dumps([{"name": name + "_x", "arguments": {argument: "A1"}}]))
-        assert not accepts(json.dumps([{"name": name, "arguments": {argument: 1}}]))
-        assert not accepts(json.dumps([{"name": name, "arguments": {}}]))
-        assert not accepts(json.dumps([{"name": name, "arguments": {argument: "A1", "other": "x"}}]))
-        assert not accepts("[]")
-        assert accepts('{"content": "Hi"}') == ("anyOf" in schema)
+    assert accepts(json.dumps([{"name": name, "arguments": {argument: "A1"}}, {"name": name, "arguments": {argument: "B2"}}]))
+    assert not accepts(json.dumps([{"name": name + "_x", "arguments": {argument: "A1"}}]))
+    assert not accepts(json.dumps([{"name": name, "arguments": {argument: 1}}]))
+    assert not accepts(json.dumps([{"name": name, "arguments": {}}]))
+    assert not accepts(json.dumps([{"name": name, "arguments": {argument: "A1", "other": "x"}}]))
+    assert not accepts("[]")
+    assert not accepts('{"content": "Hi"}')
 
 
 @pytest.mark.parametrize("toolset", ["retail", "airline"])
@@ -545,9 +508,9 @@ def test_schemas_pass_vllm_structured_output_checks(toolset):
     from vllm.v1.structured_output.backend_xgrammar import has_xgrammar_unsupported_json_features, validate_xgrammar_grammar
 
     tools = _domain_tools()[toolset]
-    for schema in (tool_calls_schema(tools), agent_turn_schema(tools)):
-        assert not has_xgrammar_unsupported_json_features(schema)
-        validate_xgrammar_grammar(SamplingParams(structured_outputs=StructuredOutputsParams(json=schema)))
+    schema = tool_calls_schema(tools)
+    assert not has_xgrammar_unsupported_json_features(schema)
+    validate_xgrammar_grammar(SamplingParams(structured_outputs=StructuredOutputsParams(json=schema)))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -582,7 +545,7 @@ def test_parse_command_jsonl():
 @pytest.mark.parametrize(
     ("args", "stdin", "message"),
     [
-        (["--format", "hermes"], "x", "unknown tool-call format 'hermes'; known formats: xlam"),
+        (["--format", "qwen"], "x", "unknown tool-call format 'qwen'; known formats: hermes, llama3_json, mistral, xlam"),
         (["--jsonl"], '"ok"\n{"text": 1}\n', "line 2 of stdin holds a JSON object, not a string"),
         (["--jsonl"], '"ok"\nnot json\n', "line 2 of stdin is not valid JSON"),
     ],

@@ -12,7 +12,7 @@ import pytest
 
 from apigen_mt.simulators.domain import Domain, PolicyRule, get_domain
 from apigen_mt.simulators.toolkit import Toolkit, tool
-from apigen_mt.simulators.trace import turn_structure_problems
+from apigen_mt.simulators.trace import one_call_per_turn
 from apigen_mt.simulators.types import Blueprint, Message
 from apigen_mt.validators.execution import check_execution, replay_blueprint
 from apigen_mt.validators.trajectory import TrajectoryInputError, verify_trajectory
@@ -160,7 +160,8 @@ def test_an_unfinished_episode_scores_zero():
     verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, messages)
     assert (verdict.reward, verdict.terminated, verdict.state_match, verdict.outputs_match) == (0.0, False, True, True)
     assert verdict.reasons == [
-        "the episode did not end: the last user message has no ###STOP### and no terminating tool (transfer) was called"
+        "the episode did not end: the last user message has no ###STOP###, ###TRANSFER### or ###OUT-OF-SCOPE### and no "
+        "terminating tool (transfer) was called"
     ]
 
 
@@ -269,11 +270,51 @@ def test_two_tool_calls_in_one_turn_break_the_turn_rule():
             {"id": "c2", "type": "function", "function": {"name": "add", "arguments": '{"name": "apples", "amount": 2}'}},
         ],
     }
-    rules = (PolicyRule("T1", "one call per turn", turn_structure_problems),)
+    rules = (PolicyRule("T1", "one call per turn", one_call_per_turn),)
     domain = dataclasses.replace(COUNTERS, rules=rules)
     verdict = verify_trajectory(domain, DB, BLUEPRINT, conversation(both, {"role": "assistant", "content": "5 apples"}))
     assert verdict.reward == 1.0
     assert verdict.policy_violations == ["[T1] message 2 makes 2 tool calls in one turn; make one call at a time"]
+
+
+def test_text_beside_a_call_is_accepted_as_stored_and_as_repaired():
+    """tau-bench's user never sees text that accompanies a call; the episode may store the turn either way."""
+    domain = dataclasses.replace(COUNTERS, rules=(PolicyRule("T1", "one call per turn", one_call_per_turn),))
+    as_stored = conversation(
+        {**call("add", '{"name": "apples", "amount": 2}'), "content": "Let me add those for you."},
+        {"role": "tool", "tool_call_id": "call_1", "content": "5"},
+        {"role": "assistant", "content": "Done: 5 apples."},
+    )
+    repaired = [{**message, "content": None} if message.get("tool_calls") else message for message in as_stored]
+    verdicts = [verify_trajectory(domain, DB, BLUEPRINT, messages) for messages in (as_stored, repaired)]
+    assert [verdict.accepted for verdict in verdicts] == [True, True]
+    assert verdicts[0].record(0) == verdicts[1].record(0)
+
+
+def unknown_counter_added(trace) -> list[str]:
+    return [f"{c.label()} adds to {c.arguments.get('name')!r}, which is no counter" for c in trace.calls_of("add")
+            if c.arguments.get("name") not in c.before["counters"]]
+
+
+@pytest.mark.parametrize("attempt_counts", [False, True], ids=["attempt-harmless", "attempt-forbidden"])
+def test_a_refused_call_is_a_warning_unless_the_rule_forbids_the_attempt(attempt_counts):
+    rule = PolicyRule("C1", "Add only to counters that exist.", unknown_counter_added, refused_calls_count=attempt_counts)
+    domain = dataclasses.replace(COUNTERS, rules=(rule,))
+    messages = conversation(
+        call("add", '{"name": "aples", "amount": 2}'),
+        {"role": "tool", "tool_call_id": "call_1", "content": "Error: no such counter"},
+        call("add", '{"name": "apples", "amount": 2}', call_id="call_2"),
+        {"role": "tool", "tool_call_id": "call_2", "content": "5"},
+        {"role": "assistant", "content": "5 apples."},
+    )
+    verdict = verify_trajectory(domain, DB, BLUEPRINT, messages)
+    found = "[C1] action 0 (add) adds to 'aples', which is no counter"
+    assert verdict.reward == 1.0
+    if attempt_counts:
+        assert (verdict.accepted, verdict.policy_violations, verdict.warnings) == (False, [found], [])
+    else:
+        assert (verdict.accepted, verdict.policy_violations) == (True, [])
+        assert verdict.record(0)["warnings"] == [f"{found} (the call was refused and changed nothing)"]
 
 
 # ------------------------------------------------------------------------------------------ human errors
@@ -309,6 +350,34 @@ def test_human_errors_passed_in_reject_an_otherwise_perfect_trial():
     assert verdict.reward == 1.0
     assert (verdict.human_errors, verdict.reasons, verdict.accepted, verdict.attribution) == ([leak], [leak], False, "human")
     assert verdict.record(0)["human_errors"] == [leak]
+
+
+TRANSFER_BLUEPRINT = {**BLUEPRINT, "actions": [{"name": "transfer", "kwargs": {"summary": "apples"}}], "outputs": []}
+
+
+def test_a_user_transferred_ends_the_episode_as_a_transfer_tool_does():
+    """tau2-bench's ###TRANSFER###: the agent handed the user over, so a wrong state is the agent's fault."""
+    handed_over = conversation({"role": "assistant", "content": "A colleague will take over."}, last_user="###TRANSFER###")
+    right = verify_trajectory(COUNTERS, DB, TRANSFER_BLUEPRINT, handed_over)
+    assert (right.terminated, right.accepted) == (True, True)
+    wrong = verify_trajectory(COUNTERS, DB, BLUEPRINT, handed_over)
+    assert (wrong.terminated, wrong.state_match, wrong.human_errors, wrong.attribution) == (True, False, [], "agent")
+
+
+def test_a_user_out_of_scope_is_the_humans_fault_when_the_trial_is_rejected():
+    """tau2-bench's ###OUT-OF-SCOPE###: the user's scenario could not answer the agent."""
+    stuck = conversation({"role": "assistant", "content": "Which apples, green or red?"}, last_user="###OUT-OF-SCOPE###")
+    verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, stuck)
+    out_of_scope = "the user ended the conversation with ###OUT-OF-SCOPE###: its scenario could not answer the agent"
+    assert (verdict.terminated, verdict.state_match, verdict.accepted) == (True, False, False)
+    assert (verdict.human_errors, verdict.attribution, verdict.reasons[-1]) == ([out_of_scope], "human", out_of_scope)
+    done = conversation(
+        call("add", '{"name": "apples", "amount": 2}'),
+        {"role": "assistant", "content": "You have 5 apples. Anything about pears?"},
+        last_user="That is beyond what I know. ###OUT-OF-SCOPE###",
+    )
+    finished = verify_trajectory(COUNTERS, DB, BLUEPRINT, done)
+    assert (finished.terminated, finished.accepted, finished.human_errors) == (True, True, [])
 
 
 # -------------------------------------------------------------------------------------- broken blueprints
@@ -414,7 +483,13 @@ def test_a_taubench_task_whose_ground_truth_write_fails_is_warned_about(taubench
     domain = get_domain("retail")
     verdict = verify_trajectory(domain, domain.load(taubench_dir / "retail"), task, as_conversation(task))
     assert verdict.reward == 1.0
+    # The agent's copy of that call is refused too: the rules it breaks only through it are warnings as well.
+    refused = "(the call was refused and changed nothing)"
     assert verdict.warnings == [
         "ground-truth action 0 (modify_pending_order_payment) fails: Error: insufficient gift card balance to pay for "
-        "the order; the blueprint does not do what it asks"
+        "the order; the blueprint does not do what it asks",
+        f"[R10] action 0 (modify_pending_order_payment): gift card gift_card_8893815 holds 18, less than the order amount 97.35 {refused}",
+        f"[R18] action 0 (modify_pending_order_payment) uses '#W7602708', which no earlier tool output or user message contains {refused}",
+        f"[R18] action 0 (modify_pending_order_payment) uses 'gift_card_8893815', which no earlier tool output or user message "
+        f"contains {refused}",
     ]

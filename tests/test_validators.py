@@ -351,6 +351,65 @@ def test_a_crashing_rule_fails_the_stage_with_its_id():
     assert verdict.reasons == ["[S9] the check crashed on this trace (KeyError: 'price'); treat as a bug in the rule"]
 
 
+def test_a_call_is_refused_when_it_fails_and_leaves_the_database_as_it_was():
+    airline = get_domain("airline")
+    certificate_twice = book(payment_methods=[{"payment_id": "certificate_1", "amount": 100}, {"payment_id": "certificate_1", "amount": 50}])
+    calls = [
+        ("get_reservation_details", {"reservation_id": "RES00"}),  # a mistyped id: a failed read
+        book(payment_methods=[{"payment_id": "credit_card_1", "amount": 140}]),  # refused: the payment does not add up
+        certificate_twice,  # fails after deleting the certificate (tau-bench's quirk): failed, not refused
+        book(),
+    ]
+    trace = trace_calls(airline, AIRLINE, [ToolCall(name=name, arguments=arguments) for name, arguments in calls], episode=True)
+    assert [(call.failed, call.refused) for call in trace.calls] == [(True, True), (True, True), (True, False), (False, False)]
+    assert "certificate_1" not in trace.calls[3].before["users"]["mia_1"]["payment_methods"]
+    kept = trace.without_refused()
+    assert [call.index for call in kept.calls] == [2, 3]
+    assert [call.index for call in kept.earlier(kept.calls[1])] == [2]  # indices, and so labels, stay those of the calls made
+
+
+def airline_episode(*calls: tuple) -> ActionTrace:
+    """An episode on the small airline database: the calls run through the real tools, after the user's details."""
+    steps = [("get_user_details", {"user_id": "mia_1"}), *calls]
+    return trace_calls(
+        get_domain("airline"), AIRLINE, [ToolCall(name=name, arguments=arguments) for name, arguments in steps], episode=True
+    )
+
+
+def test_a_refused_call_warns_where_the_attempt_breaks_nothing_and_rejects_where_it_is_forbidden():
+    short_payment = book(payment_methods=[{"payment_id": "credit_card_1", "amount": 140}])
+    corrected = airline_episode(short_payment, book())
+    verdict = check_policy(get_domain("airline"), corrected)
+    assert verdict.passed and verdict.reasons == []
+    assert verdict.details["warnings"] == [
+        "[A5] action 1 (book_reservation): the payments add up to 140, but the reservation costs 150 "
+        "(the call was refused and changed nothing)"
+    ]
+    # A14: the tool always refuses a change in the number of passengers, and trying it is what the policy forbids.
+    one_passenger = [{"first_name": "Mia", "last_name": "Li", "dob": "1990-04-05"}]
+    fewer = airline_episode(look_up("RES004"), ("update_reservation_passengers", {"reservation_id": "RES004", "passengers": one_passenger}))
+    assert fewer.calls[2].refused
+    verdict = check_policy(get_domain("airline"), fewer)
+    assert verdict.reasons == [
+        "[A14] action 2 (update_reservation_passengers) gives 1 passengers for RES004, which has 2; the number of passengers cannot change"
+    ]
+    assert verdict.details["warnings"] == []
+    # Ground truth gets no such leniency: its refused write is a violation (and fails the execution stage).
+    blueprint_trace = replay_blueprint(
+        get_domain("airline"), AIRLINE, Blueprint.model_validate({"user_id": "mia_1", "instruction": "Book.", "actions": [
+            {"name": name, "arguments": arguments} for name, arguments in (short_payment, book())]})
+    )
+    assert check_policy(get_domain("airline"), blueprint_trace).reasons == [
+        "[A5] action 0 (book_reservation): the payments add up to 140, but the reservation costs 150"
+    ]
+
+
+def test_a_failed_call_that_changed_the_database_is_judged_in_full():
+    certificate_twice = book(payment_methods=[{"payment_id": "certificate_1", "amount": 100}, {"payment_id": "certificate_1", "amount": 50}])
+    verdict = check_policy(get_domain("airline"), airline_episode(certificate_twice))
+    assert verdict.reasons == ["[A5] action 1 (book_reservation) uses 2 certificates; at most 1 per reservation"]
+
+
 def test_validation_stops_at_the_first_failing_stage():
     bad_format = blueprint(action("set_price", item_id="a"))
     assert [(v.stage, v.passed) for v in validate_blueprint(SHELF, shelf_db(), bad_format)] == [("format", False)]
@@ -417,6 +476,7 @@ def traced(db: Any, *calls: tuple, user_id: str | None = None, episode: bool = F
                 writes=name.startswith(("cancel", "modify", "return", "exchange", "book", "update", "send")),
                 before=db,
                 message_index=rest[1] if len(rest) > 1 else None,
+                refused=observation.startswith("Error:"),  # every call sees `db`: a failed one changed nothing
             )
         )
     return ActionTrace(calls=tuple(built), initial=db, final=db, user_id=user_id, episode=episode, messages=messages)
@@ -524,6 +584,8 @@ def test_r3_one_user_per_conversation():
     ]
     episode = retail(("find_user_id_by_email", {"email": "bob@example.com"}, "bob_2"), ("get_order_details", {"order_id": "#W9"}), episode=True)
     assert violations(retail_rules, "R3", episode) == []
+    # A mistyped user id (the tool finds nobody) reaches no other user's data.
+    assert violations(retail_rules, "R3", retail(("get_user_details", {"user_id": "ann_l"}, "Error: user not found"))) == []
 
 
 def turn_messages(*assistant_turns: dict[str, Any]) -> list[dict[str, Any]]:
@@ -535,16 +597,21 @@ def call_entry(name: str, arguments: str = "{}") -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("rules", "rule_id"), [(retail_rules, "R5"), (airline_rules, "A2"), (telecom_rules, "T3")])
-def test_one_tool_call_per_turn_and_no_mixed_turns(rules, rule_id):
+def test_one_tool_call_per_turn_and_text_beside_a_call_allowed(rules, rule_id):
     bad = turn_messages(
         {"role": "assistant", "content": None, "tool_calls": [call_entry("think"), call_entry("think")]},
-        {"role": "assistant", "content": "Let me check.", "tool_calls": [call_entry("think")]},
+        {"role": "assistant", "content": "Let me check.", "tool_calls": [call_entry("think"), call_entry("think"), call_entry("think")]},
     )
     assert violations(rules, rule_id, traced(RETAIL, episode=True, messages=bad)) == [
         "message 1 makes 2 tool calls in one turn; make one call at a time",
-        "message 2 both replies to the user and calls a tool; do one or the other",
+        "message 2 makes 3 tool calls in one turn; make one call at a time",
     ]
-    good = turn_messages({"role": "assistant", "content": "", "tool_calls": [call_entry("think")]}, {"role": "assistant", "content": "Done."})
+    # tau-bench's user never sees text that accompanies a call: as stored, and as repaired (the call alone).
+    good = turn_messages(
+        {"role": "assistant", "content": "Let me check that for you.", "tool_calls": [call_entry("think")]},
+        {"role": "assistant", "content": "", "tool_calls": [call_entry("think")]},
+        {"role": "assistant", "content": "Done."},
+    )
     assert violations(rules, rule_id, traced(RETAIL, episode=True, messages=good)) == []
     assert violations(rules, rule_id, traced(RETAIL)) == []  # no messages, nothing to judge
 
@@ -786,6 +853,7 @@ def test_a3_the_conversation_user_and_their_reservations():
         "action 0 (cancel_reservation) changes reservation RES005 of user 'ned_2', but the conversation is with 'mia_1'",
     ]
     assert violations(airline_rules, "A3", airline(cancel_trip("RES002"), book())) == []  # ground truth may skip the reads
+    assert violations(airline_rules, "A3", airline(book(user_id="mia_l"))) == []  # a typo names nobody: the tool refuses it
     assert violations(airline_rules, "A3", airline(cancel_trip("RES002"), user_id=None)) == [
         "the user is never identified: give the blueprint a user_id, or fetch the user's details first"
     ]
@@ -873,6 +941,8 @@ def test_a10_changed_flights_keep_the_trip():
         "action 0 (update_reservation_flights) on RES001: the one-way trip ends at ORD, not at the destination SEA"
     ]
     assert violations(airline_rules, "A10", airline(update_flights(segments=(("HAT004", "2024-05-20"),)))) == []
+    # A flight that does not exist (a typo the tool refuses) is no new route.
+    assert violations(airline_rules, "A10", airline(update_flights(segments=(("HAT01", "2024-05-20"), ("HAT002", "2024-05-20"))))) == []
 
 
 def test_a12_flight_change_payment():

@@ -17,6 +17,7 @@ from apigen_mt.simulators.trace import ActionTrace
 from apigen_mt.simulators.types import Blueprint, Verdict
 from apigen_mt.validators import execution, policy
 from apigen_mt.validators import format as format_stage
+from apigen_mt.validators.trajectory import comparable_output
 
 STAGES = (format_stage.STAGE, execution.STAGE, policy.STAGE)
 
@@ -96,6 +97,14 @@ def stage_one(domain: Domain, db: JSON, blueprint: Blueprint) -> list[Verdict]:
         return verdicts
     position = verdicts.index(executed)
     return [*verdicts[:position], executed.model_copy(update={"passed": False, "reasons": reasons})]
+
+
+def with_comparable_outputs(blueprint: Blueprint) -> Blueprint:
+    """Stage 1's form of a blueprint that goes on to episodes: its expected outputs as the trajectory verifier
+    compares them (`comparable_output`: no commas, which replies lose before the comparison, so "1,234.50"
+    becomes "1234.50" instead of never matching), each once."""
+    outputs = list(dict.fromkeys(comparable_output(output) for output in blueprint.outputs))
+    return blueprint if outputs == blueprint.outputs else blueprint.model_copy(update={"outputs": outputs})
 
 
 def _repeats(blueprint: Blueprint) -> list[str]:

@@ -15,6 +15,7 @@ import jsonschema
 from apigen_mt.simulators.domain import Domain
 from apigen_mt.simulators.toolkit import BoundTool
 from apigen_mt.simulators.types import Blueprint, Verdict
+from apigen_mt.validators.trajectory import comparable_output
 
 STAGE = "format"
 
@@ -56,7 +57,12 @@ def _output_problems(raw: dict[str, Any]) -> list[str]:
         return []
     if not isinstance(outputs, list):
         return [f"outputs must be a list of strings, got {_json_type(outputs)}"]
-    return [f"outputs[{i}] must be a string, got {_json_type(o)}" for i, o in enumerate(outputs) if not isinstance(o, str)]
+    return [
+        f"outputs[{i}] must be a string, got {_json_type(o)}" if not isinstance(o, str)
+        else f"outputs[{i}] {o!r} is empty once commas are removed (as they are from replies), so every reply would match it"
+        for i, o in enumerate(outputs)
+        if not isinstance(o, str) or not comparable_output(o).strip()
+    ]
 
 
 def _action_problems(domain: Domain, tools: dict[str, BoundTool], index: int, action: Any) -> list[str]:

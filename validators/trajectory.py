@@ -8,18 +8,23 @@ The reward is tau-bench's: 1.0 exactly when all three hold.
   stage's `final_digest`), else from one replay;
 - outputs: every expected output `o` appears in some agent reply, in tau-bench's way: `o.lower()` is a
   substring of `reply.lower()` with every comma removed from the reply (not from `o`);
-- terminated: the last user message contains `###STOP###`, or the agent called a terminating tool.
-Agent replies are the contents of assistant messages without tool calls.
+- terminated: the last user message holds an end marker of the simulated human (tau-bench's `###STOP###`, or
+  tau2-bench's `###TRANSFER###` and `###OUT-OF-SCOPE###`), or the agent called a terminating tool.
+Agent replies are the contents of assistant messages without tool calls: text beside a call is not a reply,
+since in tau-bench's protocol the user never sees it.
 
 A trial is accepted only with reward 1.0, no violation of the domain's rules (run on the episode's trace,
 so rules on authentication and read-before-write order apply: tau-bench's reward misses an agent that
-reaches the right state by breaking them) and no error of the simulated human. Problems of the blueprint
-itself (unknown ground-truth tools, failing ground-truth writes) are reported as warnings: they do not
-change the reward, but they mean the reward says nothing about the agent.
+reaches the right state by breaking them) and no error of the simulated human. Warnings do not reject:
+problems of the blueprint itself (unknown ground-truth tools, failing ground-truth writes), which mean the
+reward says nothing about the agent, and rule violations that only calls the environment refused cause, for
+the rules where a refused attempt breaks nothing (`PolicyRule.refused_calls_count`).
 
-A rejected trial is the human's fault when the simulated human erred (errors passed in by whoever ran it,
-or a stop before the agent even attempted a write the ground truth needs), else the agent's. Engine
-failures (`system`) are the episode runner's to attribute: a verdict only sees finished conversations.
+A rejected trial is the human's fault when the simulated human erred: errors passed in by whoever ran it, a
+###STOP### before the agent even attempted a write the ground truth needs, or an ###OUT-OF-SCOPE### (its
+scenario could not answer the agent). Else it is the agent's; a ###TRANSFER### is judged like a terminating
+transfer tool (the agent handed the user over). Engine failures (`system`) are the episode runner's to
+attribute: a verdict only sees finished conversations.
 """
 
 from __future__ import annotations
@@ -33,12 +38,12 @@ from pydantic import BaseModel, Field, ValidationError
 
 from apigen_mt.simulators.domain import Domain, domains
 from apigen_mt.simulators.environment import Environment
+from apigen_mt.simulators.human_prompts import OUT_OF_SCOPE, STOP, TRANSFER, ending_of
 from apigen_mt.simulators.state import JSON, diff_patch, state_digest
 from apigen_mt.simulators.trace import ActionTrace, content_text, plain_messages, trace_conversation
 from apigen_mt.simulators.types import Blueprint, Message
 from apigen_mt.validators.policy import check_policy
 
-STOP = "###STOP###"
 SHOWN_CHANGES = 5  # state differences spelled out in the reason; the full list is in details
 
 
@@ -54,7 +59,7 @@ class TrajectoryVerdict(BaseModel):
     policy_violations: list[str] = Field(default_factory=list)  # "[R1] ...": the domain's rules on the episode
     human_errors: list[str] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)  # why the trial is not accepted: reward, policy, human
-    warnings: list[str] = Field(default_factory=list)  # problems of the blueprint, not of the trial
+    warnings: list[str] = Field(default_factory=list)  # the blueprint's problems; violations only refused calls cause
     attribution: Literal["agent", "human"] | None = None  # whose fault a rejection is; None when accepted
     details: dict[str, Any] = Field(default_factory=dict)
 
@@ -116,7 +121,7 @@ def verify_trajectory(
         reasons.append(_state_reason(changes, agent_digest, ground_truth_digest))
 
     replies = [content_text(m) for m in plain if m.get("role") == "assistant" and not m.get("tool_calls")]
-    flattened = [reply.lower().replace(",", "") for reply in replies]
+    flattened = [reply_form(reply) for reply in replies]
     found = {output: any(output.lower() in reply for reply in flattened) for output in blueprint.outputs}
     for output, ok in found.items():
         if not ok:
@@ -125,18 +130,26 @@ def verify_trajectory(
     outputs_match = all(found.values())
 
     user_messages = [m for m in plain if m.get("role") == "user"]
-    stopped = bool(user_messages) and STOP in content_text(user_messages[-1])
-    ended_by_agent = any(c.name in tools and tools[c.name].spec.terminates for c in trace.calls)
-    terminated = stopped or ended_by_agent
+    ending = ending_of(content_text(user_messages[-1])) if user_messages else None
+    # A user transferred by the agent says so with ###TRANSFER###: the agent ended it, as with a transfer tool.
+    ended_by_agent = ending == "transfer" or any(c.name in tools and tools[c.name].spec.terminates for c in trace.calls)
+    terminated = ending is not None or ended_by_agent
     if not terminated:
         enders = ", ".join(name for name, bound in tools.items() if bound.spec.terminates) or "none in this domain"
-        reasons.append(f"the episode did not end: the last user message has no {STOP} and no terminating tool ({enders}) was called")
+        reasons.append(
+            f"the episode did not end: the last user message has no {STOP}, {TRANSFER} or {OUT_OF_SCOPE} "
+            f"and no terminating tool ({enders}) was called"
+        )
 
-    policy_violations = check_policy(domain, trace).reasons
+    policy = check_policy(domain, trace)
+    policy_violations = policy.reasons
+    warnings += policy.details["warnings"]
     errors = list(human_errors)
-    if stopped and not ended_by_agent and not state_match:
+    if ending == "stop" and not ended_by_agent and not state_match:
         errors += _premature_stop(domain, blueprint, trace)
     reward = 1.0 if state_match and outputs_match and terminated else 0.0
+    if ending == "out_of_scope" and not ended_by_agent and (reward < 1.0 or policy_violations):
+        errors.append(f"the user ended the conversation with {OUT_OF_SCOPE}: its scenario could not answer the agent")
     rejected = reward < 1.0 or bool(policy_violations) or bool(errors)
     return TrajectoryVerdict(
         reward=reward,
@@ -159,6 +172,18 @@ def verify_trajectory(
             ],
         },
     )
+
+
+def reply_form(text: str) -> str:
+    """An agent reply as the outputs check reads it (tau-bench's): lowercased, every comma removed."""
+    return text.lower().replace(",", "")
+
+
+def comparable_output(output: str) -> str:
+    """An expected output in a form the check can find: without commas, which replies lose before the
+    comparison ("1,234.50" could never match; "1234.50" matches a reply saying "$1,234.50"). Case is kept:
+    the check lowercases outputs itself."""
+    return output.replace(",", "")
 
 
 def _replayed_positions(domain: Domain, blueprint: Blueprint) -> list[int]:

@@ -18,6 +18,9 @@ Blueprints versus episodes (see `apigen_mt.simulators.trace`):
 - A16 allows a cancellation with insurance without checking the reason is health or weather (only the
   dialogue says); A19/A20 consider the reservations the trace names for that user, or all of the user's
   reservations when it names none (a blueprint may omit the lookups).
+- A call the environment refused (an error observation, the database unchanged) counts in an episode only
+  for the rules whose attempt is itself forbidden; the comment above `RULES` gives the decision per rule.
+  What the rules read from a trace (effective cabin, segments, itineraries) is in `trips.py`.
 
 Ground truth that breaks these rules, in tau-bench's 25 sample airline tasks (upstream warns some airline
 tasks are outdated): task 10 cancels an economy reservation without insurance booked two weeks earlier
@@ -34,82 +37,15 @@ from apigen_mt.simulators.domain import PolicyRule
 from apigen_mt.simulators.domains.airline.constants import (
     DAY_BEFORE_NOW, FREE_BAGS, INSURANCE_FEE_PER_PASSENGER, NONFREE_BAG_FEE,
 )
-from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, lookup, turn_structure_problems
-
-RESERVATION_WRITES = frozenset(
-    {"cancel_reservation", "update_reservation_baggages", "update_reservation_flights", "update_reservation_passengers"}
+from apigen_mt.simulators.domains.airline.trips import (
+    RESERVATION_WRITES, conversation_user, effective_cabin, flight_segments, flight_status, flights_change,
+    itinerary_problems, reservations_written,
 )
+from apigen_mt.simulators.trace import ActionTrace, TracedCall, lookup, one_call_per_turn
+
 CHANGES = RESERVATION_WRITES  # what, done first, makes a delayed flight's certificate due (A20)
 MAX_PASSENGERS = 5
 PAYMENT_LIMITS = {"certificate": 1, "credit_card": 1, "gift_card": 3}
-
-
-def _reservation(call: TracedCall) -> dict[str, Any] | None:
-    return lookup(call.before.get("reservations"), call.arguments.get("reservation_id"))
-
-
-def _reservations_written(trace: ActionTrace, names: frozenset[str] | set[str]) -> list[tuple[TracedCall, str, dict[str, Any]]]:
-    return calls_on_records(trace, names, "reservations", "reservation_id")
-
-
-def _status(db: Any, flight_number: Any, date: Any) -> str | None:
-    flight = lookup(db.get("flights"), flight_number) or {}
-    return (lookup(flight.get("dates"), date) or {}).get("status")
-
-
-def _segments(flights: Any) -> list[tuple[Any, Any]] | None:
-    if not isinstance(flights, list) or not all(isinstance(f, dict) for f in flights):
-        return None
-    return [(f.get("flight_number"), f.get("date")) for f in flights]
-
-
-def _effective_cabin(trace: ActionTrace, call: TracedCall, reservation_id: str, reservation: dict[str, Any]) -> Any:
-    changes = [
-        earlier.arguments.get("cabin")
-        for earlier in trace.earlier(call)
-        if earlier.name == "update_reservation_flights" and not earlier.failed and earlier.arguments.get("reservation_id") == reservation_id
-    ]
-    return changes[-1] if changes else reservation.get("cabin")
-
-
-def conversation_user(trace: ActionTrace) -> str | None:
-    if trace.user_id is not None:
-        return trace.user_id
-    for call in trace.calls:
-        if call.name == "get_user_details" and not call.failed and isinstance(call.arguments.get("user_id"), str):
-            return call.arguments["user_id"]
-    return None
-
-
-def itinerary_problems(db: Any, flights: Any, origin: Any, destination: Any, flight_type: Any) -> list[str]:
-    """Why these segments do not form a one-way or round trip from `origin` to `destination` (A6, A10)."""
-    segments = _segments(flights)
-    if not segments:
-        return ["no flights are given"]
-    legs = []
-    for flight_number, _ in segments:
-        flight = lookup(db.get("flights"), flight_number)
-        if flight is None:
-            return [f"flight {flight_number!r} does not exist"]
-        legs.append((flight_number, flight.get("origin"), flight.get("destination")))
-    problems = [
-        f"{first[0]} arrives at {first[2]} but the next flight {second[0]} leaves from {second[1]}"
-        for first, second in zip(legs, legs[1:])
-        if first[2] != second[1]
-    ]
-    if legs[0][1] != origin:
-        problems.append(f"the first flight {legs[0][0]} leaves from {legs[0][1]}, not from the origin {origin}")
-    if flight_type == "one_way":
-        if legs[-1][2] != destination:
-            problems.append(f"the one-way trip ends at {legs[-1][2]}, not at the destination {destination}")
-    elif flight_type == "round_trip":
-        if destination not in [leg[2] for leg in legs[:-1]]:
-            problems.append(f"the round trip never reaches the destination {destination} before returning")
-        if legs[-1][2] != origin:
-            problems.append(f"the round trip ends at {legs[-1][2]}, not back at the origin {origin}")
-    else:
-        problems.append(f"flight_type {flight_type!r} is neither 'one_way' nor 'round_trip'")
-    return problems
 
 
 def know_the_user(trace: ActionTrace) -> list[str]:
@@ -120,11 +56,12 @@ def know_the_user(trace: ActionTrace) -> list[str]:
     for call in trace.calls:
         if call.name in ("book_reservation", "send_certificate"):
             named = call.arguments.get("user_id")
-            if named != user:
+            # An id that names no user (a typo the tool refuses) acts for nobody.
+            if named != user and lookup(call.before.get("users"), named) is not None:
                 problems.append(f"{call.label()} is for user {named!r}, but the conversation is with {user!r}")
             elif call.name == "book_reservation" and trace.episode and not trace.succeeded_before(call, "get_user_details", user_id=user):
                 problems.append(f"{call.label()} books before the user's details were fetched with get_user_details")
-    for call, reservation_id, reservation in _reservations_written(trace, RESERVATION_WRITES):
+    for call, reservation_id, reservation in reservations_written(trace, RESERVATION_WRITES):
         if reservation.get("user_id") != user:
             problems.append(
                 f"{call.label()} changes reservation {reservation_id} of user {reservation.get('user_id')!r}, "
@@ -155,7 +92,7 @@ def passengers_listed(trace: ActionTrace) -> list[str]:
 
 def _booking_price(db: Any, arguments: dict[str, Any]) -> int | float | None:
     """What book_reservation charges, or None when a flight cannot be priced (A6 reports why)."""
-    segments = _segments(arguments.get("flights"))
+    segments = flight_segments(arguments.get("flights"))
     passengers = arguments.get("passengers")
     nonfree = arguments.get("nonfree_baggages")
     if segments is None or not isinstance(passengers, list) or not isinstance(nonfree, (int, float)):
@@ -205,8 +142,8 @@ def booking_payment(trace: ActionTrace) -> list[str]:
 def booked_itinerary(trace: ActionTrace) -> list[str]:
     problems = []
     for call in trace.calls_of("book_reservation"):
-        for flight_number, date in _segments(call.arguments.get("flights")) or []:
-            status = _status(call.before, flight_number, date)
+        for flight_number, date in flight_segments(call.arguments.get("flights")) or []:
+            status = flight_status(call.before, flight_number, date)
             if status != "available":
                 shown = "does not fly that day" if status is None else f"is {status!r}"
                 problems.append(f"{call.label()}: flight {flight_number} on {date} {shown}; only 'available' flights can be booked")
@@ -243,11 +180,11 @@ def baggage_allowance(trace: ActionTrace) -> list[str]:
         )
         if problem:
             problems.append(f"{call.label()}: {problem}")
-    for call, reservation_id, reservation in _reservations_written(trace, {"update_reservation_baggages"}):
+    for call, reservation_id, reservation in reservations_written(trace, {"update_reservation_baggages"}):
         user = lookup(call.before.get("users"), reservation.get("user_id")) or {}
         problem = _bag_allowance_problem(
             user.get("membership"),
-            _effective_cabin(trace, call, reservation_id, reservation),
+            effective_cabin(trace, call, reservation_id, reservation),
             len(reservation.get("passengers", [])),
             call.arguments.get("total_baggages"),
             call.arguments.get("nonfree_baggages"),
@@ -257,23 +194,22 @@ def baggage_allowance(trace: ActionTrace) -> list[str]:
     return problems
 
 
-def _flights_change(call: TracedCall, reservation: dict[str, Any]) -> bool:
-    current = [(f.get("flight_number"), f.get("date")) for f in reservation.get("flights", [])]
-    return _segments(call.arguments.get("flights")) != current
-
-
 def basic_economy_fixed(trace: ActionTrace) -> list[str]:
     return [
         f"{call.label()} changes the flights of basic economy reservation {reservation_id}; only its cabin may change"
-        for call, reservation_id, reservation in _reservations_written(trace, {"update_reservation_flights"})
-        if _effective_cabin(trace, call, reservation_id, reservation) == "basic_economy" and _flights_change(call, reservation)
+        for call, reservation_id, reservation in reservations_written(trace, {"update_reservation_flights"})
+        if effective_cabin(trace, call, reservation_id, reservation) == "basic_economy" and flights_change(call, reservation)
     ]
 
 
 def same_trip(trace: ActionTrace) -> list[str]:
     problems = []
-    for call, reservation_id, reservation in _reservations_written(trace, {"update_reservation_flights"}):
-        if not _flights_change(call, reservation):
+    for call, reservation_id, reservation in reservations_written(trace, {"update_reservation_flights"}):
+        segments = flight_segments(call.arguments.get("flights"))
+        # Flights that cannot be read or do not exist are refused by the tool and move nobody: a typo, not a new route.
+        if not segments or any(lookup(call.before.get("flights"), number) is None for number, _ in segments):
+            continue
+        if not flights_change(call, reservation):
             continue
         found = itinerary_problems(
             call.before, call.arguments.get("flights"), reservation.get("origin"), reservation.get("destination"), reservation.get("flight_type")
@@ -284,7 +220,7 @@ def same_trip(trace: ActionTrace) -> list[str]:
 
 def change_payment(trace: ActionTrace) -> list[str]:
     problems = []
-    for call, _, reservation in _reservations_written(trace, {"update_reservation_flights"}):
+    for call, _, reservation in reservations_written(trace, {"update_reservation_flights"}):
         payment_id = call.arguments.get("payment_id")
         user = lookup(call.before.get("users"), reservation.get("user_id")) or {}
         method = lookup(user.get("payment_methods"), payment_id)
@@ -297,7 +233,7 @@ def change_payment(trace: ActionTrace) -> list[str]:
 
 def bags_only_added(trace: ActionTrace) -> list[str]:
     problems = []
-    for call, reservation_id, reservation in _reservations_written(trace, {"update_reservation_baggages"}):
+    for call, reservation_id, reservation in reservations_written(trace, {"update_reservation_baggages"}):
         for key in ("total_baggages", "nonfree_baggages"):
             new, current = call.arguments.get(key), reservation.get(key)
             if isinstance(new, (int, float)) and isinstance(current, (int, float)) and new < current:
@@ -309,7 +245,7 @@ def passenger_count_kept(trace: ActionTrace) -> list[str]:
     return [
         f"{call.label()} gives {len(call.arguments['passengers'])} passengers for {reservation_id}, which has "
         f"{len(reservation.get('passengers', []))}; the number of passengers cannot change"
-        for call, reservation_id, reservation in _reservations_written(trace, {"update_reservation_passengers"})
+        for call, reservation_id, reservation in reservations_written(trace, {"update_reservation_passengers"})
         if isinstance(call.arguments.get("passengers"), list)
         and len(call.arguments["passengers"]) != len(reservation.get("passengers", []))
     ]
@@ -317,11 +253,11 @@ def passenger_count_kept(trace: ActionTrace) -> list[str]:
 
 def cancellation_allowed(trace: ActionTrace) -> list[str]:
     problems = []
-    for call, reservation_id, reservation in _reservations_written(trace, {"cancel_reservation"}):
+    for call, reservation_id, reservation in reservations_written(trace, {"cancel_reservation"}):
         airline_cancelled = any(
-            _status(call.before, f.get("flight_number"), f.get("date")) == "cancelled" for f in reservation.get("flights", [])
+            flight_status(call.before, f.get("flight_number"), f.get("date")) == "cancelled" for f in reservation.get("flights", [])
         )
-        cabin = _effective_cabin(trace, call, reservation_id, reservation)
+        cabin = effective_cabin(trace, call, reservation_id, reservation)
         if (
             str(reservation.get("created_at", "")) >= DAY_BEFORE_NOW
             or airline_cancelled
@@ -339,11 +275,11 @@ def cancellation_allowed(trace: ActionTrace) -> list[str]:
 
 def nothing_flown(trace: ActionTrace) -> list[str]:
     problems = []
-    for call, reservation_id, reservation in _reservations_written(trace, {"cancel_reservation"}):
+    for call, reservation_id, reservation in reservations_written(trace, {"cancel_reservation"}):
         flown = [
             f"{f.get('flight_number')} on {f.get('date')} ({status})"
             for f in reservation.get("flights", [])
-            if (status := _status(call.before, f.get("flight_number"), f.get("date"))) in ("landed", "flying")
+            if (status := flight_status(call.before, f.get("flight_number"), f.get("date"))) in ("landed", "flying")
         ]
         if flown:
             problems.append(f"{call.label()} cancels {reservation_id}, but {', '.join(flown)} is already flown; transfer instead")
@@ -372,7 +308,7 @@ def certificate_eligible(trace: ActionTrace) -> list[str]:
         candidates = _complaint_candidates(trace, call, user_id, user)
         if not any(
             reservations[r].get("insurance") == "yes"
-            or _effective_cabin(trace, call, r, reservations[r]) == "business"
+            or effective_cabin(trace, call, r, reservations[r]) == "business"
             for r in candidates
         ):
             problems.append(
@@ -394,7 +330,7 @@ def certificate_amount(trace: ActionTrace) -> list[str]:
         due = False
         for reservation_id in _complaint_candidates(trace, call, user_id, user):
             reservation = reservations[reservation_id]
-            statuses = {_status(call.before, f.get("flight_number"), f.get("date")) for f in reservation.get("flights", [])}
+            statuses = {flight_status(call.before, f.get("flight_number"), f.get("date")) for f in reservation.get("flights", [])}
             passengers = len(reservation.get("passengers", []))
             if "cancelled" in statuses:
                 cases.append(f"{reservation_id} has a cancelled flight: 100 x {passengers} = {100 * passengers}")
@@ -415,16 +351,38 @@ def certificate_amount(trace: ActionTrace) -> list[str]:
     return problems
 
 
+# `refused_calls_count` (a refused call: error observation, database unchanged). True where the attempt is
+# the write the policy forbids, whatever the tool answered: acting for another user or before reading them
+# (A3), changing a basic economy trip's flights (A9) or a trip's route (A10), removing bags (A13), changing
+# the number of passengers (A14: the tool always refuses it, so only the attempt can break it), cancelling a
+# non-refundable or flown trip (A16, A17), sending a certificate not due (A19, A20). False where the write
+# is allowed and a refused call only got its details wrong, then corrected: passengers (A4), payments (A5,
+# A12), flights not on sale (A6), the bag count (A7). A2 judges messages, not calls.
 RULES: list[PolicyRule] = [
-    PolicyRule("A2", "One tool call per turn, and no tool call together with a reply.", turn_structure_problems),
+    PolicyRule("A2", "One tool call per turn (text beside a call is allowed: the user never sees it).", one_call_per_turn),
     PolicyRule("A3", "Know the user and the reservation first; act only on that user's reservations.", know_the_user),
-    PolicyRule("A4", "A booking has 1 to 5 passengers, each with first name, last name and date of birth.", passengers_listed),
-    PolicyRule("A5", "Booking payment: profile methods only, at most 1 certificate, 1 credit card, 3 gift cards; it adds up.", booking_payment),
-    PolicyRule("A6", "Booked flights are available and form the requested one-way or round trip.", booked_itinerary),
-    PolicyRule("A7", "Non-free bags are the bags beyond the membership and cabin allowance.", baggage_allowance),
+    PolicyRule(
+        "A4", "A booking has 1 to 5 passengers, each with first name, last name and date of birth.", passengers_listed,
+        refused_calls_count=False,
+    ),
+    PolicyRule(
+        "A5", "Booking payment: profile methods only, at most 1 certificate, 1 credit card, 3 gift cards; it adds up.",
+        booking_payment, refused_calls_count=False,
+    ),
+    PolicyRule(
+        "A6", "Booked flights are available and form the requested one-way or round trip.", booked_itinerary,
+        refused_calls_count=False,
+    ),
+    PolicyRule(
+        "A7", "Non-free bags are the bags beyond the membership and cabin allowance.", baggage_allowance,
+        refused_calls_count=False,
+    ),
     PolicyRule("A9", "Basic economy flights cannot be changed (the cabin can).", basic_economy_fixed),
     PolicyRule("A10", "Changed flights keep the reservation's origin, destination and trip type.", same_trip),
-    PolicyRule("A12", "Flight changes are paid with one gift card or credit card from the profile.", change_payment),
+    PolicyRule(
+        "A12", "Flight changes are paid with one gift card or credit card from the profile.", change_payment,
+        refused_calls_count=False,
+    ),
     PolicyRule("A13", "Bags can be added, never removed.", bags_only_added),
     PolicyRule("A14", "The number of passengers cannot change.", passenger_count_kept),
     PolicyRule("A16", "Cancel only within 24 h of booking, after an airline cancellation, in business, or with insurance.", cancellation_allowed),

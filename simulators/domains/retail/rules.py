@@ -15,6 +15,8 @@ Blueprints versus episodes (see `apigen_mt.simulators.trace`):
 - R6 (get_order_details before acting on an order) and R18 (no invented ids) judge what the agent read or
   heard first, so they apply to episodes only; in a blueprint the ids come from the database the
   execution stage ran them against.
+- A call the environment refused (an error observation, the database unchanged) counts in an episode only
+  for the rules whose attempt is itself forbidden; the comment above `RULES` gives the decision per rule.
 Statuses, balances and items are read from the database as it was when each call ran.
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 from apigen_mt.simulators.authentication import Authentication
 from apigen_mt.simulators.domain import PolicyRule
 from apigen_mt.simulators.domains.retail.constants import CANCEL_REASONS
-from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, content_text, lookup, turn_structure_problems
+from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, content_text, lookup, one_call_per_turn
 
 FIND_USER = ("find_user_id_by_email", "find_user_id_by_name_zip")
 NO_AUTHENTICATION_NEEDED = frozenset({*FIND_USER, "think", "calculate", "transfer_to_human_agents"})
@@ -229,21 +231,42 @@ def no_invented_ids(trace: ActionTrace) -> list[str]:
     return problems
 
 
+# `refused_calls_count` (a refused call: error observation, database unchanged). True where the attempt is
+# the write or the step the policy forbids, whatever the tool answered: acting before authentication (R1),
+# for another user (R3) or on an order not read first (R6), cancelling, modifying, returning or exchanging an
+# order whose status forbids it (R7, R9, R14, R16, R17), modifying items twice (R11). False where the write
+# is allowed and a refused call only got its details wrong, then corrected: the cancel reason (R8), payment
+# methods (R10, R13, R15), the new items (R12), an id nobody gave (R18: the tool found no such record). R5
+# judges messages, not calls.
 RULES: list[PolicyRule] = [
     PolicyRule("R1", "Authenticate the user through find-user before any other tool.", AUTHENTICATION.authenticate_first),
     PolicyRule("R3", "Serve one user: every user id and order belongs to the authenticated user.", AUTHENTICATION.one_user),
-    PolicyRule("R5", "One tool call per turn, and no tool call together with a reply.", turn_structure_problems),
+    PolicyRule("R5", "One tool call per turn (text beside a call is allowed: the user never sees it).", one_call_per_turn),
     PolicyRule("R6", "Look up an order with get_order_details before acting on it.", order_details_first),
     PolicyRule("R7", "Cancel only pending orders.", _status_rule({"cancel_pending_order"}, "pending", "cancels")),
-    PolicyRule("R8", "The cancel reason is 'no longer needed' or 'ordered by mistake'.", cancel_reason),
+    PolicyRule(
+        "R8", "The cancel reason is 'no longer needed' or 'ordered by mistake'.", cancel_reason, refused_calls_count=False
+    ),
     PolicyRule("R9", "Modify address, payment or items only of pending orders.", _status_rule(set(MODIFY), "pending", "modifies")),
-    PolicyRule("R10", "A new payment method is the user's own, differs from the original and covers the order.", modify_payment),
+    PolicyRule(
+        "R10", "A new payment method is the user's own, differs from the original and covers the order.", modify_payment,
+        refused_calls_count=False,
+    ),
     PolicyRule("R11", "Modify an order's items once; no cancel or modify afterwards.", items_modified_once),
-    PolicyRule("R12", "Each new item is an available, different variant of the same product.", new_items_valid),
-    PolicyRule("R13", "The price difference is paid by the user's own method; a gift card must cover it.", price_difference_payment),
+    PolicyRule(
+        "R12", "Each new item is an available, different variant of the same product.", new_items_valid,
+        refused_calls_count=False,
+    ),
+    PolicyRule(
+        "R13", "The price difference is paid by the user's own method; a gift card must cover it.",
+        price_difference_payment, refused_calls_count=False,
+    ),
     PolicyRule("R14", "Return only delivered orders.", _status_rule({"return_delivered_order_items"}, "delivered", "returns items of")),
-    PolicyRule("R15", "A return refunds to the original payment method or a gift card of the user.", return_refund_method),
+    PolicyRule(
+        "R15", "A return refunds to the original payment method or a gift card of the user.", return_refund_method,
+        refused_calls_count=False,
+    ),
     PolicyRule("R16", "Exchange only delivered orders; one return or exchange per order.", one_return_or_exchange),
     PolicyRule("R17", "No write on processed or cancelled orders.", no_write_on_closed_orders),
-    PolicyRule("R18", "Ids in a write come from earlier tool output or the user.", no_invented_ids),
+    PolicyRule("R18", "Ids in a write come from earlier tool output or the user.", no_invented_ids, refused_calls_count=False),
 ]

@@ -8,7 +8,9 @@ Blueprints versus episodes (see `apigen_mt.simulators.trace`): a blueprint's gro
 authentication and the lookups, and its `user_id` stands for the customer the agent will have authenticated;
 so T1 only asks that this user exists, and T4 (look a record up before changing it) applies to episodes only.
 Every rule reads the records as they were when each call ran (`call.before`), so a second plan change or a
-fourth top-up in the same trace is judged on what the earlier calls left.
+fourth top-up in the same trace is judged on what the earlier calls left. A call the environment refused (an
+error observation, the database unchanged) counts in an episode only for the rules whose attempt is itself
+forbidden; the comment above `RULES` gives the decision per rule.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from apigen_mt.simulators.domain import PolicyRule
 from apigen_mt.simulators.domains.telecom.constants import (
     CYCLE_START, LATE_FEE_WAIVERS, MAX_TOPUPS_PER_CYCLE, NON_PAYMENT, TOPUP_PRICES,
 )
-from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, lookup, turn_structure_problems
+from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, lookup, one_call_per_turn
 
 NO_AUTHENTICATION_NEEDED = frozenset({"authenticate_user", "list_plans", "transfer_to_human_agents"})
 LINE_WRITES = frozenset({"change_plan", "buy_data_topup", "set_roaming", "suspend_line", "resume_line"})
@@ -158,12 +160,18 @@ def own_payment_method(trace: ActionTrace) -> list[str]:
     return problems
 
 
+# `refused_calls_count` (a refused call: error observation, database unchanged). True where the attempt is
+# the write or the step the policy forbids, whatever the tool answered: acting before authentication (T1),
+# for another customer (T2) or on a line or bill not looked up (T4), and every limit of T5-T10 (a second
+# plan change, a top-up past the cap, roaming with a bill overdue, a second waiver, resuming a line
+# suspended for non-payment, which the tool always refuses). False where a refused call only named a
+# payment method that cannot pay, then corrected (T11). T3 judges messages, not calls.
 RULES: list[PolicyRule] = [
     PolicyRule("T1", "Authenticate the customer with phone number and PIN before any other tool.", AUTHENTICATION.authenticate_first),
     PolicyRule(
         "T2", "Serve one customer: every user id, line and bill belongs to the authenticated customer.", AUTHENTICATION.one_user
     ),
-    PolicyRule("T3", "One tool call per turn, and no tool call together with a reply.", turn_structure_problems),
+    PolicyRule("T3", "One tool call per turn (text beside a call is allowed: the user never sees it).", one_call_per_turn),
     PolicyRule("T4", "Look a line or bill up before changing it.", look_up_first),
     PolicyRule("T5", "A line changes plan at most once per billing cycle.", plan_once_per_cycle),
     PolicyRule("T6", "A new limited plan must cover the data the line already used this cycle.", plan_covers_usage),
@@ -173,5 +181,8 @@ RULES: list[PolicyRule] = [
     PolicyRule(
         "T10", "A line suspended for non-payment resumes only by paying the overdue bills.", non_payment_resumes_by_paying
     ),
-    PolicyRule("T11", "Payments use the customer's own methods; account credit must cover the charge.", own_payment_method),
+    PolicyRule(
+        "T11", "Payments use the customer's own methods; account credit must cover the charge.", own_payment_method,
+        refused_calls_count=False,
+    ),
 ]
