@@ -133,6 +133,8 @@ def _report(summary: RunSummary) -> None:
             f"rejected {counts['rejected']}, failed {counts['failed']} ({counts['unique_accepted']} unique accepted)",
             file=sys.stderr,
         )
+    for endpoint, fallbacks in summary.fallbacks.items():
+        print(f"endpoint fallbacks of {endpoint}: {'; '.join(fallbacks)}", file=sys.stderr)
     print(f"in {summary.wall_s:.0f}s -> {summary.output}", file=sys.stderr)
 
 

@@ -104,6 +104,7 @@ class RunSummary:
     proposed: int = 0  # proposals run (each with its revisions)
     proposals_skipped: int = 0
     phases: list[str] = field(default_factory=list)  # what this run did: "blueprints", "trajectories"
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)  # per endpoint, as the manifest has them
 
 
 def run_trajectories(
@@ -186,6 +187,7 @@ def _run_locked(
     if options.remote is not None:
         options.remote.push_run()
     summary.counts, summary.wall_s = manifest.counts, time.monotonic() - started
+    summary.fallbacks = manifest.fallbacks
     return summary
 
 

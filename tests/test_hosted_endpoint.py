@@ -104,6 +104,9 @@ def test_both_runs_finish_with_every_hosted_behaviour_on(runs):
     for role in ("agent", "human", "judge", "proposer", "reviewer"):
         assert counts[f"role={role}"] >= 1, (role, counts)
     assert runs["endpoint"].off_schema == []  # the double's own answers fit the schemas it was sent
+    # The run's closing summary names what fell back, for the endpoint it concerns.
+    summary = [line for line in runs["trajectories"].stderr.splitlines() if line.startswith("endpoint fallbacks of ")]
+    assert len(summary) == 1 and "structured_outputs" in summary[0] and "n" in summary[0], runs["trajectories"].stderr[-2000:]
 
 
 def test_trials_fail_for_no_missing_feature_and_store_no_thinking(runs):
