@@ -330,6 +330,18 @@ def test_a_user_who_stops_before_a_needed_write_is_attempted_is_the_humans_error
     assert (verdict.accepted, verdict.attribution) == (False, "human")
 
 
+def test_a_user_who_stops_before_the_agents_first_turn_is_the_humans_error():
+    # Outputs only (a question, no write): the agent never had a turn to give them, so it cannot be at fault.
+    question = {**BLUEPRINT, "actions": [{"name": "add", "kwargs": {"name": "apples", "amount": 0}}]}
+    for blueprint in (BLUEPRINT, question):
+        verdict = verify_trajectory(COUNTERS, DB, blueprint, conversation(last_user="Bye ###STOP###"))
+        assert verdict.human_errors == ["the user ended the conversation before the agent's first turn"], verdict.reasons
+        assert (verdict.accepted, verdict.attribution) == (False, "human")
+    # Once the agent has spoken, a missed output stays the agent's.
+    spoke = verify_trajectory(COUNTERS, DB, question, conversation({"role": "assistant", "content": "Hi!"}, last_user="Bye ###STOP###"))
+    assert (spoke.human_errors, spoke.attribution) == ([], "agent")
+
+
 def test_an_attempted_write_or_an_agent_ending_leaves_the_fault_with_the_agent():
     failed_attempt = conversation(
         call("add", '{"name": "apples", "amount": "two"}'),

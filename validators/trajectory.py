@@ -145,8 +145,12 @@ def verify_trajectory(
     policy_violations = policy.reasons
     warnings += policy.details["warnings"]
     errors = list(human_errors)
-    if ending == "stop" and not ended_by_agent and not state_match:
-        errors += _premature_stop(domain, blueprint, trace)
+    if ending == "stop" and not ended_by_agent and not (state_match and outputs_match):
+        if not any(m.get("role") == "assistant" for m in plain):
+            # The agent never had a turn: whatever it missed, the user gave it no chance.
+            errors.append("the user ended the conversation before the agent's first turn")
+        elif not state_match:
+            errors += _premature_stop(domain, blueprint, trace)
     reward = 1.0 if state_match and outputs_match and terminated else 0.0
     if ending == "out_of_scope" and not ended_by_agent and (reward < 1.0 or policy_violations):
         errors.append(f"the user ended the conversation with {OUT_OF_SCOPE}: its scenario could not answer the agent")
