@@ -19,9 +19,9 @@ import argparse
 import time
 from pathlib import Path
 
+from apigen_mt.pipeline.api import generate
 from apigen_mt.pipeline.config import BlueprintPhase, load_config, resolve_model_path
-from apigen_mt.pipeline.proposals import ProposalPlan, planned_domain, stored_proposals
-from apigen_mt.pipeline.run import RunOptions, run_blueprints
+from apigen_mt.pipeline.proposals import stored_proposals
 from apigen_mt.pipeline.storage import BLUEPRINT_SCHEMA, read_rows
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
 
@@ -85,9 +85,8 @@ def main() -> None:
             )
             run_config = config.model_copy(update={"blueprint_generation": phase})
             out = args.output / ("structured" if structured else "free-text")
-            plan = ProposalPlan((planned_domain(domain, None, args.proposals),))
             started = time.perf_counter()
-            run_blueprints(run_config, plan, RunOptions(output=out, force=True), model_factory=lambda _: model)
+            generate(run_config, out, phases=["blueprints"], export=False, force=True, model_factory=lambda _: model)
             rows = stored_proposals(read_rows(out / "blueprints", schema=BLUEPRINT_SCHEMA)).to_pylist()
             results["structured" if structured else "free text"] = (study(rows), time.perf_counter() - started)
     finally:

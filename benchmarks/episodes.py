@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from apigen_mt.pipeline.api import generate
 from apigen_mt.pipeline.config import load_config, resolve_model_path, source_path
-from apigen_mt.pipeline.run import RunOptions, run_trajectories
 from apigen_mt.pipeline.sources import load_source
 from apigen_mt.pipeline.storage import read_rows
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
@@ -48,7 +48,10 @@ def pipeline_run(config, config_path: Path, model: VllmChatModel, out: Path, epi
     phase = config.trajectories.model_copy(update={"in_flight": in_flight})
     config = config.model_copy(update={"trajectories": phase})
     wall, cpu = time.perf_counter(), time.process_time()
-    run_trajectories(config, [source], RunOptions(output=out, trials=trials, progress=False), model_factory=lambda _: model)
+    generate(
+        config, out, phases=["trajectories"], export=False, blueprint_file=source_path(source_config, config_path),
+        domain=source_config.domain, trials=trials, progress=False, model_factory=lambda _: model,
+    )  # fmt: skip
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return read_rows(out / "trajectories").to_pylist(), wall, cpu
 
@@ -103,6 +106,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     config = load_config(args.config)
+    bound = config.phase_concurrency("trajectories").in_flight
     spec = config.models[config.roles.agent]
     engine_config = spec.engine.model_copy(update={"model": resolve_model_path(spec.engine.model)})
 
@@ -114,7 +118,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             for mode, in_flight, episodes in (
-                ("in-flight", config.in_flight_bound(), args.episodes),
+                ("in-flight", bound, args.episodes),
                 ("sequential", 1, args.sequential_episodes),
             ):
                 rows, wall, cpu = pipeline_run(config, args.config, model, Path(scratch) / mode, episodes, in_flight)
@@ -126,7 +130,7 @@ def main() -> None:
     rows = results["in-flight"][0]
     offline_tokens, offline_seconds = offline(engine_config, config.trajectories.agent, workload(rows))
     offline_rate = offline_tokens / offline_seconds
-    print(f"model: {engine_config.model}  max_num_seqs: {engine_config.max_num_seqs}  in flight: {config.in_flight_bound()}")
+    print(f"model: {engine_config.model}  max_num_seqs: {engine_config.max_num_seqs}  in flight: {bound}")
     requests = workload(rows)
     prompt_tokens, cached_tokens = sum(r[0] for r in requests), sum(r[1] for r in requests)
     print(f"in-flight workload: {len(requests)} completions, {prompt_tokens} prompt tokens, "

@@ -4,7 +4,7 @@
 
 Every role runs on one model (default: the tiny random-weight test model, which needs no download), served
 by 1 and then by 2 replicas; the driver, one Ray worker actor, the episode loop, verification and the
-shards are the real pipeline (`run_trajectories`). Each configuration first plays one trial per blueprint
+shards are the real pipeline (`generate`). Each configuration first plays one trial per blueprint
 to warm up (prefix cache, compiled grammars), then the measured episodes, with `in_flight` = 2 x
 max_num_seqs per replica. Printed per configuration: episodes/s and generated tokens/s (every completion's
 tokens, agent and human). The last line is `scale: 2-replica/1-replica = X.XX (cores N)`, the ratio of
@@ -27,11 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from apigen_mt.pipeline.config import RunConfig
+from apigen_mt.pipeline.api import generate
+from apigen_mt.pipeline.config import RunConfig, concurrency
 from apigen_mt.pipeline.engines import ReplicaPool
 from apigen_mt.pipeline.resources import core_shares
-from apigen_mt.pipeline.run import RunOptions, run_trajectories
-from apigen_mt.pipeline.sources import load_source
 from apigen_mt.pipeline.storage import read_rows
 from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
@@ -70,10 +69,11 @@ def run_config(engine: VllmEngineConfig, in_flight: int) -> RunConfig:
 
 
 def play(config: RunConfig, pool: ReplicaPool, out: Path, trials: int) -> tuple[list[dict], float]:
-    source = load_source("retail", BLUEPRINTS)
-    options = RunOptions(output=out, trials=trials, progress=False)
     started = time.perf_counter()
-    run_trajectories(config, [source], options, model_factory=lambda _: pool)
+    generate(
+        config, out, phases=["trajectories"], export=False, blueprint_file=BLUEPRINTS, domain="retail", trials=trials,
+        progress=False, model_factory=lambda _: pool,
+    )  # fmt: skip
     return read_rows(out / "trajectories").to_pylist(), time.perf_counter() - started
 
 
@@ -82,7 +82,7 @@ def measure(engine: VllmEngineConfig, replicas: int, episodes: int, scratch: Pat
     models = [VllmChatModel.start(engine.model_copy(update={"cpu_cores": share})) for share in cores]
     try:
         pool = ReplicaPool(models)
-        config = run_config(engine, replicas * engine.in_flight_limit)
+        config = run_config(engine, concurrency(engine, replicas=replicas).in_flight)
         play(config, pool, scratch / f"warm-{replicas}", trials=1)
         rows, wall = play(config, pool, scratch / f"run-{replicas}", trials=-(-episodes // 5))
     finally:

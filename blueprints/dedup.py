@@ -66,14 +66,6 @@ def ngrams(text: str, n: int = NGRAM) -> frozenset[tuple[str, ...]]:
     return frozenset(tuple(words[index : index + n]) for index in range(len(words) - n + 1))
 
 
-def ngram_similarity(a: str, b: str, n: int = NGRAM) -> float:
-    """Jaccard similarity of the two texts' word n-gram sets, from 0 (nothing shared) to 1 (the same grams)."""
-    first, second = ngrams(a, n), ngrams(b, n)
-    if not first and not second:
-        return 1.0
-    return len(first & second) / len(first | second)
-
-
 class _InstructionIndex:
     """Instructions by their n-grams, for the most similar earlier instruction without comparing with each one."""
 

@@ -1,12 +1,13 @@
 """The Phase-1 loop for one sampled context: propose, validate in three stages, and revise after feedback.
 
-    records = await generate_blueprint(context, domain, db, models, settings, refusal=..., stage_one=stage_one)
+    records = await generate_blueprint(context, domain, db, models, settings, refusal=...)
     records[-1].status == "accepted"  ->  records[-1].blueprint goes on to Phase 2
 
 Each round is one proposal (round 0) or revision (rounds 1..max_rounds) and gives one `ProposalRecord`:
 1. Stage 1, action validation: the reply must parse; the task must fit its kind (at least one call; a refusal
-   makes no write; any other task writes or expects an output, or no agent could fail it); then `stage_one` runs
-   format, execution and policy as `apigen-mt validate` does. A refusal must also leave the database as it was.
+   makes no write; any other task writes or expects an output, or no agent could fail it); then the validators'
+   `stage_one` runs format, execution and policy as `apigen-mt validate` does. A refusal must also leave the
+   database as it was.
 2. Stage 2, the review committee votes on the blueprint and its `diff_patch`.
 3. Stage 3: accepted when the voted score reaches the threshold. Otherwise the failing stage's reasons (or
    the reviewers' reflections) become an improvement plan, and the proposer revises the blueprint.
@@ -19,7 +20,7 @@ engine (`ModelUnavailable`) propagates from every role, so that the driver can r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,11 +36,9 @@ from apigen_mt.simulators.chat import ChatModel
 from apigen_mt.simulators.domain import Domain
 from apigen_mt.simulators.state import JSON
 from apigen_mt.simulators.types import Blueprint, Verdict
-
-# Stage 1 is the validators' (`apigen_mt.validators.blueprint.stage_one`: format, execution, policy). The
-# layers' rule (validators import blueprints, never the reverse) has the caller hand it in.
-StageOne = Callable[[Domain, JSON, Blueprint], list[Verdict]]
-FORMAT, EXECUTION = "format", "execution"  # the stage names of the verdicts this loop makes itself
+from apigen_mt.validators import execution
+from apigen_mt.validators import format as format_stage
+from apigen_mt.validators.blueprint import stage_one
 
 # Reflection rounds after the first proposal, as in the paper; a domain not listed gets the smaller number.
 DEFAULT_MAX_ROUNDS = {"retail": 3, "airline": 5}
@@ -103,7 +102,6 @@ async def generate_blueprint(
     settings: Phase1Settings,
     *,
     refusal: bool,
-    stage_one: StageOne,
 ) -> list[ProposalRecord]:
     """Every round's record for this context, the last one accepted, failed, or the final rejection."""
     if context.domain != domain.name:
@@ -125,7 +123,6 @@ async def generate_blueprint(
             round=round,
             feedback=feedback,
             previous=previous,
-            stage_one=stage_one,
         )
         records.append(record)
         if failed is None or round == last_round:
@@ -150,7 +147,6 @@ async def _attempt(
     round: int,
     feedback: str | None,
     previous: Blueprint | None,
-    stage_one: StageOne,
 ) -> tuple[ProposalRecord, Verdict | None]:
     """One round's record, and the failed verdict to revise from when it is `rejected` (None otherwise)."""
     result = await propose(
@@ -170,13 +166,14 @@ async def _attempt(
         record.status, record.reasons = "failed", [f"the proposer's backend failed: {result.error}"]
         return record, None
     if result.blueprint is None:
-        return _reject(record, Verdict(stage=FORMAT, passed=False, reasons=[result.problem or "no task in the reply"]))
+        unparsed = Verdict(stage=format_stage.STAGE, passed=False, reasons=[result.problem or "no task in the reply"])
+        return _reject(record, unparsed)
     blueprint = record.blueprint = result.blueprint
     kind_problems = task_kind_problems(blueprint, writes, refusal=refusal)
     if kind_problems:
-        return _reject(record, Verdict(stage=FORMAT, passed=False, reasons=kind_problems))
+        return _reject(record, Verdict(stage=format_stage.STAGE, passed=False, reasons=kind_problems))
     verdicts = stage_one(domain, db, blueprint)
-    executed = next((verdict for verdict in verdicts if verdict.stage == EXECUTION), None)
+    executed = next((verdict for verdict in verdicts if verdict.stage == execution.STAGE), None)
     record.diff_patch = None if executed is None else executed.details["diff_patch"]
     failed = next((verdict for verdict in verdicts if not verdict.passed), None)
     if failed is not None:
@@ -185,7 +182,7 @@ async def _attempt(
         reason = (
             f"a refusal task must leave the database unchanged, but its actions make {len(record.diff_patch)} change(s)"
         )
-        return _reject(record, Verdict(stage=EXECUTION, passed=False, reasons=[reason]))
+        return _reject(record, Verdict(stage=execution.STAGE, passed=False, reasons=[reason]))
     # Reviewers judge against the policy: the whole of it when the policy sampler left the excerpt out.
     policy = context.policy_excerpt or domain.policy
     records = touched_records(db, blueprint)

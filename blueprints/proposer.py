@@ -45,7 +45,7 @@ class ProposerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     structured: bool = Field(True, description="generate the reply as one JSON object under a JSON schema")
-    temperature: float = Field(0.7, ge=0)
+    temperature: float = Field(0.7, ge=0, description="sampling temperature of each proposal")
     max_tokens: int = Field(2048, ge=1, description="tokens one proposal (reasoning included) may use")
     refusal_share: float = Field(0.1, ge=0, le=1, description="share of proposals that are refusal tasks")
     seed: int | None = Field(None, description="base sampling seed, mixed with the context seed and round")

@@ -1,15 +1,16 @@
 """Reverse task recombination: validated blueprints of one user joined into one longer task.
 
     for group in candidate_groups(accepted, size=2, seed=seed):
-        [record] = await recombine(group, domain, db, models, settings, stage_one=stage_one)
+        [record] = await recombine(group, domain, db, models, settings)
         record.status == "accepted"  ->  record.blueprint goes on to Phase 2; its provenance names the parts
 
 1. `combine`: the parts' actions run one after the other, their outputs are merged, the parts become parents.
-2. The combination is validated again by the caller's `stage_one` (format, execution, policy) on the database the parts were
-   validated on. Every part passed alone, so whatever fails now is a conflict between parts: a write judged on
-   the state an earlier part left (an exchange after a return of one order, a second modification of an
-   order's items). Most such writes are refused by the tool too; the rules they break are reported with the
-   tool's error, and the record is rejected at stage "policy", the stage this re-check stands for.
+2. The combination is validated again by the validators' `stage_one` (format, execution, policy) on the
+   database the parts were validated on. Every part passed alone, so whatever fails now is a conflict between
+   parts: a write judged on the state an earlier part left (an exchange after a return of one order, a second
+   modification of an order's items). Most such writes are refused by the tool too; the rules they break are
+   reported with the tool's error, and the record is rejected at stage "policy", the stage this re-check
+   stands for.
 3. `rewrite_instruction`: the proposer writes one coherent instruction for the whole task. It must keep each
    id-like value (order or reservation number, zip code, date) that a part's instruction gives its calls.
 4. Stages 2 and 3, the review committee (`loop.review_stage`); stage 1 is not repeated.
@@ -26,9 +27,8 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-
 from apigen_mt.blueprints.dedup import write_tool_names
-from apigen_mt.blueprints.loop import EXECUTION, Phase1Models, Phase1Settings, ProposalRecord, StageOne, review_stage
+from apigen_mt.blueprints.loop import Phase1Models, Phase1Settings, ProposalRecord, review_stage
 from apigen_mt.blueprints.prompts import task_json, touched_records
 from apigen_mt.blueprints.proposer import INSTRUCTION_MAX_CHARS, ProposalResult, ProposerSettings, ask
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, SamplingParams
@@ -36,6 +36,8 @@ from apigen_mt.simulators.domain import Domain
 from apigen_mt.simulators.state import JSON
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.types import Blueprint, Message, Provenance, ToolCall
+from apigen_mt.validators import execution
+from apigen_mt.validators.blueprint import stage_one
 
 INSTRUCTION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -118,11 +120,11 @@ def _without_repeated_reads(calls: Sequence[ToolCall], writes: frozenset[str]) -
     return kept
 
 
-def _recheck(domain: Domain, db: JSON, combined: Blueprint, stage_one: StageOne) -> tuple[list[str], JSON | None]:
+def _recheck(domain: Domain, db: JSON, combined: Blueprint) -> tuple[list[str], JSON | None]:
     """Why the combination breaks the policy on `db` (the failing stage's reasons; after a write the tool
     refused, the `[RULE]` reasons too; empty when it passes), and its diff_patch (None when it did not run)."""
     verdicts = stage_one(domain, db, combined)
-    executed = next((verdict for verdict in verdicts if verdict.stage == EXECUTION), None)
+    executed = next((verdict for verdict in verdicts if verdict.stage == execution.STAGE), None)
     diff_patch = None if executed is None else executed.details["diff_patch"]
     failed = next((verdict for verdict in verdicts if not verdict.passed), None)
     return ([] if failed is None else list(failed.reasons)), diff_patch
@@ -259,8 +261,6 @@ async def recombine(
     db: JSON,
     models: Phase1Models,
     settings: Phase1Settings,
-    *,
-    stage_one: StageOne,
 ) -> list[ProposalRecord]:
     """The record of one combination (round 0, its blueprint's provenance naming the parts): rejected at
     "policy" on a conflict, at "format" when the new instruction is unusable, accepted or rejected by the
@@ -268,7 +268,7 @@ async def recombine(
     combined = combine(group, domain)
     if combined.domain != domain.name:
         raise ValueError(f"the parts belong to domain {combined.domain!r}, not {domain.name!r}")
-    reasons, diff_patch = _recheck(domain, db, combined, stage_one)
+    reasons, diff_patch = _recheck(domain, db, combined)
     record = ProposalRecord(round=0, status="rejected", blueprint=combined, diff_patch=diff_patch)
     if reasons:
         record.failed_stage, record.reasons = "policy", reasons

@@ -53,14 +53,23 @@ class SamplerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    policy_frequency: float = Field(default=1.0, ge=0.0, le=1.0)
-    persona_frequency: float = Field(default=0.8, ge=0.0, le=1.0)
-    example_frequency: float = Field(default=0.8, ge=0.0, le=1.0)
-    max_writes: int = Field(default=2, ge=1, le=3)  # a walk ends in 1..max_writes writes, drawn uniformly
-    # (fewest, most) read tools walked back from the first write; fewer where the graph is not that deep.
-    walk_length: tuple[int, int] = (1, 3)
-    context_budget_chars: int = Field(default=8000, gt=0)
-    examples: int = Field(default=2, ge=1)  # few-shot examples when the example sampler contributes
+    policy_frequency: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="chance the policy sections of the sampled writes are shown"
+    )
+    persona_frequency: float = Field(default=0.8, ge=0.0, le=1.0, description="chance a persona is shown")
+    example_frequency: float = Field(default=0.8, ge=0.0, le=1.0, description="chance few-shot examples are shown")
+    max_writes: int = Field(
+        default=2, ge=1, le=3, description="a sampled walk ends in 1 to max_writes write tools, drawn uniformly"
+    )
+    walk_length: tuple[int, int] = Field(
+        (1, 3),
+        description="(fewest, most) read tools walked back from the first write; fewer where the API graph is not "
+        "that deep",
+    )
+    context_budget_chars: int = Field(
+        default=8000, gt=0, description="characters of JSON records shown; the least relevant records go first"
+    )
+    examples: int = Field(default=2, ge=1, description="few-shot examples when the example sampler contributes")
 
     @field_validator("walk_length")
     @classmethod

@@ -1,33 +1,18 @@
-"""The `apigen-mt` command. Each command group lives in its own module and registers itself here."""
+"""The `apigen-mt` command: every command module registered on the group (`cli_app.app`), and the entry point
+that turns expected failures into one line on stderr."""
 
 from __future__ import annotations
 
 import sys
 
-import typer
+# Imported for their commands; `apigen-mt --help` lists commands in the order they were registered.
+from apigen_mt.pipeline import cli_data, cli_run, cli_export, cli_parse, cli_models  # noqa: F401
+from apigen_mt.pipeline.cli_app import CliError, app
 
-app = typer.Typer(
-    name="apigen-mt",
-    help="Synthetic multi-turn tool-use data: blueprints, simulated conversations, verified trajectories.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-@app.callback()
-def _root() -> None:
-    """Synthetic multi-turn tool-use data: blueprints, simulated conversations, verified trajectories."""
-    # A callback keeps `apigen-mt` a command group however few commands a test has registered.
-
-
-class CliError(Exception):
-    """Bad input from the user: printed as one line on stderr, exit status 2."""
+__all__ = ["CliError", "app", "main"]
 
 
 def main() -> None:
-    # Each module registers its commands on `app`.
-    from apigen_mt.pipeline import cli_data, cli_export, cli_models, cli_parse, cli_run  # noqa: F401
     from apigen_mt.pipeline.io import InputError, OutputError
     from apigen_mt.pipeline.signals import Stopped, install_stop_handlers
     from apigen_mt.simulators.strict_json import StrictJSONError

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from apigen_mt.pipeline.cli import CliError, app
+from apigen_mt.pipeline.cli_app import CliError, app
 from apigen_mt.pipeline.io import atomic_files_in, atomic_output, dumps_strict, read_json, read_records
 from apigen_mt.simulators.domain import DataError, Domain, get_domain
 from apigen_mt.simulators.state import JSON

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from apigen_mt.pipeline.cli import CliError, app
-from apigen_mt.pipeline.cli_run import open_remote
-
-if TYPE_CHECKING:
-    from apigen_mt.pipeline.export import ExportResult
-    from apigen_mt.pipeline.remote import RemoteRun
+from apigen_mt.pipeline.api import open_remote
+from apigen_mt.pipeline.cli_app import CliError, app, report_export
 
 FORMAT_CHOICES = {"sharegpt": ("sharegpt",), "openai": ("openai",), "both": ("sharegpt", "openai")}
 SPLIT_CHOICES = {
@@ -42,7 +36,12 @@ def export(
         raise CliError(f"--format {format!r} is not one of {', '.join(FORMAT_CHOICES)}")
     if split not in SPLIT_CHOICES:
         raise CliError(f"--split {split!r} is not one of {', '.join(SPLIT_CHOICES)}")
-    remote = open_remote(run_dir)
+    from apigen_mt.pipeline.remote import RemoteError
+
+    try:
+        remote = open_remote(run_dir)
+    except RemoteError as exc:
+        raise CliError(str(exc)) from None
     if remote is None and not Path(run_dir).is_dir():
         raise CliError(f"run folder {run_dir} does not exist; give the --output folder of `apigen-mt generate`")
     # Imported here: polars, pyarrow and datasets would slow down every other command's start.
@@ -58,25 +57,5 @@ def export(
             remote.push_export()
     except (ExportError, RunFolderError) as exc:
         raise CliError(str(exc)) from None
-    report_export(result, SPLIT_CHOICES[split], remote)
+    report_export(result, SPLIT_CHOICES[split], None if remote is None else str(remote))
 
-
-def report_export(result: ExportResult, splits: Sequence[str], remote: RemoteRun | None = None) -> None:
-    """What an export wrote, on stderr (printed as is: paths may contain brackets rich would take for markup)."""
-    rows = ", ".join(f"{name} {count}" for name, count in result.rows.items() if name in splits)
-    print(f"exported {rows} rows", file=sys.stderr)
-    if result.left_out:
-        left_out = sum(result.left_out.values())
-        ended = ", ".join(f"{termination} {count}" for termination, count in result.left_out.items())
-        print(
-            f"  left out {left_out} trial{'' if left_out == 1 else 's'} with no conversation (the simulated human said "
-            f"nothing; they stay in the shards with their reasons); how they ended: {ended}",
-            file=sys.stderr,
-        )
-    for format_, folder in result.datasets.items():
-        print(f"  {format_}: {folder} (load_from_disk), {result.run_dir / 'data' / format_} (Parquet)", file=sys.stderr)
-    print(f"  card: {result.card}", file=sys.stderr)
-    if remote is not None:
-        print(f"  mirrored to {remote}", file=sys.stderr)
-    if result.pushed_to:
-        print(f"  pushed to the Hugging Face Hub dataset {result.pushed_to}", file=sys.stderr)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from apigen_mt.pipeline.cli import CliError, app
+from apigen_mt.pipeline.cli_app import CliError, app
 from apigen_mt.pipeline.models import CACHE_ENV, ModelError, model_status, prepare_smollm2
 
 models = typer.Typer(help="Local models: prepare the embedded SmolLM2 and list what is ready.", no_args_is_help=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from apigen_mt.pipeline.cli import CliError, app
+from apigen_mt.pipeline.cli_app import CliError, app
 from apigen_mt.pipeline.io import dumps_strict, read_stdin, split_json_lines
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.tool_parsers import ParsedOutput, get_parser, json_kind, parser_names

@@ -1,22 +1,16 @@
-"""`apigen-mt blueprints`, `trajectories` and `generate`: the main job, through the one run driver."""
+"""`apigen-mt blueprints`, `trajectories` and `generate`: the main job, through its one front door
+(`pipeline.api.generate`); each command parses its options, calls it and reports what the run did."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
-from apigen_mt.pipeline.cli import CliError, app
-from apigen_mt.pipeline.config import ConfigError, RunConfig, load_config, source_path
-from apigen_mt.pipeline.sources import LoadedSource, SourceError, load_source
-
-if TYPE_CHECKING:
-    from apigen_mt.pipeline.proposals import ProposalPlan
-    from apigen_mt.pipeline.remote import RemoteRun
-    from apigen_mt.pipeline.run import RunOptions, RunSummary
+from apigen_mt.pipeline.api import GenerateError, GenerateResult, generate
+from apigen_mt.pipeline.cli_app import CliError, app, report_export
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/local-cpu.yaml.")]
 OutputOpt = Annotated[
@@ -50,72 +44,26 @@ ExcludeOpt = Annotated[
 ]
 
 
-def _config(path: Path) -> RunConfig:
+def _run(config: Path, output: str | None, **arguments: Any) -> None:
+    """The front door on the config, into --output (default: runs/CONFIG_NAME); its reports on stderr."""
     try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-
-
-def _output(config_path: Path, output: str | None) -> tuple[Path, RemoteRun | None]:
-    """The local run folder, and the URI it mirrors when --output is one."""
-    if output is None:
-        return Path("runs") / config_path.stem, None
-    remote = open_remote(output)
-    return (Path(output), None) if remote is None else (remote.local, remote)
-
-
-def open_remote(output: str) -> RemoteRun | None:
-    """The mirror of a URI output (None for a local folder); a URI pyarrow cannot use is one CLI line."""
-    from apigen_mt.pipeline.remote import RemoteError, RemoteRun, is_uri
-
-    if not is_uri(output):
-        return None
-    try:
-        return RemoteRun(output)
-    except RemoteError as exc:
-        raise CliError(str(exc)) from None
-
-
-def _run(
-    config: RunConfig,
-    config_path: Path,
-    roles: tuple[str, ...],
-    run: Callable[[RunOptions], RunSummary],
-    output: tuple[Path, RemoteRun | None],
-    *,
-    trials: int | None,
-    force: bool,
-    quiet: bool,
-) -> RunSummary:
-    """Check the roles' models, run, report; every expected failure becomes one CLI line."""
-    from apigen_mt.pipeline.engines import preflight
-    from apigen_mt.pipeline.models import ModelError
-    from apigen_mt.pipeline.openai_backend import EndpointUnavailable
-    from apigen_mt.pipeline.resources import ResourceShortfall
-    from apigen_mt.pipeline.run import RunOptions
-    from apigen_mt.pipeline.storage import RunFolderError
-    from apigen_mt.pipeline.vllm_backend import EngineStartError
-    from apigen_mt.pipeline.workers import WorkerStartError
-
-    try:
-        preflight(config, roles)
-        options = RunOptions(
-            output=output[0], force=force, trials=trials, progress=not quiet, command=tuple(sys.argv), remote=output[1]
+        result = generate(
+            config, Path("runs") / config.stem if output is None else output, command=tuple(sys.argv), **arguments
         )
-        summary = run(options)
-    except (
-        RunFolderError, ConfigError, ModelError, EndpointUnavailable, EngineStartError, ResourceShortfall, WorkerStartError
-    ) as exc:  # fmt: skip
-        named = isinstance(exc, (EndpointUnavailable, ResourceShortfall))  # their messages do not name the config
-        raise CliError(f"{config_path}: {exc}" if named else str(exc)) from None
-    _report(summary)
-    if output[1] is not None:
-        print(f"mirrored to {output[1]}", file=sys.stderr)
-    return summary
+    except GenerateError as exc:
+        if exc.ran is not None:  # the run finished; the export after it failed
+            _report(exc.ran)
+        raise CliError(str(exc)) from None
+    _report(result)
+    if result.export is not None:
+        from apigen_mt.pipeline.export import SPLITS
+
+        report_export(result.export, SPLITS, result.mirrored_to)
 
 
-def _report(summary: RunSummary) -> None:
+def _report(ran: GenerateResult) -> None:
+    """What the run did, on stderr."""
+    summary = ran.summary
     if "blueprints" in summary.phases:
         funnel = summary.counts["blueprints"]
         by_round = ", ".join(f"round {round}: {n}" for round, n in funnel["accepted_by_round"].items()) or "none"
@@ -136,47 +84,8 @@ def _report(summary: RunSummary) -> None:
     for endpoint, fallbacks in summary.fallbacks.items():
         print(f"endpoint fallbacks of {endpoint}: {'; '.join(fallbacks)}", file=sys.stderr)
     print(f"in {summary.wall_s:.0f}s -> {summary.output}", file=sys.stderr)
-
-
-def _plan(
-    config: RunConfig, config_path: Path, *, domain: str | None, limit: int | None, exclude: Path | None
-) -> ProposalPlan:
-    """What Phase 1 proposes: the config's domains (or the one asked for), their databases, the excluded tasks."""
-    from apigen_mt.pipeline.proposals import ProposalPlan, load_excluded_tasks, planned_domain
-    from apigen_mt.simulators.domain import DataError
-
-    generation = config.blueprint_generation
-    if generation is None:
-        raise CliError(
-            f"{config_path} has no blueprint_generation section to say what Phase 1 proposes; add e.g. "
-            "`blueprint_generation: {domains: [{domain: retail, proposals: 8}]}`"
-        )
-    excluded = ()
-    if exclude is not None:
-        try:
-            excluded = load_excluded_tasks(exclude)
-        except ValueError as exc:  # InputError included: a missing, unreadable or non-JSON file
-            raise CliError(f"--exclude-tasks: {exc}") from None
-    entries = [entry for entry in generation.domains if domain is None or entry.domain == domain]
-    if not entries:
-        configured = ", ".join(entry.domain for entry in generation.domains)
-        raise CliError(f"--domain {domain}: {config_path} proposes blueprints for {configured} only")
-    planned = []
-    for entry in entries:
-        data_dir = None if entry.data_dir is None else source_path_dir(entry.data_dir, config_path)
-        proposals = entry.proposals if limit is None else min(limit, entry.proposals)
-        try:
-            planned.append(planned_domain(entry.domain, data_dir, proposals))
-        except DataError as exc:
-            raise CliError(f"{config_path}: blueprint_generation ({entry.domain}): {exc}") from None
-    return ProposalPlan(tuple(planned), excluded)
-
-
-def _load(domain: str, path: Path | str, data_dir: Path | None, limit: int | None, where: str = "") -> LoadedSource:
-    try:
-        return load_source(domain, path, data_dir=data_dir, limit=limit)
-    except SourceError as exc:
-        raise CliError(f"{where}{exc}") from None
+    if ran.mirrored_to is not None:
+        print(f"mirrored to {ran.mirrored_to}", file=sys.stderr)
 
 
 @app.command()
@@ -188,23 +97,17 @@ def trajectories(
     ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="tau-bench-layout data folder.")] = None,
     output: OutputOpt = None,
-    limit: LimitOpt = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Take at most N blueprints from the file.")
+    ] = None,
     trials: TrialsOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Phase 2 on a file of blueprints: simulated episodes, verification, rejection sampling, Parquet shards."""
-    from apigen_mt.pipeline.run import PHASE2_ROLES, run_trajectories
-
-    run_config = _config(config)
-    if domain is None:
-        if not run_config.blueprints:
-            raise CliError(f"say which domain the blueprints are for with --domain ({config} has no blueprint sources)")
-        domain = run_config.blueprints[0].domain
-    source = _load(domain, blueprints, data_dir, limit)
     _run(
-        run_config, config, PHASE2_ROLES, lambda options: run_trajectories(run_config, [source], options),
-        _output(config, output), trials=trials, force=force, quiet=quiet,
+        config, output, phases=("trajectories",), export=False, blueprint_file=blueprints, domain=domain,
+        data_dir=data_dir, limit=limit, trials=trials, force=force, progress=not quiet,
     )  # fmt: skip
 
 
@@ -212,7 +115,7 @@ def trajectories(
 def blueprints_command(
     config: ConfigArg,
     output: OutputOpt = None,
-    limit: LimitOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Take at most N proposals per domain.")] = None,
     domain: Annotated[
         str | None, typer.Option("--domain", help="Only this domain of the config's blueprint_generation.")
     ] = None,
@@ -221,18 +124,19 @@ def blueprints_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Phase 1: propose blueprints, validate, review and revise them; every round a row of OUT/blueprints."""
-    from apigen_mt.pipeline.run import PHASE1_ROLES, run_blueprints
-
-    run_config = _config(config)
-    plan = _plan(run_config, config, domain=domain, limit=limit, exclude=exclude_tasks)
     _run(
-        run_config, config, PHASE1_ROLES, lambda options: run_blueprints(run_config, plan, options),
-        _output(config, output), trials=None, force=force, quiet=quiet,
+        config, output, phases=("blueprints",), export=False, domain=domain, limit=limit, exclude_tasks=exclude_tasks,
+        force=force, progress=not quiet,
     )  # fmt: skip
 
 
-@app.command()
-def generate(
+@app.command(
+    "generate",
+    # One line: the command list keeps a docstring's line breaks.
+    help="The main job: Phase 1 when the config has blueprint_generation, Phase 2 on the blueprints it accepts and "
+    "on the config's blueprint files, then the dataset export.",
+)
+def generate_command(
     config: ConfigArg,
     output: OutputOpt = None,
     limit: LimitOpt = None,
@@ -241,68 +145,4 @@ def generate(
     quiet: QuietOpt = False,
     exclude_tasks: ExcludeOpt = None,
 ) -> None:
-    """The main job: Phase 1 when the config has blueprint_generation (else its blueprint sources), Phase 2 on
-    the blueprints, then the dataset export."""
-    from apigen_mt.pipeline.run import PHASE1_ROLES, PHASE2_ROLES, run_generate, run_trajectories
-
-    run_config = _config(config)
-    out, remote = _output(config, output)
-    sources = _config_sources(run_config, config, limit)
-    if run_config.blueprint_generation is not None:
-        plan = _plan(run_config, config, domain=None, limit=limit, exclude=exclude_tasks)
-        summary = _run(
-            run_config, config, PHASE1_ROLES + PHASE2_ROLES,
-            lambda options: run_generate(run_config, plan, options, sources=sources),
-            (out, remote), trials=trials, force=force, quiet=quiet,
-        )  # fmt: skip
-        if summary.counts["trajectories"]["trials"] == 0:
-            raise CliError(
-                f"Phase 1 accepted no blueprint and {config} names no blueprint files, so Phase 2 had nothing to "
-                f"play and there is nothing to export; each proposal's reasons are in {out / 'blueprints'}: raise "
-                "the proposals or use a stronger proposer"
-            )
-        _export(out, remote)
-        return
-    if exclude_tasks is not None:
-        raise CliError(
-            f"--exclude-tasks filters Phase 1's blueprints, and {config} has no blueprint_generation section; "
-            "drop the option or add the section"
-        )
-    if not sources:
-        raise CliError(f"{config}: `blueprints` names no source; add e.g. `blueprints: [{{domain: retail, path: 'examples:retail'}}]`")
-    _run(
-        run_config, config, PHASE2_ROLES, lambda options: run_trajectories(run_config, sources, options),
-        (out, remote), trials=trials, force=force, quiet=quiet,
-    )  # fmt: skip
-    _export(out, remote)
-
-
-def _config_sources(run_config: RunConfig, config: Path, limit: int | None) -> list[LoadedSource]:
-    """The config's `blueprints` files, loaded (each at most `limit` blueprints)."""
-    return [
-        _load(
-            source.domain, source_path(source, config),
-            None if source.data_dir is None else source_path_dir(source.data_dir, config),
-            limit or source.limit, where=f"{config}: blueprints[{index}]: ",
-        )  # fmt: skip
-        for index, source in enumerate(run_config.blueprints)
-    ]
-
-
-def _export(out: Path, remote: RemoteRun | None) -> None:
-    from apigen_mt.pipeline.cli_export import report_export
-    from apigen_mt.pipeline.export import SPLITS, ExportError, export_run
-    from apigen_mt.pipeline.storage import RunFolderError
-
-    try:
-        result = export_run(out)
-        if remote is not None:
-            remote.push_export()
-    except (ExportError, RunFolderError) as exc:
-        raise CliError(str(exc)) from None
-    report_export(result, SPLITS, remote)
-
-
-def source_path_dir(data_dir: str, config_path: Path) -> Path:
-    path = Path(data_dir).expanduser()
-    return path if path.is_absolute() else config_path.parent / path
+    _run(config, output, limit=limit, trials=trials, force=force, progress=not quiet, exclude_tasks=exclude_tasks)

@@ -5,7 +5,7 @@ models:
   smollm2:
     backend: vllm
     engine: {model: "embedded:smollm2-135m-instruct", device: cpu, gpu_memory_utilization: 0.2}
-roles: {proposer: smollm2, reviewer: smollm2, human: smollm2, human_judge: smollm2, agent: smollm2}
+roles: {proposer: smollm2, reviewer: smollm2, human: smollm2, agent: smollm2}   # human_judge: the human's model
 blueprints:                      # where `generate` takes its blueprints from (paths relative to this file)
   - {domain: retail, path: "examples:retail"}
 trajectories: {trials: 3, agent: {temperature: 0.0}, human: {best_of_n: 4}, episode: {max_turns: 30}}
@@ -15,16 +15,19 @@ blueprint_generation:            # Phase 1; when present, `generate` also plays 
   max_rounds: 3
 ```
 
-Roles may share a model; each model is started once. `embedded:NAME` names a model prepared by
-`apigen-mt models prepare` and resolves to its local folder, so no config ever needs a hub download.
+Roles may share a model; each model is started once. A run needs only the roles of the phases it runs
+(`PHASE1_ROLES`, `PHASE2_ROLES`). `embedded:NAME` names a model prepared by `apigen-mt models prepare` and
+resolves to its local folder, so no config ever needs a hub download. Every field: docs/config.md, generated
+by `python -m apigen_mt.pipeline.config_reference`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from apigen_mt.blueprints.dedup import DECONTAMINATION_THRESHOLD, DEDUP_THRESHOLD
 from apigen_mt.blueprints.loop import Phase1Settings
 from apigen_mt.blueprints.samplers import SamplerSettings
+from apigen_mt.pipeline.io import InputError
 from apigen_mt.pipeline.models import SMOLLM2_NAME, prepared_smollm2
 from apigen_mt.pipeline.openai_backend import OpenAIBackendConfig
 from apigen_mt.pipeline.trials import TrialSettings
@@ -39,7 +43,15 @@ from apigen_mt.pipeline.vllm_config import VllmEngineConfig
 from apigen_mt.simulators.domain import get_domain
 
 EMBEDDED_PREFIX = "embedded:"
+PHASE1_ROLES = ("proposer", "reviewer")
+PHASE2_ROLES = ("agent", "human", "human_judge")
 ROLES = ("proposer", "reviewer", "human", "human_judge", "agent")
+Phase = Literal["blueprints", "trajectories"]
+# What a missing role stops, in the words of the commands that run it.
+_NEEDED_BY = {
+    **dict.fromkeys(PHASE1_ROLES, "Phase 1 (`apigen-mt blueprints`, and `generate` with blueprint_generation)"),
+    **dict.fromkeys(PHASE2_ROLES, "Phase 2 (`apigen-mt trajectories` and `generate`)"),
+}
 
 
 # Settings that change how fast a run goes, never what it makes: the fingerprint leaves them out.
@@ -51,52 +63,73 @@ _ENGINE_SCALE_SETTINGS = (
 )  # fmt: skip
 
 
-class ConfigError(ValueError):
-    """A config file is missing, not YAML, or does not describe a valid run; the message says where."""
+class ConfigError(InputError):
+    """A config file is missing, not YAML, or does not describe a valid run; the message says where.
+
+    An `InputError`, so that the CLI reports one that escapes a command as one line (exit 2)."""
 
 
 class VllmModel(BaseModel):
+    """A model served by vLLM engines that the run starts, one Ray actor per replica."""
+
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["vllm"]
+    backend: Literal["vllm"] = Field(description="served by vLLM engines the run starts")
     replicas: int = Field(1, ge=1, description="engine actors serving this model")
-    engine: VllmEngineConfig
+    engine: VllmEngineConfig = Field(description="one replica's engine: the weights, vLLM's settings, the actor")
 
 
 class OpenAIModel(BaseModel):
+    """A model behind an OpenAI-compatible server that is already running."""
+
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["openai"]
-    endpoint: OpenAIBackendConfig
+    backend: Literal["openai"] = Field(description="served by an OpenAI-compatible server")
+    endpoint: OpenAIBackendConfig = Field(description="where the server is and how to ask it")
 
 
 ModelSpec = Annotated[VllmModel | OpenAIModel, Field(discriminator="backend")]
 
 
 class Roles(BaseModel):
-    """Which model plays each role; `reviewer` may name several, one review each in turn (a committee of models)."""
+    """Which model plays each role. A run needs only its phases' roles: Phase 1 the proposer and the reviewer,
+    Phase 2 the agent, the human and the human judge."""
 
     model_config = ConfigDict(extra="forbid")
 
-    proposer: str
-    reviewer: str | list[str] = Field(
-        description="the review committee's model, or several: reviewer i asks the (i mod n)-th, and the first "
-        "writes the feedback summaries"
+    proposer: str | None = Field(None, description="Phase 1: the model that proposes and revises blueprints")
+    reviewer: str | list[str] | None = Field(
+        None,
+        description="Phase 1: the review committee's model, or several: reviewer i asks the (i mod n)-th, and the "
+        "first writes the feedback summaries",
     )
-    human: str
-    human_judge: str
-    agent: str
+    human: str | None = Field(None, description="Phase 2: the model that plays the customer")
+    human_judge: str | None = Field(
+        None, description="Phase 2: the model that picks the best of the human's best_of_n turns; default: `human`'s"
+    )
+    agent: str | None = Field(None, description="Phase 2: the model whose conversations with tools become the data")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _judge_defaults_to_human(cls, data: Any) -> Any:
+        # Filled in rather than looked up, so the config (and its fingerprint) is the same as one that names it.
+        if isinstance(data, dict) and data.get("human_judge") is None and data.get("human") is not None:
+            return {**data, "human_judge": data["human"]}
+        return data
 
     @field_validator("reviewer")
     @classmethod
-    def _some_reviewer(cls, value: str | list[str]) -> str | list[str]:
+    def _some_reviewer(cls, value: str | list[str] | None) -> str | list[str] | None:
         if isinstance(value, list) and not value:
             raise ValueError("name at least one model")
         return value
 
     def models_of(self, role: str) -> list[str]:
-        """The model names a role uses, in order (one, except a committee of reviewers)."""
+        """The model names a role uses, in order (one, except a committee of reviewers); ConfigError when the
+        config does not set the role."""
         named = getattr(self, role)
+        if named is None:
+            raise ConfigError(f"roles.{role} is not set, and {_NEEDED_BY[role]} needs it: name its model in roles")
         return list(named) if isinstance(named, list) else [named]
 
 
@@ -111,8 +144,8 @@ class BlueprintSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    domain: str
-    path: str
+    domain: str = Field(description="the domain the blueprints are tasks of (retail, airline, ...)")
+    path: str = Field(description="the file, relative to the config file, or `examples:DOMAIN`")
     data_dir: str | None = Field(None, description="tau-bench-layout data folder; default: the domain's seeded data")
     limit: int | None = Field(None, ge=1, description="take at most this many blueprints from the file")
 
@@ -125,8 +158,8 @@ class TrajectoryPhase(TrialSettings):
     in_flight: int | None = Field(
         None,
         ge=1,
-        description="episodes in flight at once; default: 2 x the agent engine's max_num_seqs per replica, or an "
-        "endpoint's max_concurrency",
+        description="episodes in flight at once; default: as many as the agent's model takes at once (see "
+        "Concurrency)",
     )
     max_attempts: int = Field(3, ge=1, description="plays of one trial when its engine dies under it")
     rows_per_shard: int = Field(64, ge=1, description="trials per Parquet shard")
@@ -137,7 +170,7 @@ class GenerationDomain(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    domain: str
+    domain: str = Field(description="a registered domain (retail, airline, ...) or the module path of your own")
     proposals: int = Field(ge=1, description="sampled contexts, each proposed and revised until accepted or given up")
     data_dir: str | None = Field(None, description="tau-bench-layout data folder; default: the domain's seeded data")
 
@@ -159,7 +192,7 @@ class RecombinationSettings(BaseModel):
 
     size: int = Field(2, ge=2, description="blueprints joined into one task")
     limit: int | None = Field(
-        None, ge=0, description="combinations tried per domain and run; None: every group of `size` (0: none)"
+        None, ge=0, description="combinations tried per domain and run; null: every group of `size` (0: none)"
     )
 
 
@@ -170,7 +203,7 @@ class BlueprintPhase(Phase1Settings):
     `reviewer` role's (the summary condenses the reviewers' reflections).
     """
 
-    domains: list[GenerationDomain] = Field(min_length=1)
+    domains: list[GenerationDomain] = Field(min_length=1, description="the domains to propose blueprints for")
     seed: int = Field(0, description="proposal i of domain D samples its context from a seed of this, D and i")
     sampler: SamplerSettings = Field(default_factory=SamplerSettings)
     recombination: RecombinationSettings = Field(default_factory=RecombinationSettings)
@@ -180,7 +213,10 @@ class BlueprintPhase(Phase1Settings):
     )
     workers: int = Field(1, ge=1, description="Ray worker actors running proposals, each running many at once")
     in_flight: int | None = Field(
-        None, ge=1, description="proposals in flight at once; default: 2 x the proposer's max_num_seqs per replica"
+        None,
+        ge=1,
+        description="proposals in flight at once; default: as many as the proposer's model takes at once (see "
+        "Concurrency)",
     )
     max_attempts: int = Field(3, ge=1, description="runs of one proposal when its engine dies under it")
     rows_per_shard: int = Field(64, ge=1, description="proposal rounds per Parquet shard")
@@ -196,17 +232,27 @@ class BlueprintPhase(Phase1Settings):
 
 
 class RunConfig(BaseModel):
+    """A run config: the models, the roles they play, and the phases."""
+
     model_config = ConfigDict(extra="forbid")
 
-    models: dict[str, ModelSpec]
+    models: dict[str, ModelSpec] = Field(description="the models, by names you choose; each is started once")
     roles: Roles
-    blueprints: list[BlueprintSource] = Field(default_factory=list)
+    blueprints: list[BlueprintSource] = Field(
+        default_factory=list,
+        description="the blueprint files `generate` plays in Phase 2 (beside Phase 1's accepted blueprints when "
+        "blueprint_generation is set)",
+    )
     trajectories: TrajectoryPhase = Field(default_factory=TrajectoryPhase)
-    blueprint_generation: BlueprintPhase | None = None
+    blueprint_generation: BlueprintPhase | None = Field(
+        None, description="Phase 1; when present, `generate` proposes blueprints and Phase 2 plays those it accepts"
+    )
 
     @model_validator(mode="after")
     def _roles_name_models(self) -> RunConfig:
         for role in ROLES:
+            if getattr(self.roles, role) is None:
+                continue  # checked when a run needs it
             for name in self.roles.models_of(role):
                 if name not in self.models:
                     raise ValueError(
@@ -240,16 +286,54 @@ class RunConfig(BaseModel):
                 spec.get("endpoint", {}).pop(name, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
-    def in_flight_bound(self, role: str = "agent") -> int:
-        """Items kept in flight: the phase's configured number, else twice what the engines of the role that
-        drives the phase decode at once (`agent` for episodes, `proposer` for proposals)."""
-        phase = self.trajectories if role == "agent" else self.blueprint_generation
-        if phase is not None and phase.in_flight is not None:
-            return phase.in_flight
-        spec = self.models[self.roles.models_of(role)[0]]
-        if isinstance(spec, OpenAIModel):
-            return spec.endpoint.max_concurrency
-        return spec.replicas * spec.engine.in_flight_limit
+    def phase_concurrency(self, phase: Phase) -> Concurrency:
+        """`concurrency` of a phase: its settings on the model of the role that drives it (Phase 1 the proposer,
+        Phase 2 the agent). ConfigError when the config lacks the phase's section or that role."""
+        section = self.trajectories if phase == "trajectories" else self.blueprint_generation
+        if section is None:
+            raise ConfigError("Phase 1 needs the config's blueprint_generation section")
+        spec = self.models[self.roles.models_of("agent" if phase == "trajectories" else "proposer")[0]]
+        engine, replicas = (spec.endpoint, 1) if isinstance(spec, OpenAIModel) else (spec.engine, spec.replicas)
+        return concurrency(engine, replicas=replicas, in_flight=section.in_flight, workers=section.workers)
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """How many of each thing are in flight at once; `concurrency` derives every figure."""
+
+    client: int  # requests one replica's client keeps in flight
+    engine_actor: int | None  # calls one vLLM engine actor accepts at once (None: an endpoint has no actor)
+    in_flight: int  # items (episodes, proposals) the driver keeps in flight
+    per_worker: int  # items one worker actor accepts at once
+
+
+# A worker's own calls (`ready`, `set_models`) count against its actor's concurrency too.
+_WORKER_HEADROOM = 8
+# An engine actor's calls are waiting coroutines, cheap enough to allow far more than the client sends.
+_ENGINE_ACTOR_FLOOR = 1000
+
+
+def concurrency(
+    engine: VllmEngineConfig | OpenAIBackendConfig, *, replicas: int = 1, in_flight: int | None = None, workers: int = 1
+) -> Concurrency:
+    """Every concurrency figure of a run, from the few settings a user sets; the rule, written only here:
+
+    - client: a vLLM replica's client keeps the engine's `max_in_flight` requests in flight, default
+      2 x `max_num_seqs` (twice what it decodes at once keeps its batch full while the rest wait in the
+      client); an endpoint's client keeps its `max_concurrency`.
+    - engine_actor: a vLLM engine actor accepts max(1000, 4 x client) calls at once: generous, since the
+      client's limit is what holds requests back.
+    - in_flight: a phase keeps its `in_flight` items in flight, default client x replicas of the model that
+      drives it (`RunConfig.phase_concurrency` picks it).
+    - per_worker: one of the phase's `workers` accepts ceil(in_flight / workers) + 8 items at once: its share,
+      and room for its own calls beside a full share.
+    """
+    if isinstance(engine, OpenAIBackendConfig):
+        client, engine_actor = engine.max_concurrency, None
+    else:
+        client, engine_actor = engine.in_flight_limit, max(_ENGINE_ACTOR_FLOOR, 4 * engine.in_flight_limit)
+    bound = in_flight if in_flight is not None else client * replicas
+    return Concurrency(client, engine_actor, bound, -(-bound // workers) + _WORKER_HEADROOM)
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -276,12 +360,17 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: {problems}") from None
 
 
+def config_relative(path: str, config_path: Path) -> Path:
+    """A file or folder a config names: relative to the config file's folder unless absolute (`~` expanded)."""
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else config_path.parent / resolved
+
+
 def source_path(source: BlueprintSource, config_path: Path) -> Path | str:
     """The blueprint file a source names: relative to the config file, or `examples:DOMAIN` left as is."""
     if source.path.startswith(EXAMPLES_PREFIX):
         return source.path
-    path = Path(source.path).expanduser()
-    return path if path.is_absolute() else config_path.parent / path
+    return config_relative(source.path, config_path)
 
 
 def resolve_model_path(model: str) -> str:

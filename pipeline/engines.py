@@ -98,7 +98,8 @@ async def _probe(client: OpenAIChatModel) -> None:
 
 
 ModelFactory = Callable[[str], ChatModel]  # model name -> a model; tests pass scripted doubles this way
-UNKNOWN_START_TIMEOUT_S = 900.0  # VllmEngineConfig's default, for replicas a factory made
+# For replicas the caller started (no config here to read it from): the engine config's default.
+UNKNOWN_START_TIMEOUT_S: float = VllmEngineConfig.model_fields["start_timeout_s"].default
 
 
 @dataclass

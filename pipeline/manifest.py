@@ -35,6 +35,7 @@ class RunManifest(BaseModel):
 
 
 def utc_now() -> str:
+    """Now in UTC, ISO 8601 to the second: the timestamps of manifests and of stored rows."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 

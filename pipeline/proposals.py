@@ -41,20 +41,15 @@ from apigen_mt.pipeline.io import read_records
 from apigen_mt.pipeline.manifest import utc_now
 from apigen_mt.pipeline.openai_backend import fallbacks_in_force
 from apigen_mt.pipeline.sources import LoadedSource
+from apigen_mt.pipeline.trials import stable_seed
 from apigen_mt.simulators.chat import ModelUnavailable
 from apigen_mt.simulators.domain import Domain, get_domain
 from apigen_mt.simulators.state import JSON
 from apigen_mt.simulators.types import Blueprint
-from apigen_mt.validators.blueprint import stage_one
 
 
 def proposal_id(domain: str, index: int) -> str:
     return f"{domain}-p{index:04d}"
-
-
-def proposal_seed(seed: int, domain: str, index: int) -> int:
-    """The seed of proposal `index` of `domain`: stable across runs and processes, different per domain."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{domain}/{index}".encode()).digest()[:4], "big")
 
 
 @dataclass(frozen=True)
@@ -138,7 +133,7 @@ async def run_proposal(
         return ProposalOutcome([system_row(item, models.proposer.model_id, reason, _fallbacks(models))])
     refusal = is_refusal(item.seed, settings.proposer.refusal_share)
     try:
-        records = await generate_blueprint(context, domain, db, models, settings, refusal=refusal, stage_one=stage_one)
+        records = await generate_blueprint(context, domain, db, models, settings, refusal=refusal)
     except ModelUnavailable as exc:
         return unavailable_outcome(item, models.proposer.model_id, f"engine unavailable: {exc}")
     last, fallbacks = len(records) - 1, _fallbacks(models)
@@ -162,7 +157,7 @@ def recombination_items(
         if settings.recombination.limit is not None:
             groups = groups[: settings.recombination.limit]
         for group in groups:
-            item = RecombinationItem(domain, group, proposal_seed(settings.seed, domain, RECOMBINED))
+            item = RecombinationItem(domain, group, stable_seed(settings.seed, domain, RECOMBINED))
             if item.blueprint_id not in done:
                 items.append(item)
     return items
@@ -173,7 +168,7 @@ async def run_recombination(
 ) -> ProposalOutcome:
     """Join the item's parts, re-check, rewrite the instruction and review: one final row."""
     try:
-        [record] = await recombine(item.parts, domain, db, models, settings, stage_one=stage_one)
+        [record] = await recombine(item.parts, domain, db, models, settings)
     except ModelUnavailable as exc:
         return unavailable_outcome(item, models.proposer.model_id, f"engine unavailable: {exc}")
     context_ids = record.blueprint.provenance.context_ids if record.blueprint else []

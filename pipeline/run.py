@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from apigen_mt.blueprints.loop import Phase1Models
-from apigen_mt.pipeline.config import BlueprintPhase, RunConfig
+from apigen_mt.pipeline.config import PHASE1_ROLES, PHASE2_ROLES, BlueprintPhase, RunConfig
 from apigen_mt.pipeline.drive import RaySession, drive
 from apigen_mt.pipeline.endpoint_features import fallbacks_by_endpoint
 from apigen_mt.pipeline.engines import Engines, ModelFactory
@@ -46,7 +46,6 @@ from apigen_mt.pipeline.proposals import (
     example_draw,
     final_rows,
     proposal_id,
-    proposal_seed,
     recombination_items,
     stored_proposals,
     unavailable_outcome,
@@ -75,13 +74,9 @@ from apigen_mt.pipeline.storage import (
     shard_paths,
     trajectory_counts,
 )
-from apigen_mt.pipeline.trials import TrialItem, needs_retry, unavailable_row
+from apigen_mt.pipeline.trials import TrialItem, needs_retry, stable_seed, unavailable_row
 from apigen_mt.pipeline.workers import ProposalWorker, SourceSpec, TrialWorker, WorkerPool
 from apigen_mt.simulators.types import Blueprint
-
-PHASE1_ROLES = ("proposer", "reviewer")
-PHASE2_ROLES = ("agent", "human", "human_judge")
-
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -148,6 +143,10 @@ def _run_locked(
 ) -> RunSummary:
     started = time.monotonic()
     out = options.output
+    roles = PHASE1_ROLES if plan is not None else ()
+    roles += PHASE2_ROLES if sources is not None or chain else ()
+    for role in roles:
+        config.roles.models_of(role)  # a role the config lacks stops the run here, before Ray starts
     if options.remote is not None:
         options.remote.pull()
     fingerprint = config.fingerprint()
@@ -163,8 +162,6 @@ def _run_locked(
         command=list(options.command),
     )
     _save_manifest(options, manifest)
-    roles = PHASE1_ROLES if plan is not None else ()
-    roles += PHASE2_ROLES if sources is not None or chain else ()
     summary = RunSummary(out, {}, 0, 0, 0.0)
     stage1: dict[str, int] | None = None
     with ExitStack() as stack:
@@ -233,7 +230,7 @@ def _phase1(config: RunConfig, plan: ProposalPlan, options: RunOptions, session:
         def items() -> Iterator[tuple[str, ProposalItem]]:
             # Drawn when the item is sent, so that the example sampler sees every blueprint accepted by then.
             for key, domain, index in todo:
-                seed = proposal_seed(phase.seed, domain, index)
+                seed = stable_seed(phase.seed, domain, index)
                 examples = example_draw(accepted[domain], seed, phase.sampler.examples)
                 yield key, ProposalItem(domain, index, seed, examples)
 
@@ -251,6 +248,7 @@ def _phase1(config: RunConfig, plan: ProposalPlan, options: RunOptions, session:
             progress.finished(final["status"])
 
         keys = {planned.source.domain.name: key for key, planned in keyed.items()}
+        figures = config.phase_concurrency("blueprints")
         pool: WorkerPool | None = None
         try:
             for method, label, work in (
@@ -263,14 +261,13 @@ def _phase1(config: RunConfig, plan: ProposalPlan, options: RunOptions, session:
                 engines = session.engines()
                 if pool is None:
                     specs = _specs((key, planned.source) for key, planned in keyed.items())
-                    per_worker = -(-config.in_flight_bound("proposer") // phase.workers) + 8
                     pool = WorkerPool(
-                        ProposalWorker, phase.workers, lambda: _phase1_models(engines), phase, specs, per_worker
+                        ProposalWorker, phase.workers, lambda: _phase1_models(engines), phase, specs, figures.per_worker
                     )
                 model_id = engines.model("proposer").model_id
                 with FunnelProgress(count, enabled=options.progress, label=label) as progress:
                     drive(
-                        pool, engines, queue, method=method, bound=config.in_flight_bound("proposer"),
+                        pool, engines, queue, method=method, bound=figures.in_flight,
                         max_attempts=phase.max_attempts, retry=lambda outcome: outcome.retry, finish=finish,
                         lost=lambda key, item, reason: unavailable_outcome(item, model_id, reason), progress=progress,
                     )  # fmt: skip
@@ -350,9 +347,10 @@ def _phase2(
             progress.finished(row["status"])
 
         engines = session.engines()
-        bound = config.in_flight_bound("agent")
-        per_worker = -(-bound // phase.workers) + 8
-        pool = WorkerPool(TrialWorker, phase.workers, engines.trial_models, phase, _specs(keyed.items()), per_worker)
+        figures = config.phase_concurrency("trajectories")
+        pool = WorkerPool(
+            TrialWorker, phase.workers, engines.trial_models, phase, _specs(keyed.items()), figures.per_worker
+        )
 
         def lost(key: str, item: TrialItem, reason: str) -> dict[str, Any]:
             return unavailable_row(keyed[key].domain, item, engines.trial_models(), reason, 0.0)
@@ -360,7 +358,7 @@ def _phase2(
         try:
             with FunnelProgress(len(items), enabled=options.progress) as progress:
                 drive(
-                    pool, engines, items, method="play", bound=bound, max_attempts=phase.max_attempts,
+                    pool, engines, items, method="play", bound=figures.in_flight, max_attempts=phase.max_attempts,
                     lost=lost, retry=needs_retry, finish=finish, progress=progress,
                 )  # fmt: skip
         finally:

@@ -20,8 +20,9 @@ from apigen_mt.pipeline.config import EXAMPLES_PREFIX
 from apigen_mt.pipeline.io import InputError, read_records
 from apigen_mt.simulators.domain import DataError, Domain, get_domain
 from apigen_mt.simulators.state import JSON
-from apigen_mt.simulators.types import Blueprint
+from apigen_mt.simulators.types import Blueprint, Verdict
 from apigen_mt.validators.blueprint import STAGES, validate_blueprint, validation_record, with_comparable_outputs
+from apigen_mt.validators.format import STAGE as FORMAT_STAGE
 
 
 class SourceError(ValueError):
@@ -51,18 +52,23 @@ def blueprint_id(domain: str, raw: dict[str, Any]) -> str:
     return f"{domain}-{digest[:12]}"
 
 
-def _records(path: Path | str, domain: str) -> tuple[list[Any], Path | None]:
+def _records(path: Path | str, domain: str) -> list[Any]:
     if isinstance(path, str) and path.startswith(EXAMPLES_PREFIX):
         name = path.removeprefix(EXAMPLES_PREFIX) or domain
         try:
             text = files(f"apigen_mt.simulators.domains.{name}").joinpath("example_tasks.json").read_text(encoding="utf-8")
         except (ModuleNotFoundError, FileNotFoundError):
             raise SourceError(f"{path}: domain {name!r} ships no example_tasks.json") from None
-        return json.loads(text), None
+        return json.loads(text)
     try:
-        return read_records(Path(path)), Path(path)
+        return read_records(Path(path))
     except InputError as exc:
         raise SourceError(str(exc)) from None
+
+
+def _format_rejection(index: int, raw: Any, reasons: list[str]) -> dict[str, Any]:
+    """The `validate` record of a record refused before it could become a `Blueprint`."""
+    return validation_record(index, raw, [Verdict(stage=FORMAT_STAGE, passed=False, reasons=reasons)])
 
 
 def load_source(
@@ -76,7 +82,7 @@ def load_source(
         raise SourceError(exc.args[0]) from None
     except DataError as exc:
         raise SourceError(str(exc)) from None
-    records, _ = _records(path, domain_name)
+    records = _records(path, domain_name)
     blueprints: list[Blueprint] = []
     rejected: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -84,14 +90,12 @@ def load_source(
         if limit is not None and len(blueprints) + len(rejected) >= limit:
             break
         if not isinstance(raw, dict):
-            rejected.append({"index": index, "id": None, "accepted": False, "failed_stage": "format",
-                             "reasons": [f"{path}: record {index + 1} is not a JSON object"], "diff_patch": None})
+            rejected.append(_format_rejection(index, raw, [f"{path}: record {index + 1} is not a JSON object"]))
             continue
         raw = {**raw, "id": raw.get("id") if isinstance(raw.get("id"), str) else blueprint_id(domain_name, raw)}
         if raw.get("domain") not in (None, domain_name):
-            rejected.append({"index": index, "id": raw["id"], "accepted": False, "failed_stage": "format",
-                             "reasons": [f"the blueprint is for domain {raw['domain']!r}, the source is {domain_name!r}"],
-                             "diff_patch": None})
+            reason = f"the blueprint is for domain {raw['domain']!r}, the source is {domain_name!r}"
+            rejected.append(_format_rejection(index, raw, [reason]))
             continue
         if raw["id"] in seen:
             continue
@@ -100,8 +104,7 @@ def load_source(
             blueprints.append(Blueprint.model_validate({**raw, "domain": domain_name}))
         except ValidationError as exc:
             reasons = [f"{'.'.join(str(p) for p in e['loc']) or 'blueprint'}: {e['msg']}" for e in exc.errors()]
-            rejected.append({"index": index, "id": raw["id"], "accepted": False, "failed_stage": "format",
-                             "reasons": reasons, "diff_patch": None})
+            rejected.append(_format_rejection(index, raw, reasons))
     return LoadedSource(domain, data_dir, db, domain.policy_text(data_dir), blueprints, rejected)
 
 

@@ -381,7 +381,8 @@ def latest_trials(table: pa.Table) -> pa.Table:
     """One row per (blueprint_id, trial): the one written last, in the order of those last writes."""
     keys = zip(table.column("blueprint_id").to_pylist(), table.column("trial").to_pylist(), strict=True)
     last = {key: index for index, key in enumerate(keys)}
-    return table.take(sorted(last.values()))
+    # Typed: an empty list would be an array of nulls, which `take` refuses (a run whose Phase 2 had nothing to play).
+    return table.take(pa.array(sorted(last.values()), pa.int64()))
 
 
 def finished_pairs(folder: Path) -> set[tuple[str, int]]:

@@ -11,12 +11,12 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from apigen_mt.blueprints.personas import persona_of
+from apigen_mt.pipeline.manifest import utc_now
 from apigen_mt.pipeline.openai_backend import fallbacks_in_force
 from apigen_mt.simulators.agent import Agent, AgentSettings
 from apigen_mt.simulators.chat import ChatModel, ModelUnavailable
@@ -60,9 +60,10 @@ class TrialItem:
         return (str(self.blueprint.id), self.trial)
 
 
-def trial_seed(blueprint_id: str, trial: int) -> int:
-    """A seed per trial: trials of one blueprint differ, and rerunning a trial samples the same way."""
-    return int.from_bytes(hashlib.sha256(f"{blueprint_id}/{trial}".encode()).digest()[:4], "big")
+def stable_seed(*parts: str | int) -> int:
+    """A 32-bit seed made of `parts` joined by "/", the same in every run and process (unlike `hash`), so a rerun
+    samples as the first run did: a trial's is (blueprint id, trial), a proposal's (config seed, domain, index)."""
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:4], "big")
 
 
 def _with_seed(settings: BaseModel, seed: int) -> Any:
@@ -75,7 +76,7 @@ async def play_trial(
     """Play and verify one trial; the shard row. A dead engine gives a `failed` row marked for retry, a backend
     that raises a `failed` row."""
     blueprint = item.blueprint
-    seed = trial_seed(str(blueprint.id), item.trial)
+    seed = stable_seed(str(blueprint.id), item.trial)
     tools = domain.toolkit.specs()
     agent = Agent(models.agent, policy, tools, _with_seed(settings.agent.for_trial(item.trial), seed))
     human = HumanSimulator(
@@ -197,7 +198,7 @@ def _base_row(domain: Domain, item: TrialItem, models: TrialModels, duration: fl
         "agent_model": models.agent.model_id,
         "human_model": models.human.model_id,
         "duration_s": round(duration, 4),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": utc_now(),
         "fallbacks": fallbacks_in_force([models.agent, models.human, models.judge]),
     }
 

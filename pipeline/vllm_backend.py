@@ -30,6 +30,7 @@ import os
 import time
 from typing import Any, NoReturn
 
+from apigen_mt.pipeline.config import concurrency
 from apigen_mt.pipeline.model_family import chosen_tool_parser
 from apigen_mt.pipeline.vllm_config import (
     VllmEngineConfig,
@@ -212,9 +213,7 @@ def start_engine_actor(config: VllmEngineConfig, *, name: str | None = None) -> 
     if config.device == "cpu" and config.cpu_cores is not None:
         env["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_cores
     options: dict[str, Any] = {
-        # Async actor: every in-flight request is one waiting coroutine, so the bound is generous;
-        # the client's in-flight limit is what applies backpressure.
-        "max_concurrency": max(1000, 4 * config.in_flight_limit),
+        "max_concurrency": concurrency(config).engine_actor,
         "runtime_env": {"env_vars": env},
         # A dead engine ends the actor process (see VllmEngineActor._exit_for_restart); Ray starts it again.
         # Requests are not retried by Ray: the caller gets ModelUnavailable and retries the episode.

@@ -66,6 +66,8 @@ _CONTEXT_MARKERS = ("model's context is", "maximum context length", "context_len
 
 
 class EpisodeSettings(BaseModel):
+    """When an episode is cut off: too many agent turns, or an agent repeating one call."""
+
     model_config = ConfigDict(extra="forbid")
 
     max_turns: int = Field(30, ge=1, description="agent turns (completions) before the episode is cut off")

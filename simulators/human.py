@@ -58,7 +58,7 @@ class HumanSettings(BaseModel):
     max_retries: int = Field(
         2, ge=0, description="requests sent again when every candidate is empty or breaks the role"
     )
-    temperature: float = Field(0.7, ge=0)
+    temperature: float = Field(0.7, ge=0, description="sampling temperature of the human's turns")
     max_tokens: int = Field(256, ge=1, description="tokens one human message may use")
     seed: int | None = Field(None, description="sampling seed (a retry adds its number); None leaves it unseeded")
 

@@ -1,4 +1,4 @@
-"""Database state: copies, canonical equality, tau-bench's state hash, and a readable JSON diff."""
+"""Database state: copies, canonical equality and digests, and a readable JSON diff."""
 
 from __future__ import annotations
 
@@ -23,19 +23,6 @@ def canonical_json(state: JSON) -> str:
 def state_digest(state: JSON) -> str:
     """SHA-256 of the canonical JSON."""
     return hashlib.sha256(canonical_json(state).encode()).hexdigest()
-
-
-def _tupled(value: JSON) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((key, _tupled(item)) for key, item in value.items()))
-    if isinstance(value, list):
-        return tuple(_tupled(item) for item in value)
-    return value
-
-
-def taubench_hash(state: JSON) -> str:
-    """tau-bench's hash: SHA-256 of `str()` of the sorted nested-tuple form (spec section 1.5)."""
-    return hashlib.sha256(str(_tupled(state)).encode()).hexdigest()
 
 
 def _pointer(path: list[str | int]) -> str:

@@ -32,9 +32,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import jsonschema
 
+from apigen_mt.simulators.state import JSON
 from apigen_mt.simulators.types import ToolSpec
-
-JSON = Any
 
 
 class ToolDefinitionError(TypeError):

@@ -15,7 +15,8 @@ import pytest
 
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.domains.airline.tools import AirlineTools
-from apigen_mt.simulators.state import state_digest, taubench_hash
+from apigen_mt.simulators.state import state_digest
+from tests.taubench_state import taubench_hash
 
 INITIAL_TUPLE_HASH = "4587e6b48ad2b2c4f3e1fecb40aabec7bb2286513273b8f8cec3f5865222f290"
 INITIAL_JSON_SHA = "9ab3635c8e275dcb1b79a2dc1ec3df27f26700f0e0982900dd5666824b63af77"

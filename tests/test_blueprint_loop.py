@@ -18,7 +18,6 @@ from apigen_mt.simulators.chat import ChatResponse, ModelUnavailable
 from apigen_mt.simulators.domain import Domain, get_domain
 from apigen_mt.simulators.toolkit import Toolkit, tool
 from apigen_mt.simulators.types import Blueprint, ToolCall, Verdict
-from apigen_mt.validators.blueprint import stage_one
 
 RETAIL = get_domain("retail")
 AIRLINE = get_domain("airline")
@@ -81,7 +80,7 @@ class Roles:
 
 def run(roles: Roles, db, *, ctx=RETAIL_CONTEXT, domain=RETAIL, refusal=False, max_rounds=3, **settings):
     phase1 = Phase1Settings(max_rounds=max_rounds, **settings)
-    return asyncio.run(generate_blueprint(ctx, domain, db, roles.models, phase1, refusal=refusal, stage_one=stage_one))
+    return asyncio.run(generate_blueprint(ctx, domain, db, roles.models, phase1, refusal=refusal))
 
 
 # --- accepted -------------------------------------------------------------------------------------------

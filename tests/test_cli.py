@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-import apigen_mt.pipeline.cli_data  # noqa: F401  (registers the commands on `app`, as `main()` does)
-from apigen_mt.pipeline.cli import app
+from apigen_mt.pipeline.cli import app  # every command registered, as the console script has them
 from apigen_mt.simulators.domain import domains, get_domain
 from apigen_mt.simulators.domains import airline, retail
 

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from apigen_mt.pipeline.config import ConfigError, VllmModel, load_config, resolve_model_path
+from apigen_mt.pipeline.config import ConfigError, VllmModel, concurrency, load_config, resolve_model_path
 from apigen_mt.pipeline.engines import Engines
 from apigen_mt.pipeline.models import CACHE_ENV, ModelError
-from apigen_mt.pipeline.openai_backend import OpenAIChatModel
+from apigen_mt.pipeline.openai_backend import OpenAIBackendConfig, OpenAIChatModel
+from apigen_mt.pipeline.vllm_config import VllmEngineConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+DEMO_BLUEPRINTS = ROOT / "examples" / "demo_blueprints.jsonl"
+CLI = Path(sys.executable).parent / "apigen-mt"
 
 
 @pytest.mark.parametrize("name", ["local-cpu.yaml", "gpu-cluster.yaml", "openai-endpoint.yaml", "xlam-teacher.yaml"])
@@ -174,3 +180,213 @@ def test_the_real_model_configs_decode_freely_and_the_embedded_one_under_its_gra
     assert {two.roles.models_of(role)[0] for role in ("proposer", "reviewer", "human", "human_judge")} == {"teacher"}
     embedded = load_config(CONFIGS / "local-cpu.yaml")
     assert embedded.trajectories.agent.constrained and embedded.models["smollm2"].engine.compact_json
+
+
+# --- fingerprints of the shipped configs --------------------------------------------------------------------
+
+# What they were before the configs were trimmed to what a user changes and the roles became optional: a changed
+# fingerprint would refuse to resume every run made with them.
+SHIPPED_FINGERPRINTS = {
+    "local-cpu.yaml": "961350fd7c6bac0dc150b1f0f1d905f04641996b142db62f6cd5ed985fa98142",
+    "gpu-cluster.yaml": "f99cb98f252ce625d0cf2ac9f036c6e51c0ae74f99b82da815459c39a52429fd",
+    "openai-endpoint.yaml": "65c407d044a207bbd8fadf7d640ac6d3f504494f6e8016e5d7afcf1b9a57b150",
+    "xlam-teacher.yaml": "0e8c935f509bc28250d158b70b9a65347a3df06b8204e29bbf8ddd2f53b08637",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_FINGERPRINTS))
+def test_shipped_configs_keep_the_fingerprints_of_their_runs(name):
+    assert load_config(CONFIGS / name).fingerprint() == SHIPPED_FINGERPRINTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_FINGERPRINTS))
+def test_shipped_configs_write_only_what_differs_from_the_defaults(tmp_path, name):
+    """Leaving out any setting a shipped config writes changes the config it loads as (or makes it invalid):
+    none restates a default, so a config shows only what a user changes."""
+    raw = yaml.safe_load((CONFIGS / name).read_text())
+    meaning = load_config(CONFIGS / name).model_dump(mode="json")
+
+    def leaves(node: dict, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+        found = []
+        for key, value in node.items():
+            found += leaves(value, (*path, key)) if isinstance(value, dict) else [(*path, key)]
+        return found
+
+    restated = []
+    for leaf in leaves(raw):
+        trimmed = copy.deepcopy(raw)
+        parent = trimmed
+        for key in leaf[:-1]:
+            parent = parent[key]
+        del parent[leaf[-1]]
+        try:
+            same = load_config(write(tmp_path, yaml.safe_dump(trimmed))).model_dump(mode="json") == meaning
+        except ConfigError:
+            same = False  # a required setting
+        if same:
+            restated.append(".".join(leaf))
+    assert restated == []
+
+
+def test_shipped_configs_leave_the_human_judge_to_the_human():
+    for name in SHIPPED_FINGERPRINTS:
+        config = load_config(CONFIGS / name)
+        assert "human_judge" not in yaml.safe_load((CONFIGS / name).read_text())["roles"]
+        assert config.roles.human_judge == config.roles.human, name
+
+
+# --- optional roles -------------------------------------------------------------------------------------------
+
+PHASE2_ONLY = """\
+models: {m: {backend: vllm, engine: {model: x}}}
+roles: {agent: m, human: m}
+blueprints: [{domain: retail, path: "examples:retail"}]
+"""
+
+
+def test_a_phase_2_config_names_only_the_agent_and_the_human(tmp_path):
+    config = load_config(write(tmp_path, PHASE2_ONLY))
+    assert config.roles.models_of("human_judge") == ["m"]  # the human's model judges its candidates
+    for role in ("proposer", "reviewer"):
+        with pytest.raises(ConfigError, match=rf"roles\.{role} is not set, and Phase 1 \(`apigen-mt blueprints`"):
+            config.roles.models_of(role)
+
+
+def test_a_phase_1_config_names_only_the_proposer_and_the_reviewer(tmp_path):
+    text = "models: {m: {backend: vllm, engine: {model: x}}}\nroles: {proposer: m, reviewer: [m]}\n"
+    config = load_config(write(tmp_path, text + "blueprint_generation: {domains: [{domain: retail, proposals: 2}]}\n"))
+    assert config.roles.models_of("reviewer") == ["m"] and config.roles.human_judge is None
+    with pytest.raises(ConfigError, match=r"roles\.agent is not set, and Phase 2 \(`apigen-mt trajectories` and `gen"):
+        config.roles.models_of("agent")
+
+
+def test_leaving_out_the_human_judge_is_naming_the_human_model(tmp_path):
+    models = "models: {a: {backend: vllm, engine: {model: x}}, b: {backend: vllm, engine: {model: y}}}\n"
+    implicit = load_config(write(tmp_path, models + "roles: {agent: a, human: b}\n"))
+    explicit = load_config(write(tmp_path, models + "roles: {agent: a, human: b, human_judge: b}\n"))
+    other = load_config(write(tmp_path, models + "roles: {agent: a, human: b, human_judge: a}\n"))
+    assert implicit.fingerprint() == explicit.fingerprint() != other.fingerprint()
+    assert other.roles.models_of("human_judge") == ["a"]
+
+
+def test_a_run_missing_a_role_stops_before_anything_starts(tmp_path):
+    """The Python entry points check the roles first: no Ray, no manifest."""
+    import ray
+
+    from apigen_mt.pipeline.proposals import ProposalPlan
+    from apigen_mt.pipeline.run import RunOptions, run_blueprints, run_trajectories
+    from apigen_mt.pipeline.sources import load_source
+
+    config = load_config(write(tmp_path, PHASE2_ONLY.replace("agent: m, ", "")))
+    source = load_source("retail", DEMO_BLUEPRINTS)
+    options = RunOptions(output=tmp_path / "run", progress=False)
+
+    def no_model(name: str):
+        pytest.fail(f"model {name} was made")
+
+    with pytest.raises(ConfigError, match=r"roles\.agent is not set"):
+        run_trajectories(config, [source], options, model_factory=no_model)
+    with pytest.raises(ConfigError, match=r"roles\.proposer is not set"):
+        run_blueprints(config, ProposalPlan((), ()), options, model_factory=no_model)
+    assert not ray.is_initialized() and not (tmp_path / "run" / "manifest.json").exists()
+
+
+PHASE_1, PHASE_2 = "Phase 1 (`apigen-mt blueprints`", "Phase 2 (`apigen-mt trajectories`"
+
+
+@pytest.mark.parametrize(
+    ("command", "roles", "missing"),
+    [
+        ("trajectories", "{proposer: m, reviewer: m, human: m}", f"roles.agent is not set, and {PHASE_2}"),
+        ("blueprints", "{agent: m, human: m}", f"roles.proposer is not set, and {PHASE_1}"),
+        ("generate", "{agent: m, human: m, reviewer: m}", f"roles.proposer is not set, and {PHASE_1}"),
+    ],
+)
+def test_the_cli_names_the_missing_role_in_one_line(tmp_path, command, roles, missing):
+    config = write(
+        tmp_path,
+        "models: {m: {backend: vllm, engine: {model: embedded:smollm2-135m-instruct, device: cpu}}}\n"
+        f"roles: {roles}\nblueprints: [{{domain: retail, path: {DEMO_BLUEPRINTS}}}]\n"
+        "blueprint_generation: {domains: [{domain: retail, proposals: 2}]}\n",
+    )
+    extra = ["--blueprints", str(DEMO_BLUEPRINTS)] if command == "trajectories" else []
+    arguments = [str(CLI), command, str(config), *extra, "--output", str(tmp_path / "run")]
+    result = subprocess.run(arguments, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and missing in result.stderr, result.stderr
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_a_phase_2_only_config_plays_its_blueprints(tmp_path):
+    """Phase 2 on Ray with scripted roles (tests/scripted_job.py, test doubles) from a config naming only the agent
+    and the human."""
+    import ray
+
+    from apigen_mt.pipeline.run import RunOptions, run_trajectories
+    from apigen_mt.pipeline.sources import load_source
+    from tests.conftest import load_by_value
+
+    job = load_by_value("scripted_job")
+    raw = yaml.safe_load((CONFIGS / "local-cpu.yaml").read_text())
+    raw["roles"] = {"agent": "smollm2", "human": "smollm2"}
+    del raw["blueprint_generation"], raw["blueprints"]
+    raw["trajectories"]["human"]["structured"] = False  # the scripted human answers in plain text
+    config = load_config(write(tmp_path, yaml.safe_dump(raw)))
+    source = load_source("retail", DEMO_BLUEPRINTS)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        options = RunOptions(output=tmp_path / "run", trials=1, progress=False)
+        summary = run_trajectories(config, [source], options, model_factory=job.factory(0.0))
+    finally:
+        ray.shutdown()
+    assert summary.counts["trajectories"]["trials"] == len(source.blueprints) == 5
+    assert summary.counts["trajectories"]["accepted"] == 3  # the scripted agent's three right blueprints
+
+
+# --- concurrency ----------------------------------------------------------------------------------------------
+
+URL = "http://127.0.0.1:8000/v1"
+
+
+# Each figure as the driver and the engines had it before `concurrency` gathered them: a phase's bound was its
+# in_flight, else replicas x the engine's in_flight_limit (or the endpoint's max_concurrency); a worker took
+# ceil(bound / workers) + 8; an engine actor max(1000, 4 x in_flight_limit).
+@pytest.mark.parametrize(
+    ("engine", "settings", "figures"),
+    [
+        (VllmEngineConfig(model="m"), {}, (128, 1000, 128, 136)),
+        (VllmEngineConfig(model="m", max_num_seqs=16), {"replicas": 3, "workers": 2}, (32, 1000, 96, 56)),
+        (VllmEngineConfig(model="m", max_in_flight=300), {"replicas": 2, "workers": 3}, (300, 1200, 600, 208)),
+        (VllmEngineConfig(model="m", max_num_seqs=512), {"in_flight": 50, "workers": 3}, (1024, 4096, 50, 25)),
+        (OpenAIBackendConfig(base_url=URL, model="m", max_concurrency=32), {"workers": 4}, (32, None, 32, 16)),
+        (OpenAIBackendConfig(base_url=URL, model="m"), {"in_flight": 5}, (16, None, 5, 13)),
+    ],
+)
+def test_concurrency_figures_are_the_ones_the_run_had(engine, settings, figures):
+    got = concurrency(engine, **settings)
+    assert (got.client, got.engine_actor, got.in_flight, got.per_worker) == figures
+
+
+@pytest.mark.parametrize(
+    ("name", "trajectories", "blueprints"),
+    [
+        ("local-cpu.yaml", (32, 40), (32, 40)),  # 16 seqs x 2
+        ("gpu-cluster.yaml", (512, 136), (512, 136)),  # 2 replicas x 128 seqs x 2, over 4 workers
+        ("openai-endpoint.yaml", (32, 40), (32, 40)),  # the endpoint's max_concurrency
+        ("xlam-teacher.yaml", (128, 136), (32, 40)),  # the agent's engine, the teacher's endpoint
+    ],
+)
+def test_each_phase_takes_its_figures_from_the_model_that_drives_it(name, trajectories, blueprints):
+    config = load_config(CONFIGS / name)
+    for phase, expected in (("trajectories", trajectories), ("blueprints", blueprints)):
+        figures = config.phase_concurrency(phase)
+        assert (figures.in_flight, figures.per_worker) == expected, phase
+
+
+def test_a_phase_s_in_flight_overrides_the_model_s_and_phase_1_needs_its_section(tmp_path):
+    text = "models: {a: {backend: vllm, engine: {model: x, max_num_seqs: 4}}}\nroles: {agent: a, human: a}\n"
+    config = load_config(write(tmp_path, text + "trajectories: {in_flight: 7, workers: 2}\n"))
+    figures = config.phase_concurrency("trajectories")
+    assert (figures.in_flight, figures.per_worker) == (7, 12)
+    with pytest.raises(ConfigError, match="blueprint_generation section"):
+        config.phase_concurrency("blueprints")

@@ -25,7 +25,7 @@ import pytest
 
 from apigen_mt.pipeline.export import ExportResult, export_run
 from apigen_mt.pipeline.storage import TRAJECTORY_SCHEMA, ShardWriter, read_rows
-from apigen_mt.pipeline.trials import trial_seed
+from apigen_mt.pipeline.trials import stable_seed
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion
 from apigen_mt.simulators.types import ToolCall
 from tests.conftest import SHARED, load_by_value
@@ -42,7 +42,7 @@ THOUGHT = "The order status is known, so I can answer the user now."
 
 def agent(request: ChatRequest) -> Any:
     blueprint = job._blueprint_of(request)
-    if blueprint is not None and blueprint["id"] == CANCEL_WRONG and request.sampling.seed == trial_seed(CANCEL_WRONG, 1):
+    if blueprint is not None and blueprint["id"] == CANCEL_WRONG and request.sampling.seed == stable_seed(CANCEL_WRONG, 1):
         done = sum(1 for message in request.messages if message.role == "tool")
         if done < len(blueprint["actions"]):
             return ToolCall.model_validate(blueprint["actions"][done])

@@ -348,7 +348,7 @@ class Roles:
 
 
 def run(roles: Roles, group, domain, db):
-    return asyncio.run(recombine(group, domain, db, roles.models, Phase1Settings(), stage_one=stage_one))
+    return asyncio.run(recombine(group, domain, db, roles.models, Phase1Settings()))
 
 
 def test_a_combination_the_committee_approves_is_accepted(retail_db):

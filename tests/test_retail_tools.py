@@ -15,7 +15,8 @@ import pytest
 
 from apigen_mt.simulators.domain import Domain, get_domain
 from apigen_mt.simulators.environment import Environment, StepResult
-from apigen_mt.simulators.state import copy_state, state_digest, taubench_hash
+from apigen_mt.simulators.state import copy_state, state_digest
+from tests.taubench_state import taubench_hash
 
 INITIAL_TUPLE_HASH = "5a4b2cb59f4d12dea7e4adff24a7f8fada510ead49372ea4a729a82bbb5f49b5"
 INITIAL_JSON_DIGEST = "c49125b83c32941ba527a31dce753cef1dee9a65fe2633c3a3c50816cef083ab"

@@ -11,8 +11,9 @@ import pytest
 from apigen_mt.simulators.arithmetic import calculate
 from apigen_mt.simulators.domain import Domain, PolicyRule
 from apigen_mt.simulators.needs import WriteNeed, anyone
-from apigen_mt.simulators.state import canonical_json, diff_patch, state_digest, taubench_hash
+from apigen_mt.simulators.state import canonical_json, diff_patch, state_digest
 from apigen_mt.simulators.toolkit import PythonCallArguments, Toolkit, ToolDefinitionError, class_name, tool
+from tests.taubench_state import taubench_hash
 
 
 class Line(TypedDict):

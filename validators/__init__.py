@@ -1,1 +1,3 @@
-"""Functional core: format, execution, policy and LLM-review validators, and trajectory verification."""
+"""Functional core: blueprint stage 1 (format, execution, policy), trajectory verification, and rejection
+sampling with pass^k. The LLM review committee (Phase 1, stage 2) is `blueprints/review.py`.
+"""

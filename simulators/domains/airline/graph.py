@@ -1,6 +1,6 @@
 """API dependency graph of the airline domain: which tool's output feeds which tool's input (spec section 4.2)."""
 
-from apigen_mt.simulators.domain import ApiEdge
+from apigen_mt.simulators.domain_types import ApiEdge
 
 API_GRAPH: list[ApiEdge] = [
     ApiEdge("get_user_details", "get_reservation_details", "reservation_id from reservations"),

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from apigen_mt.simulators.domain import PolicyRule
+from apigen_mt.simulators.domain_types import PolicyRule
 from apigen_mt.simulators.domains.airline.constants import (
     DAY_BEFORE_NOW, FREE_BAGS, INSURANCE_FEE_PER_PASSENGER, NONFREE_BAG_FEE,
 )

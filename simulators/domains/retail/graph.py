@@ -5,7 +5,7 @@ The canonical chain is find_user_id_by_* -> get_user_details -> get_order_detail
 so it has no edge.
 """
 
-from apigen_mt.simulators.domain import ApiEdge
+from apigen_mt.simulators.domain_types import ApiEdge
 
 API_GRAPH: list[ApiEdge] = [
     ApiEdge("find_user_id_by_email", "get_user_details", "user_id"),

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from apigen_mt.simulators.authentication import Authentication
-from apigen_mt.simulators.domain import PolicyRule
+from apigen_mt.simulators.domain_types import PolicyRule
 from apigen_mt.simulators.domains.retail.constants import CANCEL_REASONS
 from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, content_text, lookup, one_call_per_turn
 

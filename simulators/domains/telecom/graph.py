@@ -5,7 +5,7 @@ Edges also carry what the policy needs checked before a write: the cycle's plan 
 line, overdue bills before roaming, earlier waivers before a late fee is waived.
 """
 
-from apigen_mt.simulators.domain import ApiEdge
+from apigen_mt.simulators.domain_types import ApiEdge
 
 API_GRAPH: list[ApiEdge] = [
     ApiEdge("authenticate_user", "get_user_details", "user_id"),

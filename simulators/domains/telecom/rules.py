@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from apigen_mt.simulators.authentication import Authentication
-from apigen_mt.simulators.domain import PolicyRule
+from apigen_mt.simulators.domain_types import PolicyRule
 from apigen_mt.simulators.domains.telecom.constants import (
     CYCLE_START, LATE_FEE_WAIVERS, MAX_TOPUPS_PER_CYCLE, NON_PAYMENT, TOPUP_PRICES,
 )
