@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sys
 
-# Imported for their commands; `apigen-mt --help` lists commands in the order they were registered.
-from apigen_mt.pipeline import cli_data, cli_run, cli_export, cli_parse, cli_models  # noqa: F401
+# Imported for their commands; `apigen-mt --help` shows the panels (cli_app) in the order of their first
+# command's registration, and each panel's commands in registration order: the main job comes first.
+from apigen_mt.pipeline import cli_run, cli_export, cli_data, cli_parse, cli_models  # noqa: F401
 from apigen_mt.pipeline.cli_app import CliError, app
 
 __all__ = ["CliError", "app", "main"]

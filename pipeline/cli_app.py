@@ -15,6 +15,11 @@ import typer
 if TYPE_CHECKING:
     from apigen_mt.pipeline.export import ExportResult
 
+# `apigen-mt --help` lists the commands in these panels, the main job first.
+MAIN_JOB = "The main job"
+CHECKS = "Checks and replays (no model)"
+SETUP = "Environments and models"
+
 app = typer.Typer(
     name="apigen-mt",
     help="Synthetic multi-turn tool-use data: blueprints, simulated conversations, verified trajectories.",

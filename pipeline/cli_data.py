@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from apigen_mt.pipeline.cli_app import CliError, app
+from apigen_mt.pipeline.cli_app import CHECKS, SETUP, CliError, app
 from apigen_mt.pipeline.io import atomic_files_in, atomic_output, dumps_strict, read_json, read_records
 from apigen_mt.simulators.domain import DataError, Domain, get_domain
 from apigen_mt.simulators.state import JSON
@@ -52,7 +52,7 @@ def report(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-@app.command()
+@app.command(rich_help_panel=CHECKS)
 def replay(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: DataDirOpt = None) -> None:
     """Run a JSON array of actions `[{name, arguments|kwargs}]` on a fresh database; write observations and final state."""
     dom, db = _domain_and_db(domain, data_dir)
@@ -73,7 +73,7 @@ def replay(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
     report(f"replayed {len(actions)} actions ({failed} with error observations) -> {output}")
 
 
-@app.command()
+@app.command(rich_help_panel=CHECKS)
 def validate(
     domain: DomainOpt,
     input: InputOpt,
@@ -103,7 +103,7 @@ def validate(
     report(f"{accepted} of {len(records)} accepted; rejected: {rejected} -> {output}")
 
 
-@app.command()
+@app.command(rich_help_panel=CHECKS)
 def verify(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: DataDirOpt = None) -> None:
     """Verify trajectories `{"blueprint", "messages"}` (JSON Lines): state match, expected outputs, termination."""
     dom, db = _domain_and_db(domain, data_dir)
@@ -125,7 +125,7 @@ def verify(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
 
 
 envs = typer.Typer(help="Inspect the environments and generate their data.", no_args_is_help=True)
-app.add_typer(envs, name="envs")
+app.add_typer(envs, name="envs", rich_help_panel=SETUP)
 
 
 @envs.command("list")

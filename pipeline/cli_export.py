@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from apigen_mt.pipeline.api import open_remote
-from apigen_mt.pipeline.cli_app import CliError, app, report_export
+from apigen_mt.pipeline.cli_app import MAIN_JOB, CliError, app, report_export
 
 FORMAT_CHOICES = {"sharegpt": ("sharegpt",), "openai": ("openai",), "both": ("sharegpt", "openai")}
 SPLIT_CHOICES = {
@@ -19,7 +19,7 @@ SPLIT_CHOICES = {
 }
 
 
-@app.command("export")
+@app.command("export", rich_help_panel=MAIN_JOB)
 def export(
     run_dir: Annotated[
         str, typer.Argument(help="Run folder written by `apigen-mt generate` (or the URI given as its --output).")

@@ -10,11 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from apigen_mt.pipeline.cli_app import CliError, app
+from apigen_mt.pipeline.cli_app import SETUP, CliError, app
 from apigen_mt.pipeline.models import CACHE_ENV, ModelError, model_status, prepare_smollm2
 
 models = typer.Typer(help="Local models: prepare the embedded SmolLM2 and list what is ready.", no_args_is_help=True)
-app.add_typer(models, name="models")
+app.add_typer(models, name="models", rich_help_panel=SETUP)
 
 CacheDirOpt = Annotated[
     Path | None,

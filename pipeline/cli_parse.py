@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from apigen_mt.pipeline.cli_app import CliError, app
+from apigen_mt.pipeline.cli_app import CHECKS, CliError, app
 from apigen_mt.pipeline.io import dumps_strict, read_stdin, split_json_lines
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.tool_parsers import ParsedOutput, get_parser, json_kind, parser_names
@@ -28,7 +28,7 @@ def _jsonl_inputs(text: str) -> list[str]:
     return inputs
 
 
-@app.command("parse")
+@app.command("parse", rich_help_panel=CHECKS)
 def parse(
     output_format: str = typer.Option("xlam", "--format", help=f"tool-call format of the output: {', '.join(parser_names())}"),
     jsonl: bool = typer.Option(False, "--jsonl", help="stdin holds one JSON string per line, each one model output"),

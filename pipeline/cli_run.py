@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from apigen_mt.pipeline.api import GenerateError, GenerateResult, generate
-from apigen_mt.pipeline.cli_app import CliError, app, report_export
+from apigen_mt.pipeline.cli_app import MAIN_JOB, CliError, app, report_export
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/local-cpu.yaml.")]
 OutputOpt = Annotated[
@@ -88,7 +88,26 @@ def _report(ran: GenerateResult) -> None:
         print(f"mirrored to {ran.mirrored_to}", file=sys.stderr)
 
 
-@app.command()
+@app.command(
+    "generate",
+    rich_help_panel=MAIN_JOB,
+    # One line: the command list keeps a docstring's line breaks.
+    help="The main job: Phase 1 when the config has blueprint_generation, Phase 2 on the blueprints it accepts and "
+    "on the config's blueprint files, then the dataset export.",
+)
+def generate_command(
+    config: ConfigArg,
+    output: OutputOpt = None,
+    limit: LimitOpt = None,
+    trials: TrialsOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    exclude_tasks: ExcludeOpt = None,
+) -> None:
+    _run(config, output, limit=limit, trials=trials, force=force, progress=not quiet, exclude_tasks=exclude_tasks)
+
+
+@app.command(rich_help_panel=MAIN_JOB)
 def trajectories(
     config: ConfigArg,
     blueprints: Annotated[Path, typer.Option("--blueprints", help="Blueprints (JSON Lines or a JSON array).")],
@@ -111,7 +130,7 @@ def trajectories(
     )  # fmt: skip
 
 
-@app.command("blueprints")
+@app.command("blueprints", rich_help_panel=MAIN_JOB)
 def blueprints_command(
     config: ConfigArg,
     output: OutputOpt = None,
@@ -128,21 +147,3 @@ def blueprints_command(
         config, output, phases=("blueprints",), export=False, domain=domain, limit=limit, exclude_tasks=exclude_tasks,
         force=force, progress=not quiet,
     )  # fmt: skip
-
-
-@app.command(
-    "generate",
-    # One line: the command list keeps a docstring's line breaks.
-    help="The main job: Phase 1 when the config has blueprint_generation, Phase 2 on the blueprints it accepts and "
-    "on the config's blueprint files, then the dataset export.",
-)
-def generate_command(
-    config: ConfigArg,
-    output: OutputOpt = None,
-    limit: LimitOpt = None,
-    trials: TrialsOpt = None,
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
-    exclude_tasks: ExcludeOpt = None,
-) -> None:
-    _run(config, output, limit=limit, trials=trials, force=force, progress=not quiet, exclude_tasks=exclude_tasks)

@@ -451,3 +451,11 @@ def test_generate_data_is_deterministic_per_seed_and_loads_as_data_dir(tmp_path)
     invoke("validate", "--domain", "retail", "--data-dir", folders["seed0"], "--input", EXAMPLE_TASKS["retail"], "--output", output)
     verdicts = read_jsonl(output)
     assert verdicts and all(verdict["accepted"] for verdict in verdicts)
+
+
+def test_help_lists_the_main_job_first_then_the_checks_then_the_set_up():
+    text = CliRunner().invoke(app, ["--help"], terminal_width=120).output
+    panels = [text.index(title) for title in ("The main job", "Checks and replays (no model)", "Environments and models")]
+    assert panels == sorted(panels), text
+    listed = re.findall(r"^│ (\w+) ", text, flags=re.MULTILINE)
+    assert listed == ["generate", "trajectories", "blueprints", "export", "replay", "validate", "verify", "parse", "envs", "models"]
