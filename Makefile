@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-run the set-up whenever the dependencies change.
 STAMP := $(VENV)/.setup-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 
-.PHONY: setup test test-all demo bench clean
+.PHONY: setup lint test test-all demo bench clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP):
 	$(BIN)/apigen-mt models prepare
 	rm -f $(VENV)/.setup-*
 	touch $@
+
+# ruff's lint rules and formatter, configured in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: setup
 	$(BIN)/pytest -q

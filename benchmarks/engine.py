@@ -29,10 +29,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from offline import timed_batch
+
 from apigen_mt.pipeline.models import ModelError, prepared_smollm2
 from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
-from offline import timed_batch
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig
 from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, sampling_params, tokenizer_family
 from apigen_mt.simulators.chat import ChatRequest, SamplingParams
@@ -242,16 +243,22 @@ def soak(model_dir: Path, total: int, warm_up: int = 100, every: int = 250) -> b
         ray.shutdown()
 
     baseline = samples[0][1]["actor_rss"]
-    print(f"model: {model_dir}  sequential requests: {total} after {warm_up} warm-up  failed: {failures}  "
-          f"wall: {time.perf_counter() - started:.0f} s")
+    print(
+        f"model: {model_dir}  sequential requests: {total} after {warm_up} warm-up  failed: {failures}  "
+        f"wall: {time.perf_counter() - started:.0f} s"
+    )
     print(f"{'after requests':>15}{'actor RSS MiB':>15}{'vs start':>10}{'engine RSS MiB':>16}")
     for done, memory in samples:
-        print(f"{done:>15}{memory['actor_rss'] / 2**20:>15.1f}{memory['actor_rss'] / baseline - 1:>+10.1%}"
-              f"{memory['engine_rss'] / 2**20:>16.1f}")
+        print(
+            f"{done:>15}{memory['actor_rss'] / 2**20:>15.1f}{memory['actor_rss'] / baseline - 1:>+10.1%}"
+            f"{memory['engine_rss'] / 2**20:>16.1f}"
+        )
     worst = max(abs(memory["actor_rss"] / baseline - 1) for _, memory in samples)
     flat = worst <= MEMORY_TOLERANCE and failures == 0
-    print(f"actor memory {'flat' if flat else 'NOT flat'}: largest change {worst:.1%} (limit {MEMORY_TOLERANCE:.0%}), "
-          f"{failures} failed request(s)")
+    print(
+        f"actor memory {'flat' if flat else 'NOT flat'}: largest change {worst:.1%} (limit {MEMORY_TOLERANCE:.0%}), "
+        f"{failures} failed request(s)"
+    )
     return flat
 
 

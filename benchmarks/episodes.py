@@ -27,12 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from offline import timed_batch
+
 from apigen_mt.pipeline.api import generate
 from apigen_mt.pipeline.config import load_config, resolve_model_path, source_path
 from apigen_mt.pipeline.sources import load_source
 from apigen_mt.pipeline.storage import read_rows
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
-from offline import timed_batch
 from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, tokenizer_family
 from apigen_mt.simulators.agent import build_agent_request
 from apigen_mt.simulators.domain import get_domain
@@ -49,9 +50,16 @@ def pipeline_run(config, config_path: Path, model: VllmChatModel, out: Path, epi
     config = config.model_copy(update={"trajectories": phase})
     wall, cpu = time.perf_counter(), time.process_time()
     generate(
-        config, out, phases=["trajectories"], export=False, blueprint_file=source_path(source_config, config_path),
-        domain=source_config.domain, trials=trials, progress=False, model_factory=lambda _: model,
-    )  # fmt: skip
+        config,
+        out,
+        phases=["trajectories"],
+        export=False,
+        blueprint_file=source_path(source_config, config_path),
+        domain=source_config.domain,
+        trials=trials,
+        progress=False,
+        model_factory=lambda _: model,
+    )
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return read_rows(out / "trajectories").to_pylist(), wall, cpu
 
@@ -133,9 +141,13 @@ def main() -> None:
     print(f"model: {engine_config.model}  max_num_seqs: {engine_config.max_num_seqs}  in flight: {bound}")
     requests = workload(rows)
     prompt_tokens, cached_tokens = sum(r[0] for r in requests), sum(r[1] for r in requests)
-    print(f"in-flight workload: {len(requests)} completions, {prompt_tokens} prompt tokens, "
-          f"{cached_tokens / max(prompt_tokens, 1):.0%} of them from the prefix cache")
-    print(f"{'mode':<12}{'episodes':>9}{'tokens':>9}{'seconds':>9}{'tokens/s':>10}{'vs offline':>11}{'driver ms/episode':>19}")
+    print(
+        f"in-flight workload: {len(requests)} completions, {prompt_tokens} prompt tokens, "
+        f"{cached_tokens / max(prompt_tokens, 1):.0%} of them from the prefix cache"
+    )
+    print(
+        f"{'mode':<12}{'episodes':>9}{'tokens':>9}{'seconds':>9}{'tokens/s':>10}{'vs offline':>11}{'driver ms/episode':>19}"
+    )
     ratios = {}
     for mode, (mode_rows, tokens, wall, cpu) in results.items():
         ratios[mode] = tokens / wall / offline_rate

@@ -71,9 +71,16 @@ def run_config(engine: VllmEngineConfig, in_flight: int) -> RunConfig:
 def play(config: RunConfig, pool: ReplicaPool, out: Path, trials: int) -> tuple[list[dict], float]:
     started = time.perf_counter()
     generate(
-        config, out, phases=["trajectories"], export=False, blueprint_file=BLUEPRINTS, domain="retail", trials=trials,
-        progress=False, model_factory=lambda _: pool,
-    )  # fmt: skip
+        config,
+        out,
+        phases=["trajectories"],
+        export=False,
+        blueprint_file=BLUEPRINTS,
+        domain="retail",
+        trials=trials,
+        progress=False,
+        model_factory=lambda _: pool,
+    )
     return read_rows(out / "trajectories").to_pylist(), time.perf_counter() - started
 
 

@@ -28,7 +28,6 @@ from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.types import Blueprint, Message, Provenance, ToolSpec
 from apigen_mt.simulators.xlam import text_field_limit, tool_calls_schema
 
-
 # Under a grammar a reply cut off by the token limit is broken JSON, and weak models ramble in free text until
 # they hit it. Capping the free-text fields (at about three characters a token) leaves room for the actions
 # within the default max_tokens; the longest shipped or tau-bench instruction has 1,422 characters.
@@ -138,7 +137,9 @@ def proposer_request(
         max_tokens=settings.max_tokens,
         seed=_sampling_seed(settings.seed, context.seed, round),
     )
-    schema = proposal_schema(context.tools, refusal=refusal, max_tokens=settings.max_tokens) if settings.structured else None
+    schema = (
+        proposal_schema(context.tools, refusal=refusal, max_tokens=settings.max_tokens) if settings.structured else None
+    )
     return ChatRequest(messages=messages, json_schema=schema, reply_format="text", sampling=sampling)
 
 

@@ -284,7 +284,12 @@ async def recombine(
         return [record]
     record.blueprint = result.blueprint
     reviewed, _ = await review_stage(
-        record, result.blueprint, domain.policy, models.reviewers, settings.review, refusal=False,
+        record,
+        result.blueprint,
+        domain.policy,
+        models.reviewers,
+        settings.review,
+        refusal=False,
         records=touched_records(db, result.blueprint),
     )
     return [reviewed]

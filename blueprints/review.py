@@ -71,6 +71,7 @@ class ReviewSettings(BaseModel):
         if unknown:
             raise ValueError(f"unknown review criteria {', '.join(unknown)}; choose from {', '.join(CRITERIA)}")
         return value
+
     # Above 0 so that one model asked K times gives K independent reviews.
     temperature: float = Field(0.7, ge=0, description="sampling temperature of each review")
     max_tokens: int = Field(512, ge=1, description="tokens one review (reflection included) may use")

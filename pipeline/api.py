@@ -125,9 +125,18 @@ def generate(
         example = "blueprints: [{domain: retail, path: 'examples:retail'}]"
         raise GenerateError(f"{config_path}: `blueprints` names no source; add e.g. `{example}`")
     summary = _run(
-        run_config, config_path, plan, sources, out, remote,
-        trials=trials, force=force, progress=progress, command=command, model_factory=model_factory,
-    )  # fmt: skip
+        run_config,
+        config_path,
+        plan,
+        sources,
+        out,
+        remote,
+        trials=trials,
+        force=force,
+        progress=progress,
+        command=command,
+        model_factory=model_factory,
+    )
     ran = GenerateResult(summary, None, None if remote is None else str(remote))
     if not export:
         return ran
@@ -207,10 +216,12 @@ def _phase2_sources(
         return [_load(domain, Path(blueprint_file), None if data_dir is None else Path(data_dir), limit)]
     return [
         _load(
-            source.domain, source_path(source, config_path),
+            source.domain,
+            source_path(source, config_path),
             None if source.data_dir is None else config_relative(source.data_dir, config_path),
-            limit or source.limit, where=f"{config_path}: blueprints[{index}]: ",
-        )  # fmt: skip
+            limit or source.limit,
+            where=f"{config_path}: blueprints[{index}]: ",
+        )
         for index, source in enumerate(config.blueprints)
     ]
 
@@ -293,9 +304,14 @@ def _run(
             return run_trajectories(config, sources, options, model_factory=model_factory)
         return run_generate(config, plan, options, sources=sources, model_factory=model_factory)
     except (
-        RunFolderError, ConfigError, ModelError, EndpointUnavailable, EngineStartError, ResourceShortfall,
+        RunFolderError,
+        ConfigError,
+        ModelError,
+        EndpointUnavailable,
+        EngineStartError,
+        ResourceShortfall,
         WorkerStartError,
-    ) as exc:  # fmt: skip
+    ) as exc:
         named = isinstance(exc, (EndpointUnavailable, ResourceShortfall))  # their messages do not name the config
         raise GenerateError(f"{config_path}: {exc}" if named else str(exc)) from None
 

@@ -25,9 +25,20 @@ from apigen_mt.pipeline.storage import STATUSES
 from apigen_mt.validators.sampling import pass_hat_k
 
 _COLUMNS = [
-    "blueprint_id", "domain", "trial", "status", "attribution", "termination", "turns", "tool_calls",
-    "prompt_tokens", "completion_tokens", "human_prompt_tokens", "human_completion_tokens", "duration_s",
-]  # fmt: skip
+    "blueprint_id",
+    "domain",
+    "trial",
+    "status",
+    "attribution",
+    "termination",
+    "turns",
+    "tool_calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "human_prompt_tokens",
+    "human_completion_tokens",
+    "duration_s",
+]
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,8 @@ def run_statistics(trials: pa.Table, unique: Sequence[bool]) -> RunStatistics:
     results = dict(outcomes.rows())
     most_trials = max((len(ok) for ok in results.values()), default=0)
     pass_k = {
-        k: (pass_hat_k(results, k), sum(1 for ok in results.values() if len(ok) >= k)) for k in range(1, most_trials + 1)
+        k: (pass_hat_k(results, k), sum(1 for ok in results.values() if len(ok) >= k))
+        for k in range(1, most_trials + 1)
     }
     domains = {
         domain: {"trials": trials_n, "unique_accepted": unique_n}
@@ -206,7 +218,9 @@ def front_matter(run_name: str, statistics: RunStatistics, exported: Mapping[str
     configs: list[dict[str, Any]] = []
     for format_, splits in exported.items():
         files = [
-            {"split": split, "path": f"data/{format_}/{split}-*.parquet"} for split in ("train", "rejected") if split in splits
+            {"split": split, "path": f"data/{format_}/{split}-*.parquet"}
+            for split in ("train", "rejected")
+            if split in splits
         ]
         if files:
             configs.append({"config_name": format_, "data_files": files} | ({} if configs else {"default": True}))
@@ -260,7 +274,10 @@ def card_text(
         "",
         "| folder | content |",
         "|---|---|",
-        *(f"| `{folder}/` | `save_to_disk` of the {format_} layout (`load_from_disk`) |" for format_, folder in dataset_dirs.items()),
+        *(
+            f"| `{folder}/` | `save_to_disk` of the {format_} layout (`load_from_disk`) |"
+            for format_, folder in dataset_dirs.items()
+        ),
         *(f"| `data/{format_}/` | Parquet: {_split_sizes(splits)} |" for format_, splits in exported.items()),
         "",
         "Splits: `train` = unique accepted trajectories (the same agent calls and replies count once per blueprint); "
@@ -268,7 +285,7 @@ def card_text(
         "DPO pairs (`prompt` = system prompt and first user turn, `chosen` = a verified continuation, `rejected` = "
         "one the agent got wrong, from the same blueprint) in OpenAI messages. The `sharegpt` layout is APIGen-MT-5k's "
         "(`conversations`, `system`, `tools`); the `openai` layout keeps `messages` as a list for "
-        "`tokenizer.apply_chat_template(row[\"messages\"], tools=json.loads(row[\"tools\"]))`. "
+        '`tokenizer.apply_chat_template(row["messages"], tools=json.loads(row["tools"]))`. '
         "A split with no rows is not written.",
         *_left_out_line(left_out or {}),
         "",

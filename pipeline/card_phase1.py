@@ -47,11 +47,21 @@ def phase1_statistics(run_dir: Path) -> Phase1Statistics | None:
         blueprint = json.loads(row["blueprint"]) if row["status"] == "accepted" else None
         names = [action["name"] for action in blueprint["actions"]] if blueprint else []
         records.append(
-            {"domain": row["domain"], "accepted": blueprint is not None, "user_id": row["user_id"],
-             "sequence": " > ".join(names), "tools": names}
-        )  # fmt: skip
-    schema = {"domain": pl.String, "accepted": pl.Boolean, "user_id": pl.String, "sequence": pl.String,
-              "tools": pl.List(pl.String)}  # fmt: skip
+            {
+                "domain": row["domain"],
+                "accepted": blueprint is not None,
+                "user_id": row["user_id"],
+                "sequence": " > ".join(names),
+                "tools": names,
+            }
+        )
+    schema = {
+        "domain": pl.String,
+        "accepted": pl.Boolean,
+        "user_id": pl.String,
+        "sequence": pl.String,
+        "tools": pl.List(pl.String),
+    }
     frame = pl.DataFrame(records, schema=schema)
     per_domain = (
         frame.group_by("domain", maintain_order=True)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import sys
 
-# Imported for their commands; `apigen-mt --help` shows the panels (cli_app) in the order of their first
-# command's registration, and each panel's commands in registration order: the main job comes first.
-from apigen_mt.pipeline import cli_run, cli_export, cli_data, cli_parse, cli_models  # noqa: F401
+# Imported for their commands; `apigen-mt --help` lists them in cli_app.COMMAND_ORDER.
+from apigen_mt.pipeline import cli_data, cli_export, cli_models, cli_parse, cli_run  # noqa: F401
 from apigen_mt.pipeline.cli_app import CliError, app
 
 __all__ = ["CliError", "app", "main"]

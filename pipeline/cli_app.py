@@ -10,17 +10,43 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import click
 import typer
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from apigen_mt.pipeline.export import ExportResult
 
-# `apigen-mt --help` lists the commands in these panels, the main job first.
+# `apigen-mt --help` lists the commands in these panels, in this order: the main job first.
 MAIN_JOB = "The main job"
 CHECKS = "Checks and replays (no model)"
 SETUP = "Environments and models"
+COMMAND_ORDER = (
+    "generate",
+    "trajectories",
+    "blueprints",
+    "export",
+    "replay",
+    "validate",
+    "verify",
+    "parse",
+    "envs",
+    "models",
+)
+
+
+class _OrderedGroup(TyperGroup):
+    """Lists the commands in `COMMAND_ORDER` whatever order their modules registered them in."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        def rank(name: str) -> int:
+            return COMMAND_ORDER.index(name) if name in COMMAND_ORDER else len(COMMAND_ORDER)
+
+        return sorted(super().list_commands(ctx), key=rank)
+
 
 app = typer.Typer(
+    cls=_OrderedGroup,
     name="apigen-mt",
     help="Synthetic multi-turn tool-use data: blueprints, simulated conversations, verified trajectories.",
     no_args_is_help=True,

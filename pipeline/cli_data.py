@@ -121,7 +121,9 @@ def verify(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
             accepted += verdict.accepted
             warned += bool(verdict.warnings)
             out.write(dumps_strict(verdict.record(index)) + "\n")
-    report(f"{passed} of {len(records)} trajectories reach reward 1.0, {accepted} accepted, {warned} with warnings -> {output}")
+    report(
+        f"{passed} of {len(records)} trajectories reach reward 1.0, {accepted} accepted, {warned} with warnings -> {output}"
+    )
 
 
 envs = typer.Typer(help="Inspect the environments and generate their data.", no_args_is_help=True)
@@ -189,7 +191,9 @@ def envs_generate_data(
     domain: Annotated[str, typer.Argument(help="Domain name.")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed (0 or more); the same seed gives identical files.")],
     output: Annotated[Path, typer.Option("--output", help="Folder to write the tau-bench-layout JSON files into.")],
-    force: Annotated[bool, typer.Option("--force", help="Replace the domain's files if the folder already holds them.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the domain's files if the folder already holds them.")
+    ] = False,
 ) -> None:
     """Generate a domain's database with its seeded generator, in tau-bench's file layout.
 
@@ -208,7 +212,9 @@ def envs_generate_data(
     files["policy.md"] = dom.policy
     existing = [name for name in files if (output / name).exists()]
     if existing and not force:
-        raise CliError(f"--output {output} already holds {', '.join(existing)}; pass --force to replace them, or choose another folder")
+        raise CliError(
+            f"--output {output} already holds {', '.join(existing)}; pass --force to replace them, or choose another folder"
+        )
     try:
         with atomic_files_in(output, list(files), replace=force) as staging:
             for name, text in files.items():

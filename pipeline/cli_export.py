@@ -28,7 +28,9 @@ def export(
     split: Annotated[str, typer.Option("--split", help="train, rejected, preference, or all.")] = "all",
     push_to_hub: Annotated[
         str | None,
-        typer.Option("--push-to-hub", help="Also upload to this Hugging Face dataset repo (NAMESPACE/NAME); token: HF_TOKEN."),
+        typer.Option(
+            "--push-to-hub", help="Also upload to this Hugging Face dataset repo (NAMESPACE/NAME); token: HF_TOKEN."
+        ),
     ] = None,
 ) -> None:
     """Export a run's trials as a dataset: RUN_DIR/dataset (save_to_disk), RUN_DIR/data (Parquet), a card and plots."""
@@ -52,10 +54,11 @@ def export(
         if remote is not None:
             remote.pull()
         folder = Path(run_dir) if remote is None else remote.local
-        result = export_run(folder, formats=FORMAT_CHOICES[format], splits=SPLIT_CHOICES[split], push_to_hub=push_to_hub)
+        result = export_run(
+            folder, formats=FORMAT_CHOICES[format], splits=SPLIT_CHOICES[split], push_to_hub=push_to_hub
+        )
         if remote is not None:
             remote.push_export()
     except (ExportError, RunFolderError) as exc:
         raise CliError(str(exc)) from None
     report_export(result, SPLIT_CHOICES[split], None if remote is None else str(remote))
-

@@ -23,14 +23,18 @@ def _jsonl_inputs(text: str) -> list[str]:
         except StrictJSONError as exc:
             raise CliError(f"{exc}; with --jsonl each line must be a JSON string") from None
         if not isinstance(value, str):
-            raise CliError(f"line {number} of stdin holds a JSON {json_kind(value)}, not a string; with --jsonl each line must be one model output as a JSON string")
+            raise CliError(
+                f"line {number} of stdin holds a JSON {json_kind(value)}, not a string; with --jsonl each line must be one model output as a JSON string"
+            )
         inputs.append(value)
     return inputs
 
 
 @app.command("parse", rich_help_panel=CHECKS)
 def parse(
-    output_format: str = typer.Option("xlam", "--format", help=f"tool-call format of the output: {', '.join(parser_names())}"),
+    output_format: str = typer.Option(
+        "xlam", "--format", help=f"tool-call format of the output: {', '.join(parser_names())}"
+    ),
     jsonl: bool = typer.Option(False, "--jsonl", help="stdin holds one JSON string per line, each one model output"),
 ) -> None:
     """Parse model output from stdin into tool calls and text; print one JSON object per output.

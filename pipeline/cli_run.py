@@ -28,7 +28,8 @@ LimitOpt = Annotated[
     ),
 ]
 TrialsOpt = Annotated[
-    int | None, typer.Option("--trials", min=1, help="Episodes per blueprint (default: the config's trajectories.trials).")
+    int | None,
+    typer.Option("--trials", min=1, help="Episodes per blueprint (default: the config's trajectories.trials)."),
 ]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Add to a run folder made with a different config instead of refusing.")
@@ -125,9 +126,18 @@ def trajectories(
 ) -> None:
     """Phase 2 on a file of blueprints: simulated episodes, verification, rejection sampling, Parquet shards."""
     _run(
-        config, output, phases=("trajectories",), export=False, blueprint_file=blueprints, domain=domain,
-        data_dir=data_dir, limit=limit, trials=trials, force=force, progress=not quiet,
-    )  # fmt: skip
+        config,
+        output,
+        phases=("trajectories",),
+        export=False,
+        blueprint_file=blueprints,
+        domain=domain,
+        data_dir=data_dir,
+        limit=limit,
+        trials=trials,
+        force=force,
+        progress=not quiet,
+    )
 
 
 @app.command("blueprints", rich_help_panel=MAIN_JOB)
@@ -144,6 +154,13 @@ def blueprints_command(
 ) -> None:
     """Phase 1: propose blueprints, validate, review and revise them; every round a row of OUT/blueprints."""
     _run(
-        config, output, phases=("blueprints",), export=False, domain=domain, limit=limit, exclude_tasks=exclude_tasks,
-        force=force, progress=not quiet,
-    )  # fmt: skip
+        config,
+        output,
+        phases=("blueprints",),
+        export=False,
+        domain=domain,
+        limit=limit,
+        exclude_tasks=exclude_tasks,
+        force=force,
+        progress=not quiet,
+    )

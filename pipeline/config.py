@@ -57,10 +57,21 @@ _NEEDED_BY = {
 # Settings that change how fast a run goes, never what it makes: the fingerprint leaves them out.
 _SCALE_SETTINGS = ("workers", "in_flight", "max_attempts", "rows_per_shard")
 _ENGINE_SCALE_SETTINGS = (
-    "tensor_parallel_size", "gpu_memory_utilization", "max_num_seqs", "max_in_flight", "actor_num_cpus", "cpu_cores",
-    "max_restarts", "start_timeout_s", "request_timeout_s",  # vLLM engines
-    "max_concurrency", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s",  # endpoints
-)  # fmt: skip
+    "tensor_parallel_size",
+    "gpu_memory_utilization",
+    "max_num_seqs",
+    "max_in_flight",
+    "actor_num_cpus",
+    "cpu_cores",
+    "max_restarts",
+    "start_timeout_s",
+    "request_timeout_s",  # vLLM engines
+    "max_concurrency",
+    "timeout_s",
+    "max_retries",
+    "backoff_base_s",
+    "backoff_max_s",  # endpoints
+)
 
 
 class ConfigError(InputError):
@@ -158,8 +169,7 @@ class TrajectoryPhase(TrialSettings):
     in_flight: int | None = Field(
         None,
         ge=1,
-        description="episodes in flight at once; default: as many as the agent's model takes at once (see "
-        "Concurrency)",
+        description="episodes in flight at once; default: as many as the agent's model takes at once (see Concurrency)",
     )
     max_attempts: int = Field(3, ge=1, description="plays of one trial when its engine dies under it")
     rows_per_shard: int = Field(64, ge=1, description="trials per Parquet shard")

@@ -1,9 +1,9 @@
 """The models a run uses: started once per config, shared by roles, replicas balanced by load, kept alive.
 
-    engines = Engines.start(config, roles=("agent", "human", "human_judge"))
-    models = engines.trial_models()        # picklable: sent to every worker actor
-    engines.ensure_alive()                 # after an engine death: wait for Ray's restart, or start anew
-    engines.shutdown()
+engines = Engines.start(config, roles=("agent", "human", "human_judge"))
+models = engines.trial_models()        # picklable: sent to every worker actor
+engines.ensure_alive()                 # after an engine death: wait for Ray's restart, or start anew
+engines.shutdown()
 """
 
 from __future__ import annotations

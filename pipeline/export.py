@@ -75,7 +75,9 @@ def export_run(
     tables: dict[str, dict[str, pa.Table]] = {}
     for format_ in formats:
         chosen = {"train": selection.train, "rejected": selection.rejected}
-        tables[format_] = {split: layout_table(format_, chosen[split]) for split in ("train", "rejected") if split in splits}
+        tables[format_] = {
+            split: layout_table(format_, chosen[split]) for split in ("train", "rejected") if split in splits
+        }
         if "preference" in splits:
             tables[format_]["preference"] = preference_table(selection.pairs)
         tables[format_] = {split: table for split, table in tables[format_].items() if table.num_rows}
@@ -89,7 +91,9 @@ def export_run(
         run_dir,
         statistics,
         read_manifest(run_dir),
-        exported={format_: {split: table.num_rows for split, table in found.items()} for format_, found in tables.items()},
+        exported={
+            format_: {split: table.num_rows for split, table in found.items()} for format_, found in tables.items()
+        },
         dataset_dirs={format_: path.name for format_, path in datasets_dirs.items()},
         left_out=selection.left_out_by_termination(),
     )
@@ -184,7 +188,9 @@ def push_run(run_dir: Path, repo: str, token: str) -> None:
             commit_message=f"apigen-mt export of {run_dir.name}",
         )
     except HFValidationError as exc:
-        raise ExportError(f"--push-to-hub {repo}: not a valid repo id ({_first_line(exc)}); use NAMESPACE/NAME") from None
+        raise ExportError(
+            f"--push-to-hub {repo}: not a valid repo id ({_first_line(exc)}); use NAMESPACE/NAME"
+        ) from None
     except (HTTPError, OSError) as exc:
         raise ExportError(
             f"could not push to the Hugging Face Hub dataset {repo}: {_first_line(exc)}; the local export in {run_dir} "

@@ -135,7 +135,9 @@ def _messages(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     try:
         messages = json.loads(row["messages"])
     except json.JSONDecodeError as exc:
-        raise ExportError(f"trajectory {_row_id(row)}: its messages are not JSON ({exc.msg}); its shard is damaged") from None
+        raise ExportError(
+            f"trajectory {_row_id(row)}: its messages are not JSON ({exc.msg}); its shard is damaged"
+        ) from None
     if not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
         raise ExportError(f"trajectory {_row_id(row)}: its messages are not a list of message objects")
     return messages
@@ -179,7 +181,9 @@ def openai_messages(messages: Sequence[Mapping[str, Any]], where: str) -> list[d
             call_id = message.get("tool_call_id")
             name = message.get("name") or names.get(str(call_id or ""))
             if not name:
-                raise ExportError(f"trajectory {where}: tool message {position} names no tool and answers no earlier call")
+                raise ExportError(
+                    f"trajectory {where}: tool message {position} names no tool and answers no earlier call"
+                )
             out |= ({} if call_id is None else {"tool_call_id": call_id}) | {"name": name, "content": text}
         else:
             out["content"] = text
@@ -266,7 +270,9 @@ def layout_table(format_: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
             layout = {"conversations": conversations, "system": system, "tools": json.dumps(tools)}
             records.append(layout | _provenance(row))
         else:
-            records.append({"messages": openai_messages(messages, _row_id(row)), "tools": row["tools"], **_provenance(row)})
+            records.append(
+                {"messages": openai_messages(messages, _row_id(row)), "tools": row["tools"], **_provenance(row)}
+            )
     return _table(records, SCHEMAS[format_])
 
 
@@ -303,7 +309,9 @@ def preference_table(pairs: Sequence[Pair]) -> pa.Table:
 def _table(records: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """The records as `schema`; message lists go in as JSON texts (pyarrow builds no `json` values from objects)."""
     columns = [field.name for field in schema if field.type == MESSAGES]
-    storage = pa.schema([field.with_type(pa.list_(pa.string())) if field.name in columns else field for field in schema])
+    storage = pa.schema(
+        [field.with_type(pa.list_(pa.string())) if field.name in columns else field for field in schema]
+    )
     for record in records:
         for column in columns:
             record[column] = [json.dumps(message, ensure_ascii=False) for message in record[column]]

@@ -24,9 +24,13 @@ RawTemplate = str | dict[str, str] | None  # one template, or several by name (t
 # Families whose every tool-trained release writes one format: the guess for a template that takes tools
 # without any call syntax recognised below (a custom template on a Qwen or Mistral model).
 _FORMAT_OF_MODEL_TYPE = {
-    "qwen2": "hermes", "qwen2_moe": "hermes", "qwen3": "hermes", "qwen3_moe": "hermes",
-    "mistral": "mistral", "mixtral": "mistral",
-}  # fmt: skip
+    "qwen2": "hermes",
+    "qwen2_moe": "hermes",
+    "qwen3": "hermes",
+    "qwen3_moe": "hermes",
+    "mistral": "mistral",
+    "mixtral": "mistral",
+}
 
 # Llama 3.x writes a call as {"name": ..., "parameters": ...}; the template spells the key out.
 _LLAMA3_CALL = re.compile(r'"parameters": ')

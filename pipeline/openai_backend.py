@@ -24,7 +24,7 @@ import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -244,8 +244,7 @@ class OpenAIChatModel:
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_shares = _split_evenly(int(usage.get("completion_tokens") or 0), len(choices))
         completions = [
-            self._completion(choice, request, prompt_tokens, share)
-            for choice, share in zip(choices, completion_shares)
+            self._completion(choice, request, prompt_tokens, share) for choice, share in zip(choices, completion_shares)
         ]
         return ChatResponse(completions=completions, model=str(body.get("model") or self.model_id))
 
@@ -364,8 +363,8 @@ def _retry_after_seconds(header: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _finish_reason(reason: Any) -> tuple[FinishReason, str | None]:

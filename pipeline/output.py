@@ -96,9 +96,13 @@ def atomic_files_in(folder: Path, names: Sequence[str], *, replace: bool = False
     folders = [name for name in existing if (folder / name).is_dir()]
     if folders:
         # Checked now: a rename failing half-way through would leave a mix of old and new files.
-        raise OutputError(f"output folder {folder} holds a folder named {folders[0]}, where a file must go; move it away")
+        raise OutputError(
+            f"output folder {folder} holds a folder named {folders[0]}, where a file must go; move it away"
+        )
     if existing and not replace:
-        raise OutputError(f"output folder {folder} already holds {', '.join(existing)}; choose another folder or replace them")
+        raise OutputError(
+            f"output folder {folder} already holds {', '.join(existing)}; choose another folder or replace them"
+        )
     created = not folder.exists()
     _make_parent(folder / names[0], folder)
     tmp = folder / temp_name()
@@ -163,7 +167,9 @@ def _refuse_inputs_within(folder: Path, inputs: Sequence[Path]) -> None:
     resolved = folder.resolve()
     for source in inputs:
         if source.resolve().is_relative_to(resolved):
-            raise OutputError(f"output folder {folder} holds an input of this command ({source}); write the output elsewhere")
+            raise OutputError(
+                f"output folder {folder} holds an input of this command ({source}); write the output elsewhere"
+            )
 
 
 def _real(path: Path) -> Path:

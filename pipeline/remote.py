@@ -141,8 +141,12 @@ class RemoteRun:
         return files
 
     def _copy(self, source: str, destination: str, *, to_remote: bool) -> None:
-        source_fs, destination_fs = (self._local_fs, self.filesystem) if to_remote else (self.filesystem, self._local_fs)
-        self._call(pafs.copy_files, source, destination, source_filesystem=source_fs, destination_filesystem=destination_fs)
+        source_fs, destination_fs = (
+            (self._local_fs, self.filesystem) if to_remote else (self.filesystem, self._local_fs)
+        )
+        self._call(
+            pafs.copy_files, source, destination, source_filesystem=source_fs, destination_filesystem=destination_fs
+        )
 
     def _call(self, function, *args, **kwargs):
         try:
@@ -169,4 +173,10 @@ def _staging_folder(uri: str) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     scheme, rest = uri.split("://", 1)
     place = re.sub(r"[^A-Za-z0-9._/-]", "_", rest.split("?", 1)[0]).strip("/")
-    return cache / "apigen-mt" / "runs" / scheme / Path(*[part for part in place.split("/") if part not in ("", ".", "..")])
+    return (
+        cache
+        / "apigen-mt"
+        / "runs"
+        / scheme
+        / Path(*[part for part in place.split("/") if part not in ("", ".", "..")])
+    )

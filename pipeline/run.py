@@ -34,6 +34,15 @@ from apigen_mt.pipeline.config import PHASE1_ROLES, PHASE2_ROLES, BlueprintPhase
 from apigen_mt.pipeline.drive import RaySession, drive
 from apigen_mt.pipeline.endpoint_features import fallbacks_by_endpoint
 from apigen_mt.pipeline.engines import Engines, ModelFactory
+from apigen_mt.pipeline.manifest import (
+    MANIFEST_NAME,
+    RunManifest,
+    check_resume,
+    package_versions,
+    read_manifest,
+    utc_now,
+    write_manifest,
+)
 from apigen_mt.pipeline.progress import FunnelProgress
 from apigen_mt.pipeline.proposal_funnel import proposal_funnel
 from apigen_mt.pipeline.proposals import (
@@ -49,15 +58,6 @@ from apigen_mt.pipeline.proposals import (
     recombination_items,
     stored_proposals,
     unavailable_outcome,
-)
-from apigen_mt.pipeline.manifest import (
-    MANIFEST_NAME,
-    RunManifest,
-    check_resume,
-    package_versions,
-    read_manifest,
-    utc_now,
-    write_manifest,
 )
 from apigen_mt.pipeline.remote import RemoteRun
 from apigen_mt.pipeline.sources import LoadedSource, validate_source
@@ -77,6 +77,7 @@ from apigen_mt.pipeline.storage import (
 from apigen_mt.pipeline.trials import TrialItem, needs_retry, stable_seed, unavailable_row
 from apigen_mt.pipeline.workers import ProposalWorker, SourceSpec, TrialWorker, WorkerPool
 from apigen_mt.simulators.types import Blueprint
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -267,10 +268,17 @@ def _phase1(config: RunConfig, plan: ProposalPlan, options: RunOptions, session:
                 model_id = engines.model("proposer").model_id
                 with FunnelProgress(count, enabled=options.progress, label=label) as progress:
                     drive(
-                        pool, engines, queue, method=method, bound=figures.in_flight,
-                        max_attempts=phase.max_attempts, retry=lambda outcome: outcome.retry, finish=finish,
-                        lost=lambda key, item, reason: unavailable_outcome(item, model_id, reason), progress=progress,
-                    )  # fmt: skip
+                        pool,
+                        engines,
+                        queue,
+                        method=method,
+                        bound=figures.in_flight,
+                        max_attempts=phase.max_attempts,
+                        retry=lambda outcome: outcome.retry,
+                        finish=finish,
+                        lost=lambda key, item, reason: unavailable_outcome(item, model_id, reason),
+                        progress=progress,
+                    )
         finally:
             if pool is not None:
                 pool.shutdown()
@@ -306,10 +314,14 @@ def _accepted_sources(plan: ProposalPlan, out: Path) -> list[LoadedSource]:
     kept = sorted(filter(in_plan, accepted_blueprints(stored)), key=lambda b: str(b.id))
     return [
         # A new source per run: stage 1 fills in its ground truth and rejections; the database is shared.
-        replace(planned.source, blueprints=[b for b in kept if b.domain == planned.source.domain.name], rejected=[],
-                ground_truth={})
+        replace(
+            planned.source,
+            blueprints=[b for b in kept if b.domain == planned.source.domain.name],
+            rejected=[],
+            ground_truth={},
+        )
         for planned in plan.domains
-    ]  # fmt: skip
+    ]
 
 
 def _stage1(sources: list[LoadedSource]) -> dict[str, int]:
@@ -358,9 +370,17 @@ def _phase2(
         try:
             with FunnelProgress(len(items), enabled=options.progress) as progress:
                 drive(
-                    pool, engines, items, method="play", bound=figures.in_flight, max_attempts=phase.max_attempts,
-                    lost=lost, retry=needs_retry, finish=finish, progress=progress,
-                )  # fmt: skip
+                    pool,
+                    engines,
+                    items,
+                    method="play",
+                    bound=figures.in_flight,
+                    max_attempts=phase.max_attempts,
+                    lost=lost,
+                    retry=needs_retry,
+                    finish=finish,
+                    progress=progress,
+                )
         finally:
             pool.shutdown()
     return len(items), skipped

@@ -204,7 +204,7 @@ def _open(db: dict[str, Any], user: dict[str, Any], ticket: dict[str, Any]) -> b
 WRITE_NEEDS = {"close_ticket": WriteNeed("tickets", _open, sections=("Closing a ticket",), rules=("P1",))}
 '''
 
-POLICY = '''# ${title} support policy
+POLICY = """# ${title} support policy
 
 You are a support agent. You can look up a customer and their tickets, and close a ticket.
 
@@ -217,9 +217,9 @@ You are a support agent. You can look up a customer and their tickets, and close
 ## Closing a ticket
 
 - Only an open ticket can be closed. The resolution is `solved`, `duplicate` or `not reproducible`.
-'''
+"""
 
-EXAMPLE_TASKS = '''[
+EXAMPLE_TASKS = """[
   {
     "user_id": "user_000",
     "instruction": "You are the customer user_000. Your ticket T0000 is solved now, and you want it closed as solved.",
@@ -230,7 +230,7 @@ EXAMPLE_TASKS = '''[
     "outputs": []
   }
 ]
-'''
+"""
 
 TESTS = '''"""Tests of the ${name} domain, made by `apigen-mt envs new`. From the folder that holds `${name}/`, run
 
@@ -312,7 +312,9 @@ def check_name(name: str) -> None:
         raise ScaffoldError(f"domain name {name!r} is taken by a built-in domain; choose another")
     found = importlib.util.find_spec(name)
     if found is not None and found.origin is not None:
-        raise ScaffoldError(f"a module named {name!r} already exists ({found.origin}); choose a name it does not shadow")
+        raise ScaffoldError(
+            f"a module named {name!r} already exists ({found.origin}); choose a name it does not shadow"
+        )
 
 
 def scaffold(name: str, parent: Path) -> list[Path]:

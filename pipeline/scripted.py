@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion, FinishReason, ModelUnavailable
 from apigen_mt.simulators.completions import build_completion
@@ -45,7 +44,7 @@ class ServerReply:
     finish_reason: FinishReason = "stop"
 
 
-Reply = Union[str, ToolCall, list[ToolCall], RawText, ServerReply, Completion, ChatResponse, ModelUnavailable]
+Reply = str | ToolCall | list[ToolCall] | RawText | ServerReply | Completion | ChatResponse | ModelUnavailable
 
 
 class ScriptExhausted(AssertionError):

@@ -56,7 +56,9 @@ def _records(path: Path | str, domain: str) -> list[Any]:
     if isinstance(path, str) and path.startswith(EXAMPLES_PREFIX):
         name = path.removeprefix(EXAMPLES_PREFIX) or domain
         try:
-            text = files(f"apigen_mt.simulators.domains.{name}").joinpath("example_tasks.json").read_text(encoding="utf-8")
+            text = (
+                files(f"apigen_mt.simulators.domains.{name}").joinpath("example_tasks.json").read_text(encoding="utf-8")
+            )
         except (ModuleNotFoundError, FileNotFoundError):
             raise SourceError(f"{path}: domain {name!r} ships no example_tasks.json") from None
         return json.loads(text)

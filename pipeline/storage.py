@@ -112,7 +112,9 @@ BLUEPRINT_SCHEMA = pa.schema(
         pa.field("fallbacks", pa.list_(pa.string())),  # as for trajectories, of the proposer's and reviewers' models
     ]
 )
-LATER_COLUMNS = frozenset({"fallbacks", "repairs", "warnings"})  # nullable, added later: a shard or row without one has it null
+LATER_COLUMNS = frozenset(
+    {"fallbacks", "repairs", "warnings"}
+)  # nullable, added later: a shard or row without one has it null
 
 _SHARD = re.compile(r"part-(\d{5,})-([0-9a-f]{8})\.parquet")
 _JOURNAL = re.compile(r"\.journal-(part-\d{5,}-[0-9a-f]{8}\.parquet)\.jsonl")
@@ -303,9 +305,7 @@ class _RowCheck:
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
         self.names = set(schema.names)
-        self.columns = [
-            (field.name, field.nullable, _QUICK.get(field.type, lambda value: False)) for field in schema
-        ]
+        self.columns = [(field.name, field.nullable, _QUICK.get(field.type, lambda value: False)) for field in schema]
 
     def __call__(self, row: Mapping[str, Any]) -> None:
         if row.keys() == self.names and all(
@@ -363,7 +363,9 @@ def _read_shard(path: Path, expected: pa.Schema) -> pa.Table:
         for field in (field for field in expected if field.name not in absent):
             index = actual.get_field_index(field.name)
             if index < 0:
-                raise RunFolderError(f"shard {path} has no column {field.name!r} (written by another version?); {remedy}")
+                raise RunFolderError(
+                    f"shard {path} has no column {field.name!r} (written by another version?); {remedy}"
+                )
             if actual.field(index).type != field.type:
                 raise RunFolderError(
                     f"shard {path}: column {field.name!r} is {actual.field(index).type}, expected {field.type}; {remedy}"

@@ -23,7 +23,7 @@ CHAT_TEMPLATE = (
     "{%- else %}{%- set system_text = 'You are a helpful assistant.' %}{%- set rest = messages %}{%- endif %}"
     "{{- '<|im_start|>system\\n' + system_text }}"
     "{%- if tools %}"
-    "{{- '\\n\\n# Tools\\nReply with a JSON list of calls [{\"name\": ..., \"arguments\": {...}}]"
+    '{{- \'\\n\\n# Tools\\nReply with a JSON list of calls [{"name": ..., "arguments": {...}}]'
     " or with plain text.' }}"
     "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
     "{%- endif %}"

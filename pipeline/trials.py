@@ -122,7 +122,9 @@ def _verified_row(
     else:
         status, attribution = "rejected", verdict.attribution
         if episode.termination in ("max_turns", "repeated_call"):
-            reasons.insert(0, f"the episode was cut off ({episode.termination}{': ' + episode.error if episode.error else ''})")
+            reasons.insert(
+                0, f"the episode was cut off ({episode.termination}{': ' + episode.error if episode.error else ''})"
+            )
     row = _base_row(domain, item, models, duration)
     agent_prompt, agent_completion = episode.tokens("agent")
     human_prompt, human_completion = episode.tokens("human")
@@ -153,7 +155,9 @@ def _verified_row(
     return row
 
 
-def unavailable_row(domain: Domain, item: TrialItem, models: TrialModels, reason: str, duration: float) -> dict[str, Any]:
+def unavailable_row(
+    domain: Domain, item: TrialItem, models: TrialModels, reason: str, duration: float
+) -> dict[str, Any]:
     """The row of a trial its engine or worker could not finish: retried while attempts remain, else stored."""
     return _failed_row(domain, item, models, f"{reason} (attempt {item.attempt})", "engine_unavailable", duration)
 

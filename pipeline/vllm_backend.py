@@ -143,7 +143,9 @@ class VllmEngineActor:
                 # Not one token for any request in the whole window: the engine is hung (e.g. a stuck collective),
                 # not busy, and every later request would wait out its timeout the same way.
                 self._exit_for_restart(
-                    TimeoutError(f"the engine streamed nothing for request_timeout_s={self.config.request_timeout_s:g}s")
+                    TimeoutError(
+                        f"the engine streamed nothing for request_timeout_s={self.config.request_timeout_s:g}s"
+                    )
                 )
             return ChatResponse(
                 model=model_id,
@@ -339,8 +341,10 @@ class VllmChatModel:
             self._slots = asyncio.Semaphore(self.max_in_flight)
         async with self._slots:
             try:
-                return await asyncio.wait_for(self.actor.chat.remote(request, self.extra_sampling or None), self.deadline_s)
-            except asyncio.TimeoutError:
+                return await asyncio.wait_for(
+                    self.actor.chat.remote(request, self.extra_sampling or None), self.deadline_s
+                )
+            except TimeoutError:
                 raise ModelUnavailable(
                     f"the vLLM engine actor of {self.model_id} has not answered in {self.deadline_s:g}s, "
                     f"{DEADLINE_GRACE_S:g}s past its own request timeout: it is hung"

@@ -33,7 +33,11 @@ class Authentication:
     def authenticated(self, trace: ActionTrace) -> tuple[str, int] | None:
         """The user id the first successful authentication call returned, and that call's index."""
         for call in trace.calls:
-            if call.name in self.tools and not call.failed and lookup(call.before.get("users"), call.observation) is not None:
+            if (
+                call.name in self.tools
+                and not call.failed
+                and lookup(call.before.get("users"), call.observation) is not None
+            ):
                 return call.observation, call.index
         return None
 

@@ -44,7 +44,8 @@ class ChatRequest(BaseModel):
         "model's own call syntax; a backend without grammars ignores it",
     )
     parallel_tool_calls: bool | None = Field(
-        None, description="False asks for one call at most (endpoints get parallel_tool_calls=false); None: the backend's default"
+        None,
+        description="False asks for one call at most (endpoints get parallel_tool_calls=false); None: the backend's default",
     )
 
     @model_validator(mode="before")

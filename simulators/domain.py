@@ -75,7 +75,9 @@ def _domain_module(name: str, known: list[str]) -> Any:
     except Exception as exc:  # the module's own code failed: say what and where, in one line
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         problem = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise KeyError(f"domain module {name!r} cannot be imported: {problem} ({frame.filename}:{frame.lineno})") from None
+        raise KeyError(
+            f"domain module {name!r} cannot be imported: {problem} ({frame.filename}:{frame.lineno})"
+        ) from None
 
 
 def _domain_of(module: Any, name: str) -> Domain:

@@ -206,8 +206,15 @@ def _read_table(path: Path) -> dict[str, Any]:
     return records
 
 
-_KINDS = {"string": "a string", "number": "a number", "integer": "an integer", "boolean": "a boolean",
-          "object": "an object", "array": "an array", "null": "null"}  # fmt: skip
+_KINDS = {
+    "string": "a string",
+    "number": "a number",
+    "integer": "an integer",
+    "boolean": "a boolean",
+    "object": "an object",
+    "array": "an array",
+    "null": "null",
+}
 
 
 def _kind(value: Any) -> str:

@@ -130,9 +130,7 @@ class Episode:
 
     def agent_texts(self) -> list[str]:
         return [
-            message.content or ""
-            for message in self.messages
-            if message.role == "assistant" and not message.tool_calls
+            message.content or "" for message in self.messages if message.role == "assistant" and not message.tool_calls
         ]
 
 
@@ -154,7 +152,9 @@ class _Loop:
         self.last_call: str | None = None
         self.repeats = 0
 
-    def end(self, termination: Termination, error: str | None = None, role: Literal["agent", "human"] | None = None) -> Episode:
+    def end(
+        self, termination: Termination, error: str | None = None, role: Literal["agent", "human"] | None = None
+    ) -> Episode:
         self.episode.termination, self.episode.error, self.episode.error_role = termination, error, role
         return self.episode
 
@@ -163,9 +163,14 @@ class _Loop:
         turn: HumanTurn = await self.human.respond(self.episode.messages)
         self.episode.turns.append(
             TurnStats(
-                "human", turn.prompt_tokens, turn.completion_tokens, turn.latency_s, turn.retries,
-                len(turn.candidates) or 1, turn.cached_prompt_tokens,
-            )  # fmt: skip
+                "human",
+                turn.prompt_tokens,
+                turn.completion_tokens,
+                turn.latency_s,
+                turn.retries,
+                len(turn.candidates) or 1,
+                turn.cached_prompt_tokens,
+            )
         )
         if turn.error is not None:
             if turn.unusable:
@@ -180,14 +185,20 @@ class _Loop:
         self.episode.messages.append(assistant_message(turn, call_ids))
         for call, call_id in zip(turn.tool_calls, call_ids):
             result = self.env.step(call)
-            self.episode.messages.append(Message(role="tool", tool_call_id=call_id, name=call.name, content=result.observation))
+            self.episode.messages.append(
+                Message(role="tool", tool_call_id=call_id, name=call.name, content=result.observation)
+            )
             if result.terminated:
                 return self.end("terminating_tool")
             key = _call_key(call)
             self.repeats = self.repeats + 1 if key == self.last_call else 1
             self.last_call = key
             if self.repeats >= self.settings.max_repeated_calls:
-                return self.end("repeated_call", f"{call.name} was called {self.repeats} times in a row with the same arguments", "agent")
+                return self.end(
+                    "repeated_call",
+                    f"{call.name} was called {self.repeats} times in a row with the same arguments",
+                    "agent",
+                )
         return None
 
     async def run(self) -> Episode:
@@ -198,9 +209,12 @@ class _Loop:
             turn = await self.agent.act(self.episode.messages[1:])
             self.episode.turns.append(
                 TurnStats(
-                    "agent", turn.prompt_tokens, turn.completion_tokens, turn.latency_s,
+                    "agent",
+                    turn.prompt_tokens,
+                    turn.completion_tokens,
+                    turn.latency_s,
                     cached_prompt_tokens=turn.cached_prompt_tokens,
-                )  # fmt: skip
+                )
             )
             if turn.error is not None:
                 return self.end("context_overflow" if _overflowed(turn.error) else "model_error", turn.error, "agent")

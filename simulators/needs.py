@@ -69,7 +69,10 @@ def write_need_problems(
             problems.append(f"{name!r} is not a write tool")
         if need.table is not None and need.table not in tables:
             problems.append(f"{name}: table {need.table!r} is not among the tables")
-        problems += [f"{name}: section {section!r} is not a '## ' heading of the policy"
-                     for section in need.sections if section not in headings]  # fmt: skip
+        problems += [
+            f"{name}: section {section!r} is not a '## ' heading of the policy"
+            for section in need.sections
+            if section not in headings
+        ]
         problems += [f"{name}: rule {rule_id!r} is not a rule id" for rule_id in need.rules if rule_id not in rule_ids]
     return problems

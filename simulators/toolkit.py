@@ -223,7 +223,11 @@ class Toolkit:
         if error is None:
             return None
         where = "/".join(str(part) for part in error.absolute_path)
-        return f"Error: invalid arguments for {bound.spec.name}" + (f" at '{where}'" if where else "") + f": {error.message}"
+        return (
+            f"Error: invalid arguments for {bound.spec.name}"
+            + (f" at '{where}'" if where else "")
+            + f": {error.message}"
+        )
 
     def run(self, name: str, arguments: dict[str, Any]) -> str | None:
         """Run a known tool with already checked arguments; exceptions propagate to the environment."""

@@ -82,7 +82,9 @@ class ActionTrace:
     def succeeded_before(self, call: TracedCall, name: str, **arguments: Any) -> bool:
         """Whether a call of `name` with these argument values returned a non-error observation before `call`."""
         return any(
-            earlier.name == name and not earlier.failed and all(earlier.arguments.get(k) == v for k, v in arguments.items())
+            earlier.name == name
+            and not earlier.failed
+            and all(earlier.arguments.get(k) == v for k, v in arguments.items())
             for earlier in self.earlier(call)
         )
 
@@ -145,7 +147,9 @@ def content_text(message: Mapping[str, Any]) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
+        return "".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
     return ""
 
 

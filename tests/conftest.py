@@ -17,7 +17,9 @@ TAUBENCH = SHARED / "taubench"
 def taubench_dir() -> Path:
     """`../shared/taubench` beside the checkout; tests that need tau-bench's data skip without it."""
     if not (TAUBENCH / "retail" / "orders.json").is_file():
-        pytest.skip(f"tau-bench reference data not found at {TAUBENCH} (expected ../shared/taubench beside the checkout)")
+        pytest.skip(
+            f"tau-bench reference data not found at {TAUBENCH} (expected ../shared/taubench beside the checkout)"
+        )
     return TAUBENCH
 
 

@@ -71,10 +71,19 @@ class Behaviours:
     def hosted(cls, *, error_storm: int = 3, delay_s: float = 0.05) -> Behaviours:
         """Every behaviour at once; the calls come as Qwen-style text, so the client needs the hermes parser."""
         return cls(
-            refuse_json_schema=True, refuse_json_object=True, refuse_n=True, refuse_max_tokens=True,
-            refuse_parallel_tool_calls=True, parallel_calls=True, text_beside_calls=True, think_blocks=True,
-            reasoning_content=True, calls_in_text=True, error_storm=error_storm, delay_s=delay_s,
-        )  # fmt: skip
+            refuse_json_schema=True,
+            refuse_json_object=True,
+            refuse_n=True,
+            refuse_max_tokens=True,
+            refuse_parallel_tool_calls=True,
+            parallel_calls=True,
+            text_beside_calls=True,
+            think_blocks=True,
+            reasoning_content=True,
+            calls_in_text=True,
+            error_storm=error_storm,
+            delay_s=delay_s,
+        )
 
 
 @dataclass
@@ -241,11 +250,14 @@ class LoopbackEndpoint:
                 "role": "assistant",
                 "content": beside or None,
                 "tool_calls": [
-                    {"id": f"call_{n}", "type": "function",
-                     "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}
+                    {
+                        "id": f"call_{n}",
+                        "type": "function",
+                        "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
+                    }
                     for n, call in enumerate(calls)
                 ],
-            }  # fmt: skip
+            }
         # A reasoning model thinks about ending the chat in the middle of it: no reader may take that as a STOP.
         return self._with_thinking(message, f"I need {calls[0]['name']} first. {STOP}")
 

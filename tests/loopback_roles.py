@@ -116,8 +116,13 @@ def _record_value(name: str, table: str, key: str, record: dict[str, Any]) -> An
 
 
 def _reviewer_answer(messages: list[dict[str, Any]], index: int) -> dict[str, Any]:
-    return {"reflection": "The calls do what the instruction asks.", "correctness": 1, "completeness": 1,
-            "satisfaction": 1, "creativity": 1}  # fmt: skip
+    return {
+        "reflection": "The calls do what the instruction asks.",
+        "correctness": 1,
+        "completeness": 1,
+        "satisfaction": 1,
+        "creativity": 1,
+    }
 
 
 def _summariser_answer(messages: list[dict[str, Any]], index: int) -> str:
@@ -134,9 +139,14 @@ def _other_answer(messages: list[dict[str, Any]], index: int) -> str:
 
 
 ROLE_ANSWERS = {
-    "human": _human_answer, "judge": _judge_answer, "proposer": _proposer_answer, "reviewer": _reviewer_answer,
-    "summariser": _summariser_answer, "rewriter": _rewriter_answer, "other": _other_answer,
-}  # fmt: skip
+    "human": _human_answer,
+    "judge": _judge_answer,
+    "proposer": _proposer_answer,
+    "reviewer": _reviewer_answer,
+    "summariser": _summariser_answer,
+    "rewriter": _rewriter_answer,
+    "other": _other_answer,
+}
 
 
 def next_calls(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:

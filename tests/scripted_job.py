@@ -78,7 +78,9 @@ def faulty_agent(request: ChatRequest):
         return RawText('[{ "name": [[ <|im_end|>')
     if blueprint is not None and blueprint["id"] == TIMED_OUT:
         # How both backends answer a request that ran out of time (the request alone fails).
-        return ChatResponse(model="scripted-agent", error="no answer within request_timeout_s=600s; the request was aborted")
+        return ChatResponse(
+            model="scripted-agent", error="no answer within request_timeout_s=600s; the request was aborted"
+        )
     if blueprint is not None and blueprint["id"] == RAISING:
         raise RuntimeError("the scripted engine crashed on this request")
     return scripted_agent(request)

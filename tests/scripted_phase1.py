@@ -32,9 +32,13 @@ from apigen_mt.simulators.types import ToolCall
 
 KINDS = ("good", "revised", "hopeless", "disliked", "broken", "twin")
 TWIN_ADDRESS = {
-    "address1": "12 Harbor Road", "address2": "Suite 3", "city": "Springfield", "state": "IL", "country": "USA",
+    "address1": "12 Harbor Road",
+    "address2": "Suite 3",
+    "city": "Springfield",
+    "state": "IL",
+    "country": "USA",
     "zip": "62701",
-}  # fmt: skip
+}
 STREETS = ("Maple Avenue", "Cedar Lane", "Birch Court", "Willow Way", "Aspen Drive", "Juniper Street")
 DISLIKED = "for no particular reason"
 TWIN_TEXT = (
@@ -56,9 +60,13 @@ def address_for(user_id: str) -> dict[str, str]:
     number = zlib.crc32(f"address/{user_id}".encode())
     street = STREETS[number % len(STREETS)]
     return {
-        "address1": f"{100 + number % 900} {street}", "address2": "", "city": "Portland", "state": "OR",
-        "country": "USA", "zip": f"97{number % 1000:03d}",
-    }  # fmt: skip
+        "address1": f"{100 + number % 900} {street}",
+        "address2": "",
+        "city": "Portland",
+        "state": "OR",
+        "country": "USA",
+        "zip": f"97{number % 1000:03d}",
+    }
 
 
 def instruction_for(user_id: str, user: dict) -> str:

@@ -35,7 +35,11 @@ TOOLS = [
     }
     for name, description, properties in (
         ("get_order_details", "Get an order.", {"order_id": "string"}),
-        ("book_reservation", "Book flights.", {"flights": "array", "passengers": "array", "insurance": "string", "total": "number"}),
+        (
+            "book_reservation",
+            "Book flights.",
+            {"flights": "array", "passengers": "array", "insurance": "string", "total": "number"},
+        ),
         ("suche", "Sucht eine Stadt.", {"stadt": "string", "meta": "object"}),
     )
 ]
@@ -44,7 +48,9 @@ TOOLS = [
 def template(name: str) -> str:
     path = TEMPLATES / f"{name}.jinja"
     if not path.is_file():
-        pytest.skip(f"chat template {name}.jinja not found at {TEMPLATES} (expected ../shared/chat-templates beside the checkout)")
+        pytest.skip(
+            f"chat template {name}.jinja not found at {TEMPLATES} (expected ../shared/chat-templates beside the checkout)"
+        )
     return path.read_text()
 
 
@@ -53,18 +59,26 @@ def render(name: str, messages: list[dict[str, Any]], *, add_generation_prompt: 
     from transformers.utils.chat_template_utils import render_jinja_template
 
     rendered, _ = render_jinja_template(
-        conversations=[messages], tools=TOOLS, chat_template=template(name), add_generation_prompt=add_generation_prompt,
-        bos_token="<s>", date_string="26 Jul 2024",
-    )  # fmt: skip
+        conversations=[messages],
+        tools=TOOLS,
+        chat_template=template(name),
+        add_generation_prompt=add_generation_prompt,
+        bos_token="<s>",
+        date_string="26 Jul 2024",
+    )
     return rendered[0]
 
 
 def assistant_turn(name: str, calls: list[tuple[str, dict[str, Any]]]) -> str:
     """The text `name` writes for an assistant message making `calls` (arguments as mappings): what follows
     the generation prompt, up to the end-of-turn marker."""
-    before = [{"role": "system", "content": "You are a helpful agent."}, {"role": "user", "content": "Please help me with my booking."}]
+    before = [
+        {"role": "system", "content": "You are a helpful agent."},
+        {"role": "user", "content": "Please help me with my booking."},
+    ]
     tool_calls = [
-        {"id": f"call_{index}", "type": "function", "function": {"name": call, "arguments": arguments}} for index, (call, arguments) in enumerate(calls)
+        {"id": f"call_{index}", "type": "function", "function": {"name": call, "arguments": arguments}}
+        for index, (call, arguments) in enumerate(calls)
     ]
     message = {"role": "assistant", "content": "", "tool_calls": tool_calls}
     prompt = render(name, before, add_generation_prompt=True)

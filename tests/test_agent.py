@@ -225,7 +225,11 @@ def test_the_turns_thinking_goes_to_reasoning_content_never_to_content():
     assert (turn.content, turn.reasoning, turn.problem) == ("Which order?", "Check the order first.", None)
     message = assistant_message(turn, [])
     assert (message.content, message.reasoning_content) == ("Which order?", "Check the order first.")
-    assert message.openai() == {"role": "assistant", "content": "Which order?", "reasoning_content": "Check the order first."}
+    assert message.openai() == {
+        "role": "assistant",
+        "content": "Which order?",
+        "reasoning_content": "Check the order first.",
+    }
     assert "reasoning_content" not in assistant_message(AgentTurn(content="Hi."), []).openai()
     thinking_only = act(agent)
     assert thinking_only.problem == "the reply has neither tool calls nor text (only thinking)"

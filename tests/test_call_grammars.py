@@ -18,7 +18,14 @@ from tests.template_turns import FAMILIES, TOOLS, assistant_turn
 
 xgrammar = pytest.importorskip("xgrammar", reason="xgrammar (vLLM's structured-output backend) is not installed")
 
-HANDMADE = [ToolSpec(name=tool["function"]["name"], description=tool["function"]["description"], parameters=tool["function"]["parameters"]) for tool in TOOLS]
+HANDMADE = [
+    ToolSpec(
+        name=tool["function"]["name"],
+        description=tool["function"]["description"],
+        parameters=tool["function"]["parameters"],
+    )
+    for tool in TOOLS
+]
 ORDER = ("get_order_details", {"order_id": "#W0000001"})
 CITY = ("suche", {"stadt": "Zürich", "meta": {"note": "東京 😀"}})
 WRONG_TYPE = ("get_order_details", {"order_id": 1})
@@ -39,14 +46,29 @@ def written(family: str, calls: list[tuple[str, dict]]) -> str:
         listed = json.dumps([{"name": name, "arguments": arguments} for name, arguments in calls], ensure_ascii=False)
         return listed if family == "xlam" else "[TOOL_CALLS]" + listed
     if family == "hermes":  # as Qwen2.5 and Qwen3 write them
-        return "\n".join(f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}\n</tool_call>" for name, arguments in calls)
-    return "; ".join(json.dumps({"name": name, "parameters": arguments}, ensure_ascii=False) for name, arguments in calls)
+        return "\n".join(
+            f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}\n</tool_call>"
+            for name, arguments in calls
+        )
+    return "; ".join(
+        json.dumps({"name": name, "parameters": arguments}, ensure_ascii=False) for name, arguments in calls
+    )
 
 
 @cache
 def compiler():
     # Printable ASCII, a few multi-byte characters, and each family's markers as single tokens, as in their vocabularies.
-    tokens = [chr(code) for code in range(32, 127)] + ["\n", "ü", "東", "京", "😀", "<tool_call>", "</tool_call>", "[TOOL_CALLS]", "<|python_tag|>"]
+    tokens = [chr(code) for code in range(32, 127)] + [
+        "\n",
+        "ü",
+        "東",
+        "京",
+        "😀",
+        "<tool_call>",
+        "</tool_call>",
+        "[TOOL_CALLS]",
+        "<|python_tag|>",
+    ]
     return xgrammar.GrammarCompiler(xgrammar.TokenizerInfo(tokens))
 
 
@@ -100,7 +122,9 @@ def test_max_calls(family):
     one, any_number = matcher_of(family, HANDMADE, 1), matcher_of(family, HANDMADE, None)
     assert one(written(family, [ORDER])) and any_number(written(family, [ORDER] * 4))
     assert not one(written(family, [ORDER, CITY]))
-    assert matcher_of(family, HANDMADE, 2)(written(family, [ORDER, CITY])) and not matcher_of(family, HANDMADE, 2)(written(family, [ORDER] * 3))
+    assert matcher_of(family, HANDMADE, 2)(written(family, [ORDER, CITY])) and not matcher_of(family, HANDMADE, 2)(
+        written(family, [ORDER] * 3)
+    )
 
 
 @pytest.mark.parametrize(
@@ -139,7 +163,9 @@ def test_domain_tool_sets_compile_and_pass_vllm_checks(family, domain):
     tools = get_domain(domain).toolkit.specs()
     for max_calls in (1, None):
         spec = get_parser(family).structural_tag(tools, max_calls)
-        validate_xgrammar_grammar(SamplingParams(structured_outputs=StructuredOutputsParams(structural_tag=json.dumps(spec))))
+        validate_xgrammar_grammar(
+            SamplingParams(structured_outputs=StructuredOutputsParams(structural_tag=json.dumps(spec)))
+        )
     name, argument = ONE_STRING_ARGUMENT[domain]
     accepts = matcher_of(family, tools, None)
     assert accepts(written(family, [(name, {argument: "A1"})]))

@@ -59,7 +59,9 @@ def run_cli(*args: Any, timeout: float = 120) -> subprocess.CompletedProcess[str
 def invoke(*args: Any) -> Result:
     """An in-process run that must succeed."""
     result = CliRunner().invoke(app, [str(arg) for arg in args])
-    assert result.exit_code == 0, f"apigen-mt {' '.join(map(str, args))} exited {result.exit_code}: {result.stderr} {result.exception!r}"
+    assert result.exit_code == 0, (
+        f"apigen-mt {' '.join(map(str, args))} exited {result.exit_code}: {result.stderr} {result.exception!r}"
+    )
     return result
 
 
@@ -85,8 +87,17 @@ def train_verdicts(taubench_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     output = tmp_path_factory.mktemp("train") / "verdicts.jsonl"
     tasks = taubench_dir / "retail" / "tasks_train.json"
     done = run_cli(
-        "validate", "--domain", "retail", "--data-dir", taubench_dir / "retail",
-        "--input", tasks, "--output", output, "--stages", "format,execution",
+        "validate",
+        "--domain",
+        "retail",
+        "--data-dir",
+        taubench_dir / "retail",
+        "--input",
+        tasks,
+        "--output",
+        output,
+        "--stages",
+        "format,execution",
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
@@ -129,8 +140,17 @@ def test_other_taubench_task_files_pass_format_and_execution(taubench_dir, tmp_p
     output = tmp_path / "verdicts.jsonl"
     tasks = taubench_dir / domain / f"tasks_{split}.json"
     invoke(
-        "validate", "--domain", domain, "--data-dir", taubench_dir / domain,
-        "--input", tasks, "--output", output, "--stages", "format,execution",
+        "validate",
+        "--domain",
+        domain,
+        "--data-dir",
+        taubench_dir / domain,
+        "--input",
+        tasks,
+        "--output",
+        output,
+        "--stages",
+        "format,execution",
     )
     verdicts = read_jsonl(output)
     assert [verdict["index"] for verdict in verdicts] == list(range(count))
@@ -145,7 +165,13 @@ CANCEL = {"order_id": "#W1077442", "reason": "ordered by mistake"}  # a pending 
 @pytest.fixture
 def blueprints_jsonl(tmp_path: Path) -> Path:
     def blueprint(blueprint_id: str, user_id: str, action: dict[str, Any]) -> dict[str, Any]:
-        return {"id": blueprint_id, "user_id": user_id, "instruction": "Cancel my order.", "actions": [action], "outputs": []}
+        return {
+            "id": blueprint_id,
+            "user_id": user_id,
+            "instruction": "Cancel my order.",
+            "actions": [action],
+            "outputs": [],
+        }
 
     return write_jsonl(
         tmp_path / "blueprints.jsonl",
@@ -172,7 +198,9 @@ def test_jsonl_blueprints_with_kwargs_or_arguments_and_ids(blueprints_jsonl, tmp
     assert ids == ["by-kwargs", "by-arguments", "other-user", "no-such-order"]
     assert by_kwargs["accepted"] and by_arguments["accepted"]
     assert by_kwargs["diff_patch"] == by_arguments["diff_patch"]
-    assert {"op": "replace", "path": "/orders/#W1077442/status", "old": "pending", "value": "cancelled"} in by_kwargs["diff_patch"]
+    assert {"op": "replace", "path": "/orders/#W1077442/status", "old": "pending", "value": "cancelled"} in by_kwargs[
+        "diff_patch"
+    ]
 
     assert no_such_order["failed_stage"] == "execution"
     assert no_such_order["reasons"] == ["action 0 (cancel_pending_order) failed: Error: order not found"]
@@ -181,7 +209,17 @@ def test_jsonl_blueprints_with_kwargs_or_arguments_and_ids(blueprints_jsonl, tmp
 def test_policy_is_a_default_stage(blueprints_jsonl, tmp_path):
     with_policy, without_policy = tmp_path / "default.jsonl", tmp_path / "no-policy.jsonl"
     invoke("validate", "--domain", "retail", "--input", blueprints_jsonl, "--output", with_policy)
-    invoke("validate", "--domain", "retail", "--input", blueprints_jsonl, "--output", without_policy, "--stages", "execution,format")
+    invoke(
+        "validate",
+        "--domain",
+        "retail",
+        "--input",
+        blueprints_jsonl,
+        "--output",
+        without_policy,
+        "--stages",
+        "execution,format",
+    )
 
     other_user = read_jsonl(with_policy)[2]
     assert other_user["failed_stage"] == "policy"
@@ -210,11 +248,15 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
     for table in ("users", "products"):
         (partial / f"{table}.json").write_text("{}", encoding="utf-8")
     malformed = tmp_path / "malformed.jsonl"
-    malformed.write_text('{"instruction": "a", "actions": []}\n\n{"instruction": "b", "actions": []}\n{"instruction": "c",\n')
+    malformed.write_text(
+        '{"instruction": "a", "actions": []}\n\n{"instruction": "b", "actions": []}\n{"instruction": "c",\n'
+    )
     actions_object = tmp_path / "actions.json"
     actions_object.write_text(json.dumps({"name": "get_user_details", "arguments": {"user_id": "x"}}))
     first_trajectory = read_jsonl(EXAMPLE_TRAJECTORIES)[0]
-    no_messages = write_jsonl(tmp_path / "no-messages.jsonl", [first_trajectory, {"blueprint": first_trajectory["blueprint"]}])
+    no_messages = write_jsonl(
+        tmp_path / "no-messages.jsonl", [first_trajectory, {"blueprint": first_trajectory["blueprint"]}]
+    )
     out = tmp_path / "out"
     out.mkdir()
     return {
@@ -242,7 +284,10 @@ BAD_INPUT = {
         "replay --domain shop --input {actions_object} --output {out}/state.json",
         ["unknown domain 'shop'", "airline", "retail"],
     ),
-    "unknown-domain-generate": ("envs generate-data shop --seed 1 --output {out}/data", ["unknown domain 'shop'", "airline, retail"]),
+    "unknown-domain-generate": (
+        "envs generate-data shop --seed 1 --output {out}/data",
+        ["unknown domain 'shop'", "airline, retail"],
+    ),
     "unknown-domain-show": ("envs show shop", ["unknown domain 'shop'", "airline, retail"]),
     "missing-data-folder": (
         "validate --domain retail --data-dir {nowhere} --input {examples} --output {out}/v.jsonl",
@@ -260,7 +305,10 @@ BAD_INPUT = {
         "validate --domain retail --input {examples} --output {out}/v.jsonl --stages format,review",
         ["--stages", "review", "format, execution, policy"],
     ),
-    "missing-input": ("validate --domain retail --input {nowhere} --output {out}/v.jsonl", ["{nowhere}", "does not exist"]),
+    "missing-input": (
+        "validate --domain retail --input {nowhere} --output {out}/v.jsonl",
+        ["{nowhere}", "does not exist"],
+    ),
     "replay-non-array": (
         "replay --domain retail --input {actions_object} --output {out}/state.json",
         ["{actions_object}", "expected a JSON array of actions"],
@@ -366,9 +414,19 @@ def test_verify_example_trajectories(tmp_path):
     invoke("verify", "--domain", "retail", "--input", EXAMPLE_TRAJECTORIES, "--output", output)
     verdicts = read_jsonl(output)
     assert all(
-        list(verdict) == [
-            "index", "reward", "terminated", "state_match", "outputs_match", "reasons",
-            "accepted", "attribution", "policy_violations", "human_errors", "warnings",
+        list(verdict)
+        == [
+            "index",
+            "reward",
+            "terminated",
+            "state_match",
+            "outputs_match",
+            "reasons",
+            "accepted",
+            "attribution",
+            "policy_violations",
+            "human_errors",
+            "warnings",
         ]
         for verdict in verdicts
     )
@@ -382,7 +440,11 @@ def test_verify_example_trajectories(tmp_path):
     # the agent even tried, so the fault is the simulated human's.
     state_reason, stop = verdicts[2]["reasons"]
     assert '/orders/#W1077442/status is "pending" but the ground truth has "cancelled"' in state_reason
-    assert verdicts[2]["human_errors"] == [stop] == ["the user ended the conversation before the agent attempted cancel_pending_order"]
+    assert (
+        verdicts[2]["human_errors"]
+        == [stop]
+        == ["the user ended the conversation before the agent attempted cancel_pending_order"]
+    )
     assert [verdict["attribution"] for verdict in verdicts] == [None, None, "human", "agent"]
     assert [verdict["accepted"] for verdict in verdicts] == [True, True, False, False]
     assert verdicts[3]["reasons"] == [
@@ -448,14 +510,37 @@ def test_generate_data_is_deterministic_per_seed_and_loads_as_data_dir(tmp_path)
     retail_domain = get_domain("retail")
     assert retail_domain.load(folders["seed0"]) == retail_domain.load()
     output = tmp_path / "verdicts.jsonl"
-    invoke("validate", "--domain", "retail", "--data-dir", folders["seed0"], "--input", EXAMPLE_TASKS["retail"], "--output", output)
+    invoke(
+        "validate",
+        "--domain",
+        "retail",
+        "--data-dir",
+        folders["seed0"],
+        "--input",
+        EXAMPLE_TASKS["retail"],
+        "--output",
+        output,
+    )
     verdicts = read_jsonl(output)
     assert verdicts and all(verdict["accepted"] for verdict in verdicts)
 
 
 def test_help_lists_the_main_job_first_then_the_checks_then_the_set_up():
     text = CliRunner().invoke(app, ["--help"], terminal_width=120).output
-    panels = [text.index(title) for title in ("The main job", "Checks and replays (no model)", "Environments and models")]
+    panels = [
+        text.index(title) for title in ("The main job", "Checks and replays (no model)", "Environments and models")
+    ]
     assert panels == sorted(panels), text
     listed = re.findall(r"^│ (\w+) ", text, flags=re.MULTILINE)
-    assert listed == ["generate", "trajectories", "blueprints", "export", "replay", "validate", "verify", "parse", "envs", "models"]
+    assert listed == [
+        "generate",
+        "trajectories",
+        "blueprints",
+        "export",
+        "replay",
+        "validate",
+        "verify",
+        "parse",
+        "envs",
+        "models",
+    ]

@@ -154,7 +154,9 @@ def test_output_that_is_a_data_table_is_refused(tmp_path, generated_retail, alia
     data = tmp_path / "data"
     shutil.copytree(generated_retail, data)
     users = data / "users.json"
-    output = {"the table itself": users, "a hard link": tmp_path / "hard.json", "a symlink": tmp_path / "soft.json"}[alias]
+    output = {"the table itself": users, "a hard link": tmp_path / "hard.json", "a symlink": tmp_path / "soft.json"}[
+        alias
+    ]
     if alias == "a hard link":
         os.link(users, output)
     elif alias == "a symlink":
@@ -230,13 +232,17 @@ def test_an_unwritable_output_is_one_line_naming_path_and_reason(tmp_path, targe
     (tmp_path / "notes.txt").write_text("mine\n")
     tasks = _copy_tasks(tmp_path)
     output = target.format(tmp=tmp_path)
-    line = assert_clean_failure(_validate(tasks, output), snapshot=snapshot(tasks, tmp_path / "notes.txt"), folder=tmp_path)
+    line = assert_clean_failure(
+        _validate(tasks, output), snapshot=snapshot(tasks, tmp_path / "notes.txt"), folder=tmp_path
+    )
     assert f"cannot write {output}: " in line and reason.format(tmp=tmp_path) in line
 
 
 def test_an_output_in_a_read_only_folder_is_one_line(tmp_path):
     if os.geteuid() == 0:
-        pytest.skip("running as root, which writes into read-only folders anyway; the immutable-folder test covers this")
+        pytest.skip(
+            "running as root, which writes into read-only folders anyway; the immutable-folder test covers this"
+        )
     folder = tmp_path / "locked"
     folder.mkdir()
     folder.chmod(0o555)
@@ -280,7 +286,10 @@ def test_a_stop_signal_removes_the_temp_file_and_keeps_the_earlier_output(tmp_pa
     before = snapshot(many, output)
     process = subprocess.Popen(
         [str(CLI), "validate", "--domain", "retail", "--input", str(many), "--output", str(output)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 90
@@ -345,9 +354,14 @@ NOT_STRICT = {
 }
 NOT_STRICT_CASES = [
     *(("validate", kind) for kind in NOT_STRICT),
-    ("replay", "NaN"), ("replay", "overflow"), ("replay", "deep"), ("replay", "long integer"),
-    ("verify", "Infinity"), ("verify", "deep"), ("verify", "long integer"),
-]  # fmt: skip
+    ("replay", "NaN"),
+    ("replay", "overflow"),
+    ("replay", "deep"),
+    ("replay", "long integer"),
+    ("verify", "Infinity"),
+    ("verify", "deep"),
+    ("verify", "long integer"),
+]
 
 
 @pytest.mark.parametrize(("command", "kind"), NOT_STRICT_CASES)
@@ -356,7 +370,9 @@ def test_input_that_is_not_strict_json_is_refused_naming_the_line(tmp_path, comm
     source, where = _with_raw_value(command, tmp_path, raw)
     output = tmp_path / "out.json"
     before = snapshot(source)
-    line = assert_clean_failure(run_cli(command, "--domain", "retail", "--input", source, "--output", output), snapshot=before, folder=tmp_path)
+    line = assert_clean_failure(
+        run_cli(command, "--domain", "retail", "--input", source, "--output", output), snapshot=before, folder=tmp_path
+    )
     assert f"{source}: {where}: {problem}" in line, line
     assert not output.exists()
 
@@ -372,7 +388,9 @@ def test_data_table_that_is_not_strict_json_is_refused_naming_the_line(tmp_path,
     line_number = text[: text.index('"name": ')].count("\n") + 1
     tasks = _copy_tasks(tmp_path)
     before = snapshot(tasks, data)
-    line = assert_clean_failure(_validate(tasks, tmp_path / "v.jsonl", "--data-dir", data), snapshot=before, folder=tmp_path)
+    line = assert_clean_failure(
+        _validate(tasks, tmp_path / "v.jsonl", "--data-dir", data), snapshot=before, folder=tmp_path
+    )
     assert f"{products}: line {line_number}: {problem}" in line, line
 
 
@@ -394,10 +412,14 @@ def test_parse_output_is_strict_json_whatever_the_model_wrote():
 @pytest.mark.parametrize("stdin", ["closed", "write-only"])
 def test_parse_with_unreadable_stdin_is_one_line(tmp_path, stdin):
     if stdin == "closed":
-        result = subprocess.run(["bash", "-c", 'exec "$0" parse --jsonl <&-', str(CLI)], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["bash", "-c", 'exec "$0" parse --jsonl <&-', str(CLI)], capture_output=True, text=True, timeout=60
+        )
     else:
         with (tmp_path / "sink").open("w") as sink:
-            result = subprocess.run([str(CLI), "parse", "--jsonl"], stdin=sink, capture_output=True, text=True, timeout=60)
+            result = subprocess.run(
+                [str(CLI), "parse", "--jsonl"], stdin=sink, capture_output=True, text=True, timeout=60
+            )
     line = assert_clean_failure(result)
     assert "standard input" in line
 
@@ -409,7 +431,9 @@ def test_generate_data_refuses_a_folder_holding_its_files(tmp_path, generated_re
     data = tmp_path / "data"
     shutil.copytree(generated_retail, data)
     before = snapshot(data)
-    line = assert_clean_failure(run_cli("envs", "generate-data", "retail", "--seed", 1, "--output", data), snapshot=before, folder=tmp_path)
+    line = assert_clean_failure(
+        run_cli("envs", "generate-data", "retail", "--seed", 1, "--output", data), snapshot=before, folder=tmp_path
+    )
     assert "already holds orders.json, products.json, users.json, policy.md" in line and "--force" in line
 
 
@@ -420,7 +444,10 @@ def test_generate_data_force_replaces_its_files_and_keeps_others(tmp_path, gener
     for folder, extra in ((data, ["--force"]), (fresh, [])):
         result = run_cli("envs", "generate-data", "retail", "--seed", 1, "--output", folder, *extra)
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    assert snapshot(data) == {**{data / path.name: content for path, content in snapshot(fresh).items()}, data / "notes.txt": b"mine\n"}
+    assert snapshot(data) == {
+        **{data / path.name: content for path, content in snapshot(fresh).items()},
+        data / "notes.txt": b"mine\n",
+    }
     assert snapshot(data) != {data / path.name: content for path, content in snapshot(generated_retail).items()}
     for table in ("orders", "products", "users"):
         assert_strict_json_file(data / f"{table}.json")
@@ -433,14 +460,20 @@ def test_generate_data_that_cannot_write_every_file_changes_nothing(tmp_path, ge
     (data / "users.json").unlink()
     (data / "users.json").mkdir()  # the last table cannot be renamed into place
     before = snapshot(data)
-    line = assert_clean_failure(run_cli("envs", "generate-data", "retail", "--seed", 1, "--output", data, "--force"), snapshot=before, folder=tmp_path)
+    line = assert_clean_failure(
+        run_cli("envs", "generate-data", "retail", "--seed", 1, "--output", data, "--force"),
+        snapshot=before,
+        folder=tmp_path,
+    )
     assert "folder named users.json" in line
     assert sorted(path.name for path in data.iterdir()) == ["orders.json", "policy.md", "products.json", "users.json"]
 
 
 @pytest.mark.parametrize("seed", [-1, -7])
 def test_generate_data_refuses_a_negative_seed(tmp_path, seed):
-    line = assert_clean_failure(run_cli("envs", "generate-data", "retail", "--seed", seed, "--output", tmp_path / "data"), folder=tmp_path)
+    line = assert_clean_failure(
+        run_cli("envs", "generate-data", "retail", "--seed", seed, "--output", tmp_path / "data"), folder=tmp_path
+    )
     assert f"--seed must be 0 or more, got {seed}" in line
     assert not (tmp_path / "data").exists()
 
@@ -448,7 +481,11 @@ def test_generate_data_refuses_a_negative_seed(tmp_path, seed):
 def test_generate_data_into_a_file_is_refused(tmp_path):
     target = tmp_path / "data"
     target.write_text("mine\n")
-    line = assert_clean_failure(run_cli("envs", "generate-data", "retail", "--seed", 1, "--output", target), snapshot=snapshot(target), folder=tmp_path)
+    line = assert_clean_failure(
+        run_cli("envs", "generate-data", "retail", "--seed", 1, "--output", target),
+        snapshot=snapshot(target),
+        folder=tmp_path,
+    )
     assert f"{target} exists and is not a folder" in line
 
 
@@ -509,7 +546,9 @@ def test_models_prepare_on_a_malformed_manifest_is_one_line(tmp_path, smollm2_wh
 def test_models_prepare_into_an_unusable_cache_dir_is_one_line(tmp_path, smollm2_wheel, cache):
     (tmp_path / "cache-file").write_text("mine\n")
     cache = cache.format(tmp=tmp_path)
-    line = assert_clean_failure(run_cli("models", "prepare", "--cache-dir", cache), snapshot=snapshot(tmp_path / "cache-file"), folder=tmp_path)
+    line = assert_clean_failure(
+        run_cli("models", "prepare", "--cache-dir", cache), snapshot=snapshot(tmp_path / "cache-file"), folder=tmp_path
+    )
     assert f"cannot prepare smollm2-135m-instruct: cannot write {cache}" in line and "--cache-dir" in line
 
 
@@ -536,7 +575,9 @@ def _validate_with(data: Path, work: Path) -> tuple[subprocess.CompletedProcess[
     tasks = work / "tasks.json"
     _shutil.copy(EXAMPLE_TASKS, tasks)
     before = snapshot(tasks, data)
-    result = run_cli("validate", "--domain", "retail", "--data-dir", data, "--input", tasks, "--output", work / "out.jsonl")
+    result = run_cli(
+        "validate", "--domain", "retail", "--data-dir", data, "--input", tasks, "--output", work / "out.jsonl"
+    )
     return result, before
 
 
@@ -651,14 +692,21 @@ def test_an_unset_api_key_variable_or_an_unreachable_endpoint_stops_the_run_befo
     env = {key: value for key, value in os.environ.items() if key != "APIGEN_MT_TEST_KEY"}
     unset = subprocess.run(
         [str(CLI), "generate", str(config), "--output", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     line = assert_clean_failure(unset)
     assert "APIGEN_MT_TEST_KEY" in line and "unset" in line
     env["APIGEN_MT_TEST_KEY"] = "not-a-real-key"
     for command in (["generate", str(config)], ["trajectories", str(config), "--blueprints", str(DEMO_BLUEPRINTS)]):
         unreachable = subprocess.run(
-            [str(CLI), *command, "--output", str(tmp_path / "run")], capture_output=True, text=True, timeout=120, env=env
+            [str(CLI), *command, "--output", str(tmp_path / "run")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
         )
         line = assert_clean_failure(unreachable)
         assert "cannot reach http://127.0.0.1:9/v1" in line and "not-a-real-key" not in line

@@ -220,16 +220,37 @@ def cluster() -> Iterator[Cluster]:
     )
     log = temp_dir / "ray-start.log"
     command = [
-        str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
-        "--temp-dir", str(temp_dir), "--port", str(gcs), "--dashboard-host", "127.0.0.1",
-        "--dashboard-port", str(dashboard), "--ray-client-server-port", str(client),
-        "--dashboard-agent-listen-port", str(agent), "--disable-usage-stats",
-    ]  # fmt: skip
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus",
+        "2",
+        "--num-gpus",
+        "0",
+        "--temp-dir",
+        str(temp_dir),
+        "--port",
+        str(gcs),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dashboard),
+        "--ray-client-server-port",
+        str(client),
+        "--dashboard-agent-listen-port",
+        str(agent),
+        "--disable-usage-stats",
+    ]
     with log.open("w") as output:
         head = subprocess.Popen(
-            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            command,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )  # fmt: skip
+        )
     try:
         url = f"http://127.0.0.1:{dashboard}"
         _wait_for_job_server(head, url, env["RAY_AUTH_TOKEN"], log, timeout_s=240)
@@ -250,19 +271,40 @@ def _ray(cluster: Cluster, *args: str, timeout_s: float) -> subprocess.Completed
 def _submit(cluster: Cluster, config: Path, out: Path, env_vars: dict[str, str]) -> None:
     """`ray job submit` of `apigen-mt generate CONFIG --output OUT` as README "On a Ray cluster" shows it."""
     done = _ray(
-        cluster, "job", "submit", "--address", cluster.address, "--working-dir", ".",
-        "--runtime-env-json", json.dumps({"env_vars": env_vars}),
-        "--", "apigen-mt", "generate", str(config), "--output", str(out), "--quiet",
+        cluster,
+        "job",
+        "submit",
+        "--address",
+        cluster.address,
+        "--working-dir",
+        ".",
+        "--runtime-env-json",
+        json.dumps({"env_vars": env_vars}),
+        "--",
+        "apigen-mt",
+        "generate",
+        str(config),
+        "--output",
+        str(out),
+        "--quiet",
         timeout_s=600,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, f"the job failed:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
 
 
 def _trial_workers(cluster: Cluster) -> int:
     listed = _ray(
-        cluster, "list", "actors", "--address", cluster.address, "--filter", "class_name=TrialWorker",
-        "--format", "json", timeout_s=120,
-    )  # fmt: skip
+        cluster,
+        "list",
+        "actors",
+        "--address",
+        cluster.address,
+        "--filter",
+        "class_name=TrialWorker",
+        "--format",
+        "json",
+        timeout_s=120,
+    )
     assert listed.returncode == 0, listed.stderr[-2000:]
     return len(json.loads(listed.stdout))
 
@@ -279,7 +321,9 @@ def test_generate_runs_as_a_ray_job_on_a_token_authenticated_cluster(cluster, tm
                     "scripted": {
                         "backend": "openai",
                         "endpoint": {
-                            "base_url": endpoint.base_url, "model": "scripted", "api_key_env": KEY_ENV,
+                            "base_url": endpoint.base_url,
+                            "model": "scripted",
+                            "api_key_env": KEY_ENV,
                             "max_retries": 0,  # the failing blueprint fails at once
                         },
                     }
@@ -289,7 +333,7 @@ def test_generate_runs_as_a_ray_job_on_a_token_authenticated_cluster(cluster, tm
                 "trajectories": {"trials": 1, "agent": {"constrained": False}, "human": {"structured": False}},
             }
         )
-    )  # fmt: skip
+    )
     out = tmp_path / "run"  # absolute: a relative one would land in the job's temporary copy of the working dir
     try:
         _submit(cluster, config, out, {KEY_ENV: key})
@@ -300,8 +344,12 @@ def test_generate_runs_as_a_ray_job_on_a_token_authenticated_cluster(cluster, tm
     assert manifest is not None and manifest.finished_at is not None
     # One trial per demo blueprint: three played right, one wrong (rejected), one on a failing endpoint.
     assert manifest.counts["trajectories"] == {
-        "trials": 5, "accepted": 3, "rejected": 1, "failed": 1, "unique_accepted": 3
-    }  # fmt: skip
+        "trials": 5,
+        "accepted": 3,
+        "rejected": 1,
+        "failed": 1,
+        "unique_accepted": 3,
+    }
     from datasets import load_from_disk
 
     dataset = load_from_disk(str(out / "dataset"))
@@ -326,7 +374,10 @@ def test_generate_on_a_vllm_cpu_engine_runs_as_a_ray_job(cluster, tmp_path):
                     "tiny": {
                         "backend": "vllm",
                         "engine": {
-                            "model": str(model), "device": "cpu", "max_model_len": 4096, "max_num_seqs": 4,
+                            "model": str(model),
+                            "device": "cpu",
+                            "max_model_len": 4096,
+                            "max_num_seqs": 4,
                             "engine_kwargs": {"kv_cache_memory_bytes": 64 << 20},
                         },
                     }
@@ -341,7 +392,7 @@ def test_generate_on_a_vllm_cpu_engine_runs_as_a_ray_job(cluster, tmp_path):
                 },
             }
         )
-    )  # fmt: skip
+    )
     out = tmp_path / "run"
     _submit(cluster, config, out, {})
 

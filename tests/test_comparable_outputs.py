@@ -29,13 +29,22 @@ REPLY = "Your order came to $1,234.50 and went Express to Paris, France."
 
 
 def conversation(reply: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": "What did I pay?"}, {"role": "assistant", "content": reply}, {"role": "user", "content": "###STOP###"}]
+    return [
+        {"role": "user", "content": "What did I pay?"},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "###STOP###"},
+    ]
 
 
 def test_an_output_with_a_comma_never_matches_as_written_and_always_after_stage_one():
     db = RETAIL.load()
     as_written = verify_trajectory(RETAIL, db, BLUEPRINT, conversation(REPLY))
-    assert as_written.details["outputs"] == {"1,234.50": False, "Paris, France": False, "1234.50": True, "Express": True}
+    assert as_written.details["outputs"] == {
+        "1,234.50": False,
+        "Paris, France": False,
+        "1234.50": True,
+        "Express": True,
+    }
 
     normalised = with_comparable_outputs(Blueprint.model_validate(BLUEPRINT))
     assert normalised.outputs == ["1234.50", "Paris France", "Express"]  # "1,234.50" and "1234.50" are one output now
@@ -62,7 +71,9 @@ def test_phase_two_stage_one_keeps_file_and_generated_blueprints_with_comparable
     path = tmp_path / "blueprints.jsonl"
     path.write_text(json.dumps(BLUEPRINT) + "\n", encoding="utf-8")
     from_file = load_source("retail", path)
-    generated = LoadedSource(RETAIL, None, RETAIL.load(), RETAIL.policy, [Blueprint.model_validate({**BLUEPRINT, "id": "retail-p0"})])
+    generated = LoadedSource(
+        RETAIL, None, RETAIL.load(), RETAIL.policy, [Blueprint.model_validate({**BLUEPRINT, "id": "retail-p0"})]
+    )
     for source in (from_file, generated):
         validate_source(source)
         [kept] = source.blueprints

@@ -53,9 +53,18 @@ ROLES = "roles: {proposer: m, reviewer: m, human: m, human_judge: m, agent: %s}\
         ("models: [", "is not valid YAML"),
         ("models: {m: {backend: vllm, engine: {model: x}}}\n" + ROLES % "other", "roles.agent names model 'other'"),
         ("models: {m: {backend: tgi, engine: {model: x}}}\n" + ROLES % "m", "models.m"),
-        ("models: {m: {backend: vllm, engine: {model: x, gpu_memory_utilization: 2}}}\n" + ROLES % "m", "gpu_memory_utilization"),
-        ("models: {m: {backend: openai, endpoint: {base_url: localhost, model: x}}}\n" + ROLES % "m", "base_url must start with http"),
-        ("models: {m: {backend: vllm, engine: {model: x}}}\n" + ROLES % "m" + "extra: 1\n", "extra: Extra inputs are not permitted"),
+        (
+            "models: {m: {backend: vllm, engine: {model: x, gpu_memory_utilization: 2}}}\n" + ROLES % "m",
+            "gpu_memory_utilization",
+        ),
+        (
+            "models: {m: {backend: openai, endpoint: {base_url: localhost, model: x}}}\n" + ROLES % "m",
+            "base_url must start with http",
+        ),
+        (
+            "models: {m: {backend: vllm, engine: {model: x}}}\n" + ROLES % "m" + "extra: 1\n",
+            "extra: Extra inputs are not permitted",
+        ),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path, text, message):
@@ -146,20 +155,32 @@ def test_a_committee_of_several_reviewer_models(tmp_path):
     from apigen_mt.simulators.types import Blueprint, ToolCall
 
     models = "models: {a: {backend: vllm, engine: {model: x}}, b: {backend: vllm, engine: {model: y}}}\n"
-    single = load_config(write(tmp_path, models + "roles: {proposer: a, reviewer: a, human: a, human_judge: a, agent: a}\n"))
-    committee = load_config(write(tmp_path, models + "roles: {proposer: a, reviewer: [a, b], human: a, human_judge: a, agent: a}\n"))
+    single = load_config(
+        write(tmp_path, models + "roles: {proposer: a, reviewer: a, human: a, human_judge: a, agent: a}\n")
+    )
+    committee = load_config(
+        write(tmp_path, models + "roles: {proposer: a, reviewer: [a, b], human: a, human_judge: a, agent: a}\n")
+    )
     assert single.roles.models_of("reviewer") == ["a"] and committee.roles.models_of("reviewer") == ["a", "b"]
     assert single.fingerprint() != committee.fingerprint()
     for text, message in [
-        (models + "roles: {proposer: a, reviewer: [a, c], human: a, human_judge: a, agent: a}\n", "roles.reviewer names model 'c'"),
-        (models + "roles: {proposer: a, reviewer: [], human: a, human_judge: a, agent: a}\n", "name at least one model"),
+        (
+            models + "roles: {proposer: a, reviewer: [a, c], human: a, human_judge: a, agent: a}\n",
+            "roles.reviewer names model 'c'",
+        ),
+        (
+            models + "roles: {proposer: a, reviewer: [], human: a, human_judge: a, agent: a}\n",
+            "name at least one model",
+        ),
     ]:
         with pytest.raises(ConfigError, match="run.yaml") as caught:
             load_config(write(tmp_path, text))
         assert message in str(caught.value)
 
     vote = '{"reflection": "ok", "correctness": 1, "completeness": 1, "satisfaction": 1, "creativity": 1}'
-    engines = Engines.start(committee, ("proposer", "reviewer"), factory=lambda name: ScriptedChatModel(lambda request: vote, model_id=name))
+    engines = Engines.start(
+        committee, ("proposer", "reviewer"), factory=lambda name: ScriptedChatModel(lambda request: vote, model_id=name)
+    )
     phase1 = _phase1_models(engines)
     assert [model.model_id for model in phase1.reviewers] == ["a", "b"] and phase1.summariser.model_id == "a"
     task = Blueprint(instruction="x", actions=[ToolCall(name="think", arguments={"thought": "x"})])

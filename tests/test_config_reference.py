@@ -59,7 +59,7 @@ def test_every_field_has_a_row_with_its_type_default_and_description():
     engine_rows = re.findall(r"^\| `(\w+)` \|", text.split("## models.NAME.engine")[1].split("\n## ")[0], re.MULTILINE)
     assert engine_rows == list(VllmEngineConfig.model_fields)
     assert "| `max_num_seqs` | int | `64` | sequences decoded together in one batch |" in text
-    assert "| `device` | \"cpu\" or \"gpu\" | `\"gpu\"` |" in text
+    assert '| `device` | "cpu" or "gpu" | `"gpu"` |' in text
     assert "| `human_judge` | str or null | `null` |" in text
     assert "| `domains` | list of section | required | the domains to propose blueprints for |" in text
     assert "| `walk_length` | [int, int] | `[1, 3]` |" in text
@@ -82,5 +82,7 @@ def test_a_field_without_a_description_stops_the_generator(monkeypatch):
 
 def test_a_section_without_a_description_or_docstring_stops_the_generator(monkeypatch):
     monkeypatch.setattr(EpisodeSettings, "__doc__", None)
-    with pytest.raises(UndocumentedField, match="trajectories: episode: give the field a description or EpisodeSettings"):
+    with pytest.raises(
+        UndocumentedField, match="trajectories: episode: give the field a description or EpisodeSettings"
+    ):
         config_reference()

@@ -69,8 +69,10 @@ def test_generated_databases_pass_their_schemas(tmp_path, domain, seed):
 @pytest.mark.parametrize("domain", ["retail", "airline"])
 def test_taubench_data_passes_its_schemas(taubench_dir, domain):
     db = get_domain(domain).load(taubench_dir / domain)
-    sizes = {"retail": {"orders": 1000, "products": 50, "users": 500},
-             "airline": {"flights": 300, "reservations": 2000, "users": 500}}[domain]  # fmt: skip
+    sizes = {
+        "retail": {"orders": 1000, "products": 50, "users": 500},
+        "airline": {"flights": 300, "reservations": 2000, "users": 500},
+    }[domain]
     assert {table: len(records) for table, records in db.items()} == sizes
 
 
@@ -86,6 +88,7 @@ def test_every_field_of_taubench_records_is_required(taubench_dir, domain):
 
 def test_a_database_saved_after_an_episode_loads(tmp_path, retail_folder):
     """Keys the tools add (a cancellation's reason) are allowed, so a final state is a valid data folder."""
+
     def cancel(orders: dict[str, Any]) -> None:
         order = first(orders)[1]
         order["status"], order["cancel_reason"] = "cancelled", "ordered by mistake"
@@ -151,43 +154,106 @@ def _first_day(day: dict[str, Any], problem: str) -> Breakage:
 
 RETAIL_BREAKAGES: list[tuple[str, Breakage]] = [
     ("orders", _first_record(lambda o: o.pop("status"), "missing required field 'status'")),
-    ("orders", _first_record(lambda o: o.update(status="shipped"),
-        "status: expected one of 'pending', 'processed', 'delivered', 'cancelled', 'pending (item modified)', "
-        "'return requested', 'exchange requested', got 'shipped'")),
-    ("orders", _first_record(lambda o: o["items"][0].update(price="12.5"), "items[0].price: expected a number, got a string")),
+    (
+        "orders",
+        _first_record(
+            lambda o: o.update(status="shipped"),
+            "status: expected one of 'pending', 'processed', 'delivered', 'cancelled', 'pending (item modified)', "
+            "'return requested', 'exchange requested', got 'shipped'",
+        ),
+    ),
+    (
+        "orders",
+        _first_record(lambda o: o["items"][0].update(price="12.5"), "items[0].price: expected a number, got a string"),
+    ),
     ("orders", _first_record(lambda o: o["address"].pop("zip"), "address: missing required field 'zip'")),
-    ("orders", _first_record(lambda o: o["items"][0]["options"].update(color=3),
-        "items[0].options.color: expected a string, got a number")),
+    (
+        "orders",
+        _first_record(
+            lambda o: o["items"][0]["options"].update(color=3),
+            "items[0].options.color: expected a string, got a number",
+        ),
+    ),
     ("products", _first_variant),
     ("users", _not_a_user),
-    ("users", _payment_method("credit_card", lambda m: m.update(last_four=1234), ".last_four: expected a string, got a number")),
+    (
+        "users",
+        _payment_method(
+            "credit_card", lambda m: m.update(last_four=1234), ".last_four: expected a string, got a number"
+        ),
+    ),
     ("users", _payment_method("gift_card", lambda m: m.pop("balance"), ": missing required field 'balance'")),
-    ("users", _payment_method("paypal", lambda m: m.update(source="bitcoin"),
-        ".source: expected one of 'credit_card', 'gift_card', 'paypal', got 'bitcoin'")),
-]  # fmt: skip
+    (
+        "users",
+        _payment_method(
+            "paypal",
+            lambda m: m.update(source="bitcoin"),
+            ".source: expected one of 'credit_card', 'gift_card', 'paypal', got 'bitcoin'",
+        ),
+    ),
+]
 
 AIRLINE_BREAKAGES: list[tuple[str, Breakage]] = [
-    ("flights", _first_day({"status": "boarding"},
-        ".status: expected one of 'available', 'landed', 'cancelled', 'on time', 'delayed', 'flying', got 'boarding'")),
-    ("flights", _first_day({"status": "available", "prices": {"basic_economy": 1, "economy": 2, "business": 3}},
-        ": missing required field 'available_seats'")),
-    ("reservations", _first_record(lambda r: r.update(cabin="first"),
-        "cabin: expected one of 'basic_economy', 'economy', 'business', got 'first'")),
-    ("reservations", _first_record(lambda r: r["passengers"][0].pop("dob"), "passengers[0]: missing required field 'dob'")),
-    ("reservations", _first_record(lambda r: r["flights"][0].update(price=None), "flights[0].price: expected an integer, got null")),
-    ("users", _first_record(lambda u: u.update(membership="platinum"),
-        "membership: expected one of 'regular', 'silver', 'gold', got 'platinum'")),
-    ("users", _payment_method("certificate", lambda m: m.update(amount="100"), ".amount: expected a number, got a string")),
-]  # fmt: skip
+    (
+        "flights",
+        _first_day(
+            {"status": "boarding"},
+            ".status: expected one of 'available', 'landed', 'cancelled', 'on time', 'delayed', 'flying', got 'boarding'",
+        ),
+    ),
+    (
+        "flights",
+        _first_day(
+            {"status": "available", "prices": {"basic_economy": 1, "economy": 2, "business": 3}},
+            ": missing required field 'available_seats'",
+        ),
+    ),
+    (
+        "reservations",
+        _first_record(
+            lambda r: r.update(cabin="first"),
+            "cabin: expected one of 'basic_economy', 'economy', 'business', got 'first'",
+        ),
+    ),
+    (
+        "reservations",
+        _first_record(lambda r: r["passengers"][0].pop("dob"), "passengers[0]: missing required field 'dob'"),
+    ),
+    (
+        "reservations",
+        _first_record(lambda r: r["flights"][0].update(price=None), "flights[0].price: expected an integer, got null"),
+    ),
+    (
+        "users",
+        _first_record(
+            lambda u: u.update(membership="platinum"),
+            "membership: expected one of 'regular', 'silver', 'gold', got 'platinum'",
+        ),
+    ),
+    (
+        "users",
+        _payment_method("certificate", lambda m: m.update(amount="100"), ".amount: expected a number, got a string"),
+    ),
+]
 
 TELECOM_BREAKAGES: list[tuple[str, Breakage]] = [
     ("plans", _first_record(lambda p: p.update(data_gb="5"), "data_gb: expected an integer, got a string")),
-    ("lines", _first_record(lambda l: l.update(status="paused"), "status: expected one of 'active', 'suspended', got 'paused'")),
-    ("lines", _first_record(lambda l: l.update(suspension_reason="holiday"),
-        "suspension_reason: expected one of 'lost or stolen device', 'travel', 'non-payment', got 'holiday'")),
+    (
+        "lines",
+        _first_record(
+            lambda l: l.update(status="paused"), "status: expected one of 'active', 'suspended', got 'paused'"
+        ),
+    ),
+    (
+        "lines",
+        _first_record(
+            lambda l: l.update(suspension_reason="holiday"),
+            "suspension_reason: expected one of 'lost or stolen device', 'travel', 'non-payment', got 'holiday'",
+        ),
+    ),
     ("bills", _first_record(lambda b: b.pop("late_fee_waived"), "missing required field 'late_fee_waived'")),
     ("users", _payment_method("account_credit", lambda m: m.pop("balance"), ": missing required field 'balance'")),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -319,17 +385,28 @@ class NoTools(Toolkit):
 
 
 def shop(**extra: Any) -> Domain:
-    return Domain(name="shop", description="A shop.", toolkit=NoTools, tables=("stock",), policy="",
-                  generate=lambda seed: {"stock": {}}, **extra)  # fmt: skip
+    return Domain(
+        name="shop",
+        description="A shop.",
+        toolkit=NoTools,
+        tables=("stock",),
+        policy="",
+        generate=lambda seed: {"stock": {}},
+        **extra,
+    )
 
 
 def test_record_schemas_derive_from_typeddicts():
     assert json_schema_of(Stock, "Stock") == {
         "type": "object",
-        "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer"},
-                       "status": {"type": "string", "enum": ["in stock", "sold out"]}, "note": {"type": "string"}},
+        "properties": {
+            "sku": {"type": "string"},
+            "quantity": {"type": "integer"},
+            "status": {"type": "string", "enum": ["in stock", "sold out"]},
+            "note": {"type": "string"},
+        },
         "required": ["sku", "quantity", "status"],
-    }  # fmt: skip
+    }
     assert json_schema_of(Restock, "Restock")["required"] == ["sku"]
     assert json_schema_of(dict[str, int], "counts") == {"type": "object", "additionalProperties": {"type": "integer"}}
     assert json_schema_of(dict, "free") == {"type": "object"}

@@ -22,7 +22,9 @@ def test_an_older_vllm_is_refused_in_one_line_naming_the_needed_version():
         "vLLM 0.10.1.1 is installed; the vLLM engines need vLLM 0.32.0 or newer: install apigen-mt[gpu], or "
         "apigen-mt[cpu] on a machine without GPUs"
     )
-    assert vllm_version_problem("0.32.0rc1", "0.32.0").startswith("vLLM 0.32.0rc1 is installed")  # a pre-release is older
+    assert vllm_version_problem("0.32.0rc1", "0.32.0").startswith(
+        "vLLM 0.32.0rc1 is installed"
+    )  # a pre-release is older
     assert "\n" not in vllm_version_problem(None, "0.32.0")
     assert vllm_version_problem(None, "0.32.0").startswith("vLLM is not installed; the vLLM engines need vLLM 0.32.0")
     assert "cannot be read" in vllm_version_problem("not a version", "0.32.0")

@@ -52,11 +52,26 @@ HUMAN = [BLUEPRINT.instruction, "Yes, please cancel it.", "Thanks! ###STOP###"]
 
 def test_a_correct_episode_is_accepted_and_its_row_holds_the_conversation():
     row = trial([FIND, ORDER, "Shall I cancel #W9457132?", CANCEL, "It is cancelled."], HUMAN)
-    assert (row["status"], row["attribution"], row["termination"], row["reward"]) == ("accepted", None, "user_stop", 1.0)
+    assert (row["status"], row["attribution"], row["termination"], row["reward"]) == (
+        "accepted",
+        None,
+        "user_stop",
+        1.0,
+    )
     messages = json.loads(row["messages"])
     assert [m["role"] for m in messages] == [
-        "system", "user", "assistant", "tool", "assistant", "tool", "assistant", "user", "assistant", "tool",
-        "assistant", "user",
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
     ]
     assert messages[0]["content"] == RETAIL.policy
     assert (row["turns"], row["tool_calls"]) == (5, 3)
@@ -73,7 +88,10 @@ def test_a_write_before_authentication_reaches_the_right_state_and_is_still_reje
 
 def test_malformed_agent_output_is_a_reply_with_a_format_problem_and_the_episode_goes_on():
     wrong = ToolCall(name="cancel_pending_order", arguments={"order_id": "#W9457132", "reason": "no longer needed"})
-    row = trial([RawText('[{"name": "cancel_pending_order", "arguments": '), wrong, "Sorry."], [BLUEPRINT.instruction, "Please try again.", "Bye ###STOP###"])
+    row = trial(
+        [RawText('[{"name": "cancel_pending_order", "arguments": '), wrong, "Sorry."],
+        [BLUEPRINT.instruction, "Please try again.", "Bye ###STOP###"],
+    )
     assert (row["status"], row["attribution"], row["termination"]) == ("rejected", "agent", "user_stop")
     assert any(reason.startswith("format:") for reason in row["reasons"])
 
@@ -88,27 +106,39 @@ def test_a_tool_error_is_an_observation_and_the_agent_goes_on():
 
 def test_a_human_that_never_stops_ends_at_max_turns():
     row = trial(lambda request: "How else can I help?", lambda request: "Hmm, let me think.")
-    assert (row["status"], row["attribution"], row["termination"], row["turns"]) == ("rejected", "agent", "max_turns", 6)
+    assert (row["status"], row["attribution"], row["termination"], row["turns"]) == (
+        "rejected",
+        "agent",
+        "max_turns",
+        6,
+    )
     assert "cut off (max_turns)" in row["reasons"][0]
 
 
 def test_an_agent_repeating_one_call_is_stopped():
     row = trial(lambda request: ORDER, HUMAN)
     assert (row["status"], row["attribution"], row["termination"], row["tool_calls"]) == (
-        "rejected", "agent", "repeated_call", 3
+        "rejected",
+        "agent",
+        "repeated_call",
+        3,
     )
     assert "get_order_details was called 3 times in a row" in row["reasons"][0]
 
 
 def test_an_engine_that_times_out_fails_the_trial_on_the_system():
-    timeout = ChatResponse(model="scripted-agent", error="no answer within request_timeout_s=600s; the request was aborted")
+    timeout = ChatResponse(
+        model="scripted-agent", error="no answer within request_timeout_s=600s; the request was aborted"
+    )
     row = trial([FIND, timeout], HUMAN)
     assert (row["status"], row["attribution"], row["termination"]) == ("failed", "system", "model_error")
     assert row["reasons"] == [f"model_error: the agent model's backend failed: {timeout.error}"]
 
 
 def test_a_prompt_past_the_context_is_a_context_overflow():
-    overflow = ChatResponse(model="scripted-agent", error="the prompt has 9000 tokens, the model's context is 8192; ...")
+    overflow = ChatResponse(
+        model="scripted-agent", error="the prompt has 9000 tokens, the model's context is 8192; ..."
+    )
     row = trial([FIND, overflow], HUMAN)
     assert (row["status"], row["termination"]) == ("failed", "context_overflow")
 
@@ -119,7 +149,9 @@ def test_a_human_giving_only_unusable_turns_is_the_humans_failure():
 
 
 def test_a_human_inventing_a_value_is_a_human_error():
-    row = trial([FIND, ORDER, CANCEL, "Done."], [BLUEPRINT.instruction + " Also my other order #W1111111.", "Bye ###STOP###"])
+    row = trial(
+        [FIND, ORDER, CANCEL, "Done."], [BLUEPRINT.instruction + " Also my other order #W1111111.", "Bye ###STOP###"]
+    )
     assert (row["status"], row["attribution"]) == ("rejected", "human")
     assert any("#W1111111" in error for error in row["human_errors"])
 
@@ -184,7 +216,10 @@ def test_thinking_is_stored_apart_and_a_stop_in_it_never_ends_the_episode():
     episode, _ = episode_of(agent_script, human_script)
     assert episode.termination == "user_stop" and len(episode.human_texts()) == 2
     first_user, calling, _, reply, last_user = episode.messages[1:]
-    assert (first_user.content, first_user.reasoning_content) == (BLUEPRINT.instruction, "I could end with ###STOP### right away.")
+    assert (first_user.content, first_user.reasoning_content) == (
+        BLUEPRINT.instruction,
+        "I could end with ###STOP### right away.",
+    )
     assert (calling.content, calling.reasoning_content) == (None, "Find the user first.")
     assert (reply.content, reply.reasoning_content) == ("Found you.", "All set.")
     assert (last_user.content, last_user.reasoning_content) == ("Thanks! ###STOP###", "Done now.")

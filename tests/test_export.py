@@ -24,7 +24,18 @@ from apigen_mt.validators.sampling import trajectory_signature
 CLI = Path(sys.executable).parent / "apigen-mt"
 RETAIL = get_domain("retail")
 SHAREGPT_ROLES = {"human", "gpt", "function_call", "observation"}
-PROVENANCE = {"id", "domain", "blueprint_id", "trial", "instruction", "actions", "outputs", "reward", "agent_model", "human_model"}
+PROVENANCE = {
+    "id",
+    "domain",
+    "blueprint_id",
+    "trial",
+    "instruction",
+    "actions",
+    "outputs",
+    "reward",
+    "agent_model",
+    "human_model",
+}
 
 
 def _pending_order() -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -45,14 +56,26 @@ def _episode(opening: str, reason: str, closing: str) -> list[dict[str, Any]]:
         messages.append({"role": "assistant", "content": None, "tool_calls": [call.model_dump() for call in made]})
         for call in made:
             result = env.step(call.call())
-            messages.append({"role": "tool", "tool_call_id": call.id, "name": call.function["name"], "content": result.observation})
+            messages.append(
+                {"role": "tool", "tool_call_id": call.id, "name": call.function["name"], "content": result.observation}
+            )
 
     messages.append({"role": "user", "content": opening})
-    messages.append({"role": "assistant", "content": "I can help with that. What is the email address on your account?"})
+    messages.append(
+        {"role": "assistant", "content": "I can help with that. What is the email address on your account?"}
+    )
     messages.append({"role": "user", "content": f"It is {user['email']}."})
     calls(("find_user_id_by_email", {"email": user["email"]}))
-    calls(("think", {"thought": f"Check that {order_id} is pending before cancelling."}), ("get_order_details", {"order_id": order_id}))
-    messages.append({"role": "assistant", "content": f"Order {order_id} is pending. Shall I cancel it because it is {reason}? (yes/no)"})
+    calls(
+        ("think", {"thought": f"Check that {order_id} is pending before cancelling."}),
+        ("get_order_details", {"order_id": order_id}),
+    )
+    messages.append(
+        {
+            "role": "assistant",
+            "content": f"Order {order_id} is pending. Shall I cancel it because it is {reason}? (yes/no)",
+        }
+    )
     messages.append({"role": "user", "content": "yes"})
     calls(("cancel_pending_order", {"order_id": order_id, "reason": reason}))
     messages.append({"role": "assistant", "content": closing})
@@ -60,14 +83,18 @@ def _episode(opening: str, reason: str, closing: str) -> list[dict[str, Any]]:
     return messages
 
 
-def _row(blueprint_id: str, trial: int, status: str, messages: list[dict[str, Any]], attribution: str | None = None) -> dict[str, Any]:
+def _row(
+    blueprint_id: str, trial: int, status: str, messages: list[dict[str, Any]], attribution: str | None = None
+) -> dict[str, Any]:
     order_id, _, user = _pending_order()
     blueprint = {
         "id": blueprint_id,
         "domain": "retail",
         "user_id": user.get("id", ""),
         "instruction": f"You want to cancel order {order_id} because you no longer need it.",
-        "actions": [{"name": "cancel_pending_order", "arguments": {"order_id": order_id, "reason": "no longer needed"}}],
+        "actions": [
+            {"name": "cancel_pending_order", "arguments": {"order_id": order_id, "reason": "no longer needed"}}
+        ],
         "outputs": [],
     }
     agent = [m for m in messages if m["role"] == "assistant"]
@@ -168,7 +195,11 @@ def test_both_layouts_load_with_load_from_disk_and_load_dataset(exported: Path, 
     for format_, from_disk in (("sharegpt", sharegpt), ("openai", openai)):
         parquet = _load_parquet(exported, format_, ["train", "rejected"], tmp_path / format_)
         if format_ == "openai":  # one JSON object per message, decoded to a dict by either loader
-            assert parquet["train"].features["messages"] == from_disk["train"].features["messages"] == datasets.List(datasets.Json())
+            assert (
+                parquet["train"].features["messages"]
+                == from_disk["train"].features["messages"]
+                == datasets.List(datasets.Json())
+            )
         assert parquet["train"].to_list() == from_disk["train"].to_list()
         assert parquet["rejected"].to_list() == from_disk["rejected"].to_list()
         preference = _load_parquet(exported, format_, ["preference"], tmp_path / f"{format_}-preference")
@@ -184,7 +215,11 @@ def check_sharegpt_row(row: dict[str, Any]) -> None:
         assert set(turn) == {"from", "value"} and turn["from"] in SHAREGPT_ROLES and isinstance(turn["value"], str)
         if turn["from"] == "function_call":
             call = json.loads(turn["value"])
-            assert set(call) == {"name", "arguments"} and isinstance(call["name"], str) and isinstance(call["arguments"], dict)
+            assert (
+                set(call) == {"name", "arguments"}
+                and isinstance(call["name"], str)
+                and isinstance(call["arguments"], dict)
+            )
             assert conversation[position + 1]["from"] == "observation"
         if turn["from"] == "observation":
             assert conversation[position - 1]["from"] == "function_call"
@@ -209,7 +244,9 @@ def check_openai_row(row: dict[str, Any]) -> None:
             assert keys in ({"role", "tool_calls"}, {"role", "content", "tool_calls"}) and message["tool_calls"]
             for call in message["tool_calls"]:
                 assert set(call) == {"id", "type", "function"} and call["type"] == "function"
-                assert set(call["function"]) == {"name", "arguments"} and isinstance(call["function"]["arguments"], dict)
+                assert set(call["function"]) == {"name", "arguments"} and isinstance(
+                    call["function"]["arguments"], dict
+                )
                 made[call["id"]] = call["function"]["name"]
         elif message["role"] == "tool":
             assert keys == {"role", "tool_call_id", "name", "content"} and isinstance(message["content"], str)
@@ -218,7 +255,9 @@ def check_openai_row(row: dict[str, Any]) -> None:
             assert keys == {"role", "content"} and message["role"] in {"system", "user", "assistant"}
             assert isinstance(message["content"], str)
     tools = json.loads(row["tools"])
-    assert all(tool["type"] == "function" and set(tool["function"]) == {"name", "description", "parameters"} for tool in tools)
+    assert all(
+        tool["type"] == "function" and set(tool["function"]) == {"name", "description", "parameters"} for tool in tools
+    )
     assert PROVENANCE <= set(row)
 
 
@@ -233,12 +272,24 @@ def test_every_row_follows_the_layouts_of_formats_md(exported: Path) -> None:
             check_openai_row(openai_row)
             calls = [c for m in openai_row["messages"] for c in m.get("tool_calls", [])]
             assert [t for t in share_row["conversations"] if t["from"] == "function_call"] == [
-                {"from": "function_call", "value": json.dumps({"name": c["function"]["name"], "arguments": c["function"]["arguments"]})}
+                {
+                    "from": "function_call",
+                    "value": json.dumps({"name": c["function"]["name"], "arguments": c["function"]["arguments"]}),
+                }
                 for c in calls
             ]
     # Two calls in one agent turn: consecutive function_call entries, each followed by its observation.
     kinds = [turn["from"] for turn in sharegpt["train"][0]["conversations"]]
-    assert kinds[:8] == ["human", "gpt", "human", "function_call", "observation", "function_call", "observation", "function_call"]
+    assert kinds[:8] == [
+        "human",
+        "gpt",
+        "human",
+        "function_call",
+        "observation",
+        "function_call",
+        "observation",
+        "function_call",
+    ]
     think_observation = sharegpt["train"][0]["conversations"][6]["value"]
     assert json.loads(sharegpt["train"][0]["conversations"][5]["value"])["name"] == "think" and think_observation == ""
 
@@ -263,7 +314,9 @@ def test_splits_hold_unique_accepted_negatives_and_preference_pairs(exported: Pa
     assert [m["role"] for m in pair["prompt"]] == ["system", "user"]
     assert pair["chosen"][0]["role"] == "assistant" and pair["rejected"][0]["role"] == "assistant"
     chosen_reason = [c["function"]["arguments"].get("reason") for m in pair["chosen"] for c in m.get("tool_calls", [])]
-    rejected_reason = [c["function"]["arguments"].get("reason") for m in pair["rejected"] for c in m.get("tool_calls", [])]
+    rejected_reason = [
+        c["function"]["arguments"].get("reason") for m in pair["rejected"] for c in m.get("tool_calls", [])
+    ]
     assert "no longer needed" in chosen_reason and "ordered by mistake" in rejected_reason
 
 
@@ -280,7 +333,11 @@ def test_openai_rows_go_through_a_tool_aware_chat_template(exported: Path) -> No
     backend = Tokenizer(models.WordLevel(vocab=vocabulary, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
     )
     tokenizer.chat_template = CHAT_TEMPLATE
 
@@ -292,7 +349,9 @@ def test_openai_rows_go_through_a_tool_aware_chat_template(exported: Path) -> No
         if message["role"] in ("user", "tool") and message["content"]:
             assert message["content"] in text
     assert '"name": "get_order_details"' in text and '"arguments": {"order_id": "#W' in text
-    encoded = tokenizer.apply_chat_template(row["messages"], tools=json.loads(row["tools"]), tokenize=True, return_dict=True)
+    encoded = tokenizer.apply_chat_template(
+        row["messages"], tools=json.loads(row["tools"]), tokenize=True, return_dict=True
+    )
     starts = encoded["input_ids"].count(tokenizer.convert_tokens_to_ids("<|im_start|>"))
     assert starts == len(row["messages"]) and encoded["input_ids"].count(tokenizer.eos_token_id) == len(row["messages"])
 
@@ -354,10 +413,14 @@ def test_export_is_rerunnable_and_replaces_what_it_wrote(exported: Path, tmp_pat
     assert result.rows == {"train": 2, "rejected": 0, "preference": 0}
     assert result.left_out == {"engine_unavailable": 1}  # the failed trial without messages
     assert result.datasets == {"openai": run_dir / "dataset"} and not (run_dir / "dataset-openai").exists()
-    assert sorted(str(p.relative_to(run_dir)) for p in (run_dir / "data").rglob("*.parquet")) == ["data/openai/train-00000.parquet"]
+    assert sorted(str(p.relative_to(run_dir)) for p in (run_dir / "data").rglob("*.parquet")) == [
+        "data/openai/train-00000.parquet"
+    ]
     assert list(datasets.load_from_disk(str(run_dir / "dataset"))) == ["train"]
     assert "messages" in datasets.load_from_disk(str(run_dir / "dataset"))["train"].column_names
-    assert [c["config_name"] for c in yaml.safe_load((run_dir / "README.md").read_text().split("---\n")[1])["configs"]] == ["openai"]
+    assert [
+        c["config_name"] for c in yaml.safe_load((run_dir / "README.md").read_text().split("---\n")[1])["configs"]
+    ] == ["openai"]
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".apigen-")]
 
 
@@ -389,9 +452,18 @@ def test_cli_push_to_an_unreachable_hub_is_one_clear_line(exported: Path, tmp_pa
     run_dir = tmp_path / "run"
     shutil.copytree(exported, run_dir)
     # Nothing listens on the discard port: the upload fails to connect, as when offline.
-    done = _run_cli("export", str(run_dir), "--push-to-hub", "someone/apigen-mt-test", HF_TOKEN="hf_x", HF_ENDPOINT="http://127.0.0.1:9")
+    done = _run_cli(
+        "export",
+        str(run_dir),
+        "--push-to-hub",
+        "someone/apigen-mt-test",
+        HF_TOKEN="hf_x",
+        HF_ENDPOINT="http://127.0.0.1:9",
+    )
     assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("apigen-mt: error: could not push to the Hugging Face Hub")
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(
+        "apigen-mt: error: could not push to the Hugging Face Hub"
+    )
     assert "Traceback" not in done.stderr and (run_dir / "dataset").is_dir()
     offline = _run_cli("export", str(run_dir), "--push-to-hub", "someone/x", HF_TOKEN="hf_x", HF_HUB_OFFLINE="1")
     assert offline.returncode == 2 and offline.stderr == (
@@ -419,7 +491,11 @@ def test_sharegpt_pairs_calls_with_results_by_id_and_drops_only_a_trailing_unans
     messages = [
         {"role": "system", "content": "policy"},
         {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "Let me look.", "tool_calls": [call("a", "get_order_details"), call("b", "get_user_details")]},
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [call("a", "get_order_details"), call("b", "get_user_details")],
+        },
         {"role": "tool", "tool_call_id": "b", "content": "user"},  # results may come in any order
         {"role": "tool", "tool_call_id": "a", "content": "order"},
         {"role": "assistant", "content": None, "tool_calls": [call("c", "cancel_pending_order")]},

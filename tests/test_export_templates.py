@@ -42,7 +42,11 @@ THOUGHT = "The order status is known, so I can answer the user now."
 
 def agent(request: ChatRequest) -> Any:
     blueprint = job._blueprint_of(request)
-    if blueprint is not None and blueprint["id"] == CANCEL_WRONG and request.sampling.seed == stable_seed(CANCEL_WRONG, 1):
+    if (
+        blueprint is not None
+        and blueprint["id"] == CANCEL_WRONG
+        and request.sampling.seed == stable_seed(CANCEL_WRONG, 1)
+    ):
         done = sum(1 for message in request.messages if message.role == "tool")
         if done < len(blueprint["actions"]):
             return ToolCall.model_validate(blueprint["actions"][done])
@@ -96,7 +100,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ExportResult]:
 def shared_templates() -> dict[str, str]:
     """The four shared templates by name; skips the test when `../shared/chat-templates` is absent."""
     if not TEMPLATES.is_dir():
-        pytest.skip(f"shared chat templates not found at {TEMPLATES} (expected ../shared/chat-templates beside the checkout)")
+        pytest.skip(
+            f"shared chat templates not found at {TEMPLATES} (expected ../shared/chat-templates beside the checkout)"
+        )
     return {name: (TEMPLATES / f"{name}.jinja").read_text() for name in TEMPLATE_NAMES}
 
 
@@ -155,7 +161,9 @@ def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def template_problems(found: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]], templates: dict[str, str]) -> list[str]:
+def template_problems(
+    found: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]], templates: dict[str, str]
+) -> list[str]:
     """What goes wrong rendering each conversation through each template: a refusal, arguments written as a
     quoted string, a call whose arguments are not written as an object, a Hermes tool response without its name."""
     problems = []
@@ -167,7 +175,10 @@ def template_problems(found: list[tuple[str, list[dict[str, Any]], list[dict[str
                 problems.append(f"{name} refused {where}: {type(exc).__name__}: {exc}")
                 continue
             calls = [call["function"] for message in conversation for call in message.get("tool_calls") or []]
-            meant = [arguments if isinstance(arguments := call["arguments"], dict) else json.loads(arguments) for call in calls]
+            meant = [
+                arguments if isinstance(arguments := call["arguments"], dict) else json.loads(arguments)
+                for call in calls
+            ]
             written = written_arguments(text)
             stringified = [value for value in written if isinstance(value, str)]
             if stringified:
@@ -177,7 +188,11 @@ def template_problems(found: list[tuple[str, list[dict[str, Any]], list[dict[str
                 problems.append(f"{name} did not write these arguments of {where} as objects: {list(missing)}")
             for message in conversation:
                 response = {"name": message.get("name"), "content": message.get("content")}
-                if name == "hermes" and message["role"] == "tool" and json.dumps(response, ensure_ascii=False) not in text:
+                if (
+                    name == "hermes"
+                    and message["role"] == "tool"
+                    and json.dumps(response, ensure_ascii=False) not in text
+                ):
                     problems.append(f"hermes wrote a tool response of {where} without its tool's name")
     return problems
 
@@ -204,7 +219,11 @@ def test_the_template_check_catches_the_old_layouts_faults() -> None:
     """Rows as the export wrote them before: arguments as JSON strings, tool messages without `name`, every
     message with every key (null where absent). The check must name each fault."""
     arguments = {"order_id": "#W1"}
-    call = {"id": "a", "type": "function", "function": {"name": "get_order_details", "arguments": json.dumps(arguments)}}
+    call = {
+        "id": "a",
+        "type": "function",
+        "function": {"name": "get_order_details", "arguments": json.dumps(arguments)},
+    }
     old = [
         {"role": "system", "content": "policy", "tool_calls": None, "tool_call_id": None},
         {"role": "user", "content": "Where is my order #W1?", "tool_calls": None, "tool_call_id": None},
@@ -249,7 +268,9 @@ def test_rows_keep_the_keys_each_message_has_and_the_stored_thinking(run: tuple[
     assert thinking and all(message["reasoning_content"].startswith("Step ") for message in thinking)
 
 
-def test_a_trial_with_no_conversation_stays_in_the_shards_and_goes_in_no_split(run: tuple[Path, ExportResult], tmp_path: Path) -> None:
+def test_a_trial_with_no_conversation_stays_in_the_shards_and_goes_in_no_split(
+    run: tuple[Path, ExportResult], tmp_path: Path
+) -> None:
     import datasets
 
     run_dir, result = run
@@ -260,7 +281,9 @@ def test_a_trial_with_no_conversation_stays_in_the_shards_and_goes_in_no_split(r
     assert result.left_out == {"model_error": 2}
     for folder in ("dataset", "dataset-openai"):
         loaded = datasets.load_from_disk(str(run_dir / folder))
-        assert not [row["id"] for split in ("train", "rejected") for row in loaded[split] if row["blueprint_id"] == SILENT]
+        assert not [
+            row["id"] for split in ("train", "rejected") for row in loaded[split] if row["blueprint_id"] == SILENT
+        ]
         assert not [pair for pair in loaded["preference"] if SILENT in (pair["blueprint_id"], pair["rejected_id"])]
         for row in loaded["rejected"]:  # every exported conversation starts with the human
             first = row["conversations"][0]["from"] if "conversations" in row else row["messages"][1]["role"]
@@ -268,7 +291,9 @@ def test_a_trial_with_no_conversation_stays_in_the_shards_and_goes_in_no_split(r
     # The card and the export's summary say how many were left out and why.
     card = (run_dir / "README.md").read_text()
     assert "Left out of every split: 2 trial(s) with no conversation" in card and "model_error 2." in card
-    done = subprocess.run([str(CLI), "export", str(run_dir), "--format", "openai"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(CLI), "export", str(run_dir), "--format", "openai"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert (
         "left out 2 trials with no conversation (the simulated human said nothing; they stay in the shards with their "

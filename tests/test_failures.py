@@ -75,7 +75,9 @@ def assert_scripted_outcomes(rows: dict[tuple[str, int], dict]) -> None:
 def wait_for_rows(out: Path, rows: int = 4) -> None:
     """Until the run in `out` has journaled `rows` finished trials (at most a minute)."""
     folder, deadline = out / "trajectories", time.monotonic() + 60
-    while time.monotonic() < deadline and sum(path.read_bytes().count(b"\n") for path in folder.glob(".journal-*")) < rows:
+    while (
+        time.monotonic() < deadline and sum(path.read_bytes().count(b"\n") for path in folder.glob(".journal-*")) < rows
+    ):
         time.sleep(0.05)
 
 
@@ -168,7 +170,9 @@ def test_garbage_a_timeout_or_an_exception_from_the_engine_fails_or_rejects_only
     for (blueprint, _), row in rows.items():
         reasons = " ".join(row["reasons"])
         if blueprint == job.GARBAGE:  # an unreadable reply is the model's text: verification rejects the trial
-            assert row["status"] == "rejected" and "format: the output starts with '[' but is not valid JSON" in reasons, row
+            assert (
+                row["status"] == "rejected" and "format: the output starts with '[' but is not valid JSON" in reasons
+            ), row
         elif blueprint == job.TIMED_OUT:
             assert (row["status"], row["attribution"], row["termination"]) == ("failed", "system", "model_error")
             assert "request_timeout_s" in reasons
@@ -180,8 +184,12 @@ def test_garbage_a_timeout_or_an_exception_from_the_engine_fails_or_rejects_only
         else:
             assert row["status"] == "rejected" and blueprint in job.WRONG
     assert summary.counts["trajectories"] == {
-        "trials": 20, "accepted": 0, "rejected": 8, "failed": 12, "unique_accepted": 0
-    }  # fmt: skip
+        "trials": 20,
+        "accepted": 0,
+        "rejected": 8,
+        "failed": 12,
+        "unique_accepted": 0,
+    }
 
 
 # The job in a process of its own, with its own embedded Ray, so that the test can take that Ray's node away.
@@ -209,8 +217,10 @@ def test_a_lost_node_stops_the_run_with_the_reason_and_a_rerun_finishes_it(ray_l
     script.write_text(NODE_LOST_JOB)
     process = subprocess.Popen(
         [sys.executable, str(script), str(HERE / "scripted_job.py"), str(out), str(TRIALS)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_rows(out)
     # The node goes (its raylet) with the worker on it: no replacement worker can start.
     job_process = psutil.Process(process.pid)

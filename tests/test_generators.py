@@ -22,8 +22,28 @@ from apigen_mt.simulators.domains.retail import generator as retail_generator
 from apigen_mt.simulators.domains.telecom import generator as telecom_generator
 
 NOW = "2024-05-15T15:00:00"
-AIRPORTS = ["SFO", "JFK", "LAX", "ORD", "DFW", "DEN", "SEA", "ATL", "MIA", "BOS",
-            "PHX", "IAH", "LAS", "MCO", "EWR", "CLT", "MSP", "DTW", "PHL", "LGA"]  # fmt: skip
+AIRPORTS = [
+    "SFO",
+    "JFK",
+    "LAX",
+    "ORD",
+    "DFW",
+    "DEN",
+    "SEA",
+    "ATL",
+    "MIA",
+    "BOS",
+    "PHX",
+    "IAH",
+    "LAS",
+    "MCO",
+    "EWR",
+    "CLT",
+    "MSP",
+    "DTW",
+    "PHL",
+    "LGA",
+]
 DATES = [f"2024-05-{day:02d}" for day in range(1, 31)]
 FREE_BAGS = {
     "regular": {"basic_economy": 0, "economy": 1, "business": 2},
@@ -33,10 +53,17 @@ FREE_BAGS = {
 TABLES = {"retail": ("orders", "products", "users"), "airline": ("flights", "reservations", "users")}
 # Paths (see `signature`) whose objects are keyed by ids or free-form option names rather than fixed fields.
 MAP_PATHS = {
-    "retail": {"orders", "products", "products.*.variants", "orders.*.items[].options",
-               "products.*.variants.*.options", "users", "users.*.payment_methods"},
+    "retail": {
+        "orders",
+        "products",
+        "products.*.variants",
+        "orders.*.items[].options",
+        "products.*.variants.*.options",
+        "users",
+        "users.*.payment_methods",
+    },
     "airline": {"flights", "flights.*.dates", "reservations", "users", "users.*.payment_methods"},
-}  # fmt: skip
+}
 
 
 # The default databases, as the domains load them (generated once per process, then copied).
@@ -106,13 +133,31 @@ def test_key_orders_follow_the_spec(retail, airline) -> None:
     assert list(next(iter(retail["users"].values()))) == ["name", "address", "email", "payment_methods", "orders"]
     reservation = next(iter(airline["reservations"].values()))
     assert list(reservation) == [
-        "reservation_id", "user_id", "origin", "destination", "flight_type", "cabin", "flights", "passengers",
-        "payment_history", "created_at", "total_baggages", "nonfree_baggages", "insurance",
-    ]  # fmt: skip
+        "reservation_id",
+        "user_id",
+        "origin",
+        "destination",
+        "flight_type",
+        "cabin",
+        "flights",
+        "passengers",
+        "payment_history",
+        "created_at",
+        "total_baggages",
+        "nonfree_baggages",
+        "insurance",
+    ]
     assert list(reservation["flights"][0]) == ["origin", "destination", "flight_number", "date", "price"]
     assert list(next(iter(airline["users"].values()))) == [
-        "name", "address", "email", "dob", "payment_methods", "saved_passengers", "membership", "reservations",
-    ]  # fmt: skip
+        "name",
+        "address",
+        "email",
+        "dob",
+        "payment_methods",
+        "saved_passengers",
+        "membership",
+        "reservations",
+    ]
 
 
 # ---------------------------------------------------------------- determinism
@@ -170,7 +215,9 @@ def test_retail_users_are_unique_and_pay_with_their_own_methods(retail) -> None:
     emails = [user["email"].lower() for user in users.values()]
     assert len(set(emails)) == len(emails)
     assert all(re.fullmatch(r"[a-z]+\.[a-z]+\d{4}@example\.com", email) for email in emails)
-    triples = [(u["name"]["first_name"].lower(), u["name"]["last_name"].lower(), u["address"]["zip"]) for u in users.values()]
+    triples = [
+        (u["name"]["first_name"].lower(), u["name"]["last_name"].lower(), u["address"]["zip"]) for u in users.values()
+    ]
     assert len(set(triples)) == len(triples)
     all_methods = [method_id for user in users.values() for method_id in user["payment_methods"]]
     assert len(set(all_methods)) == len(all_methods)
@@ -391,7 +438,9 @@ def test_retail_tools_work_on_generated_data(retail) -> None:
     user = users[user_id]
     assert _run(env, "find_user_id_by_email", email=user["email"].upper()).observation == user_id
     name, zip_code = user["name"], user["address"]["zip"]
-    found = _run(env, "find_user_id_by_name_zip", first_name=name["first_name"], last_name=name["last_name"], zip=zip_code)
+    found = _run(
+        env, "find_user_id_by_name_zip", first_name=name["first_name"], last_name=name["last_name"], zip=zip_code
+    )
     assert found.observation == user_id
     assert _listed(_run(env, "get_order_details", order_id=pending_id).observation) == pending
 
@@ -400,8 +449,14 @@ def test_retail_tools_work_on_generated_data(retail) -> None:
     variants = retail["products"][item["product_id"]]["variants"]
     new_item_id = next(key for key, v in variants.items() if v["available"] and key != item["item_id"])
     method = user["payment_methods"][pending["payment_history"][0]["payment_method_id"]]
-    modified = _run(env, "modify_pending_order_items", order_id=pending_id, item_ids=[item["item_id"]],
-                    new_item_ids=[new_item_id], payment_method_id=method["id"])  # fmt: skip
+    modified = _run(
+        env,
+        "modify_pending_order_items",
+        order_id=pending_id,
+        item_ids=[item["item_id"]],
+        new_item_ids=[new_item_id],
+        payment_method_id=method["id"],
+    )
     if method["source"] == "gift_card" and variants[new_item_id]["price"] - item["price"] > method["balance"]:
         assert modified.observation == "Error: insufficient gift card balance to pay for the new item"
     else:
@@ -412,9 +467,13 @@ def test_retail_tools_work_on_generated_data(retail) -> None:
     cancelled = _run(env, "cancel_pending_order", order_id=other_id, reason="no longer needed")
     assert not cancelled.failed and _listed(cancelled.observation)["status"] == "cancelled"
     delivered_id, delivered = next((k, o) for k, o in orders.items() if o["status"] == "delivered")
-    returned = _run(env, "return_delivered_order_items", order_id=delivered_id,
-                    item_ids=[delivered["items"][0]["item_id"]],
-                    payment_method_id=delivered["payment_history"][0]["payment_method_id"])  # fmt: skip
+    returned = _run(
+        env,
+        "return_delivered_order_items",
+        order_id=delivered_id,
+        item_ids=[delivered["items"][0]["item_id"]],
+        payment_method_id=delivered["payment_history"][0]["payment_method_id"],
+    )
     assert not returned.failed, returned.observation
     assert set(_listed(_run(env, "list_all_product_types").observation).values()) == set(retail["products"])
 
@@ -425,21 +484,36 @@ def test_airline_tools_work_on_generated_data(airline) -> None:
     # Every flight is on sale on 2024-05-20, so the search lists exactly the flights of the route.
     route = next(iter(airline["flights"].values()))
     origin, destination = route["origin"], route["destination"]
-    found = _listed(_run(env, "search_direct_flight", origin=origin, destination=destination, date="2024-05-20").observation)
-    expected = [key for key, f in airline["flights"].items() if (f["origin"], f["destination"]) == (origin, destination)]
+    found = _listed(
+        _run(env, "search_direct_flight", origin=origin, destination=destination, date="2024-05-20").observation
+    )
+    expected = [
+        key for key, f in airline["flights"].items() if (f["origin"], f["destination"]) == (origin, destination)
+    ]
     assert [f["flight_number"] for f in found] == expected
 
     user_id, user = next(
-        (key, u) for key, u in airline["users"].items() if any(m["source"] == "credit_card" for m in u["payment_methods"].values())
+        (key, u)
+        for key, u in airline["users"].items()
+        if any(m["source"] == "credit_card" for m in u["payment_methods"].values())
     )
     card = next(m["id"] for m in user["payment_methods"].values() if m["source"] == "credit_card")
     bookable = next(f for f in found if f["available_seats"]["economy"] >= 1)
-    booked = _run(env, "book_reservation", user_id=user_id, origin=origin, destination=destination,
-                  flight_type="one_way", cabin="economy",
-                  flights=[{"flight_number": bookable["flight_number"], "date": "2024-05-20"}],
-                  passengers=[{**user["name"], "dob": user["dob"]}],
-                  payment_methods=[{"payment_id": card, "amount": bookable["prices"]["economy"]}],
-                  total_baggages=0, nonfree_baggages=0, insurance="no")  # fmt: skip
+    booked = _run(
+        env,
+        "book_reservation",
+        user_id=user_id,
+        origin=origin,
+        destination=destination,
+        flight_type="one_way",
+        cabin="economy",
+        flights=[{"flight_number": bookable["flight_number"], "date": "2024-05-20"}],
+        passengers=[{**user["name"], "dob": user["dob"]}],
+        payment_methods=[{"payment_id": card, "amount": bookable["prices"]["economy"]}],
+        total_baggages=0,
+        nonfree_baggages=0,
+        insurance="no",
+    )
     assert not booked.failed, booked.observation
     assert _listed(booked.observation)["reservation_id"] == "HATHAT"
 
@@ -461,8 +535,12 @@ def test_onestop_search_finds_generated_connections(airline) -> None:
     ]
     assert len(connecting) >= 25
     for first, second in connecting[:25]:
-        search = _run(env, "search_onestop_flight", origin=first["origin"], destination=second["destination"], date=first["date"])
-        pairs = [(leg1["flight_number"], leg2["flight_number"], leg2["date"]) for leg1, leg2 in _listed(search.observation)]
+        search = _run(
+            env, "search_onestop_flight", origin=first["origin"], destination=second["destination"], date=first["date"]
+        )
+        pairs = [
+            (leg1["flight_number"], leg2["flight_number"], leg2["date"]) for leg1, leg2 in _listed(search.observation)
+        ]
         assert (first["flight_number"], second["flight_number"], second["date"]) in pairs
 
 

@@ -52,10 +52,15 @@ def run_cli(*args: Any, timeout: float = 600) -> subprocess.CompletedProcess[str
 
 def write_config(folder: Path, base_url: str) -> Path:
     endpoint = {
-        "base_url": base_url, "model": "teacher", "max_concurrency": 8, "timeout_s": 30,
-        "max_retries": 4, "backoff_base_s": 0.01, "backoff_max_s": 0.1,
+        "base_url": base_url,
+        "model": "teacher",
+        "max_concurrency": 8,
+        "timeout_s": 30,
+        "max_retries": 4,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.1,
         "tool_parser": "hermes",  # the endpoint writes Qwen-style <tool_call> blocks in the text
-    }  # fmt: skip
+    }
     config = {
         "models": {"hosted": {"backend": "openai", "endpoint": endpoint}},
         "roles": {role: "hosted" for role in ("proposer", "reviewer", "human", "human_judge", "agent")},
@@ -80,16 +85,29 @@ def runs(tmp_path_factory):
     with loopback.LoopbackEndpoint(models=("teacher",), behaviours=loopback.Behaviours.hosted()) as endpoint:
         config = write_config(folder, endpoint.base_url)
         trajectories = run_cli(
-            "trajectories", config, "--blueprints", DEMO_BLUEPRINTS, "--domain", "retail",
-            "--limit", BLUEPRINTS, "--output", folder / "phase2", "--quiet",
-        )  # fmt: skip
+            "trajectories",
+            config,
+            "--blueprints",
+            DEMO_BLUEPRINTS,
+            "--domain",
+            "retail",
+            "--limit",
+            BLUEPRINTS,
+            "--output",
+            folder / "phase2",
+            "--quiet",
+        )
         phase2_counts = dict(endpoint.counts)
         blueprints = run_cli("blueprints", config, "--output", folder / "phase1", "--quiet")
         exported = run_cli("export", folder / "phase2") if trajectories.returncode == 0 else None
     return {
-        "folder": folder, "endpoint": endpoint, "phase2_counts": phase2_counts,
-        "trajectories": trajectories, "blueprints": blueprints, "export": exported,
-    }  # fmt: skip
+        "folder": folder,
+        "endpoint": endpoint,
+        "phase2_counts": phase2_counts,
+        "trajectories": trajectories,
+        "blueprints": blueprints,
+        "export": exported,
+    }
 
 
 def test_both_runs_finish_with_every_hosted_behaviour_on(runs):
@@ -106,7 +124,9 @@ def test_both_runs_finish_with_every_hosted_behaviour_on(runs):
     assert runs["endpoint"].off_schema == []  # the double's own answers fit the schemas it was sent
     # The run's closing summary names what fell back, for the endpoint it concerns.
     summary = [line for line in runs["trajectories"].stderr.splitlines() if line.startswith("endpoint fallbacks of ")]
-    assert len(summary) == 1 and "structured_outputs" in summary[0] and "n" in summary[0], runs["trajectories"].stderr[-2000:]
+    assert len(summary) == 1 and "structured_outputs" in summary[0] and "n" in summary[0], runs["trajectories"].stderr[
+        -2000:
+    ]
 
 
 def test_trials_fail_for_no_missing_feature_and_store_no_thinking(runs):

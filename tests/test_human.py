@@ -30,8 +30,8 @@ from apigen_mt.simulators.human_prompts import (
     judge_messages,
     parse_score,
 )
-from apigen_mt.simulators.xlam import CHARS_PER_TOKEN_BOUND, text_field_limit
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall
+from apigen_mt.simulators.xlam import CHARS_PER_TOKEN_BOUND, text_field_limit
 
 DOMAINS = Path(__file__).resolve().parents[1] / "simulators" / "domains"
 INSTRUCTION = (
@@ -159,7 +159,10 @@ def test_best_of_n_samples_n_in_one_request_and_keeps_the_top_score():
 def test_the_judge_critiques_before_it_scores_within_its_token_limit():
     import jsonschema
 
-    assert list(JUDGE_SCHEMA["properties"]) == ["critique", "score"] and JUDGE_SCHEMA["required"] == ["critique", "score"]
+    assert list(JUDGE_SCHEMA["properties"]) == ["critique", "score"] and JUDGE_SCHEMA["required"] == [
+        "critique",
+        "score",
+    ]
     valid = jsonschema.Draft202012Validator(JUDGE_SCHEMA)
     cap = JUDGE_SCHEMA["properties"]["critique"]["maxLength"]
     longest = json.dumps({"critique": "x" * cap, "score": 10})
@@ -301,7 +304,9 @@ def test_a_structured_stop_is_stored_as_text_with_the_stop_marker():
     model = ScriptedChatModel(['{"message": "That is all, thank you.", "stop": true}'])
     turn = respond(HumanSimulator(model, INSTRUCTION, settings=HumanSettings(structured=True)), CONVERSATION)
     (request,) = model.requests
-    assert request.json_schema == human_turn_schema(text_field_limit(HumanSettings().max_tokens)) and '"stop"' in (request.messages[0].content or "")
+    assert request.json_schema == human_turn_schema(text_field_limit(HumanSettings().max_tokens)) and '"stop"' in (
+        request.messages[0].content or ""
+    )
     assert (turn.text, turn.ending) == (f"That is all, thank you. {STOP}", "stop")
     assert turn.text.endswith(STOP)
 
@@ -341,7 +346,9 @@ def test_a_stop_written_only_while_thinking_does_not_end_the_chat():
 
 def test_role_breaks_and_structured_turns_are_read_from_the_visible_text_only():
     thinking_as_agent = "<think>How can I help you? As an AI I would say that.</think>Order #W1077442, please."
-    turn = respond(HumanSimulator(ScriptedChatModel([thinking_as_agent]), INSTRUCTION, settings=HumanSettings()), CONVERSATION)
+    turn = respond(
+        HumanSimulator(ScriptedChatModel([thinking_as_agent]), INSTRUCTION, settings=HumanSettings()), CONVERSATION
+    )
     assert (turn.text, turn.retries, turn.error) == ("Order #W1077442, please.", 0, None)
     structured = '<think>{"message": "x", "stop": true}</think>{"message": "It is #W1077442.", "stop": false}'
     model = ScriptedChatModel([structured])
@@ -351,8 +358,15 @@ def test_role_breaks_and_structured_turns_are_read_from_the_visible_text_only():
 
 def test_the_best_candidate_brings_its_own_thinking():
     candidates = ["<think>first</think>I forget.", "<think>second</think>It's order #W1077442."]
-    judge = ScriptedChatModel(judge_by_candidate({"I forget.": '{"critique": "no", "score": 1}', "#W1077442.": '{"critique": "yes", "score": 9}'}))
-    turn = respond(HumanSimulator(ScriptedChatModel(candidates), INSTRUCTION, judge=judge, settings=HumanSettings(best_of_n=2)), CONVERSATION)
+    judge = ScriptedChatModel(
+        judge_by_candidate(
+            {"I forget.": '{"critique": "no", "score": 1}', "#W1077442.": '{"critique": "yes", "score": 9}'}
+        )
+    )
+    turn = respond(
+        HumanSimulator(ScriptedChatModel(candidates), INSTRUCTION, judge=judge, settings=HumanSettings(best_of_n=2)),
+        CONVERSATION,
+    )
     assert (turn.text, turn.reasoning) == ("It's order #W1077442.", "second")
     assert all("<think>" not in (request.messages[-1].content or "") for request in judge.requests)
 
@@ -393,7 +407,9 @@ def test_the_prompt_says_when_to_use_each_ending():
         lines = (model.requests[0].messages[0].content or "").splitlines()
         assert "transfers you to a human agent" in next(line for line in lines if TRANSFER in line)
         assert "your task does not cover" in next(line for line in lines if OUT_OF_SCOPE in line)
-    model = ScriptedChatModel([f'{{"message": "{TRANSFER}", "stop": true}}', f'{{"message": "{OUT_OF_SCOPE}", "stop": false}}'])
+    model = ScriptedChatModel(
+        [f'{{"message": "{TRANSFER}", "stop": true}}', f'{{"message": "{OUT_OF_SCOPE}", "stop": false}}']
+    )
     human = HumanSimulator(model, INSTRUCTION, settings=HumanSettings(structured=True))
     assert (respond(human, CONVERSATION).ending, respond(human, CONVERSATION).ending) == ("transfer", "out_of_scope")
 
@@ -433,7 +449,13 @@ def test_invented_retail_values_are_human_errors():
     errors = revealed_values(instruction, human, ["Your order total is $150.02."])
     said = [error.split("'")[1] for error in errors]
     assert said == [
-        "#W9999999", "chris.king@example.com", "christine_king_9954", "gift_card_5715854", "4321", "123.45", "10001"
+        "#W9999999",
+        "chris.king@example.com",
+        "christine_king_9954",
+        "gift_card_5715854",
+        "4321",
+        "123.45",
+        "10001",
     ]
     assert errors[0] == (
         "the user said '#W9999999' (an order id), which is in neither the instruction nor the agent's replies"

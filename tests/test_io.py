@@ -10,10 +10,16 @@ from pathlib import Path
 import pytest
 
 from apigen_mt.pipeline.io import InputError, read_json, read_records
-from apigen_mt.pipeline.output import OutputError, atomic_directory, atomic_file, atomic_files_in, atomic_output, temp_name
+from apigen_mt.pipeline.output import (
+    OutputError,
+    atomic_directory,
+    atomic_file,
+    atomic_files_in,
+    atomic_output,
+    temp_name,
+)
 from apigen_mt.pipeline.signals import Stopped, install_stop_handlers, signals_deferred
 from apigen_mt.simulators.strict_json import MAX_DEPTH, StrictJSONError, dumps_strict, loads_strict
-
 
 # ---------------------------------------------------------------------------------------------- strict JSON
 
@@ -28,7 +34,7 @@ def test_nesting_up_to_the_limit_is_read_and_one_more_level_is_refused():
     ("text", "message"),
     [
         ('{\n "a": 1,\n "b": NaN\n}', "t.json: line 3: NaN is not allowed"),
-        ('[1,\n 2,\n\n -Infinity]', "t.json: line 4: -Infinity is not allowed"),
+        ("[1,\n 2,\n\n -Infinity]", "t.json: line 4: -Infinity is not allowed"),
         ('["1e400",\n 1e400]', "t.json: line 2: the number 1e400 is too large"),
         ('[\n"NaN", "[[[[",\n' + "[" * 300 + "]" * 300 + "]", f"t.json: line 3: nested deeper than {MAX_DEPTH} levels"),
         ("[1,\n2,\n" + "7" * 4400 + "]", "t.json: line 3: an integer of 4400 digits exceeds the limit"),
@@ -43,7 +49,14 @@ def test_refusals_name_the_line_of_the_problem(text, message):
 
 
 def test_strings_that_look_like_refused_values_are_fine():
-    assert loads_strict('["NaN", "Infinity", "1e400", "[[[", 1.5e300, -0.0]', "s") == ["NaN", "Infinity", "1e400", "[[[", 1.5e300, -0.0]
+    assert loads_strict('["NaN", "Infinity", "1e400", "[[[", 1.5e300, -0.0]', "s") == [
+        "NaN",
+        "Infinity",
+        "1e400",
+        "[[[",
+        1.5e300,
+        -0.0,
+    ]
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), {"a": [float("-inf")]}])
@@ -149,7 +162,10 @@ def test_atomic_directory_refuses_a_folder_holding_an_input(tmp_path):
     source = tmp_path / "data" / "users.json"
     source.parent.mkdir()
     source.write_text("{}")
-    with pytest.raises(OutputError, match="holds an input"), atomic_directory(tmp_path / "data", inputs=[source], replace=True):
+    with (
+        pytest.raises(OutputError, match="holds an input"),
+        atomic_directory(tmp_path / "data", inputs=[source], replace=True),
+    ):
         pass
     assert source.read_text() == "{}"
 
@@ -170,7 +186,11 @@ def test_atomic_files_in_moves_every_file_and_keeps_others(tmp_path):
     with atomic_files_in(tmp_path, ["a.json", "b.json"], replace=True) as staging:
         (staging / "a.json").write_text("new a")
         (staging / "b.json").write_text("new b")
-    assert {path.name: path.read_text() for path in tmp_path.iterdir()} == {"a.json": "new a", "b.json": "new b", "notes.txt": "mine"}
+    assert {path.name: path.read_text() for path in tmp_path.iterdir()} == {
+        "a.json": "new a",
+        "b.json": "new b",
+        "notes.txt": "mine",
+    }
 
 
 # ---------------------------------------------------------------------------------------------- signals

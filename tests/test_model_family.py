@@ -61,7 +61,9 @@ def templates() -> Path:
     return CHAT_TEMPLATES
 
 
-def model_folder(path: Path, template, *, architecture="LlamaForCausalLM", model_type="llama", where="tokenizer_config") -> Path:
+def model_folder(
+    path: Path, template, *, architecture="LlamaForCausalLM", model_type="llama", where="tokenizer_config"
+) -> Path:
     """A model folder as far as the family check reads it: config.json and the chat template in one of its homes."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps({"architectures": [architecture], "model_type": model_type}))
@@ -83,7 +85,11 @@ def model_folder(path: Path, template, *, architecture="LlamaForCausalLM", model
 def test_each_shared_template_names_the_parser_vllm_pairs_it_with(templates, tmp_path, where):
     for name, (parser, architecture, model_type) in SHARED_FAMILIES.items():
         folder = model_folder(
-            tmp_path / name, (templates / name).read_text(), architecture=architecture, model_type=model_type, where=where
+            tmp_path / name,
+            (templates / name).read_text(),
+            architecture=architecture,
+            model_type=model_type,
+            where=where,
         )
         family = family_of_folder(folder)
         assert (family.parser, family.recognised, family.takes_tools) == (parser, True, True), name
@@ -96,8 +102,14 @@ def test_each_shared_template_names_the_parser_vllm_pairs_it_with(templates, tmp
 
 
 def test_every_parser_a_family_names_is_registered(templates):
-    texts = [(templates / name).read_text() for name in SHARED_FAMILIES] + [MISTRAL_TEMPLATE, CHATML_WITHOUT_TOOLS, TINY_TEMPLATE]
-    named = {family_of_template(text, model_type).parser for text in texts for model_type in ("llama", "qwen2", "mistral")}
+    texts = [(templates / name).read_text() for name in SHARED_FAMILIES] + [
+        MISTRAL_TEMPLATE,
+        CHATML_WITHOUT_TOOLS,
+        TINY_TEMPLATE,
+    ]
+    named = {
+        family_of_template(text, model_type).parser for text in texts for model_type in ("llama", "qwen2", "mistral")
+    }
     assert named == {"xlam", "hermes", "llama3_json", "mistral"}
     assert named <= set(parser_names())
 
@@ -183,7 +195,9 @@ def test_preflight_refuses_the_mismatch_before_ray_starts(templates, tmp_path):
 
     folder = model_folder(tmp_path / "llama", (templates / "llama3.1_json.jinja").read_text())
     preflight(run_config(folder), ["agent"])  # chosen from the template: fine
-    with pytest.raises(ConfigError, match=r"models\.agent\.engine\.tool_parser: xlam cannot read .* writes calls as \{\"name\""):
+    with pytest.raises(
+        ConfigError, match=r"models\.agent\.engine\.tool_parser: xlam cannot read .* writes calls as \{\"name\""
+    ):
         preflight(run_config(folder, tool_parser="xlam"), ["agent"])
     assert not ray.is_initialized()
     # A hub id is no local folder: the engine checks it once loaded.
@@ -196,7 +210,12 @@ def test_the_cli_exits_2_with_the_mismatch_as_its_one_error_line(templates, tmp_
     config.write_text(
         yaml.safe_dump(
             {
-                "models": {"agent": {"backend": "vllm", "engine": {"model": str(folder), "device": "cpu", "tool_parser": "xlam"}}},
+                "models": {
+                    "agent": {
+                        "backend": "vllm",
+                        "engine": {"model": str(folder), "device": "cpu", "tool_parser": "xlam"},
+                    }
+                },
                 "roles": {role: "agent" for role in ROLES},
                 "blueprints": [{"domain": "retail", "path": "examples:retail"}],
             }
@@ -205,8 +224,11 @@ def test_the_cli_exits_2_with_the_mismatch_as_its_one_error_line(templates, tmp_
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", SKIP_ENV)}
     done = subprocess.run(
         [str(CLI), "generate", str(config), "--output", str(tmp_path / "run"), "--limit", "1", "--quiet"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     [line] = [line for line in done.stderr.splitlines() if line.startswith("apigen-mt: error:")]
     assert line == (
@@ -227,5 +249,7 @@ def test_models_ask_refuses_the_mismatch_in_one_line(templates, tmp_path):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     [line] = [line for line in done.stderr.splitlines() if line.startswith("apigen-mt: error:")]
-    assert line.startswith(f"apigen-mt: error: models.agent.engine.tool_parser: hermes cannot read what the model in {folder}")
+    assert line.startswith(
+        f"apigen-mt: error: models.agent.engine.tool_parser: hermes cannot read what the model in {folder}"
+    )
     assert 'writes calls as {"name": ..., "parameters": ...}, which the llama3_json parser reads' in line

@@ -15,9 +15,9 @@ import pytest
 from apigen_mt.pipeline.models import (
     MANIFEST_NAME,
     ModelError,
+    model_status,
     prepare,
     prepare_smollm2,
-    model_status,
     sha256_of,
     smollm2_dir,
     smollm2_gguf,
@@ -127,14 +127,18 @@ def test_a_malformed_manifest_is_a_model_error_naming_the_problem(tmp_path, sour
     prepare(target, source, source_info={}, converter=RecordingConverter())
     manifest = json.loads((target / MANIFEST_NAME).read_text())
     (target / MANIFEST_NAME).write_text(json.dumps({**manifest, "files": files}))
-    with pytest.raises(ModelError, match=re.escape(f"{MANIFEST_NAME} is malformed: {problem}; rebuild the model with --force")):
+    with pytest.raises(
+        ModelError, match=re.escape(f"{MANIFEST_NAME} is malformed: {problem}; rebuild the model with --force")
+    ):
         prepare(target, source, source_info={}, converter=RecordingConverter())
 
 
 def test_a_cache_folder_that_is_a_file_is_a_model_error(tmp_path, source):
     (tmp_path / "cache").write_text("not a folder")
     converter = RecordingConverter()
-    with pytest.raises(ModelError, match=r"cannot write .*cache is a file, not a folder; choose a writable --cache-dir"):
+    with pytest.raises(
+        ModelError, match=r"cannot write .*cache is a file, not a folder; choose a writable --cache-dir"
+    ):
         prepare(tmp_path / "cache" / "models" / "tiny", source, source_info={}, converter=converter)
     assert converter.calls == 0
 

@@ -9,7 +9,7 @@ import json
 import socket
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -214,7 +214,11 @@ def test_calls_are_read_whether_or_not_the_server_extracts_them(server):
             "role": "assistant",
             "content": "",
             "tool_calls": [
-                {"id": "c", "type": "function", "function": {"name": "get_order_details", "arguments": '{"order_id": "#W0003"}'}}
+                {
+                    "id": "c",
+                    "type": "function",
+                    "function": {"name": "get_order_details", "arguments": '{"order_id": "#W0003"}'},
+                }
             ],
         },
         "finish_reason": "tool_calls",
@@ -274,7 +278,7 @@ def test_retry_after_reads_seconds_and_http_dates():
     assert _retry_after_seconds(None) is None
     assert _retry_after_seconds("soon") is None
     assert _retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: retry now
-    in_a_minute = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=60), usegmt=True)
+    in_a_minute = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
     assert 55 <= _retry_after_seconds(in_a_minute) <= 60
 
 
@@ -479,7 +483,10 @@ def test_models_ask_exits_2_with_one_line_when_the_key_variable_is_unset(tmp_pat
     program = "from apigen_mt.pipeline.cli import main; main()"
     done = subprocess.run(
         [sys.executable, "-c", program, "models", "ask", str(config), "hello"],
-        capture_output=True, text=True, env=environment, timeout=120,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
     )
     assert done.returncode == 2
     assert done.stdout == ""
@@ -746,8 +753,11 @@ SCHEMA_SENT = {"response_format": {"type": "json_schema"}}
         ("'n' : number must be at most 1", {"n": 4}, "n"),
         ("n > 1 is not supported for this model", {"n": 2}, "n"),
         ("Bad Request: n: Input should be less than or equal to 1", {"n": 2}, "n"),
-        ("Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
-         {"max_tokens": 5, "n": 2}, "max_tokens"),
+        (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+            {"max_tokens": 5, "n": 2},
+            "max_tokens",
+        ),
         ("Unsupported parameter: 'parallel_tool_calls'", {"parallel_tool_calls": False}, "parallel_tool_calls"),
         # Refusals that name nothing the request used stay its own errors.
         ("This model's maximum context length is 8192 tokens", {"n": 2, **SCHEMA_SENT}, None),

@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MAPPED = {"pipeline": "apigen_mt.pipeline", "simulators": "apigen_mt.simulators", "validators": "apigen_mt.validators", "blueprints": "apigen_mt.blueprints"}
+MAPPED = {
+    "pipeline": "apigen_mt.pipeline",
+    "simulators": "apigen_mt.simulators",
+    "validators": "apigen_mt.validators",
+    "blueprints": "apigen_mt.blueprints",
+}
 
 
 def test_every_package_folder_is_listed_under_apigen_mt():

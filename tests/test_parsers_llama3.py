@@ -86,7 +86,9 @@ def test_braces_in_ordinary_text_make_text_without_a_problem():
 
 
 def test_arguments_win_over_parameters_and_any_value_is_json_text():
-    parsed = LLAMA.parse('{"name": "a", "arguments": {"x": 1}, "parameters": {"y": 2}}; {"name": "b", "parameters": "s"}')
+    parsed = LLAMA.parse(
+        '{"name": "a", "arguments": {"x": 1}, "parameters": {"y": 2}}; {"name": "b", "parameters": "s"}'
+    )
     assert reading(parsed) == ([("a", {"x": 1}), ("b", {"__raw__": '"s"'})], None)
     assert "kept under '__raw__'" in parsed.problem
 
@@ -95,13 +97,18 @@ def test_parse_command_jsonl():
     texts = [TAG + ORDER + "; " + THINK, "Plain text.", ORDER[:-1]]
     expected = [
         {
-            "tool_calls": [{"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}, {"name": "think", "arguments": {"thought": "ok"}}],
+            "tool_calls": [
+                {"name": "get_order_details", "arguments": {"order_id": "#W0000001"}},
+                {"name": "think", "arguments": {"thought": "ok"}},
+            ],
             "content": None,
         },
         {"tool_calls": [], "content": "Plain text."},
         {"tool_calls": [], "content": ORDER[:-1]},
     ]
-    result = CliRunner().invoke(app, ["parse", "--format", "llama3_json", "--jsonl"], input="\n".join(json.dumps(text) for text in texts) + "\n")
+    result = CliRunner().invoke(
+        app, ["parse", "--format", "llama3_json", "--jsonl"], input="\n".join(json.dumps(text) for text in texts) + "\n"
+    )
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.stdout.splitlines()] == expected
 
@@ -124,39 +131,118 @@ STRARGS = json.dumps({"name": "think", "parameters": json.dumps({"thought": "s"}
 
 HAND_CORPUS = [
     # plain text
-    "", " ", "\n", "Hello! How can I help you today?", "}", "]", "[1, 2]", TAG, TAG + " ", TAG + "hello", "name parameters", "Zürich 😀",
+    "",
+    " ",
+    "\n",
+    "Hello! How can I help you today?",
+    "}",
+    "]",
+    "[1, 2]",
+    TAG,
+    TAG + " ",
+    TAG + "hello",
+    "name parameters",
+    "Zürich 😀",
     # one call
-    ORDER, THINK, " " + ORDER, "\n\n" + ORDER + "\n", TAG + ORDER, TAG + " " + ORDER, TAG + "\n" + ORDER, ORDER + TAG, NESTED, UNI, STRARGS,
-    "\u00a0" + ORDER, "\ufeff" + ORDER, json.dumps(json.loads(ORDER), indent=4),
+    ORDER,
+    THINK,
+    " " + ORDER,
+    "\n\n" + ORDER + "\n",
+    TAG + ORDER,
+    TAG + " " + ORDER,
+    TAG + "\n" + ORDER,
+    ORDER + TAG,
+    NESTED,
+    UNI,
+    STRARGS,
+    "\u00a0" + ORDER,
+    "\ufeff" + ORDER,
+    json.dumps(json.loads(ORDER), indent=4),
     # text around calls
-    "Sure! " + ORDER, ORDER + " Done.", "Here: " + ORDER + " and more text", "Sure:\n```json\n" + ORDER + "\n```", "[" + ORDER + "]",
-    "[" + ORDER + ", " + THINK + "]", "<tool_call>" + ORDER + "</tool_call>", "[TOOL_CALLS]" + ORDER, "<think>plan</think>" + ORDER,
+    "Sure! " + ORDER,
+    ORDER + " Done.",
+    "Here: " + ORDER + " and more text",
+    "Sure:\n```json\n" + ORDER + "\n```",
+    "[" + ORDER + "]",
+    "[" + ORDER + ", " + THINK + "]",
+    "<tool_call>" + ORDER + "</tool_call>",
+    "[TOOL_CALLS]" + ORDER,
+    "<think>plan</think>" + ORDER,
     # several calls
-    ORDER + "; " + THINK, ORDER + ";" + THINK, ORDER + ";\n" + THINK, ORDER + " " + THINK, ORDER + "\n" + THINK, ORDER + ", " + THINK,
-    TAG + ORDER + "; " + THINK + "; " + ORDER, ORDER + THINK, ORDER + '{"name": "x", "parameters": {"name": "y", "parameters": {}}}',
-    ORDER + "{}", ORDER + "; {}", ORDER + " {} ", ORDER + ";;" + THINK, ORDER + "; " + TAG + THINK,
+    ORDER + "; " + THINK,
+    ORDER + ";" + THINK,
+    ORDER + ";\n" + THINK,
+    ORDER + " " + THINK,
+    ORDER + "\n" + THINK,
+    ORDER + ", " + THINK,
+    TAG + ORDER + "; " + THINK + "; " + ORDER,
+    ORDER + THINK,
+    ORDER + '{"name": "x", "parameters": {"name": "y", "parameters": {}}}',
+    ORDER + "{}",
+    ORDER + "; {}",
+    ORDER + " {} ",
+    ORDER + ";;" + THINK,
+    ORDER + "; " + TAG + THINK,
     # braces in text
-    "{", "{}", "{ }", "{order id}", "Use {this}", "Use {this} or " + ORDER, ORDER + " or {that}", "{{", "}{", '{"a": 1}', '{"a": 1} ' + ORDER,
-    "{'name': 'think', 'parameters': {}}", '{"name": "think", "parameters": {}', '{"name": "think", "parameters": {}}}',
-    '{"name": "think", "parameters": {},}', '{"name": "think" "parameters": {}}',
+    "{",
+    "{}",
+    "{ }",
+    "{order id}",
+    "Use {this}",
+    "Use {this} or " + ORDER,
+    ORDER + " or {that}",
+    "{{",
+    "}{",
+    '{"a": 1}',
+    '{"a": 1} ' + ORDER,
+    "{'name': 'think', 'parameters': {}}",
+    '{"name": "think", "parameters": {}',
+    '{"name": "think", "parameters": {}}}',
+    '{"name": "think", "parameters": {},}',
+    '{"name": "think" "parameters": {}}',
     # missing and odd keys
-    '{"name": "think"}', '{"parameters": {}}', '{"arguments": {}}', '{"name": "think", "params": {}}', '{"name": null, "parameters": {}}',
-    '{"name": 1, "parameters": {}}', '{"name": ["a"], "parameters": {}}', '{"name": "", "parameters": {}}', '{"name": "a", "parameters": null}',
-    '{"name": "a", "arguments": null, "parameters": {}}', '{"name": "a", "parameters": {}, "arguments": {"x": 1}}', '{"name": "a", "parameters": 3}',
-    '{"name": "a", "parameters": [1]}', '{"name": "a", "parameters": ""}', '{"name": "a", "parameters": "x"}', '{"name": "a", "parameters": true}',
-    '{"type": "function", "name": "a", "parameters": {}}', '{"name": "a", "name": "b", "parameters": {}}',
+    '{"name": "think"}',
+    '{"parameters": {}}',
+    '{"arguments": {}}',
+    '{"name": "think", "params": {}}',
+    '{"name": null, "parameters": {}}',
+    '{"name": 1, "parameters": {}}',
+    '{"name": ["a"], "parameters": {}}',
+    '{"name": "", "parameters": {}}',
+    '{"name": "a", "parameters": null}',
+    '{"name": "a", "arguments": null, "parameters": {}}',
+    '{"name": "a", "parameters": {}, "arguments": {"x": 1}}',
+    '{"name": "a", "parameters": 3}',
+    '{"name": "a", "parameters": [1]}',
+    '{"name": "a", "parameters": ""}',
+    '{"name": "a", "parameters": "x"}',
+    '{"name": "a", "parameters": true}',
+    '{"type": "function", "name": "a", "parameters": {}}',
+    '{"name": "a", "name": "b", "parameters": {}}',
     '{"function": {"name": "a", "parameters": {}}}',
     # numbers and strings
-    '{"name": "a", "parameters": {"k": NaN, "j": -Infinity}}', '{"name": "a", "parameters": {"k": 1e400}}', '{"name": "a", "parameters": {"k": 1, "k": 2}}',
-    '{"name": "a", "parameters": {"\\u0000": "\\ud800"}}', '{"name": "a", "parameters": {"x": 01}}', '{"name": "a", "parameters": {"x": ' + "1" * 5000 + "}}",
-    '{"name": "a", "parameters": ' + "[" * 100_000 + "]" * 100_000 + "}", "{" * 5000, '{"name": "{", "parameters": {"b": "}{"}}',
+    '{"name": "a", "parameters": {"k": NaN, "j": -Infinity}}',
+    '{"name": "a", "parameters": {"k": 1e400}}',
+    '{"name": "a", "parameters": {"k": 1, "k": 2}}',
+    '{"name": "a", "parameters": {"\\u0000": "\\ud800"}}',
+    '{"name": "a", "parameters": {"x": 01}}',
+    '{"name": "a", "parameters": {"x": ' + "1" * 5000 + "}}",
+    '{"name": "a", "parameters": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "{" * 5000,
+    '{"name": "{", "parameters": {"b": "}{"}}',
     '{"name": "a", "parameters": {"text": "a } b { c"}}; ' + THINK,
     # unicode
-    '{"name": "名前", "parameters": {"ключ": "значение"}}', '{"name": "a", "parameters": {"e": "\\ud83d\\ude00"}}',
+    '{"name": "名前", "parameters": {"ключ": "значение"}}',
+    '{"name": "a", "parameters": {"e": "\\ud83d\\ude00"}}',
     "Привет! " + UNI + " 👋",
     '{"name": "a\\u0000b", "parameters": {}}',
     # endings a model may leave
-    ORDER + ";", ORDER + "; ", ORDER + "<|eom_id|>", ORDER + "<|eot_id|>", TAG + ORDER + "<|eom_id|>", ORDER[:-1] + "<|eot_id|>",
+    ORDER + ";",
+    ORDER + "; ",
+    ORDER + "<|eom_id|>",
+    ORDER + "<|eot_id|>",
+    TAG + ORDER + "<|eom_id|>",
+    ORDER[:-1] + "<|eot_id|>",
 ]
 
 
@@ -164,13 +250,20 @@ def test_corpus_agrees_with_vllm(vllm_llama3):
     assert len(HAND_CORPUS) >= 100 and len(set(HAND_CORPUS)) == len(HAND_CORPUS)
     read = [assert_agree(LLAMA, vllm_llama3, text) for text in HAND_CORPUS]
     assert sum(bool(parsed.tool_calls) for parsed in read) >= 30
-    print(f"\nhand corpus: {len(HAND_CORPUS)} inputs ({sum(bool(p.tool_calls) for p in read)} with calls), 0 disagreements")
+    print(
+        f"\nhand corpus: {len(HAND_CORPUS)} inputs ({sum(bool(p.tool_calls) for p in read)} with calls), 0 disagreements"
+    )
 
 
 _objects = json_texts(weighted((3, calls("parameters")), (2, calls("arguments")), (1, values)))
 _pieces = weighted(
     (3, st.builds(lambda prefix, body: prefix + body, st.sampled_from(["", "", TAG, TAG + " ", " "]), _objects)),
-    (2, st.lists(_objects, min_size=2, max_size=3).flatmap(lambda bodies: st.sampled_from(["; ", ";", " ", "", "\n"]).map(lambda sep: sep.join(bodies)))),
+    (
+        2,
+        st.lists(_objects, min_size=2, max_size=3).flatmap(
+            lambda bodies: st.sampled_from(["; ", ";", " ", "", "\n"]).map(lambda sep: sep.join(bodies))
+        ),
+    ),
 )
 model_outputs = outputs(_pieces, FILLERS + [TAG, "{", "}", ";", "; ", "[", "]", "{order id}"])
 
@@ -178,7 +271,9 @@ model_outputs = outputs(_pieces, FILLERS + [TAG, "{", "}", ";", "; ", "[", "]", 
 def test_generated_outputs_agree_with_vllm(vllm_llama3):
     seen: dict[str, ParsedOutput] = {}
 
-    @settings(max_examples=600, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=600, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(model_outputs)
     def agree(text: str) -> None:
         seen[text] = assert_agree(LLAMA, vllm_llama3, text)
@@ -191,4 +286,6 @@ def test_generated_outputs_agree_with_vllm(vllm_llama3):
     assert sum(TAG in text for text in with_calls) >= 20
     assert sum(parsed.content == text and "{" in text for text, parsed in seen.items()) >= 50
     assert len(seen) + len(HAND_CORPUS) >= 500
-    print(f"\ngenerated: {len(seen)} distinct inputs ({len(with_calls)} with calls), 0 disagreements; with the hand corpus {len(seen) + len(HAND_CORPUS)}")
+    print(
+        f"\ngenerated: {len(seen)} distinct inputs ({len(with_calls)} with calls), 0 disagreements; with the hand corpus {len(seen) + len(HAND_CORPUS)}"
+    )

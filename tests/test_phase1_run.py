@@ -43,10 +43,16 @@ scripted = load_by_value("scripted_phase1")
 
 def config():
     base = load_config(CONFIG)
-    phase = BlueprintPhase.model_validate({
-        "domains": [{"domain": "retail", "proposals": PROPOSALS}], "seed": SEED, "max_rounds": MAX_ROUNDS,
-        "proposer": {"refusal_share": 0}, "in_flight": 4, "rows_per_shard": 5,
-    })  # fmt: skip
+    phase = BlueprintPhase.model_validate(
+        {
+            "domains": [{"domain": "retail", "proposals": PROPOSALS}],
+            "seed": SEED,
+            "max_rounds": MAX_ROUNDS,
+            "proposer": {"refusal_share": 0},
+            "in_flight": 4,
+            "rows_per_shard": 5,
+        }
+    )
     # The scripted human answers in plain text, not in the structured form the embedded model is asked for.
     human = base.trajectories.human.model_copy(update={"structured": False})
     trajectories = base.trajectories.model_copy(update={"human": human, "trials": 1})
@@ -113,18 +119,20 @@ def test_stored_proposals_keep_only_the_rows_of_the_run_that_finished_each_propo
         return base | {"round": round, "final": final, "status": status, "failed_stage": None}
 
     written = [
-        row(0, 0, False, "rejected"), row(0, 1, False, "rejected"),  # a killed run's rounds of proposal 0
+        row(0, 0, False, "rejected"),
+        row(0, 1, False, "rejected"),  # a killed run's rounds of proposal 0
         row(1, 0, True, "accepted"),
         row(0, 0, True, "accepted"),  # proposal 0 again, accepted in round 0
         row(2, 0, False, "rejected"),  # proposal 2 not finished: proposed again by the next run
-    ]  # fmt: skip
+    ]
     with ShardWriter(tmp_path, BLUEPRINT_SCHEMA, rows_per_shard=2) as writer:
         for one in written:
             writer.write(one)
     stored = stored_proposals(read_rows(tmp_path, schema=BLUEPRINT_SCHEMA))
     assert [(r["blueprint_id"], r["round"], r["status"]) for r in stored.to_pylist()] == [
-        ("retail-p0001", 0, "accepted"), ("retail-p0000", 0, "accepted"),
-    ]  # fmt: skip
+        ("retail-p0001", 0, "accepted"),
+        ("retail-p0000", 0, "accepted"),
+    ]
     funnel = proposal_funnel(stored)
     assert (funnel["proposals"], funnel["proposed"], funnel["accepted_by_round"]) == (2, 2, {"0": 2})
 
@@ -209,9 +217,13 @@ def test_a_rerun_runs_only_missing_proposals_and_drops_a_killed_run_s_partial_ro
     assert (first.proposed, first.proposals_skipped) == (6, 0)
     # A run killed between two rows of proposal 7 left its round 0 without the final row.
     stale = rows_by_id(out)[proposal_id("retail", 0)][0] | {
-        "blueprint_id": proposal_id("retail", 7), "proposal": 7, "final": False, "status": "rejected",
-        "failed_stage": "format", "reasons": ["stale"],
-    }  # fmt: skip
+        "blueprint_id": proposal_id("retail", 7),
+        "proposal": 7,
+        "final": False,
+        "status": "rejected",
+        "failed_stage": "format",
+        "reasons": ["stale"],
+    }
     with ShardWriter(out / "blueprints", BLUEPRINT_SCHEMA) as writer:
         writer.write(stale)
     second = run_blueprints(config(), plan(), options(out), model_factory=scripted.factory)
@@ -257,7 +269,7 @@ def test_generate_chains_accepted_blueprints_into_phase2_and_the_card_shows_phas
     assert f"| proposals (sampled contexts) | {PROPOSALS} |" in card
     assert f"| rejected as duplicates | {len(IDS['twin']) - 1} |" in card
     assert f"| accepted in round 1 | {len(IDS['revised'])} |" in card
-    users = len({USERS[int(blueprint_id.rsplit('p', 1)[1])] for blueprint_id in accepted})
+    users = len({USERS[int(blueprint_id.rsplit("p", 1)[1])] for blueprint_id in accepted})
     # Every accepted blueprint calls modify_user_address alone: one tool sequence, one write tool.
     writes = len(write_tool_names(RETAIL))
     assert f"| retail | {PROPOSALS} | {len(accepted)} | 1 | {users} | 1 of {writes} (`modify_user_address`) |" in card
@@ -267,8 +279,11 @@ def test_generate_chains_accepted_blueprints_into_phase2_and_the_card_shows_phas
 def accepted_row(index: int, blueprint: Blueprint) -> dict:
     stored = blueprint.model_copy(update={"id": proposal_id("retail", index), "domain": "retail"})
     return system_row(ProposalItem("retail", index, seed=index), "m", "r") | {
-        "status": "accepted", "reasons": [], "blueprint": stored.model_dump_json(), "user_id": blueprint.user_id,
-    }  # fmt: skip
+        "status": "accepted",
+        "reasons": [],
+        "blueprint": stored.model_dump_json(),
+        "user_id": blueprint.user_id,
+    }
 
 
 def test_accepted_blueprints_of_one_user_are_recombined_once_and_played(ray_local, tmp_path):
@@ -277,8 +292,15 @@ def test_accepted_blueprints_of_one_user_are_recombined_once_and_played(ray_loca
     user = USERS[0]
     moves = [
         {"address1": "7 Elm Street", "address2": "", "city": "Austin", "state": "TX", "country": "USA", "zip": "73301"},
-        {"address1": "9 Oak Road", "address2": "Apt 2", "city": "Boise", "state": "ID", "country": "USA", "zip": "83702"},
-    ]  # fmt: skip
+        {
+            "address1": "9 Oak Road",
+            "address2": "Apt 2",
+            "city": "Boise",
+            "state": "ID",
+            "country": "USA",
+            "zip": "83702",
+        },
+    ]
     parts = [
         Blueprint(
             user_id=user,
@@ -323,17 +345,29 @@ def test_recombination_limit_zero_joins_nothing(ray_local, tmp_path):
     out = tmp_path / "run"
     with ShardWriter(out / "blueprints", BLUEPRINT_SCHEMA) as writer:
         for index, zip_code in enumerate(("73301", "83702")):
-            move = {"address1": f"{index} Elm", "address2": "", "city": "X", "state": "TX", "country": "USA", "zip": zip_code}
+            move = {
+                "address1": f"{index} Elm",
+                "address2": "",
+                "city": "X",
+                "state": "TX",
+                "country": "USA",
+                "zip": zip_code,
+            }
             part = Blueprint(
-                user_id=user, instruction=f"Move to {index} Elm, {zip_code}.",
+                user_id=user,
+                instruction=f"Move to {index} Elm, {zip_code}.",
                 actions=[{"name": "modify_user_address", "arguments": {"user_id": user, **move}}],
-            )  # fmt: skip
+            )
             writer.write(accepted_row(index, part))
     phase = BlueprintPhase.model_validate(
         config().blueprint_generation.model_dump() | {"recombination": {"size": 2, "limit": 0}}
     )
-    run_blueprints(config().model_copy(update={"blueprint_generation": phase}), plan(2), options(out, force=True),
-                   model_factory=scripted.factory)  # fmt: skip
+    run_blueprints(
+        config().model_copy(update={"blueprint_generation": phase}),
+        plan(2),
+        options(out, force=True),
+        model_factory=scripted.factory,
+    )
     assert not [rows for rows in rows_by_id(out).values() if rows[-1]["parents"]]
 
 

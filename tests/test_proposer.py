@@ -256,6 +256,11 @@ def test_the_structured_proposal_fits_its_token_budget():
     assert sum(caps) + MAX_OUTPUTS * small["properties"]["outputs"]["items"]["maxLength"] <= text_field_limit(256)
     assert all(cap < large["properties"][name]["maxLength"] for cap, name in zip(caps, fields, strict=True))
     lookup = {"name": "get_order_details", "arguments": {"order_id": "#W1"}}
-    brief = {"thought": "One look-up.", "instruction": "Ask for #W1's status.", "actions": [lookup], "outputs": ["pending"]}
+    brief = {
+        "thought": "One look-up.",
+        "instruction": "Ask for #W1's status.",
+        "actions": [lookup],
+        "outputs": ["pending"],
+    }
     assert Draft202012Validator(small).is_valid(brief)
     assert not Draft202012Validator(small).is_valid(brief | {"thought": "x" * 2000})

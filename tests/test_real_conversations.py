@@ -35,7 +35,12 @@ from apigen_mt.simulators.types import ToolCall
 CLI = Path(sys.executable).parent / "apigen-mt"
 SPLITS = {"airline": "sample", "retail": "dev"}
 BROKEN_GROUND_TRUTH = {"airline": {10: {"A16"}, 16: {"A20"}, 19: {"A7", "A10"}, 23: {"A7"}}, "retail": {}}
-TEXT_BESIDE = ["Let me check that for you.", "I'll look that up now.", "One moment while I process this.", "Let me take care of that."]
+TEXT_BESIDE = [
+    "Let me check that for you.",
+    "I'll look that up now.",
+    "One moment while I process this.",
+    "Let me take care of that.",
+]
 REFUSED_NOTE = "(the call was refused and changed nothing)"
 
 
@@ -68,21 +73,31 @@ class Conversation:
         observation = self.env.step(ToolCall(name=name, arguments=arguments)).observation
         self.messages.append({"role": "tool", "tool_call_id": call_id, "name": name, "content": observation})
         if refused:  # the builder's own check: a refused call really is refused and changes nothing
-            assert observation.startswith("Error") and json.dumps(self.env.db, sort_keys=True) == before, (name, observation)
+            assert observation.startswith("Error") and json.dumps(self.env.db, sort_keys=True) == before, (
+                name,
+                observation,
+            )
             self.refusals += 1
         return observation
 
     def act(self, name: str, arguments: dict[str, Any], refusal: tuple[str, dict[str, Any]] | None) -> None:
         """One ground-truth action: a write is confirmed first and, in the refused style, tried wrongly once."""
         if self.tools[name].spec.writes:
-            self.say("assistant", f"To confirm, I will run {name.replace('_', ' ')} with {json.dumps(arguments)}. Shall I proceed (yes/no)?")
+            self.say(
+                "assistant",
+                f"To confirm, I will run {name.replace('_', ' ')} with {json.dumps(arguments)}. Shall I proceed (yes/no)?",
+            )
             self.say("user", "Yes, please go ahead.")
             if refusal is not None and self.style.refused and not self.refusals:
                 self.call(*refusal, refused=True)
         self.call(name, arguments)
 
     def finish(self, outputs: list[str]) -> list[dict[str, Any]]:
-        if any(self.tools[m["tool_calls"][0]["function"]["name"]].spec.terminates for m in self.messages if m.get("tool_calls")):
+        if any(
+            self.tools[m["tool_calls"][0]["function"]["name"]].spec.terminates
+            for m in self.messages
+            if m.get("tool_calls")
+        ):
             return self.messages  # a transfer ends the episode with its tool message, as in tau-bench
         stated = " ".join(f"${int(o):,}" if o.isdigit() else o for o in outputs)  # gpt-4o writes thousands separators
         self.say("assistant", f"Everything is done. {stated}".strip())
@@ -121,16 +136,22 @@ def written_records(domain: Domain, actions: list[dict[str, Any]], key: str) -> 
     return list(dict.fromkeys(a["kwargs"][key] for a in actions if tools[a["name"]].spec.writes and key in a["kwargs"]))
 
 
-def airline_conversation(domain: Domain, db: JSON, policy: str, task: dict[str, Any], actions: list[dict[str, Any]], style: Style):
+def airline_conversation(
+    domain: Domain, db: JSON, policy: str, task: dict[str, Any], actions: list[dict[str, Any]], style: Style
+):
     chat = Conversation(domain, db, policy, style)
     user = task["user_id"]
     chat.say("user", "Hi, I need some help with my flights.")
     chat.say("assistant", "I'd be happy to help. Could you please provide your user ID?")
     chat.say("user", f"Sure, it's {user}.")
     profile = json.loads(chat.call("get_user_details", {"user_id": user}))
-    refusals = [airline_refusal(a["name"], a["kwargs"]) for a in actions if domain.toolkit.tools()[a["name"]].spec.writes]
+    refusals = [
+        airline_refusal(a["name"], a["kwargs"]) for a in actions if domain.toolkit.tools()[a["name"]].spec.writes
+    ]
     refusal = next((r for r in refusals if r is not None), None)
-    for position, reservation in enumerate(written_records(domain, actions, "reservation_id") or profile["reservations"][:1]):
+    for position, reservation in enumerate(
+        written_records(domain, actions, "reservation_id") or profile["reservations"][:1]
+    ):
         if style.refused and refusal is None and position == 0:  # nothing to refuse among the writes: a mistyped lookup
             chat.call("get_reservation_details", {"reservation_id": mistyped(reservation)}, refused=True)
         chat.call("get_reservation_details", {"reservation_id": reservation})
@@ -139,7 +160,9 @@ def airline_conversation(domain: Domain, db: JSON, policy: str, task: dict[str, 
     return chat.finish(task["outputs"])
 
 
-def retail_conversation(domain: Domain, db: JSON, policy: str, task: dict[str, Any], actions: list[dict[str, Any]], style: Style):
+def retail_conversation(
+    domain: Domain, db: JSON, policy: str, task: dict[str, Any], actions: list[dict[str, Any]], style: Style
+):
     chat = Conversation(domain, db, policy, style)
     user = task["user_id"]
     chat.say("user", "Hi, I need some help with my orders.")
@@ -147,7 +170,9 @@ def retail_conversation(domain: Domain, db: JSON, policy: str, task: dict[str, A
     chat.say("user", f"My email is {db['users'][user]['email']}.")
     chat.call("find_user_id_by_email", {"email": db["users"][user]["email"]})
     profile = json.loads(chat.call("get_user_details", {"user_id": user}))
-    writes_refusable = any(retail_refusal(a["name"], a["kwargs"]) for a in actions if domain.toolkit.tools()[a["name"]].spec.writes)
+    writes_refusable = any(
+        retail_refusal(a["name"], a["kwargs"]) for a in actions if domain.toolkit.tools()[a["name"]].spec.writes
+    )
     for position, order in enumerate(written_records(domain, actions, "order_id") or profile["orders"][:1]):
         if style.refused and not writes_refusable and position == 0:
             chat.call("get_order_details", {"order_id": mistyped(order)}, refused=True)
@@ -188,7 +213,9 @@ def wrong_final_state(domain: Domain, actions: list[dict[str, Any]]) -> list[dic
     return [*actions[:last], {"name": name, "kwargs": arguments}, *actions[last + 1 :]]
 
 
-def verify_with_cli(tmp_path: Path, domain: str, data_dir: Path, trajectories: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+def verify_with_cli(
+    tmp_path: Path, domain: str, data_dir: Path, trajectories: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], str]:
     """The real console script with the project's defaults, as a user runs it on a file of conversations: the
     verdicts and the summary line."""
     given, verdicts = tmp_path / f"{domain}.jsonl", tmp_path / f"{domain}-verdicts.jsonl"
@@ -209,15 +236,28 @@ def scored(request, taubench_dir, taubench_tasks, tmp_path_factory):
     for index, task in enumerate(taubench_tasks(name, SPLITS[name])):
         broken = index in BROKEN_GROUND_TRUTH[name]
         style = STYLES[index % len(STYLES)]
-        built.append(("broken" if broken else "sound", index, style, BUILDERS[name](domain, db, policy, task, task["actions"], style)))
+        built.append(
+            (
+                "broken" if broken else "sound",
+                index,
+                style,
+                BUILDERS[name](domain, db, policy, task, task["actions"], style),
+            )
+        )
         wrong = None if broken else wrong_final_state(domain, task["actions"])
         if wrong is not None:
             built.append(("unrewarded", index, STYLES[0], BUILDERS[name](domain, db, policy, task, wrong, STYLES[0])))
     tasks = taubench_tasks(name, SPLITS[name])
     verdicts, summary = verify_with_cli(
-        tmp_path_factory.mktemp(name), name, data_dir, [{"blueprint": tasks[index], "messages": messages} for _, index, _, messages in built]
+        tmp_path_factory.mktemp(name),
+        name,
+        data_dir,
+        [{"blueprint": tasks[index], "messages": messages} for _, index, _, messages in built],
     )
-    entries = [(kind, index, style, messages, verdict) for (kind, index, style, messages), verdict in zip(built, verdicts, strict=True)]
+    entries = [
+        (kind, index, style, messages, verdict)
+        for (kind, index, style, messages), verdict in zip(built, verdicts, strict=True)
+    ]
     return name, entries, summary
 
 
@@ -233,17 +273,24 @@ def test_every_conversation_on_a_sound_task_is_kept(scored):
     assert len(sound) == {"airline": 21, "retail": 20}[name]
     # The command's summary counts the same: only the sound tasks' conversations are accepted.
     rewarded = sum(verdict["reward"] == 1.0 for *_, verdict in entries)
-    assert summary.startswith(f"{rewarded} of {len(entries)} trajectories reach reward 1.0, {len(sound)} accepted, "), summary
+    assert summary.startswith(f"{rewarded} of {len(entries)} trajectories reach reward 1.0, {len(sound)} accepted, "), (
+        summary
+    )
 
 
 def test_both_classes_of_former_loss_are_among_the_kept(scored):
     """Text beside a call (rule A2/R5 as it was) and a refused call that breaks a rule as written, each in several."""
     name = scored[0]
     sound = of_kind(scored, "sound")
-    beside = [index for _, index, style, messages, _ in sound if style.text_beside and any(m.get("tool_calls") and m["content"] for m in messages)]
+    beside = [
+        index
+        for _, index, style, messages, _ in sound
+        if style.text_beside and any(m.get("tool_calls") and m["content"] for m in messages)
+    ]
     refused = [index for _, index, style, _, _ in sound if style.refused]
     warned = [
-        index for _, index, style, _, verdict in sound
+        index
+        for _, index, style, _, verdict in sound
         if style.refused and any(w.startswith("[") and w.endswith(REFUSED_NOTE) for w in verdict["warnings"])
     ]
     assert len(beside) >= 8 and len(refused) >= 8, (beside, refused)

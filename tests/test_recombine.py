@@ -10,8 +10,8 @@ import json
 import pytest
 
 from apigen_mt.blueprints.loop import Phase1Models, Phase1Settings
-from apigen_mt.blueprints.proposer import INSTRUCTION_MAX_CHARS, ProposerSettings
 from apigen_mt.blueprints.prompts import task_json
+from apigen_mt.blueprints.proposer import INSTRUCTION_MAX_CHARS, ProposerSettings
 from apigen_mt.blueprints.recombine import (
     INSTRUCTION_SCHEMA,
     candidate_groups,
@@ -38,6 +38,7 @@ def conflicts(domain, db, combined: Blueprint) -> list[str]:
     """Why a combination fails stage 1 (with the rules' reasons after a refused write); empty when it passes."""
     return next((verdict.reasons for verdict in stage_one(domain, db, combined) if not verdict.passed), [])
 
+
 AIRLINE = get_domain("airline")
 
 
@@ -51,7 +52,9 @@ def airline_db():
     return AIRLINE.load()
 
 
-def part(id: str, instruction: str, *actions: tuple[str, dict], outputs=(), user="christine_king_9954", domain="retail"):
+def part(
+    id: str, instruction: str, *actions: tuple[str, dict], outputs=(), user="christine_king_9954", domain="retail"
+):
     return Blueprint(
         id=id,
         domain=domain,
@@ -67,38 +70,96 @@ def part(id: str, instruction: str, *actions: tuple[str, dict], outputs=(), user
 # credit_card_6668859. Each part below passes format, execution and policy on its own.
 WHO = "You are Christine King (christine.king7156@example.com)."
 PENDING, DELIVERED, CARD = "#W1077442", "#W6442327", "credit_card_6668859"
-CANCEL = part("cancel", f"{WHO} Cancel order {PENDING}: you ordered it by mistake.",
-              ("cancel_pending_order", {"order_id": PENDING, "reason": "ordered by mistake"}))
-ADDRESS = part("address", f"{WHO} Ship order {PENDING} to 101 Elm Street, Apt 4, Salt Lake City, UT 84101, USA.",
-               ("modify_pending_order_address", {"order_id": PENDING, "address1": "101 Elm Street", "address2": "Apt 4",
-                                                 "city": "Salt Lake City", "state": "UT", "country": "USA", "zip": "84101"}))
-BLENDER = part("blender", f"{WHO} In order {PENDING}, change the blender to the other option; pay with your credit card.",
-               ("modify_pending_order_items", {"order_id": PENDING, "item_ids": ["8509213895"],
-                                               "new_item_ids": ["7136925962"], "payment_method_id": CARD}))
-DRYER = part("dryer", f"{WHO} In order {PENDING}, change the hair dryer to the other option; pay with your credit card.",
-             ("modify_pending_order_items", {"order_id": PENDING, "item_ids": ["2076693935"],
-                                             "new_item_ids": ["4631070993"], "payment_method_id": CARD}))
-RETURN = part("return", f"{WHO} Return the throw blanket of order {DELIVERED} to your credit card. Ask what it cost.",
-              ("return_delivered_order_items", {"order_id": DELIVERED, "item_ids": ["7213609077"], "payment_method_id": CARD}),
-              outputs=["59.66"])
-EXCHANGE = part("exchange", f"{WHO} Exchange the hair dryer of order {DELIVERED} for the other option. Ask what it cost.",
-                ("exchange_delivered_order_items", {"order_id": DELIVERED, "item_ids": ["9786199536"],
-                                                    "new_item_ids": ["4631070993"], "payment_method_id": CARD}),
-                outputs=["88.34", "59.66"])
+CANCEL = part(
+    "cancel",
+    f"{WHO} Cancel order {PENDING}: you ordered it by mistake.",
+    ("cancel_pending_order", {"order_id": PENDING, "reason": "ordered by mistake"}),
+)
+ADDRESS = part(
+    "address",
+    f"{WHO} Ship order {PENDING} to 101 Elm Street, Apt 4, Salt Lake City, UT 84101, USA.",
+    (
+        "modify_pending_order_address",
+        {
+            "order_id": PENDING,
+            "address1": "101 Elm Street",
+            "address2": "Apt 4",
+            "city": "Salt Lake City",
+            "state": "UT",
+            "country": "USA",
+            "zip": "84101",
+        },
+    ),
+)
+BLENDER = part(
+    "blender",
+    f"{WHO} In order {PENDING}, change the blender to the other option; pay with your credit card.",
+    (
+        "modify_pending_order_items",
+        {"order_id": PENDING, "item_ids": ["8509213895"], "new_item_ids": ["7136925962"], "payment_method_id": CARD},
+    ),
+)
+DRYER = part(
+    "dryer",
+    f"{WHO} In order {PENDING}, change the hair dryer to the other option; pay with your credit card.",
+    (
+        "modify_pending_order_items",
+        {"order_id": PENDING, "item_ids": ["2076693935"], "new_item_ids": ["4631070993"], "payment_method_id": CARD},
+    ),
+)
+RETURN = part(
+    "return",
+    f"{WHO} Return the throw blanket of order {DELIVERED} to your credit card. Ask what it cost.",
+    ("return_delivered_order_items", {"order_id": DELIVERED, "item_ids": ["7213609077"], "payment_method_id": CARD}),
+    outputs=["59.66"],
+)
+EXCHANGE = part(
+    "exchange",
+    f"{WHO} Exchange the hair dryer of order {DELIVERED} for the other option. Ask what it cost.",
+    (
+        "exchange_delivered_order_items",
+        {"order_id": DELIVERED, "item_ids": ["9786199536"], "new_item_ids": ["4631070993"], "payment_method_id": CARD},
+    ),
+    outputs=["88.34", "59.66"],
+)
 
 # Dolores Dixon (gold) holds 42CYZI: basic economy, booked 2024-05-10, no insurance, flight HAT058 available.
 BASIC, DOLORES = "42CYZI", "dolores_dixon_7237"
-UPGRADE_CALL = ("update_reservation_flights", {"reservation_id": BASIC, "cabin": "business", "payment_id": "credit_card_7237278",
-                                               "flights": [{"flight_number": "HAT058", "date": "2024-05-24"}]})
+UPGRADE_CALL = (
+    "update_reservation_flights",
+    {
+        "reservation_id": BASIC,
+        "cabin": "business",
+        "payment_id": "credit_card_7237278",
+        "flights": [{"flight_number": "HAT058", "date": "2024-05-24"}],
+    },
+)
 CANCEL_TRIP_CALL = ("cancel_reservation", {"reservation_id": BASIC})
-UPGRADE = part("upgrade", f"You are Dolores Dixon. Upgrade reservation {BASIC} to business, paying by credit card.",
-               UPGRADE_CALL, user=DOLORES, domain="airline")
-CANCEL_TRIP = part("cancel-trip", f"You are Dolores Dixon. Cancel reservation {BASIC}.", CANCEL_TRIP_CALL,
-                   user=DOLORES, domain="airline")
+UPGRADE = part(
+    "upgrade",
+    f"You are Dolores Dixon. Upgrade reservation {BASIC} to business, paying by credit card.",
+    UPGRADE_CALL,
+    user=DOLORES,
+    domain="airline",
+)
+CANCEL_TRIP = part(
+    "cancel-trip",
+    f"You are Dolores Dixon. Cancel reservation {BASIC}.",
+    CANCEL_TRIP_CALL,
+    user=DOLORES,
+    domain="airline",
+)
 # Gold in basic economy: two bags free, so a third is paid; in business all three are free.
-BAGS = part("bags", f"You are Dolores Dixon. Take three bags in total on reservation {BASIC}.",
-            ("update_reservation_baggages", {"reservation_id": BASIC, "total_baggages": 3, "nonfree_baggages": 1,
-                                             "payment_id": "credit_card_7237278"}), user=DOLORES, domain="airline")
+BAGS = part(
+    "bags",
+    f"You are Dolores Dixon. Take three bags in total on reservation {BASIC}.",
+    (
+        "update_reservation_baggages",
+        {"reservation_id": BASIC, "total_baggages": 3, "nonfree_baggages": 1, "payment_id": "credit_card_7237278"},
+    ),
+    user=DOLORES,
+    domain="airline",
+)
 
 
 def passes_alone(domain, db, *parts: Blueprint) -> bool:
@@ -129,7 +190,9 @@ def test_groups_depend_on_the_seed_only():
     first = candidate_groups(blueprints, seed=5)
     assert candidate_groups(list(reversed(blueprints)), seed=5) == first  # the input's order does not matter
     assert len(first) == 3 and all(len(group) == 2 for group in first)
-    by_seed = {tuple(member.id for group in candidate_groups(blueprints, seed=seed) for member in group) for seed in range(8)}
+    by_seed = {
+        tuple(member.id for group in candidate_groups(blueprints, seed=seed) for member in group) for seed in range(8)
+    }
     assert len(by_seed) > 1  # another seed, other groups
     assert [len(group) for group in candidate_groups(blueprints, size=4, seed=5)] == [4]
     with pytest.raises(ValueError, match="at least 2"):
@@ -141,7 +204,10 @@ def test_groups_depend_on_the_seed_only():
 
 def test_combine_concatenates_actions_merges_outputs_and_names_the_parents():
     combined = combine([RETURN, EXCHANGE], RETAIL)
-    assert [call.name for call in combined.actions] == ["return_delivered_order_items", "exchange_delivered_order_items"]
+    assert [call.name for call in combined.actions] == [
+        "return_delivered_order_items",
+        "exchange_delivered_order_items",
+    ]
     assert combined.outputs == ["59.66", "88.34"]  # the shared output once
     assert combined.provenance.parents == ["return", "exchange"]
     assert combined.provenance.context_ids == ["user:christine_king_9954", "task:return", "task:exchange"]
@@ -196,11 +262,17 @@ def test_a_return_and_an_exchange_of_one_order_conflict(retail_db):
 def test_returning_and_cancelling_one_order_conflict(retail_db):
     """The paper's example. On one database an order is pending or delivered, never both, so parts that pass
     alone never make this pair; the rules catch it all the same, in either order."""
-    cancel_delivered = part("cancel-delivered", f"{WHO} Cancel order {DELIVERED}.",
-                            ("cancel_pending_order", {"order_id": DELIVERED, "reason": "no longer needed"}))
+    cancel_delivered = part(
+        "cancel-delivered",
+        f"{WHO} Cancel order {DELIVERED}.",
+        ("cancel_pending_order", {"order_id": DELIVERED, "reason": "no longer needed"}),
+    )
     assert rule_ids(conflicts(RETAIL, retail_db, combine([RETURN, cancel_delivered], RETAIL))) == {"[R7]"}
-    return_pending = part("return-pending", f"{WHO} Return the blender of {PENDING}.",
-                          ("return_delivered_order_items", {"order_id": PENDING, "item_ids": ["8509213895"], "payment_method_id": CARD}))
+    return_pending = part(
+        "return-pending",
+        f"{WHO} Return the blender of {PENDING}.",
+        ("return_delivered_order_items", {"order_id": PENDING, "item_ids": ["8509213895"], "payment_method_id": CARD}),
+    )
     assert rule_ids(conflicts(RETAIL, retail_db, combine([CANCEL, return_pending], RETAIL))) == {"[R14]", "[R17]"}
 
 
@@ -236,9 +308,15 @@ def test_a16_reads_the_cabin_an_earlier_flight_update_left(airline_db):
     assert len(cancellation_allowed(trace_calls(AIRLINE, airline_db, [failed_upgrade, cancel], user_id=DOLORES))) == 1
     # The other way: BUZU0X, an old uninsured business booking, may be cancelled until it is moved to economy.
     business = ToolCall(name="cancel_reservation", arguments={"reservation_id": "BUZU0X"})
-    downgrade = ToolCall(name="update_reservation_flights", arguments={
-        "reservation_id": "BUZU0X", "cabin": "economy", "payment_id": "credit_card_3535278",
-        "flights": [{"flight_number": "HAT145", "date": "2024-05-18"}]})
+    downgrade = ToolCall(
+        name="update_reservation_flights",
+        arguments={
+            "reservation_id": "BUZU0X",
+            "cabin": "economy",
+            "payment_id": "credit_card_3535278",
+            "flights": [{"flight_number": "HAT145", "date": "2024-05-18"}],
+        },
+    )
     assert cancellation_allowed(trace_calls(AIRLINE, airline_db, [business], user_id="robert_roberts_4890")) == []
     downgraded = trace_calls(AIRLINE, airline_db, [downgrade, business], user_id="robert_roberts_4890")
     assert not downgraded.calls[0].failed and "(economy," in cancellation_allowed(downgraded)[0]
@@ -247,10 +325,23 @@ def test_a16_reads_the_cabin_an_earlier_flight_update_left(airline_db):
 def test_a19_reads_the_cabin_an_earlier_flight_update_left(airline_db):
     """Jagat Thompson, a regular member, holds BY3V1M in basic economy without insurance."""
     look = ToolCall(name="get_reservation_details", arguments={"reservation_id": "BY3V1M"})
-    upgrade = ToolCall(name="update_reservation_flights", arguments={
-        "reservation_id": "BY3V1M", "cabin": "business", "payment_id": "credit_card_3580612",
-        "flights": [{"flight_number": number, "date": date} for number, date in
-                    (("HAT271", "2024-05-23"), ("HAT179", "2024-05-23"), ("HAT132", "2024-05-24"), ("HAT067", "2024-05-24"))]})
+    upgrade = ToolCall(
+        name="update_reservation_flights",
+        arguments={
+            "reservation_id": "BY3V1M",
+            "cabin": "business",
+            "payment_id": "credit_card_3580612",
+            "flights": [
+                {"flight_number": number, "date": date}
+                for number, date in (
+                    ("HAT271", "2024-05-23"),
+                    ("HAT179", "2024-05-23"),
+                    ("HAT132", "2024-05-24"),
+                    ("HAT067", "2024-05-24"),
+                )
+            ],
+        },
+    )
     certificate = ToolCall(name="send_certificate", arguments={"user_id": "jagat_thompson_2225", "amount": 100})
     assert len(certificate_eligible(trace_calls(AIRLINE, airline_db, [look, certificate]))) == 1
     upgraded = trace_calls(AIRLINE, airline_db, [upgrade, certificate])
@@ -281,7 +372,10 @@ def test_the_instruction_request_shows_every_part_and_caps_the_reply():
     first = instruction_request(combined, [ADDRESS, BLENDER], seeded)
     assert first.json_schema is None and first.sampling.seed is not None
     assert first.sampling.seed == instruction_request(combined, [ADDRESS, BLENDER], seeded).sampling.seed
-    assert first.sampling.seed != instruction_request(combine([BLENDER, ADDRESS], RETAIL), [BLENDER, ADDRESS], seeded).sampling.seed
+    assert (
+        first.sampling.seed
+        != instruction_request(combine([BLENDER, ADDRESS], RETAIL), [BLENDER, ADDRESS], seeded).sampling.seed
+    )
 
 
 @pytest.mark.parametrize(
@@ -305,12 +399,18 @@ def test_dropped_details_are_the_id_like_values_a_part_gave():
     kept = f"{WHO} Ship {PENDING} to 101 Elm Street, Apt 4, Salt Lake City, UT 84101, USA, then change the blender."
     assert dropped_details(kept, parts) == []
     # Apt 4 has a digit too; item ids the parts never mention are not asked for.
-    assert dropped_details(f"{WHO} Ship order {PENDING} to your new address.", parts) == ["101 Elm Street", "Apt 4", "84101"]
+    assert dropped_details(f"{WHO} Ship order {PENDING} to your new address.", parts) == [
+        "101 Elm Street",
+        "Apt 4",
+        "84101",
+    ]
 
 
 def test_the_rewrite_replaces_the_interim_instruction():
     combined = combine([RETURN, EXCHANGE], RETAIL)
-    model = ScriptedChatModel([Completion(text=json.dumps({"instruction": NEW}), prompt_tokens=40, completion_tokens=9)])
+    model = ScriptedChatModel(
+        [Completion(text=json.dumps({"instruction": NEW}), prompt_tokens=40, completion_tokens=9)]
+    )
     result = asyncio.run(rewrite_instruction(model, combined, [RETURN, EXCHANGE]))
     assert (result.problem, result.error, result.model_id) == (None, None, "scripted")
     assert result.blueprint == combined.model_copy(update={"instruction": NEW})
@@ -321,12 +421,18 @@ def test_the_rewrite_replaces_the_interim_instruction():
     ("reply", "problem", "error"),
     [
         ("Sure! You want to return and exchange.", 'not a JSON object {"instruction": str}', None),
-        (json.dumps({"instruction": f"{WHO} Return something and exchange something."}), f"leaves out details the parts give: {DELIVERED}", None),
+        (
+            json.dumps({"instruction": f"{WHO} Return something and exchange something."}),
+            f"leaves out details the parts give: {DELIVERED}",
+            None,
+        ),
         (ChatResponse(error="HTTP 500"), None, "HTTP 500"),
     ],
 )
 def test_an_unusable_rewrite_says_why(reply, problem, error):
-    result = asyncio.run(rewrite_instruction(ScriptedChatModel([reply]), combine([RETURN, EXCHANGE], RETAIL), [RETURN, EXCHANGE]))
+    result = asyncio.run(
+        rewrite_instruction(ScriptedChatModel([reply]), combine([RETURN, EXCHANGE], RETAIL), [RETURN, EXCHANGE])
+    )
     assert result.blueprint is None
     for found, expected in ((result.problem, problem), (result.error, error)):
         assert found is None if expected is None else expected in found
@@ -355,7 +461,10 @@ def test_a_combination_the_committee_approves_is_accepted(retail_db):
     roles = Roles([json.dumps({"instruction": RETURN_AND_BLENDER})], [scores()] * 3)
     [record] = run(roles, [RETURN, BLENDER], RETAIL, retail_db)
     assert (record.round, record.status, record.failed_stage, record.reasons) == (0, "accepted", None, [])
-    assert record.blueprint.instruction == RETURN_AND_BLENDER and record.blueprint.provenance.parents == ["return", "blender"]
+    assert record.blueprint.instruction == RETURN_AND_BLENDER and record.blueprint.provenance.parents == [
+        "return",
+        "blender",
+    ]
     assert record.model_id == "proposer" and record.votes["score"] == 1.0
     paths = {op["path"] for op in record.diff_patch}
     assert f"/orders/{DELIVERED}/status" in paths and f"/orders/{PENDING}/status" in paths  # both parts' writes
@@ -380,7 +489,10 @@ def test_a_conflict_is_rejected_at_policy_before_any_model_is_asked(retail_db):
     [record] = run(roles, [BLENDER, DRYER], RETAIL, retail_db)
     assert (record.status, record.failed_stage) == ("rejected", "policy")
     assert rule_ids(record.reasons) == {"[R9]", "[R11]"}
-    assert record.blueprint == combine([BLENDER, DRYER], RETAIL) and record.blueprint.provenance.parents == ["blender", "dryer"]
+    assert record.blueprint == combine([BLENDER, DRYER], RETAIL) and record.blueprint.provenance.parents == [
+        "blender",
+        "dryer",
+    ]
     assert roles.proposer.requests == [] and roles.reviewer.requests == []
 
 
@@ -389,7 +501,9 @@ def test_an_unusable_instruction_is_rejected_at_format_and_never_reviewed(retail
     [record] = run(roles, [RETURN, BLENDER], RETAIL, retail_db)
     assert (record.status, record.failed_stage, record.text) == ("rejected", "format", "I'd combine them.")
     assert "not a JSON object" in record.reasons[0] and roles.reviewer.requests == []
-    assert record.blueprint.instruction == combine([RETURN, BLENDER], RETAIL).instruction  # the interim one, kept for the row
+    assert (
+        record.blueprint.instruction == combine([RETURN, BLENDER], RETAIL).instruction
+    )  # the interim one, kept for the row
 
 
 def test_a_backend_failure_fails_the_record(retail_db):

@@ -96,7 +96,9 @@ def test_uris_and_their_staging_folders(tmp_path, monkeypatch):
 
 def test_a_run_is_mirrored_and_resumes_from_another_staging_folder(s3_endpoint, ray_local, tmp_path):
     target = uri(s3_endpoint, "runs/a")
-    first = job.run(tmp_path / "machine-1", trials=2, rows_per_shard=3, remote=RemoteRun(target, tmp_path / "machine-1"))
+    first = job.run(
+        tmp_path / "machine-1", trials=2, rows_per_shard=3, remote=RemoteRun(target, tmp_path / "machine-1")
+    )
     assert first.played == 10
     stored = objects(s3_endpoint, "runs/a")
     staged = {
@@ -111,7 +113,11 @@ def test_a_run_is_mirrored_and_resumes_from_another_staging_folder(s3_endpoint, 
     assert (second.played, second.skipped) == (5, 10)  # only the third trials were missing
     filesystem, base = pafs.FileSystem.from_uri(target)
     shards = [f"{base}/{name}" for name in objects(s3_endpoint, "runs/a") if name.startswith("trajectories/")]
-    pairs = {(row["blueprint_id"], row["trial"]) for name in shards for row in pq.read_table(name, filesystem=filesystem).to_pylist()}
+    pairs = {
+        (row["blueprint_id"], row["trial"])
+        for name in shards
+        for row in pq.read_table(name, filesystem=filesystem).to_pylist()
+    }
     assert len(pairs) == 15
 
 
@@ -123,7 +129,12 @@ def test_export_replaces_the_uris_export_outputs(s3_endpoint, ray_local, tmp_pat
     assert done.returncode == 0, done.stderr
     assert "mirrored to s3://runs-bucket/runs/b" in done.stderr
     stored = objects(s3_endpoint, "runs/b")
-    assert {"README.md", "manifest.json", "data/openai/train-00000.parquet", "data/openai/rejected-00000.parquet"} <= set(stored)
+    assert {
+        "README.md",
+        "manifest.json",
+        "data/openai/train-00000.parquet",
+        "data/openai/rejected-00000.parquet",
+    } <= set(stored)
     assert any(name.startswith("dataset/") for name in stored)
 
     done = cli("export", target, "--split", "train", "--format", "openai", env=env)

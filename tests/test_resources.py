@@ -133,14 +133,21 @@ def test_engines_name_their_models_as_the_config_does_never_by_their_folder(monk
     import ray
 
     folder = str(tmp_path / "cache" / "smollm2-135m-instruct")
-    monkeypatch.setattr(engines_module, "resolve_model_path", lambda model: folder if model.startswith("embedded:") else model)
+    monkeypatch.setattr(
+        engines_module, "resolve_model_path", lambda model: folder if model.startswith("embedded:") else model
+    )
     started = []
     # VllmChatModel.start names its model by the config's model_id, as the real one does.
     monkeypatch.setattr(
-        engines_module.VllmChatModel, "start", lambda engine: started.append(engine) or SimpleNamespace(model_id=engine.model_id)
+        engines_module.VllmChatModel,
+        "start",
+        lambda engine: started.append(engine) or SimpleNamespace(model_id=engine.model_id),
     )
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 4.0}}])
-    models = {"smol": vllm("cpu", model="embedded:smollm2-135m-instruct"), "big": vllm("cpu", served_model_name="teacher")}
+    models = {
+        "smol": vllm("cpu", model="embedded:smollm2-135m-instruct"),
+        "big": vllm("cpu", served_model_name="teacher"),
+    }
     engines = Engines.start(run_config(models, human="big"), ("agent", "human"))
     assert engines.model("agent").model_id == "embedded:smollm2-135m-instruct"
     assert engines.model("human").model_id == "teacher"
@@ -260,8 +267,11 @@ def test_generate_asking_for_gpus_the_machine_lacks_exits_2_with_the_shortfall(t
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", SKIP_ENV)}
     done = subprocess.run(
         [str(CLI), "generate", str(config), "--output", str(tmp_path / "run"), "--limit", "1", "--quiet"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     [line] = [line for line in done.stderr.splitlines() if line.startswith("apigen-mt: error:")]
     assert line.startswith(
@@ -273,7 +283,9 @@ def test_generate_asking_for_gpus_the_machine_lacks_exits_2_with_the_shortfall(t
 def test_models_ask_checks_one_replica_against_the_machine(tmp_path):
     config = tmp_path / "gpu.yaml"
     config.write_text(
-        yaml.safe_dump({"models": {"big": vllm(replicas=3, tensor_parallel_size=2)}, "roles": {role: "big" for role in ROLES}})
+        yaml.safe_dump(
+            {"models": {"big": vllm(replicas=3, tensor_parallel_size=2)}, "roles": {role: "big" for role in ROLES}}
+        )
     )
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", SKIP_ENV)}
     done = subprocess.run(

@@ -213,7 +213,9 @@ def test_missing_argument_wording(shared):
         rejected(shared, "cancel_pending_order", reason="no longer needed")
         == f"{prefix} 1 required positional argument: 'order_id'"
     )
-    assert rejected(shared, "cancel_pending_order") == f"{prefix} 2 required positional arguments: 'order_id' and 'reason'"
+    assert (
+        rejected(shared, "cancel_pending_order") == f"{prefix} 2 required positional arguments: 'order_id' and 'reason'"
+    )
     assert (
         rejected(shared, "find_user_id_by_name_zip")
         == "Error: FindUserIdByNameZip.invoke() missing 3 required positional arguments: 'first_name', 'last_name', and 'zip'"
@@ -303,10 +305,12 @@ def test_calculate_errors(shared, expression, observation):
 
 def test_cancel_rejections(shared):
     assert (
-        rejected(shared, "cancel_pending_order", order_id="#W0000000", reason="no longer needed") == "Error: order not found"
+        rejected(shared, "cancel_pending_order", order_id="#W0000000", reason="no longer needed")
+        == "Error: order not found"
     )
     assert (
-        rejected(shared, "cancel_pending_order", order_id="W6779827", reason="no longer needed") == "Error: order not found"
+        rejected(shared, "cancel_pending_order", order_id="W6779827", reason="no longer needed")
+        == "Error: order not found"
     )
     for order_id in (PROCESSED, DELIVERED, CANCELLED):
         observation = rejected(shared, "cancel_pending_order", order_id=order_id, reason="no longer needed")
@@ -324,7 +328,14 @@ def test_cancel_checks_run_in_spec_order(shared):
 
 
 def test_cancel_refuses_an_order_with_modified_items(env):
-    ok(env, "modify_pending_order_items", order_id=PENDING_GIFT, item_ids=[], new_item_ids=[], payment_method_id=ETHAN_CARD)
+    ok(
+        env,
+        "modify_pending_order_items",
+        order_id=PENDING_GIFT,
+        item_ids=[],
+        new_item_ids=[],
+        payment_method_id=ETHAN_CARD,
+    )
     assert order_of(env, PENDING_GIFT)["status"] == "pending (item modified)"
     observation = rejected(env, "cancel_pending_order", order_id=PENDING_GIFT, reason="no longer needed")
     assert observation == "Error: non-pending order cannot be cancelled"
@@ -335,7 +346,9 @@ def test_cancel_vector_r_v1(env, base_db):
     expected = copy_state(base_db["orders"][PENDING_GIFT])
     expected["status"] = "cancelled"
     expected["cancel_reason"] = "no longer needed"
-    expected["payment_history"].append({"transaction_type": "refund", "amount": 4079.45, "payment_method_id": ETHAN_GIFT})
+    expected["payment_history"].append(
+        {"transaction_type": "refund", "amount": 4079.45, "payment_method_id": ETHAN_GIFT}
+    )
     assert observation == json.dumps(expected)
     assert list(order_of(env, PENDING_GIFT))[-1] == "cancel_reason"
     balance = method(env, "ethan_lopez_6291", ETHAN_GIFT)["balance"]
@@ -385,7 +398,9 @@ def test_cancel_credits_each_gift_card_entry_of_the_history(env):
 # --- §2.A.3 exchange_delivered_order_items ---------------------------------------------------------
 
 
-def exchange(order_id=DELIVERED, item_ids=(DELIVERED_DUMBBELL,), new_item_ids=("2444431651",), payment_method_id=EMMA_CARD):
+def exchange(
+    order_id=DELIVERED, item_ids=(DELIVERED_DUMBBELL,), new_item_ids=("2444431651",), payment_method_id=EMMA_CARD
+):
     return dict(
         order_id=order_id, item_ids=list(item_ids), new_item_ids=list(new_item_ids), payment_method_id=payment_method_id
     )
@@ -409,7 +424,9 @@ def test_exchange_rejections(shared):
     observation = rejected(shared, tool, **exchange(item_ids=[HELMET], new_item_ids=[HELMET]))
     assert observation == "Error: new item 2206116040 not found or available"
     for payment_method_id in ("credit_card_0000000", ETHAN_CARD, "paypal"):
-        assert rejected(shared, tool, **exchange(payment_method_id=payment_method_id)) == "Error: payment method not found"
+        assert (
+            rejected(shared, tool, **exchange(payment_method_id=payment_method_id)) == "Error: payment method not found"
+        )
 
 
 def test_exchange_checks_run_in_spec_order(shared):
@@ -419,7 +436,9 @@ def test_exchange_checks_run_in_spec_order(shared):
     observation = rejected(shared, tool, **exchange(new_item_ids=["nope", "nope2"], payment_method_id="x"))
     assert observation == "Error: the number of items to be exchanged should match"
     observation = rejected(
-        shared, tool, **exchange(item_ids=[HELMET, DELIVERED_DUMBBELL], new_item_ids=["bad1", "bad2"], payment_method_id="x")
+        shared,
+        tool,
+        **exchange(item_ids=[HELMET, DELIVERED_DUMBBELL], new_item_ids=["bad1", "bad2"], payment_method_id="x"),
     )
     assert observation == "Error: new item bad1 not found or available"
     observation = rejected(
@@ -483,7 +502,11 @@ def test_exchange_for_the_same_item_and_with_empty_lists(env, domain, base_db):
 
     fresh = domain.environment(base_db)
     order = json.loads(
-        ok(fresh, "exchange_delivered_order_items", **exchange(item_ids=[], new_item_ids=[], payment_method_id=EMMA_GIFT))
+        ok(
+            fresh,
+            "exchange_delivered_order_items",
+            **exchange(item_ids=[], new_item_ids=[], payment_method_id=EMMA_GIFT),
+        )
     )
     assert order["status"] == "exchange requested"
     assert order["exchange_items"] == order["exchange_new_items"] == []
@@ -501,7 +524,9 @@ def test_exchange_accepts_duplicates_the_order_holds(shared):
     # #W1840144 holds item 8590708195 twice; 8560156827 is its product.
     order_id, item = "#W1840144", "8590708195"
     observation = rejected(
-        shared, "exchange_delivered_order_items", **exchange(order_id=order_id, item_ids=[item] * 3, new_item_ids=[item] * 3)
+        shared,
+        "exchange_delivered_order_items",
+        **exchange(order_id=order_id, item_ids=[item] * 3, new_item_ids=[item] * 3),
     )
     assert observation == f"Error: {item} not found"
     observation = rejected(
@@ -530,8 +555,12 @@ def test_find_user_id_by_email_returns_the_first_match(env):
 
 
 def test_find_user_id_by_name_zip(shared):
-    assert ok(shared, "find_user_id_by_name_zip", first_name="Noah", last_name="Brown", zip="80279") == "noah_brown_6181"
-    assert ok(shared, "find_user_id_by_name_zip", first_name="NOAH", last_name="brown", zip="80279") == "noah_brown_6181"
+    assert (
+        ok(shared, "find_user_id_by_name_zip", first_name="Noah", last_name="Brown", zip="80279") == "noah_brown_6181"
+    )
+    assert (
+        ok(shared, "find_user_id_by_name_zip", first_name="NOAH", last_name="brown", zip="80279") == "noah_brown_6181"
+    )
     for first, last, zip_code in (
         ("Noah", "Brown", "80279 "),
         ("Noah", "Brown", "80278"),
@@ -617,7 +646,14 @@ def test_modify_order_address_rejections(env):
     assert rejected(env, tool, order_id="#W0000000", **ADDRESS) == "Error: order not found"
     for order_id in (PROCESSED, DELIVERED, CANCELLED):
         assert rejected(env, tool, order_id=order_id, **ADDRESS) == "Error: non-pending order cannot be modified"
-    ok(env, "modify_pending_order_items", order_id=PENDING_GIFT, item_ids=[], new_item_ids=[], payment_method_id=ETHAN_CARD)
+    ok(
+        env,
+        "modify_pending_order_items",
+        order_id=PENDING_GIFT,
+        item_ids=[],
+        new_item_ids=[],
+        payment_method_id=ETHAN_CARD,
+    )
     assert rejected(env, tool, order_id=PENDING_GIFT, **ADDRESS) == "Error: non-pending order cannot be modified"
 
 
@@ -675,7 +711,8 @@ def test_modify_items_rejections(shared):
 def test_modify_items_checks_run_in_spec_order(shared):
     tool = "modify_pending_order_items"
     assert (
-        rejected(shared, tool, **modify(order_id=PROCESSED, item_ids=["x"])) == "Error: non-pending order cannot be modified"
+        rejected(shared, tool, **modify(order_id=PROCESSED, item_ids=["x"]))
+        == "Error: non-pending order cannot be modified"
     )
     assert rejected(shared, tool, **modify(item_ids=["x"], new_item_ids=[])) == "Error: x not found"
     observation = rejected(shared, tool, **modify(new_item_ids=["bad"], payment_method_id="bad"))
@@ -684,7 +721,9 @@ def test_modify_items_checks_run_in_spec_order(shared):
 
 def test_modify_items_only_once(env):
     ok(env, "modify_pending_order_items", **modify(payment_method_id=ETHAN_CARD))
-    observation = rejected(env, "modify_pending_order_items", **modify(item_ids=[ESPRESSO], new_item_ids=["3709608322"]))
+    observation = rejected(
+        env, "modify_pending_order_items", **modify(item_ids=[ESPRESSO], new_item_ids=["3709608322"])
+    )
     assert observation == "Error: non-pending order cannot be modified"
     observation = rejected(env, "modify_pending_order_payment", order_id=PENDING_GIFT, payment_method_id=ETHAN_CARD)
     assert observation == "Error: non-pending order cannot be modified"
@@ -754,7 +793,11 @@ def test_modify_items_same_item_and_empty_lists_give_a_zero_refund(env, domain, 
     order = json.loads(
         ok(env, "modify_pending_order_items", **modify(new_item_ids=[DUMBBELL], payment_method_id=ETHAN_GIFT))
     )
-    assert order["payment_history"][-1] == {"transaction_type": "refund", "amount": 0.0, "payment_method_id": ETHAN_GIFT}
+    assert order["payment_history"][-1] == {
+        "transaction_type": "refund",
+        "amount": 0.0,
+        "payment_method_id": ETHAN_GIFT,
+    }
     assert repr(order["payment_history"][-1]["amount"]) == "0.0"
     assert repr(method(env, "ethan_lopez_6291", ETHAN_GIFT)["balance"]) == "49.0"
 
@@ -777,7 +820,9 @@ def test_modify_items_lookups_see_earlier_swaps(env):
         ok(
             env,
             "modify_pending_order_items",
-            **modify(order_id="#W9318778", item_ids=[a, b], new_item_ids=[b, c], payment_method_id="credit_card_7862034"),
+            **modify(
+                order_id="#W9318778", item_ids=[a, b], new_item_ids=[b, c], payment_method_id="credit_card_7862034"
+            ),
         )
     )
     assert [item["item_id"] for item in order["items"][3:]] == [c, b]
@@ -804,7 +849,10 @@ def test_modify_items_changes_duplicates_one_by_one(env):
             ),
         )
     )
-    assert [(item["item_id"], item["price"]) for item in order["items"]] == [("8481719475", 98.61), ("9829827210", 90.43)]
+    assert [(item["item_id"], item["price"]) for item in order["items"]] == [
+        ("8481719475", 98.61),
+        ("9829827210", 90.43),
+    ]
     assert order["payment_history"][-1] == {
         "transaction_type": "refund",
         "amount": abs((98.61 - 96.35) + (90.43 - 96.35)),
@@ -823,7 +871,9 @@ def test_modify_payment_rejections(shared):
             rejected(shared, tool, order_id=order_id, payment_method_id=EMMA_GIFT)
             == "Error: non-pending order cannot be modified"
         )
-    assert rejected(shared, tool, order_id=PENDING_CARD, payment_method_id=ETHAN_GIFT) == "Error: payment method not found"
+    assert (
+        rejected(shared, tool, order_id=PENDING_CARD, payment_method_id=ETHAN_GIFT) == "Error: payment method not found"
+    )
     observation = rejected(shared, tool, order_id=PENDING_CARD, payment_method_id=OMAR_CARD)
     assert observation == "Error: the new payment method should be different from the current one"
     # #W6979932: 1291.82 paid with paypal; the user's gift card holds 96.
@@ -853,7 +903,9 @@ def test_modify_payment_vector_r_v5(env, base_db):
     # A second change always fails: the history now holds three entries. The method check comes first.
     observation = rejected(env, "modify_pending_order_payment", order_id=PENDING_CARD, payment_method_id=OMAR_CARD)
     assert observation == "Error: there should be exactly one payment for a pending order"
-    observation = rejected(env, "modify_pending_order_payment", order_id=PENDING_CARD, payment_method_id="paypal_0000000")
+    observation = rejected(
+        env, "modify_pending_order_payment", order_id=PENDING_CARD, payment_method_id="paypal_0000000"
+    )
     assert observation == "Error: payment method not found"
     # Address changes remain possible.
     ok(env, "modify_pending_order_address", order_id=PENDING_CARD, **ADDRESS)
@@ -942,9 +994,14 @@ def test_return_vector_r_v4(env, base_db):
     assert state_digest(env.db["users"]) == state_digest(base_db["users"])
     assert taubench_hash(env.db) == "cfa0aa7bbdfc42316ba369f06a3f54f4570f7e0b3720d35a40437ddb65c0b036"
     # Only once: neither a second return nor an exchange is possible.
-    observation = rejected(env, "return_delivered_order_items", order_id=DELIVERED, item_ids=[], payment_method_id=EMMA_CARD)
+    observation = rejected(
+        env, "return_delivered_order_items", order_id=DELIVERED, item_ids=[], payment_method_id=EMMA_CARD
+    )
     assert observation == "Error: non-delivered order cannot be returned"
-    assert rejected(env, "exchange_delivered_order_items", **exchange()) == "Error: non-delivered order cannot be exchanged"
+    assert (
+        rejected(env, "exchange_delivered_order_items", **exchange())
+        == "Error: non-delivered order cannot be exchanged"
+    )
 
 
 def test_return_to_the_original_method_with_duplicates_or_nothing(env, domain, base_db):
@@ -964,7 +1021,11 @@ def test_return_to_the_original_method_with_duplicates_or_nothing(env, domain, b
     order = json.loads(
         ok(fresh, "return_delivered_order_items", order_id=DELIVERED, item_ids=[], payment_method_id=EMMA_CARD)
     )
-    assert (order["status"], order["return_items"], order["return_payment_method_id"]) == ("return requested", [], EMMA_CARD)
+    assert (order["status"], order["return_items"], order["return_payment_method_id"]) == (
+        "return requested",
+        [],
+        EMMA_CARD,
+    )
 
 
 # --- gift card balance checks: a balance equal to the amount is enough ------------------------------
@@ -979,7 +1040,9 @@ def test_return_to_the_original_method_with_duplicates_or_nothing(env, domain, b
             EMMA_GIFT,
             "exchange_delivered_order_items",
             exchange(
-                item_ids=[DELIVERED_DUMBBELL, HELMET], new_item_ids=["2444431651", "3358616356"], payment_method_id=EMMA_GIFT
+                item_ids=[DELIVERED_DUMBBELL, HELMET],
+                new_item_ids=["2444431651", "3358616356"],
+                payment_method_id=EMMA_GIFT,
             ),
             38.79,
             38.78,

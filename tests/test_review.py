@@ -10,11 +10,11 @@ from jsonschema import Draft202012Validator
 
 from apigen_mt.blueprints.review import (
     CRITERIA,
-    review_schema,
     ReviewSettings,
     parse_review,
     review,
     review_request,
+    review_schema,
 )
 from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel
 from apigen_mt.simulators.chat import ChatResponse, ModelUnavailable
@@ -85,7 +85,7 @@ def test_reviewers_see_the_records_the_calls_touch_as_they_were_before():
     assert records[f"orders/{order_id}"] == db["orders"][order_id]  # "reason" names no record: left out
     user = review_request(task, DIFF, POLICY, records=records).messages[1].content
     assert "# Records the calls touch, before the task" in user
-    assert f'orders/{order_id}: {json.dumps(db["orders"][order_id], ensure_ascii=False)}' in user
+    assert f"orders/{order_id}: {json.dumps(db['orders'][order_id], ensure_ascii=False)}" in user
     many = {f"orders/{key}": value for key, value in db["orders"].items()}
     text = records_text(many)
     assert len(text) <= RECORDS_MAX_CHARS + 100 and text.endswith("more record(s) left out for length)")
@@ -141,7 +141,11 @@ def test_k3_majority_per_criterion_round_robin_over_models():
     assert verdict.decision == {"correctness": 1, "completeness": 1, "satisfaction": 1, "creativity": 0}
     assert verdict.score == 0.75 and verdict.passed  # threshold 0.75 is reached, not exceeded
     ballots = verdict.votes["ballots"]
-    assert [(ballot["model"], ballot["reflection"]) for ballot in ballots] == [("a", "Too plain."), ("b", "Routine."), ("a", "Fine.")]
+    assert [(ballot["model"], ballot["reflection"]) for ballot in ballots] == [
+        ("a", "Too plain."),
+        ("b", "Routine."),
+        ("a", "Fine."),
+    ]
     json.dumps(verdict.votes)  # the votes column is plain JSON
 
 
@@ -176,7 +180,9 @@ def test_below_the_threshold_fails_with_each_reviewers_objection_as_reasons():
 
 
 def test_correctness_must_win_its_majority_whatever_the_average():
-    model = ScriptedChatModel([scores(correctness=0, reflection="The calls do not do what it asks."), scores(correctness=0), scores()])
+    model = ScriptedChatModel(
+        [scores(correctness=0, reflection="The calls do not do what it asks."), scores(correctness=0), scores()]
+    )
     verdict = _run([model], ReviewSettings(reviewers=3))
     assert verdict.score == 0.75 and not verdict.passed  # the average alone would pass
     assert verdict.as_verdict().reasons[0] == "the committee voted 0 on correctness, which every task must pass"

@@ -56,7 +56,11 @@ def test_every_trial_is_recorded_once_with_status_and_attribution(ray_local, tmp
             assert messages[0]["role"] == "system" and messages[1]["role"] == "user"
     # Two identical accepted trials per blueprint count once.
     assert summary.counts["trajectories"] == {
-        "trials": 10, "accepted": 6, "rejected": 2, "failed": 2, "unique_accepted": 3
+        "trials": 10,
+        "accepted": 6,
+        "rejected": 2,
+        "failed": 2,
+        "unique_accepted": 3,
     }
     manifest = read_manifest(tmp_path / "run")
     assert manifest.finished_at is not None and manifest.counts == summary.counts
@@ -120,7 +124,9 @@ def test_every_accepted_trial_scores_1_with_apigen_mt_verify(ray_local, tmp_path
     cli = Path(sys.executable).parent / "apigen-mt"
     result = subprocess.run(
         [str(cli), "verify", "--domain", "retail", "--input", str(trajectories), "--output", str(verdicts)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in verdicts.read_text().splitlines()]

@@ -141,7 +141,11 @@ def telecom_qualifies(db: dict[str, Any], user: dict[str, Any], write: str, reco
         return record["status"] == "active" and allowed and all(bill["status"] != "overdue" for bill in bills)
     if write == "buy_data_topup":
         cycle_topups = [topup for topup in record["topups"] if topup["date"] >= CYCLE_START.isoformat()]
-        return record["status"] == "active" and db["plans"][record["plan_id"]]["data_gb"] is not None and len(cycle_topups) < 3
+        return (
+            record["status"] == "active"
+            and db["plans"][record["plan_id"]]["data_gb"] is not None
+            and len(cycle_topups) < 3
+        )
     if write == "change_plan":
         return record["status"] == "active" and record["last_plan_change"] < CYCLE_START.isoformat()
     if write == "set_roaming":
@@ -155,7 +159,9 @@ def test_the_user_can_make_every_sampled_write(setup):
         user = db["users"][context.user_id]
         needs = domain.write_needs
         on_records = [name for name in context.walk if name in needs and needs[name].table]
-        shown = [record for table, records in context.records.items() if table != "users" for record in records.values()]
+        shown = [
+            record for table, records in context.records.items() if table != "users" for record in records.values()
+        ]
         assert len(shown) == len(on_records)  # one distinct record per write
         for write in on_records:
             assert any(qualifies(db, user, write, record) for record in shown), (write, context.context_ids)
@@ -168,7 +174,12 @@ def telecom_calls(db: dict[str, Any], user: dict[str, Any], write: str, record: 
     key = {"line_id": record["line_id"]} if write in LINE_WRITES else {"bill_id": record["bill_id"]}
     price = record["amount"] if write == "pay_bill" else TOPUP_PRICES[1]
     method = next(
-        (m_id for m_id, m in user["payment_methods"].items() if m["source"] != "account_credit" or m["balance"] >= price), None
+        (
+            m_id
+            for m_id, m in user["payment_methods"].items()
+            if m["source"] != "account_credit" or m["balance"] >= price
+        ),
+        None,
     )
     choices = {
         "change_plan": [{"plan_id": plan_id} for plan_id in db["plans"] if plan_id != record.get("plan_id")],
@@ -186,7 +197,12 @@ def test_every_sampled_telecom_context_has_a_ground_truth_the_validators_accept(
     for context in contexts(domain, db, max_writes=3, context_budget_chars=1):
         user = db["users"][context.user_id]
         writes = [name for name in context.walk if name in LINE_WRITES | BILL_WRITES]
-        shown = [(table, record) for table, records in context.records.items() if table != "users" for record in records.values()]
+        shown = [
+            (table, record)
+            for table, records in context.records.items()
+            if table != "users"
+            for record in records.values()
+        ]
         # The context does not say which shown record each write acts on: some assignment (and plan) must pass.
         blueprints = [
             {"user_id": context.user_id, "instruction": "Do it.", "actions": list(actions)}
@@ -267,12 +283,22 @@ def test_writes_without_a_declared_need_go_to_any_user_under_the_general_policy(
 @pytest.mark.parametrize(
     ("name", "write", "title", "sections", "rules"),
     [
-        ("retail", "cancel_pending_order", "# Retail customer service policy", ["Cancelling a pending order"],
-         ["R1", "R3", "R5", "R6", "R7", "R8", "R11", "R17", "R18"]),
-        ("telecom", "waive_late_fee", "# Mobile operator customer support policy", ["Bills and payments", "Late fees"],
-         ["T1", "T2", "T3", "T4", "T9"]),
+        (
+            "retail",
+            "cancel_pending_order",
+            "# Retail customer service policy",
+            ["Cancelling a pending order"],
+            ["R1", "R3", "R5", "R6", "R7", "R8", "R11", "R17", "R18"],
+        ),
+        (
+            "telecom",
+            "waive_late_fee",
+            "# Mobile operator customer support policy",
+            ["Bills and payments", "Late fees"],
+            ["T1", "T2", "T3", "T4", "T9"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_policy_excerpt_keeps_general_sections_and_those_of_the_writes(name, write, title, sections, rules):
     domain = get_domain(name)
     db = domain.load()
@@ -325,7 +351,9 @@ def test_examples_come_from_accepted_blueprints_and_keep_one_curated_task(setup)
         assert len(mixed.examples) == 2
         assert sum(example in plenty for example in mixed.examples) == 1
         assert sum(example in shipped for example in mixed.examples) == 1
-    one = sample_context(domain, db, seed=1, settings=SamplerSettings(example_frequency=1.0, examples=1), accepted=plenty)
+    one = sample_context(
+        domain, db, seed=1, settings=SamplerSettings(example_frequency=1.0, examples=1), accepted=plenty
+    )
     assert len(one.examples) == 1 and one.examples[0] in shipped
 
 

@@ -25,15 +25,26 @@ def test_pass_hat_k_leaves_out_blueprints_with_fewer_than_k_trials() -> None:
         pass_hat_k(results, 0)
 
 
-def _episode(*, call_id: str = "call_1", arguments: str = '{"order_id": "#W0001", "reason": "no longer needed"}',
-             reply: str = "Your order #W0001 is cancelled.", user: str = "Please cancel #W0001.") -> list[dict]:  # fmt: skip
+def _episode(
+    *,
+    call_id: str = "call_1",
+    arguments: str = '{"order_id": "#W0001", "reason": "no longer needed"}',
+    reply: str = "Your order #W0001 is cancelled.",
+    user: str = "Please cancel #W0001.",
+) -> list[dict]:
     return [
         {"role": "system", "content": "policy"},
         {"role": "user", "content": user},
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": call_id, "type": "function", "function": {"name": "cancel_pending_order", "arguments": arguments}}],
+            "tool_calls": [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": "cancel_pending_order", "arguments": arguments},
+                }
+            ],
         },
         {"role": "tool", "tool_call_id": call_id, "content": '{"status": "cancelled"}'},
         {"role": "assistant", "content": reply},

@@ -15,7 +15,16 @@ from apigen_mt.pipeline.cli import app
 from apigen_mt.pipeline.scaffold import ScaffoldError, scaffold
 
 CLI = Path(sys.executable).parent / "apigen-mt"
-FILES = ["__init__.py", "data.py", "example_tasks.json", "needs.py", "policy.md", "rules.py", "test_demo_env.py", "tools.py"]
+FILES = [
+    "__init__.py",
+    "data.py",
+    "example_tasks.json",
+    "needs.py",
+    "policy.md",
+    "rules.py",
+    "test_demo_env.py",
+    "tools.py",
+]
 
 
 @pytest.fixture
@@ -34,8 +43,11 @@ def test_a_new_domain_passes_its_own_tests_and_loads_by_module_path(tmp_path, mo
     assert sorted(path.name for path in (tmp_path / "demo_env").iterdir()) == FILES
     tests = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "demo_env"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert tests.returncode == 0 and "6 passed" in tests.stdout, tests.stdout + tests.stderr
     # Its folder is a namespace package on sys.path, so `<folder>.demo_env` is a dotted module path.
     monkeypatch.syspath_prepend(str(tmp_path.parent))
@@ -49,9 +61,14 @@ def test_a_new_domain_passes_its_own_tests_and_loads_by_module_path(tmp_path, mo
 def test_an_occupied_folder_is_refused_with_status_2_and_one_line(tmp_path):
     (tmp_path / "demo_env").mkdir()
     (tmp_path / "demo_env" / "notes.txt").write_text("mine", encoding="utf-8")
-    result = subprocess.run([str(CLI), "envs", "new", "demo_env", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(CLI), "envs", "new", "demo_env", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == f"apigen-mt: error: {tmp_path / 'demo_env'} already exists and is not empty; choose another --dir or name\n"
+    assert (
+        result.stderr
+        == f"apigen-mt: error: {tmp_path / 'demo_env'} already exists and is not empty; choose another --dir or name\n"
+    )
     assert [path.name for path in (tmp_path / "demo_env").iterdir()] == ["notes.txt"]  # nothing was added
 
 

@@ -12,7 +12,7 @@ from apigen_mt.simulators.arithmetic import calculate
 from apigen_mt.simulators.domain import Domain, PolicyRule
 from apigen_mt.simulators.needs import WriteNeed, anyone
 from apigen_mt.simulators.state import canonical_json, diff_patch, state_digest
-from apigen_mt.simulators.toolkit import PythonCallArguments, Toolkit, ToolDefinitionError, class_name, tool
+from apigen_mt.simulators.toolkit import PythonCallArguments, ToolDefinitionError, Toolkit, class_name, tool
 from tests.taubench_state import taubench_hash
 
 
@@ -82,10 +82,17 @@ def test_schema_is_derived_from_signature_and_docstring():
     }
     order = specs["order"].parameters
     assert order["required"] == ["lines", "speed"]
-    assert order["properties"]["speed"] == {"type": "string", "enum": ["normal", "express"], "description": "How fast to ship."}
+    assert order["properties"]["speed"] == {
+        "type": "string",
+        "enum": ["normal", "express"],
+        "description": "How fast to ship.",
+    }
     assert order["properties"]["lines"]["items"] == {
         "type": "object",
-        "properties": {"sku": {"type": "string", "description": "Stock keeping unit."}, "quantity": {"type": "integer"}},
+        "properties": {
+            "sku": {"type": "string", "description": "Stock keeping unit."},
+            "quantity": {"type": "integer"},
+        },
         "required": ["sku", "quantity"],
     }
     assert specs["order"].writes and not specs["order"].terminates
@@ -145,7 +152,10 @@ def test_python_call_arguments_use_cpython_wording():
     )
     # Enum values are left to the tool itself under tau-bench's rules.
     assert env.step({"name": "order", "arguments": {"lines": [], "speed": "warp"}}).observation == "ok"
-    assert "must be of type array" in env.step({"name": "order", "arguments": {"lines": "x", "speed": "normal"}}).observation
+    assert (
+        "must be of type array"
+        in env.step({"name": "order", "arguments": {"lines": "x", "speed": "normal"}}).observation
+    )
 
 
 def test_three_missing_arguments_list_with_oxford_and():
@@ -170,7 +180,9 @@ def test_state_equality_keeps_number_types_and_ignores_key_order():
     assert canonical_json({"a": 1, "b": [1, 2]}) == canonical_json({"b": [1, 2], "a": 1})
     assert state_digest({"x": 91}) != state_digest({"x": 91.0})
     assert taubench_hash({"x": 91}) != taubench_hash({"x": 91.0})
-    assert taubench_hash({"b": 1, "a": {"d": [1, "x"], "c": None}}) == taubench_hash({"a": {"c": None, "d": [1, "x"]}, "b": 1})
+    assert taubench_hash({"b": 1, "a": {"d": [1, "x"], "c": None}}) == taubench_hash(
+        {"a": {"c": None, "d": [1, "x"]}, "b": 1}
+    )
 
 
 def test_diff_patch_reports_type_changes_additions_and_removals():
@@ -264,8 +276,18 @@ def test_an_unregistered_domain_loads_its_own_generated_data():
         made.append(seed)
         return {"stock": {"A-1": seed}}
 
-    first = Domain(name="retail", description="", toolkit=ShopTools, tables=("stock",), policy="", generate=generate, default_seed=3)
-    other = Domain(name="retail", description="", toolkit=ShopTools, tables=("stock",), policy="", generate=lambda s: {"stock": {}})
+    first = Domain(
+        name="retail",
+        description="",
+        toolkit=ShopTools,
+        tables=("stock",),
+        policy="",
+        generate=generate,
+        default_seed=3,
+    )
+    other = Domain(
+        name="retail", description="", toolkit=ShopTools, tables=("stock",), policy="", generate=lambda s: {"stock": {}}
+    )
     assert first.load() == {"stock": {"A-1": 3}} and other.load() == {"stock": {}}  # not the registered retail's data
     first.load()["stock"]["A-1"] = 99  # each load is a copy...
     assert first.load() == {"stock": {"A-1": 3}} and made == [3]  # ...of data generated once
@@ -276,8 +298,16 @@ def test_write_needs_name_write_tools_tables_policy_headings_and_rules():
     policy = "# Shop\n\n## Orders\n\nShip only what is in stock.\n"
 
     def declared(**needs: WriteNeed) -> Domain:
-        return Domain(name="shop", description="", toolkit=ShopTools, tables=("stock",), policy=policy,
-                      generate=dict, rules=(rule,), write_needs=needs)  # fmt: skip
+        return Domain(
+            name="shop",
+            description="",
+            toolkit=ShopTools,
+            tables=("stock",),
+            policy=policy,
+            generate=dict,
+            rules=(rule,),
+            write_needs=needs,
+        )
 
     good = WriteNeed("stock", anyone, ("Orders",), ("S1",))
     assert declared(order=good).write_needs == {"order": good}
@@ -307,8 +337,15 @@ def test_optional_parameters_accept_null_and_may_be_left_out():
     assert spec.parameters == {
         "type": "object",
         "properties": {
-            "name": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "Part of the name, or null for any."},
-            "limit": {"anyOf": [{"type": "integer"}, {"type": "null"}], "description": "At most this many.", "default": None},
+            "name": {
+                "anyOf": [{"type": "string"}, {"type": "null"}],
+                "description": "Part of the name, or null for any.",
+            },
+            "limit": {
+                "anyOf": [{"type": "integer"}, {"type": "null"}],
+                "description": "At most this many.",
+                "default": None,
+            },
             "exact": {"type": "boolean", "description": "Match the whole name.", "default": False},
         },
         "required": ["name"],
@@ -382,9 +419,15 @@ def test_a_module_path_loads_the_domain_it_registers_or_exposes(plugins):
         ("not a module", "unknown domain 'not a module'; known domains: airline, retail, telecom"),
         ("sdk_plugins.empty", "defines no domain; give it a module-level DOMAIN = Domain(...)"),
         ("sdk_plugins.wrong", "module 'sdk_plugins.wrong': DOMAIN is a str, not a Domain"),
-        ("sdk_plugins.broken", "domain module 'sdk_plugins.broken' cannot be imported: No module named 'not_installed_anywhere_xyz'"),
+        (
+            "sdk_plugins.broken",
+            "domain module 'sdk_plugins.broken' cannot be imported: No module named 'not_installed_anywhere_xyz'",
+        ),
         ("sdk_plugins.clash", "module 'sdk_plugins.clash': domain name 'retail' is already registered"),
-        ("sdk_plugins.failing", "domain module 'sdk_plugins.failing' cannot be imported: RuntimeError: no config found ("),
+        (
+            "sdk_plugins.failing",
+            "domain module 'sdk_plugins.failing' cannot be imported: RuntimeError: no config found (",
+        ),
         ("sdk_plugins.self_clash", "cannot be imported: ValueError: domain name 'retail' is already registered"),
     ],
 )

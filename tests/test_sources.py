@@ -23,13 +23,22 @@ def test_records_that_are_no_blueprint_of_the_domain_are_format_rejections(tmp_p
     source = load_source("retail", path)
 
     def rejection(index, id_, reasons):
-        return {"index": index, "id": id_, "accepted": False, "failed_stage": "format", "reasons": reasons,
-                "diff_patch": None}
+        return {
+            "index": index,
+            "id": id_,
+            "accepted": False,
+            "failed_stage": "format",
+            "reasons": reasons,
+            "diff_patch": None,
+        }
 
     assert source.rejected == [
         rejection(0, "x1", ["the blueprint is for domain 'airline', the source is 'retail'"]),
         rejection(1, None, [f"{path}: record 2 is not a JSON object"]),
-        rejection(3, blueprint_id("retail", records[3]), ["instruction: Input should be a valid string",
-                                                          "actions: Input should be a valid list"]),
+        rejection(
+            3,
+            blueprint_id("retail", records[3]),
+            ["instruction: Input should be a valid string", "actions: Input should be a valid list"],
+        ),
     ]
     assert [blueprint.id for blueprint in source.blueprints] == [blueprint_id("retail", records[2])]

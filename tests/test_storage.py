@@ -163,7 +163,9 @@ def test_a_damaged_shard_is_named(tmp_path: Path) -> None:
     with pytest.raises(RunFolderError, match=r"part-00007-deadbeef\.parquet is not readable as Parquet.*move it out"):
         read_rows(tmp_path)
     (tmp_path / "part-00007-deadbeef.parquet").unlink()
-    pq.write_table(pa.table({"blueprint_id": ["x"], "trial": pa.array([1], pa.int32())}), tmp_path / "part-00008-deadbeef.parquet")
+    pq.write_table(
+        pa.table({"blueprint_id": ["x"], "trial": pa.array([1], pa.int32())}), tmp_path / "part-00008-deadbeef.parquet"
+    )
     with pytest.raises(RunFolderError, match=r"column 'trial' is int32, expected int64"):
         finished_pairs(tmp_path)
 
@@ -229,7 +231,9 @@ def test_shards_without_a_manifest_are_not_mixed_silently(tmp_path: Path) -> Non
 
 def test_a_damaged_manifest_is_named(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text('{"config": {}}')
-    with pytest.raises(RunFolderError, match=r"manifest.json is not a valid run manifest \(fingerprint: Field required\)"):
+    with pytest.raises(
+        RunFolderError, match=r"manifest.json is not a valid run manifest \(fingerprint: Field required\)"
+    ):
         read_manifest(tmp_path)
 
 
@@ -266,7 +270,9 @@ def test_sigkill_at_any_moment_loses_no_finished_trial_and_never_leaves_a_half_s
     finished: set[int] = set()
     for run, delay in enumerate((0.0, 0.03, 0.07, 0.13, 0.31, 0.57)):
         process = subprocess.Popen(
-            [sys.executable, str(script), str(folder), json.dumps(row()), str(run * 10_000)], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(script), str(folder), json.dumps(row()), str(run * 10_000)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert process.stdout is not None
         finished.add(int(process.stdout.readline()))  # the first row is in: kill from now on
@@ -310,7 +316,9 @@ def test_sigkill_inside_a_shard_write_leaves_a_temp_file_and_a_journal_the_next_
     folder = tmp_path / "trajectories"
     script = tmp_path / "writer.py"
     script.write_text(KILLED_INSIDE_A_WRITE)
-    process = subprocess.Popen([sys.executable, str(script), str(folder), json.dumps(row())], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(folder), json.dumps(row())], stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout is not None and process.stdout.readline() == "inside\n"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()

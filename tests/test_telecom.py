@@ -49,10 +49,23 @@ def owner_overdue(db: dict[str, Any], user_id: str) -> list[str]:
 def test_tools_reads_and_writes():
     specs = {spec.name: spec for spec in DOMAIN.toolkit.specs()}
     writes = {name for name, spec in specs.items() if spec.writes}
-    assert writes == {"buy_data_topup", "change_plan", "pay_bill", "resume_line", "set_roaming", "suspend_line", "waive_late_fee"}
+    assert writes == {
+        "buy_data_topup",
+        "change_plan",
+        "pay_bill",
+        "resume_line",
+        "set_roaming",
+        "suspend_line",
+        "waive_late_fee",
+    }
     assert set(specs) - writes == {
-        "authenticate_user", "get_bill_details", "get_line_details", "get_user_details", "list_plans", "transfer_to_human_agents",
-    }  # fmt: skip
+        "authenticate_user",
+        "get_bill_details",
+        "get_line_details",
+        "get_user_details",
+        "list_plans",
+        "transfer_to_human_agents",
+    }
     assert [name for name, spec in specs.items() if spec.terminates] == ["transfer_to_human_agents"]
     # Enums come from the constants, not from a second list.
     assert specs["buy_data_topup"].parameters["properties"]["size_gb"]["enum"] == list(constants.TOPUP_PRICES)
@@ -89,7 +102,8 @@ def test_generated_records_are_consistent(db):
         assert [key for key, line in lines.items() if line["user_id"] == user_id] == user["lines"]
         assert [key for key, bill in bills.items() if bill["user_id"] == user_id] == user["bills"]
         too_long = any(
-            bills[b]["status"] == "overdue" and (constants.TODAY - date.fromisoformat(bills[b]["due"])).days > constants.SUSPEND_AFTER_DAYS
+            bills[b]["status"] == "overdue"
+            and (constants.TODAY - date.fromisoformat(bills[b]["due"])).days > constants.SUSPEND_AFTER_DAYS
             for b in user["bills"]
         )
         for line_id in user["lines"]:
@@ -112,7 +126,9 @@ def test_generated_records_are_consistent(db):
         fees = [item["amount"] for item in bill["items"] if item["description"].startswith("late fee")]
         assert fees == ([constants.LATE_FEE, -constants.LATE_FEE] if bill["late_fee_waived"] else fees)
         assert bill["status"] != "overdue" or fees == [constants.LATE_FEE]
-        assert [payment["amount"] for payment in bill["payments"]] == ([bill["amount"]] if bill["status"] == "paid" else [])
+        assert [payment["amount"] for payment in bill["payments"]] == (
+            [bill["amount"]] if bill["status"] == "paid" else []
+        )
         for payment in bill["payments"]:
             assert payment["payment_method_id"] in users[bill["user_id"]]["payment_methods"] and payment["date"] < TODAY
 
@@ -123,7 +139,9 @@ def test_the_data_holds_every_situation_the_policy_covers(db):
     assert all(reasons[reason] >= 5 for reason in ("non-payment", *constants.CUSTOMER_SUSPENSIONS))
     assert sum(len(line["topups"]) == constants.MAX_TOPUPS_PER_CYCLE for line in lines) >= 5
     assert sum(line["last_plan_change"] >= CYCLE_START for line in lines) >= 20
-    assert sum(bill["late_fee_waived"] for bill in bills) >= 5 and sum(bill["status"] == "overdue" for bill in bills) >= 20
+    assert (
+        sum(bill["late_fee_waived"] for bill in bills) >= 5 and sum(bill["status"] == "overdue" for bill in bills) >= 20
+    )
     sources = Counter(method["source"] for user in db["users"].values() for method in user["payment_methods"].values())
     assert set(sources) == {"credit_card", "bank_account", "account_credit"}
 
@@ -136,19 +154,35 @@ def test_authentication_needs_a_phone_number_and_the_pin(db):
     _, line = first(db, "lines", lambda line: True)
     pin = db["users"][line["user_id"]]["pin"]
     area, exchange, number = line["phone_number"].split("-")
-    assert run(env, "authenticate_user", phone_number=f"({area}) {exchange} {number}", pin=pin).observation == line["user_id"]
+    assert (
+        run(env, "authenticate_user", phone_number=f"({area}) {exchange} {number}", pin=pin).observation
+        == line["user_id"]
+    )
     wrong_pin = f"{(int(pin) + 1) % 10000:04d}"
     for phone, code in ((line["phone_number"], wrong_pin), ("000-555-0000", pin), ("", pin)):
-        assert run(env, "authenticate_user", phone_number=phone, pin=code).observation == "Error: no customer has this phone number and PIN"
+        assert (
+            run(env, "authenticate_user", phone_number=phone, pin=code).observation
+            == "Error: no customer has this phone number and PIN"
+        )
 
 
 def test_change_plan(db):
     env = DOMAIN.environment(db)
-    line_id, line = first(db, "lines", lambda line: line["status"] == "active" and line["plan_id"] == "standard_10" and not line["roaming"])
+    line_id, line = first(
+        db,
+        "lines",
+        lambda line: line["status"] == "active" and line["plan_id"] == "standard_10" and not line["roaming"],
+    )
     changed = json.loads(run(env, "change_plan", line_id=line_id, plan_id="plus_30").observation)
     assert (changed["plan_id"], changed["last_plan_change"]) == ("plus_30", TODAY)
-    assert run(env, "change_plan", line_id=line_id, plan_id="plus_30").observation == f"Error: line {line_id} is already on plan plus_30"
-    assert run(env, "change_plan", line_id=line_id, plan_id="classic_5").observation == "Error: plan classic_5 is no longer offered"
+    assert (
+        run(env, "change_plan", line_id=line_id, plan_id="plus_30").observation
+        == f"Error: line {line_id} is already on plan plus_30"
+    )
+    assert (
+        run(env, "change_plan", line_id=line_id, plan_id="classic_5").observation
+        == "Error: plan classic_5 is no longer offered"
+    )
     assert run(env, "change_plan", line_id=line_id, plan_id="gold").observation == "Error: plan not found"
     roaming_id, _ = first(db, "lines", lambda line: line["roaming"])
     assert "turn roaming off" in run(env, "change_plan", line_id=roaming_id, plan_id="basic_2").observation
@@ -158,12 +192,20 @@ def test_change_plan(db):
 
 def test_data_topup_charges_the_method_and_refuses_unlimited_lines(db):
     env = DOMAIN.environment(db)
+
     def limited(line_id: str) -> bool:
         line = db["lines"][line_id]
         return line["status"] == "active" and db["plans"][line["plan_id"]]["data_gb"] is not None
 
     def credit(user: dict[str, Any]) -> str | None:
-        return next((key for key, m in user["payment_methods"].items() if m["source"] == "account_credit" and m["balance"] >= 20), None)
+        return next(
+            (
+                key
+                for key, m in user["payment_methods"].items()
+                if m["source"] == "account_credit" and m["balance"] >= 20
+            ),
+            None,
+        )
 
     user_id, user = first(db, "users", lambda user: credit(user) and any(map(limited, user["lines"])))
     credit_id, line_id = credit(user), next(filter(limited, user["lines"]))
@@ -173,21 +215,37 @@ def test_data_topup_charges_the_method_and_refuses_unlimited_lines(db):
     assert env.db["users"][user_id]["payment_methods"][credit_id]["balance"] == round(balance - 20.0, 2)
     env.db["users"][user_id]["payment_methods"][credit_id]["balance"] = 1.0
     before = json.dumps(env.db)
-    assert "holds $1.00, less than $35.00" in run(env, "buy_data_topup", line_id=line_id, size_gb=10, payment_method_id=credit_id).observation
-    assert run(env, "buy_data_topup", line_id=line_id, size_gb=2, payment_method_id=credit_id).failed  # not a size on offer
+    assert (
+        "holds $1.00, less than $35.00"
+        in run(env, "buy_data_topup", line_id=line_id, size_gb=10, payment_method_id=credit_id).observation
+    )
+    assert run(
+        env, "buy_data_topup", line_id=line_id, size_gb=2, payment_method_id=credit_id
+    ).failed  # not a size on offer
     assert json.dumps(env.db) == before
     unlimited_id, _ = first(db, "lines", lambda line: line["status"] == "active" and line["plan_id"] == "unlimited")
-    assert "unlimited data" in run(env, "buy_data_topup", line_id=unlimited_id, size_gb=1, payment_method_id=credit_id).observation
+    assert (
+        "unlimited data"
+        in run(env, "buy_data_topup", line_id=unlimited_id, size_gb=1, payment_method_id=credit_id).observation
+    )
 
 
 def test_roaming_on_and_off(db):
     env = DOMAIN.environment(db)
-    line_id, _ = first(db, "lines", lambda line: line["status"] == "active" and line["plan_id"] == "plus_30" and not line["roaming"])
+    line_id, _ = first(
+        db, "lines", lambda line: line["status"] == "active" and line["plan_id"] == "plus_30" and not line["roaming"]
+    )
     assert json.loads(run(env, "set_roaming", line_id=line_id, enabled=True).observation)["roaming"] is True
-    assert run(env, "set_roaming", line_id=line_id, enabled=True).observation == f"Error: roaming is already on on line {line_id}"
+    assert (
+        run(env, "set_roaming", line_id=line_id, enabled=True).observation
+        == f"Error: roaming is already on on line {line_id}"
+    )
     assert json.loads(run(env, "set_roaming", line_id=line_id, enabled=False).observation)["roaming"] is False
     basic_id, _ = first(db, "lines", lambda line: line["status"] == "active" and line["plan_id"] == "basic_2")
-    assert run(env, "set_roaming", line_id=basic_id, enabled=True).observation == f"Error: plan basic_2 of line {basic_id} has no roaming"
+    assert (
+        run(env, "set_roaming", line_id=basic_id, enabled=True).observation
+        == f"Error: plan basic_2 of line {basic_id} has no roaming"
+    )
 
 
 def test_paying_the_last_overdue_bill_resumes_lines_suspended_for_non_payment(db):
@@ -198,8 +256,15 @@ def test_paying_the_last_overdue_bill_resumes_lines_suspended_for_non_payment(db
     method = next(key for key, m in user["payment_methods"].items() if m["source"] != "account_credit")
     paid = json.loads(run(env, "pay_bill", bill_id=older, payment_method_id=method).observation)
     assert paid["bill"]["status"] == "paid" and paid["resumed_lines"] == []  # another bill is still overdue
-    assert paid["bill"]["payments"][-1] == {"payment_method_id": method, "amount": db["bills"][older]["amount"], "date": TODAY}
-    assert run(env, "pay_bill", bill_id=older, payment_method_id=method).observation == f"Error: bill {older} is already paid"
+    assert paid["bill"]["payments"][-1] == {
+        "payment_method_id": method,
+        "amount": db["bills"][older]["amount"],
+        "date": TODAY,
+    }
+    assert (
+        run(env, "pay_bill", bill_id=older, payment_method_id=method).observation
+        == f"Error: bill {older} is already paid"
+    )
     resumed = json.loads(run(env, "pay_bill", bill_id=newer, payment_method_id=method).observation)["resumed_lines"]
     assert resumed == user["lines"] and all(env.db["lines"][l]["status"] == "active" for l in resumed)
     assert all("suspension_reason" not in env.db["lines"][l] for l in resumed)
@@ -211,9 +276,15 @@ def test_waiving_a_late_fee(db):
     waived = json.loads(run(env, "waive_late_fee", bill_id=bill_id).observation)
     assert waived["amount"] == round(bill["amount"] - constants.LATE_FEE, 2) and waived["late_fee_waived"] is True
     assert waived["items"][-1] == {"description": "late fee waived", "amount": -constants.LATE_FEE}
-    assert run(env, "waive_late_fee", bill_id=bill_id).observation == f"Error: the late fee of bill {bill_id} is already waived"
+    assert (
+        run(env, "waive_late_fee", bill_id=bill_id).observation
+        == f"Error: the late fee of bill {bill_id} is already waived"
+    )
     paid_id, _ = first(db, "bills", lambda bill: bill["status"] == "paid")
-    assert run(env, "waive_late_fee", bill_id=paid_id).observation == f"Error: bill {paid_id} is not overdue, so it carries no late fee"
+    assert (
+        run(env, "waive_late_fee", bill_id=paid_id).observation
+        == f"Error: bill {paid_id} is not overdue, so it carries no late fee"
+    )
 
 
 def test_suspend_and_resume(db):
@@ -221,8 +292,13 @@ def test_suspend_and_resume(db):
     line_id, _ = first(db, "lines", lambda line: line["roaming"])
     suspended = json.loads(run(env, "suspend_line", line_id=line_id, reason="travel").observation)
     assert (suspended["status"], suspended["suspension_reason"], suspended["roaming"]) == ("suspended", "travel", False)
-    assert run(env, "suspend_line", line_id=line_id, reason="travel").observation == f"Error: line {line_id} is already suspended (travel)"
-    assert run(env, "suspend_line", line_id=line_id, reason="non-payment").failed  # billing's reason, not the customer's
+    assert (
+        run(env, "suspend_line", line_id=line_id, reason="travel").observation
+        == f"Error: line {line_id} is already suspended (travel)"
+    )
+    assert run(
+        env, "suspend_line", line_id=line_id, reason="non-payment"
+    ).failed  # billing's reason, not the customer's
     resumed = json.loads(run(env, "resume_line", line_id=line_id).observation)
     assert resumed["status"] == "active" and "suspension_reason" not in resumed
     assert run(env, "resume_line", line_id=line_id).observation == f"Error: line {line_id} is not suspended"
@@ -238,7 +314,10 @@ def test_example_tasks_pass_every_validation_stage_and_cover_every_write(db):
     assert len(shipped) >= 6
     for index, task in enumerate(shipped):
         verdicts = validate_blueprint(DOMAIN, db, task)
-        assert [(v.stage, v.passed) for v in verdicts] == [("format", True), ("execution", True), ("policy", True)], (index, verdicts)
+        assert [(v.stage, v.passed) for v in verdicts] == [("format", True), ("execution", True), ("policy", True)], (
+            index,
+            verdicts,
+        )
     used = {action.name for task in shipped for action in task.actions}
     assert {spec.name for spec in DOMAIN.toolkit.specs() if spec.writes} <= used
 

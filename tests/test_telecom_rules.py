@@ -19,8 +19,18 @@ WRITES = {"change_plan", "buy_data_topup", "set_roaming", "pay_bill", "waive_lat
 
 
 def line(line_id: str, user: str, plan: str, status: str = "active", **fields: Any) -> dict[str, Any]:
-    record = {"line_id": line_id, "user_id": user, "phone_number": f"555-{line_id}", "plan_id": plan, "status": status,
-              "roaming": False, "data_used_gb": 1.0, "topups": [], "last_plan_change": "2024-01-01", **fields}  # fmt: skip
+    record = {
+        "line_id": line_id,
+        "user_id": user,
+        "phone_number": f"555-{line_id}",
+        "plan_id": plan,
+        "status": status,
+        "roaming": False,
+        "data_used_gb": 1.0,
+        "topups": [],
+        "last_plan_change": "2024-01-01",
+        **fields,
+    }
     return record
 
 
@@ -40,8 +50,14 @@ DB = {
     },
     "lines": {
         "L1": line("L1", "ann", "plus_30", data_used_gb=12.0, topups=[topup("2025-02-20")]),
-        "L2": line("L2", "ann", "basic_2", data_used_gb=4.0, last_plan_change="2025-03-05",
-                   topups=[topup("2025-03-02"), topup("2025-03-04"), topup("2025-03-09")]),  # fmt: skip
+        "L2": line(
+            "L2",
+            "ann",
+            "basic_2",
+            data_used_gb=4.0,
+            last_plan_change="2025-03-05",
+            topups=[topup("2025-03-02"), topup("2025-03-04"), topup("2025-03-09")],
+        ),
         "L3": line("L3", "ann", "plus_30", "suspended", suspension_reason="non-payment"),
         "L4": line("L4", "ann", "plus_30", "suspended", suspension_reason="travel"),
         "L5": line("L5", "cy", "plus_30"),
@@ -54,21 +70,37 @@ DB = {
         "B9": bill("B9", "bob", "due"),
     },
     "users": {
-        "ann": {"pin": "1111", "lines": ["L1", "L2", "L3", "L4"], "bills": ["B1", "B2"], "payment_methods": {
-            "credit_card_1": {"source": "credit_card", "id": "credit_card_1"},
-            "account_credit_1": {"source": "account_credit", "balance": 10.0, "id": "account_credit_1"}}},
-        "bob": {"pin": "2222", "lines": ["L9"], "bills": ["B9"], "payment_methods": {
-            "credit_card_9": {"source": "credit_card", "id": "credit_card_9"}}},
+        "ann": {
+            "pin": "1111",
+            "lines": ["L1", "L2", "L3", "L4"],
+            "bills": ["B1", "B2"],
+            "payment_methods": {
+                "credit_card_1": {"source": "credit_card", "id": "credit_card_1"},
+                "account_credit_1": {"source": "account_credit", "balance": 10.0, "id": "account_credit_1"},
+            },
+        },
+        "bob": {
+            "pin": "2222",
+            "lines": ["L9"],
+            "bills": ["B9"],
+            "payment_methods": {"credit_card_9": {"source": "credit_card", "id": "credit_card_9"}},
+        },
         "cy": {"pin": "3333", "lines": ["L5"], "bills": ["B5"], "payment_methods": {}},
     },
-}  # fmt: skip
+}
 
 
 def traced(*calls: tuple, user_id: str | None = "ann", episode: bool = False) -> ActionTrace:
     """Each call is `(name, arguments[, observation])`; every call sees DB, and an `Error:` observation failed."""
     built = [
-        TracedCall(index=index, call=ToolCall(name=name, arguments=arguments), observation=(rest or ["{}"])[0],
-                   failed=(rest or ["{}"])[0].startswith("Error:"), writes=name in WRITES, before=DB)  # fmt: skip
+        TracedCall(
+            index=index,
+            call=ToolCall(name=name, arguments=arguments),
+            observation=(rest or ["{}"])[0],
+            failed=(rest or ["{}"])[0].startswith("Error:"),
+            writes=name in WRITES,
+            before=DB,
+        )
         for index, (name, arguments, *rest) in enumerate(calls)
     ]
     return ActionTrace(calls=tuple(built), initial=DB, final=DB, user_id=user_id, episode=episode)
@@ -84,35 +116,63 @@ AUTH = ("authenticate_user", {"phone_number": "555-L1", "pin": "1111"}, "ann")
 
 def test_t1_authenticate_first():
     early = traced(("list_plans", {}), ("get_line_details", {"line_id": "L1"}), AUTH, episode=True)
-    assert check("T1", early) == ["action 1 (get_line_details) runs before the customer is authenticated with authenticate_user"]
-    refused = ("authenticate_user", {"phone_number": "555-L1", "pin": "0000"}, "Error: no customer has this phone number and PIN")
+    assert check("T1", early) == [
+        "action 1 (get_line_details) runs before the customer is authenticated with authenticate_user"
+    ]
+    refused = (
+        "authenticate_user",
+        {"phone_number": "555-L1", "pin": "0000"},
+        "Error: no customer has this phone number and PIN",
+    )
     assert len(check("T1", traced(refused, ("get_line_details", {"line_id": "L1"}), episode=True))) == 1
     assert check("T1", traced(("list_plans", {}), AUTH, ("get_line_details", {"line_id": "L1"}), episode=True)) == []
     assert check("T1", traced(("get_line_details", {"line_id": "L1"}))) == []  # a blueprint relies on its user_id
-    assert check("T1", traced(user_id="zed")) == ["user_id 'zed' is not a customer in the database, so nobody can be authenticated"]
+    assert check("T1", traced(user_id="zed")) == [
+        "user_id 'zed' is not a customer in the database, so nobody can be authenticated"
+    ]
     assert check("T1", traced(AUTH, user_id=None)) == []
 
 
 def test_t2_one_customer():
-    trace = traced(("set_roaming", {"line_id": "L9", "enabled": True}), ("get_user_details", {"user_id": "bob"}),
-                   ("pay_bill", {"bill_id": "B9", "payment_method_id": "credit_card_9"}))  # fmt: skip
+    trace = traced(
+        ("set_roaming", {"line_id": "L9", "enabled": True}),
+        ("get_user_details", {"user_id": "bob"}),
+        ("pay_bill", {"bill_id": "B9", "payment_method_id": "credit_card_9"}),
+    )
     assert check("T2", trace) == [
         "action 0 (set_roaming) touches line L9 of 'bob', but the conversation is with 'ann'",
         "action 1 (get_user_details) uses user_id 'bob', but the conversation is with 'ann'",
         "action 2 (pay_bill) touches bill B9 of 'bob', but the conversation is with 'ann'",
     ]
-    assert check("T2", traced(("set_roaming", {"line_id": "L1", "enabled": True}), ("get_bill_details", {"bill_id": "B1"}))) == []
+    assert (
+        check(
+            "T2", traced(("set_roaming", {"line_id": "L1", "enabled": True}), ("get_bill_details", {"bill_id": "B1"}))
+        )
+        == []
+    )
 
 
 def test_t4_look_a_record_up_before_changing_it_in_an_episode():
-    blind = traced(AUTH, ("suspend_line", {"line_id": "L1", "reason": "travel"}), ("waive_late_fee", {"bill_id": "B1"}), episode=True)
+    blind = traced(
+        AUTH,
+        ("suspend_line", {"line_id": "L1", "reason": "travel"}),
+        ("waive_late_fee", {"bill_id": "B1"}),
+        episode=True,
+    )
     assert check("T4", blind) == [
         "action 1 (suspend_line) changes line L1 without a get_line_details call for it first",
         "action 2 (waive_late_fee) acts on bill B1 without a get_bill_details call for it first",
     ]
-    looked = traced(AUTH, ("get_line_details", {"line_id": "L1"}), ("suspend_line", {"line_id": "L1", "reason": "travel"}), episode=True)
+    looked = traced(
+        AUTH,
+        ("get_line_details", {"line_id": "L1"}),
+        ("suspend_line", {"line_id": "L1", "reason": "travel"}),
+        episode=True,
+    )
     assert check("T4", looked) == []
-    assert check("T4", traced(("suspend_line", {"line_id": "L1", "reason": "travel"}))) == []  # blueprints may skip reads
+    assert (
+        check("T4", traced(("suspend_line", {"line_id": "L1", "reason": "travel"}))) == []
+    )  # blueprints may skip reads
 
 
 def test_t5_one_plan_change_per_cycle():
@@ -128,7 +188,9 @@ def test_t6_the_new_plan_covers_the_data_used():
         "action 0 (change_plan) moves line L1, which used 12.0 GB this cycle, to basic_2 with 2 GB including top-ups; "
         "the new plan must cover the data already used"
     ]  # L1's top-up of February does not count
-    assert check("T6", traced(("change_plan", {"line_id": "L2", "plan_id": "basic_2"}))) == []  # 2 GB + 3 top-ups >= 4 GB
+    assert (
+        check("T6", traced(("change_plan", {"line_id": "L2", "plan_id": "basic_2"}))) == []
+    )  # 2 GB + 3 top-ups >= 4 GB
     assert check("T6", traced(("change_plan", {"line_id": "L1", "plan_id": "unlimited"}))) == []
 
 
@@ -188,7 +250,9 @@ def test_a_refused_call_rejects_for_a_forbidden_attempt_and_warns_for_a_wrong_pa
         ("pay_bill", {"bill_id": "B1", "payment_method_id": "credit_card_9"}),
         ("pay_bill", {"bill_id": "B1", "payment_method_id": "credit_card_1"}),
     ]
-    trace = trace_calls(domain, DB, [ToolCall(name=name, arguments=arguments) for name, arguments in calls], episode=True)
+    trace = trace_calls(
+        domain, DB, [ToolCall(name=name, arguments=arguments) for name, arguments in calls], episode=True
+    )
     assert [call.refused for call in trace.calls] == [False, False, True, False, True, False]
     verdict = check_policy(domain, trace)
     assert verdict.reasons == [
@@ -212,19 +276,38 @@ def test_the_policy_stage_rejects_blueprints_that_break_a_rule():
     db = domain.load()
     users, bills = db["users"], db["bills"]
     # A customer who already had a late fee waived asks for another one: the tool allows it, the policy does not.
-    user_id = next(u for u, user in users.items() if any(bills[b]["late_fee_waived"] for b in user["bills"])
-                   and any(bills[b]["status"] == "overdue" for b in user["bills"]))  # fmt: skip
+    user_id = next(
+        u
+        for u, user in users.items()
+        if any(bills[b]["late_fee_waived"] for b in user["bills"])
+        and any(bills[b]["status"] == "overdue" for b in user["bills"])
+    )
     overdue = next(b for b in users[user_id]["bills"] if bills[b]["status"] == "overdue")
-    again = {"user_id": user_id, "instruction": "Waive my late fee.", "actions": [{"name": "waive_late_fee", "arguments": {"bill_id": overdue}}]}
+    again = {
+        "user_id": user_id,
+        "instruction": "Waive my late fee.",
+        "actions": [{"name": "waive_late_fee", "arguments": {"bill_id": overdue}}],
+    }
     verdicts = validate_blueprint(domain, db, again)
     assert [(v.stage, v.passed) for v in verdicts] == [("format", True), ("execution", True), ("policy", False)]
     assert len(verdicts[-1].reasons) == 1 and verdicts[-1].reasons[0].startswith("[T9] action 0 (waive_late_fee)")
     # Two plan changes of one line: the second is judged on the records the first left.
-    line_id = next(l for l, line in db["lines"].items() if line["status"] == "active" and line["plan_id"] == "standard_10"
-                   and not line["roaming"] and line["last_plan_change"] < "2025-03-01" and line["data_used_gb"] <= 10)  # fmt: skip
-    twice = {"user_id": db["lines"][line_id]["user_id"], "instruction": "Change my plan, then change it again.", "actions": [
-        {"name": "change_plan", "arguments": {"line_id": line_id, "plan_id": "plus_30"}},
-        {"name": "change_plan", "arguments": {"line_id": line_id, "plan_id": "standard_10"}},
-    ]}  # fmt: skip
+    line_id = next(
+        l
+        for l, line in db["lines"].items()
+        if line["status"] == "active"
+        and line["plan_id"] == "standard_10"
+        and not line["roaming"]
+        and line["last_plan_change"] < "2025-03-01"
+        and line["data_used_gb"] <= 10
+    )
+    twice = {
+        "user_id": db["lines"][line_id]["user_id"],
+        "instruction": "Change my plan, then change it again.",
+        "actions": [
+            {"name": "change_plan", "arguments": {"line_id": line_id, "plan_id": "plus_30"}},
+            {"name": "change_plan", "arguments": {"line_id": line_id, "plan_id": "standard_10"}},
+        ],
+    }
     reasons = validate_blueprint(domain, db, twice)[-1].reasons
     assert [reason.split(" (")[0] for reason in reasons] == ["[T5] action 1"]

@@ -12,16 +12,31 @@ ORDER = ("get_order_details", {"order_id": "#W0000001"})
 BOOKING = (
     "book_reservation",
     {
-        "flights": [{"flight_number": "HAT001", "date": "2024-05-01"}, {"flight_number": "HAT002", "date": "2024-05-03"}],
+        "flights": [
+            {"flight_number": "HAT001", "date": "2024-05-01"},
+            {"flight_number": "HAT002", "date": "2024-05-03"},
+        ],
         "passengers": [{"first_name": "Noah", "last_name": "O'Brien", "dob": "1990-01-01"}],
         "insurance": "no",
         "total": 1234.5,
     },
 )
-CITY = ("suche", {"stadt": "Zürich", "meta": {"note": "naïve — 東京 😀", "quote": 'say "hi"\n', "none": None, "flags": [True, False], "n": -3}})
+CITY = (
+    "suche",
+    {
+        "stadt": "Zürich",
+        "meta": {"note": "naïve — 東京 😀", "quote": 'say "hi"\n', "none": None, "flags": [True, False], "n": -3},
+    },
+)
 EMPTY = ("get_order_details", {})
 
-CASES = {"one call": [ORDER], "nested arguments": [BOOKING], "unicode and escapes": [CITY], "no arguments": [EMPTY], "three calls": [ORDER, BOOKING, CITY]}
+CASES = {
+    "one call": [ORDER],
+    "nested arguments": [BOOKING],
+    "unicode and escapes": [CITY],
+    "no arguments": [EMPTY],
+    "three calls": [ORDER, BOOKING, CITY],
+}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -42,5 +57,8 @@ def test_each_family_writes_its_own_syntax():
     written = {template: assistant_turn(template, [ORDER]) for template in FAMILIES}
     assert written["xlam_llama"] == '[{"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}]'
     assert written["xlam_qwen"] == written["xlam_llama"]
-    assert written["hermes"] == '<tool_call>\n{ "arguments": {"order_id": "#W0000001"}, "name": "get_order_details"}\n</tool_call> '
+    assert (
+        written["hermes"]
+        == '<tool_call>\n{ "arguments": {"order_id": "#W0000001"}, "name": "get_order_details"}\n</tool_call> '
+    )
     assert written["llama3.1_json"] == '{"name": "get_order_details", "parameters": {"order_id": "#W0000001"}}'

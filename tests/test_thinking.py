@@ -78,7 +78,11 @@ def test_thinking_is_gone_before_the_parser_reads_the_reply():
 
 def test_the_servers_reasoning_and_the_split_off_text_are_joined():
     reading = read_completion("<think>inline</think>Hello.", TEXT_REQUEST, reasoning="from the server")
-    assert (reading.content, reading.reasoning, reading.visible_text) == ("Hello.", "from the server\n\ninline", "Hello.")
+    assert (reading.content, reading.reasoning, reading.visible_text) == (
+        "Hello.",
+        "from the server\n\ninline",
+        "Hello.",
+    )
     beside = read_completion("<think>why</think>Looking.", TOOL_REQUEST, server_calls=[LOOKUP], reasoning=" ")
     assert (beside.tool_calls, beside.content, beside.reasoning) == ([LOOKUP], "Looking.", "why")
     only = read_completion("<think>why</think>", TOOL_REQUEST, server_calls=[LOOKUP])
@@ -91,13 +95,25 @@ def test_a_completion_keeps_only_visible_text_and_content():
     )
     assert (cut.text, cut.content, cut.reasoning, cut.finish_reason) == ("", "", "Which order could", "length")
     done = build_completion(
-        f"<think>Look it up.</think>{CALLS}", TOOL_REQUEST, finish_reason="stop", prompt_tokens=5, completion_tokens=9,
+        f"<think>Look it up.</think>{CALLS}",
+        TOOL_REQUEST,
+        finish_reason="stop",
+        prompt_tokens=5,
+        completion_tokens=9,
         thinking=("<think>", "</think>"),
     )
-    assert (done.text, done.tool_calls, done.finish_reason, done.reasoning) == (CALLS, [LOOKUP], "tool_calls", "Look it up.")
+    assert (done.text, done.tool_calls, done.finish_reason, done.reasoning) == (
+        CALLS,
+        [LOOKUP],
+        "tool_calls",
+        "Look it up.",
+    )
     # A JSON role (judge, proposer, reviewer) reads `text`: the JSON alone.
     judged = build_completion(
-        '<think>{"score": 1}?</think>{"critique": "fine", "score": 9}', TEXT_REQUEST,
-        finish_reason="stop", prompt_tokens=0, completion_tokens=0,
-    )  # fmt: skip
+        '<think>{"score": 1}?</think>{"critique": "fine", "score": 9}',
+        TEXT_REQUEST,
+        finish_reason="stop",
+        prompt_tokens=0,
+        completion_tokens=0,
+    )
     assert json.loads(judged.text) == {"critique": "fine", "score": 9}

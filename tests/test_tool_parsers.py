@@ -151,7 +151,9 @@ def test_arguments_of_wrong_type_turn_everything_into_text():
 
 
 def test_arguments_as_json_string():
-    parsed = XLAM.parse('[{"name": "think", "arguments": "{\\"thought\\": \\"hi\\"}"}, {"name": "calculate", "arguments": ""}]')
+    parsed = XLAM.parse(
+        '[{"name": "think", "arguments": "{\\"thought\\": \\"hi\\"}"}, {"name": "calculate", "arguments": ""}]'
+    )
     assert reading(parsed) == ([("think", {"thought": "hi"}), ("calculate", {})], None)
     assert parsed.problem is None
     parsed = XLAM.parse('[{"name": "think", "arguments": "just text"}]')
@@ -176,7 +178,10 @@ def test_first_valid_block_wins_and_all_blocks_of_its_kind_are_cut():
 def test_fence_is_tried_before_tool_call_tag():
     second = '[{"name": "think", "arguments": {"thought": "2"}}]'
     parsed = XLAM.parse("<tool_call>" + second + "</tool_call>\n```\n" + ORDER + "\n```")
-    assert reading(parsed) == ([("get_order_details", {"order_id": "#W0000001"})], "<tool_call>" + second + "</tool_call>")
+    assert reading(parsed) == (
+        [("get_order_details", {"order_id": "#W0000001"})],
+        "<tool_call>" + second + "</tool_call>",
+    )
 
 
 def test_undecodable_numbers_and_nesting_turn_everything_into_text():
@@ -208,7 +213,9 @@ def test_registry(monkeypatch):
 
     assert get_parser("shout").parse("hi").content == "HI"
     assert tool_parsers.parser_names() == ["hermes", "llama3_json", "mistral", "shout", "xlam"]
-    with pytest.raises(ValueError, match="unknown tool-call format 'nope'; known formats: hermes, llama3_json, mistral, shout, xlam"):
+    with pytest.raises(
+        ValueError, match="unknown tool-call format 'nope'; known formats: hermes, llama3_json, mistral, shout, xlam"
+    ):
         get_parser("nope")
 
 
@@ -232,7 +239,10 @@ def canonical(calls: list[tuple[str, dict]], content: str | None) -> str:
 def vllm_reading(extract, text: str) -> str:
     info = extract(text)
     # A server's string arguments are decoded the way our OpenAI backend decodes them.
-    calls = [(call.function.name, OpenAIToolCall(id=call.id, function=call.function.model_dump()).call().arguments) for call in info.tool_calls]
+    calls = [
+        (call.function.name, OpenAIToolCall(id=call.id, function=call.function.model_dump()).call().arguments)
+        for call in info.tool_calls
+    ]
     assert info.tools_called == bool(calls)
     return canonical(calls, info.content)
 
@@ -250,7 +260,16 @@ def _call(name: str, arguments) -> dict:
 C1 = json.dumps([_call("get_user_details", {"user_id": "sara_doe_496"})])
 C2 = json.dumps([_call("calculate", {"expression": "(2 + 3) * 4"}), _call("think", {"thought": "done"})])
 NESTED = json.dumps(
-    [_call("book_reservation", {"flights": [{"flight_number": "HAT001", "date": "2024-05-01"}], "passengers": [{"first_name": "Noah", "dob": "1990-01-01"}], "meta": {"a": {"b": [1, 2.5, None, True]}}})],
+    [
+        _call(
+            "book_reservation",
+            {
+                "flights": [{"flight_number": "HAT001", "date": "2024-05-01"}],
+                "passengers": [{"first_name": "Noah", "dob": "1990-01-01"}],
+                "meta": {"a": {"b": [1, 2.5, None, True]}},
+            },
+        )
+    ],
     indent=2,
 )
 OBJ = json.dumps(_call("think", {"thought": "x"}))
@@ -259,50 +278,158 @@ STRARGS = json.dumps([_call("think", json.dumps({"thought": "s"}))])
 
 HAND_CORPUS = [
     # bare lists and whitespace
-    C1, C2, NESTED, UNI, STRARGS, " " + C1, "\n\n" + C1 + "\n", "\t" + C2 + "  ", "\r\n" + C1 + "\r\n",
-    "\u00a0" + C1, C1 + "\u00a0", "\x1c" + C1, "\u2028" + C1, C1 + " trailing", C1 + C1, C1 + "\n" + C2,
-    "[]", "[ ]", "[1, 2, 3]", '["a", {"name": "x"}]', "[null]", "[[]]", '[{"name": "a", "arguments": {}}, 5]',
-    '[{"name": "a", "arguments": {}, "extra": 1}]', '[{"arguments": {}, "name": "b"}]', '[{"name": "", "arguments": {}}]',
-    '[{"name": null, "arguments": {}}]', '[{"name": ["a"], "arguments": {}}]', '[{"name": "a", "arguments": null}]',
-    '[{"name": "a", "arguments": 3}]', '[{"name": "a", "arguments": []}]', '[{"name": "a", "arguments": true}]',
-    '[{"name": "a", "arguments": ""}]', '[{"name": "a", "arguments": "[1]"}]', '[{"name": "a", "arguments": "null"}]',
-    '[{"name": "a", "arguments": "{\\"k\\": 1}"}]', '[{"name": "a", "arguments": "{bad"}]', '[{"name": "a", "arguments": {"k": NaN}}]',
-    '[{"name": "a", "arguments": {"k": Infinity, "j": -Infinity}}]', '[{"name": "a", "arguments": {"k": 1e400}}]',
-    '[{"name": "a", "arguments": {"k": 1, "k": 2}}]', '[{"name": "a", "arguments": {"\\u0000": "\\ud800"}}]',
-    '[{"name": "a", "arguments": {}}', '[{"name": "a", "arguments": {}}]]', '[{"name": "a", "arguments": {},}]',
-    "[{'name': 'a', 'arguments': {}}]", '[{"name": "a", "arguments": {"x": 01}}]', "[", "[ ", "[name arguments {",
-    '[{"name": "a"', "[\n" + C1[1:-1] + ",\n]", "\ufeff" + C1, "[" + "1" * 5000 + "]",
-    "[" * 50_000 + "]" * 50_000, "[" * 5000,
+    C1,
+    C2,
+    NESTED,
+    UNI,
+    STRARGS,
+    " " + C1,
+    "\n\n" + C1 + "\n",
+    "\t" + C2 + "  ",
+    "\r\n" + C1 + "\r\n",
+    "\u00a0" + C1,
+    C1 + "\u00a0",
+    "\x1c" + C1,
+    "\u2028" + C1,
+    C1 + " trailing",
+    C1 + C1,
+    C1 + "\n" + C2,
+    "[]",
+    "[ ]",
+    "[1, 2, 3]",
+    '["a", {"name": "x"}]',
+    "[null]",
+    "[[]]",
+    '[{"name": "a", "arguments": {}}, 5]',
+    '[{"name": "a", "arguments": {}, "extra": 1}]',
+    '[{"arguments": {}, "name": "b"}]',
+    '[{"name": "", "arguments": {}}]',
+    '[{"name": null, "arguments": {}}]',
+    '[{"name": ["a"], "arguments": {}}]',
+    '[{"name": "a", "arguments": null}]',
+    '[{"name": "a", "arguments": 3}]',
+    '[{"name": "a", "arguments": []}]',
+    '[{"name": "a", "arguments": true}]',
+    '[{"name": "a", "arguments": ""}]',
+    '[{"name": "a", "arguments": "[1]"}]',
+    '[{"name": "a", "arguments": "null"}]',
+    '[{"name": "a", "arguments": "{\\"k\\": 1}"}]',
+    '[{"name": "a", "arguments": "{bad"}]',
+    '[{"name": "a", "arguments": {"k": NaN}}]',
+    '[{"name": "a", "arguments": {"k": Infinity, "j": -Infinity}}]',
+    '[{"name": "a", "arguments": {"k": 1e400}}]',
+    '[{"name": "a", "arguments": {"k": 1, "k": 2}}]',
+    '[{"name": "a", "arguments": {"\\u0000": "\\ud800"}}]',
+    '[{"name": "a", "arguments": {}}',
+    '[{"name": "a", "arguments": {}}]]',
+    '[{"name": "a", "arguments": {},}]',
+    "[{'name': 'a', 'arguments': {}}]",
+    '[{"name": "a", "arguments": {"x": 01}}]',
+    "[",
+    "[ ",
+    "[name arguments {",
+    '[{"name": "a"',
+    "[\n" + C1[1:-1] + ",\n]",
+    "\ufeff" + C1,
+    "[" + "1" * 5000 + "]",
+    "[" * 50_000 + "]" * 50_000,
+    "[" * 5000,
     # single objects and other JSON values
-    OBJ, " " + OBJ, "42", '"just a string"', "null", "true", "{}", "{broken",
+    OBJ,
+    " " + OBJ,
+    "42",
+    '"just a string"',
+    "null",
+    "true",
+    "{}",
+    "{broken",
     # plain text
-    "", " ", "\n", "Hello! How can I help you today?", "I will call get_user_details now.", "name arguments",
-    "Here is JSON: " + C1, "The list [1, 2] is short.", "```", "``````", "```json```", "</think>", "<think>", "[TOOL_CALLS]",
-    "<tool_call></tool_call>", "<tool_call>", "###STOP###",
+    "",
+    " ",
+    "\n",
+    "Hello! How can I help you today?",
+    "I will call get_user_details now.",
+    "name arguments",
+    "Here is JSON: " + C1,
+    "The list [1, 2] is short.",
+    "```",
+    "``````",
+    "```json```",
+    "</think>",
+    "<think>",
+    "[TOOL_CALLS]",
+    "<tool_call></tool_call>",
+    "<tool_call>",
+    "###STOP###",
     # fenced blocks
-    "```json\n" + C1 + "\n```", "```\n" + C1 + "\n```", "```json" + C1 + "```", "``` " + C2 + " ```",
-    "```JSON\n" + C1 + "\n```", "```python\n" + C1 + "\n```", "```jsonc\n" + C1 + "\n```", "```json\n" + OBJ + "\n```",
-    "```json\n[]\n```", "Sure!\n```json\n" + C2 + "\n```\nDone.", "```json\n[oops\n```", "```json\n[oops\n```\n```json\n" + C1 + "\n```",
-    "```json\n" + C1 + "\n```\n```json\n" + C2 + "\n```", "```json\n" + C1, "```json\n" + C1 + "\n``", "```\x1c" + C1 + "```",
-    "```\u2003" + C1 + "```", "```json\u00a0\n" + C1 + "```", "````" + C1 + "````", "```json\n" + NESTED + "\n```",
-    "```json\n" + UNI + "\n```", "```json\n" + STRARGS + "\n```", "```json\n" + "[" + "1" * 5000 + "]\n```" + C1,
-    "text ```json\n" + C1 + "\n``` middle ```python\nprint(1)\n``` end", "```json\n\"a string\"\n```",
+    "```json\n" + C1 + "\n```",
+    "```\n" + C1 + "\n```",
+    "```json" + C1 + "```",
+    "``` " + C2 + " ```",
+    "```JSON\n" + C1 + "\n```",
+    "```python\n" + C1 + "\n```",
+    "```jsonc\n" + C1 + "\n```",
+    "```json\n" + OBJ + "\n```",
+    "```json\n[]\n```",
+    "Sure!\n```json\n" + C2 + "\n```\nDone.",
+    "```json\n[oops\n```",
+    "```json\n[oops\n```\n```json\n" + C1 + "\n```",
+    "```json\n" + C1 + "\n```\n```json\n" + C2 + "\n```",
+    "```json\n" + C1,
+    "```json\n" + C1 + "\n``",
+    "```\x1c" + C1 + "```",
+    "```\u2003" + C1 + "```",
+    "```json\u00a0\n" + C1 + "```",
+    "````" + C1 + "````",
+    "```json\n" + NESTED + "\n```",
+    "```json\n" + UNI + "\n```",
+    "```json\n" + STRARGS + "\n```",
+    "```json\n" + "[" + "1" * 5000 + "]\n```" + C1,
+    "text ```json\n" + C1 + "\n``` middle ```python\nprint(1)\n``` end",
+    '```json\n"a string"\n```',
     # [TOOL_CALLS]
-    "[TOOL_CALLS]" + C1, "[TOOL_CALLS] " + C2 + "\n", "[TOOL_CALLS]\n" + C1, "[TOOL_CALLS]" + NESTED,
-    "Text [TOOL_CALLS]" + C1 + " after\nnext line", "[TOOL_CALLS]" + C1 + "\n[TOOL_CALLS]" + C2, "[TOOL_CALLS]" + OBJ,
-    "[TOOL_CALLS][bad\n[TOOL_CALLS]" + C1, "[TOOL_CALLS]" + C1 + "\r\nmore", "[TOOL_CALLS][]", "[TOOL_CALLS]" + C1 + "\u2028x",
+    "[TOOL_CALLS]" + C1,
+    "[TOOL_CALLS] " + C2 + "\n",
+    "[TOOL_CALLS]\n" + C1,
+    "[TOOL_CALLS]" + NESTED,
+    "Text [TOOL_CALLS]" + C1 + " after\nnext line",
+    "[TOOL_CALLS]" + C1 + "\n[TOOL_CALLS]" + C2,
+    "[TOOL_CALLS]" + OBJ,
+    "[TOOL_CALLS][bad\n[TOOL_CALLS]" + C1,
+    "[TOOL_CALLS]" + C1 + "\r\nmore",
+    "[TOOL_CALLS][]",
+    "[TOOL_CALLS]" + C1 + "\u2028x",
     # <tool_call> tags
-    "<tool_call>" + C1 + "</tool_call>", "<tool_call>\n" + C2 + "\n</tool_call>", "<tool_call>" + OBJ + "</tool_call>",
-    "<tool_call>" + C1 + "</tool_call><tool_call>" + C2 + "</tool_call>", "Hi <tool_call>" + NESTED + "</tool_call> bye",
-    "<tool_call>[bad</tool_call><tool_call>" + C1 + "</tool_call>", "<tool_call>" + C1, "<tool_call>" + C1 + "</tool_call>\n```json\n" + C2 + "\n```",
+    "<tool_call>" + C1 + "</tool_call>",
+    "<tool_call>\n" + C2 + "\n</tool_call>",
+    "<tool_call>" + OBJ + "</tool_call>",
+    "<tool_call>" + C1 + "</tool_call><tool_call>" + C2 + "</tool_call>",
+    "Hi <tool_call>" + NESTED + "</tool_call> bye",
+    "<tool_call>[bad</tool_call><tool_call>" + C1 + "</tool_call>",
+    "<tool_call>" + C1,
+    "<tool_call>" + C1 + "</tool_call>\n```json\n" + C2 + "\n```",
     "<tool_call>" + C1 + "</tool_call>\n```json\n[bad\n```",
     # </think>
-    "<think>plan</think>" + C1, "<think>plan</think>\n\n" + C2 + "\n", "<think>p</think>" + OBJ, "<think>p</think>42",
-    "<think>p</think>", "</think>" + C1, "<think>p</think>Sure: ```json\n" + C1 + "\n``` bye", "<think>p</think>[TOOL_CALLS]" + C1,
-    "<think>p</think><tool_call>" + C1 + "</tool_call>", "<think>p</think>I cannot help.", "<think>```json\n" + C1 + "\n```</think>done",
-    "<think>a</think><think>b</think>" + C1, "<think>a</think>" + C1 + "</think>", "<think>a</think> [bad",
-    "<think>a</think>```json\n[bad\n```\n```json\n" + C1 + "\n```", "<think>a</think>[]", "<think>a</think>" + "[" + "1" * 5000 + "]",
-    "<think>a</think>" + '[{"name": 1, "arguments": {}}]', "<think>a</think>\u00a0" + C1, "<think>a</think>```json\n" + OBJ + "\n```",
+    "<think>plan</think>" + C1,
+    "<think>plan</think>\n\n" + C2 + "\n",
+    "<think>p</think>" + OBJ,
+    "<think>p</think>42",
+    "<think>p</think>",
+    "</think>" + C1,
+    "<think>p</think>Sure: ```json\n" + C1 + "\n``` bye",
+    "<think>p</think>[TOOL_CALLS]" + C1,
+    "<think>p</think><tool_call>" + C1 + "</tool_call>",
+    "<think>p</think>I cannot help.",
+    "<think>```json\n" + C1 + "\n```</think>done",
+    "<think>a</think><think>b</think>" + C1,
+    "<think>a</think>" + C1 + "</think>",
+    "<think>a</think> [bad",
+    "<think>a</think>```json\n[bad\n```\n```json\n" + C1 + "\n```",
+    "<think>a</think>[]",
+    "<think>a</think>" + "[" + "1" * 5000 + "]",
+    "<think>a</think>" + '[{"name": 1, "arguments": {}}]',
+    "<think>a</think>\u00a0" + C1,
+    "<think>a</think>```json\n" + OBJ + "\n```",
     "before <think>a</think>" + C1 + " after",
 ]
 
@@ -318,10 +445,18 @@ def test_corpus_agrees_with_vllm(vllm_xlam):
 
 _names = st.sampled_from(["get_user_details", "calculate", "think", "名前", "", "name", "arguments", "a b"])
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=8), st.sampled_from(["```", "</think>", "[TOOL_CALLS]", "\n", "<tool_call>", "ü😀"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["```", "</think>", "[TOOL_CALLS]", "\n", "<tool_call>", "ü😀"]),
 )
-_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 _arguments = st.dictionaries(st.sampled_from(["user_id", "order_id", "x", "ключ", ""]), _values, max_size=3)
 _valid_calls = st.builds(_call, _names, _arguments)
 _odd_calls = st.one_of(
@@ -336,7 +471,9 @@ _odd_calls = st.one_of(
 
 def _weighted(*choices: tuple[int, st.SearchStrategy]) -> st.SearchStrategy:
     """Draw from each strategy in proportion to its weight (one_of would treat them about evenly)."""
-    return st.sampled_from([strategy for weight, strategy in choices for _ in range(weight)]).flatmap(lambda chosen: chosen)
+    return st.sampled_from([strategy for weight, strategy in choices for _ in range(weight)]).flatmap(
+        lambda chosen: chosen
+    )
 
 
 _calls = _weighted((3, _valid_calls), (1, _odd_calls))
@@ -355,16 +492,62 @@ def _payload_texts(draw) -> str:
     return text
 
 
-_wrappings = st.sampled_from([
-    "{}", "{}", " {} ", "\n{}\n", "\u00a0{}", "```json\n{}\n```", "```{}```", "```json{}```", "``` {} ```", "```\x1d{}```",
-    "```python\n{}\n```", "```JSON\n{}```", "```json\n{}", "[TOOL_CALLS]{}", "[TOOL_CALLS] {}\n", "[TOOL_CALLS]\n{}",
-    "<tool_call>{}</tool_call>", "<tool_call>\n{}\n</tool_call>", "<tool_call>{}", "</think>{}", "<think>x</think>\n{}",
-    "<think>x</think>```json\n{}\n```", "<think></think>[TOOL_CALLS]{}", "<think>x</think><tool_call>{}</tool_call>",
-])
-_fillers = st.sampled_from([
-    "", " ", "\n", "\r\n", "\t", "\u00a0", "\u2028", "\x1c", "Sure!", "Let me check that for you.", "name", "arguments",
-    "{", "}", "[", "]", "```", "```json", "</think>", "<think>", "[TOOL_CALLS]", "<tool_call>", "</tool_call>", "Zürich 😀",
-])
+_wrappings = st.sampled_from(
+    [
+        "{}",
+        "{}",
+        " {} ",
+        "\n{}\n",
+        "\u00a0{}",
+        "```json\n{}\n```",
+        "```{}```",
+        "```json{}```",
+        "``` {} ```",
+        "```\x1d{}```",
+        "```python\n{}\n```",
+        "```JSON\n{}```",
+        "```json\n{}",
+        "[TOOL_CALLS]{}",
+        "[TOOL_CALLS] {}\n",
+        "[TOOL_CALLS]\n{}",
+        "<tool_call>{}</tool_call>",
+        "<tool_call>\n{}\n</tool_call>",
+        "<tool_call>{}",
+        "</think>{}",
+        "<think>x</think>\n{}",
+        "<think>x</think>```json\n{}\n```",
+        "<think></think>[TOOL_CALLS]{}",
+        "<think>x</think><tool_call>{}</tool_call>",
+    ]
+)
+_fillers = st.sampled_from(
+    [
+        "",
+        " ",
+        "\n",
+        "\r\n",
+        "\t",
+        "\u00a0",
+        "\u2028",
+        "\x1c",
+        "Sure!",
+        "Let me check that for you.",
+        "name",
+        "arguments",
+        "{",
+        "}",
+        "[",
+        "]",
+        "```",
+        "```json",
+        "</think>",
+        "<think>",
+        "[TOOL_CALLS]",
+        "<tool_call>",
+        "</tool_call>",
+        "Zürich 😀",
+    ]
+)
 _wrapped = st.builds(lambda wrap, body: wrap.replace("{}", body, 1), _wrappings, _payload_texts())
 model_outputs = st.lists(_weighted((1, _fillers), (2, _wrapped)), min_size=1, max_size=3).map("".join)
 
@@ -372,7 +555,9 @@ model_outputs = st.lists(_weighted((1, _fillers), (2, _wrapped)), min_size=1, ma
 def test_generated_outputs_agree_with_vllm(vllm_xlam):
     seen: dict[str, ParsedOutput] = {}
 
-    @settings(max_examples=700, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=700, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(model_outputs)
     def agree(text: str) -> None:
         seen[text] = assert_agree(vllm_xlam, text)
@@ -383,10 +568,14 @@ def test_generated_outputs_agree_with_vllm(vllm_xlam):
     for marker in ("```", "[TOOL_CALLS]", "<tool_call>", "</think>"):
         assert sum(marker in text for text in with_calls) >= 5, marker
     assert sum(text.lstrip().startswith("[") for text in with_calls) >= 5
-    assert sum(parsed.content is None and not parsed.tool_calls for parsed in seen.values()) >= 1  # a bare list without calls
+    assert (
+        sum(parsed.content is None and not parsed.tool_calls for parsed in seen.values()) >= 1
+    )  # a bare list without calls
     assert sum(parsed.content == text and parsed.problem is not None for text, parsed in seen.items()) >= 20
     assert len(seen) + len(HAND_CORPUS) >= 500
-    print(f"\ngenerated: {len(seen)} distinct inputs ({len(with_calls)} with calls), 0 disagreements; with the hand corpus {len(seen) + len(HAND_CORPUS)}")
+    print(
+        f"\ngenerated: {len(seen)} distinct inputs ({len(with_calls)} with calls), 0 disagreements; with the hand corpus {len(seen) + len(HAND_CORPUS)}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -404,7 +593,10 @@ HANDMADE = [
         description="Cancel an order.",
         parameters={
             "type": "object",
-            "properties": {"order_id": {"type": "string"}, "reason": {"type": "string", "enum": ["no longer needed", "ordered by mistake"]}},
+            "properties": {
+                "order_id": {"type": "string"},
+                "reason": {"type": "string", "enum": ["no longer needed", "ordered by mistake"]},
+            },
             "required": ["order_id", "reason"],
         },
         writes=True,
@@ -451,7 +643,12 @@ def test_tool_calls_schema_accepts_calls_and_rejects_wrong_names_and_arguments()
     schema = tool_calls_schema(HANDMADE)
     jsonschema.Draft202012Validator.check_schema(schema)
     valid = jsonschema.Draft202012Validator(schema)
-    assert valid.is_valid([{"name": "get_order_details", "arguments": {"order_id": "#W1"}}, {"name": "cancel_pending_order", "arguments": {"order_id": "#W1", "reason": "ordered by mistake"}}])
+    assert valid.is_valid(
+        [
+            {"name": "get_order_details", "arguments": {"order_id": "#W1"}},
+            {"name": "cancel_pending_order", "arguments": {"order_id": "#W1", "reason": "ordered by mistake"}},
+        ]
+    )
     for wrong in (
         [],
         {"name": "get_order_details", "arguments": {"order_id": "#W1"}},
@@ -474,7 +671,11 @@ def _domain_tools() -> dict[str, list[ToolSpec]]:
 
 
 # One tool of each set that takes a single string argument: (name, argument).
-ONE_STRING_ARGUMENT = {"handmade": ("get_order_details", "order_id"), "retail": ("get_order_details", "order_id"), "airline": ("get_reservation_details", "reservation_id")}
+ONE_STRING_ARGUMENT = {
+    "handmade": ("get_order_details", "order_id"),
+    "retail": ("get_order_details", "order_id"),
+    "airline": ("get_reservation_details", "reservation_id"),
+}
 
 
 @pytest.mark.parametrize("toolset", ["handmade", "retail", "airline"])
@@ -492,7 +693,9 @@ def test_schemas_compile_in_xgrammar_and_constrain_output(toolset):
         matcher = xgrammar.GrammarMatcher(compiled)
         return matcher.accept_string(text) and matcher.is_completed()
 
-    assert accepts(json.dumps([{"name": name, "arguments": {argument: "A1"}}, {"name": name, "arguments": {argument: "B2"}}]))
+    assert accepts(
+        json.dumps([{"name": name, "arguments": {argument: "A1"}}, {"name": name, "arguments": {argument: "B2"}}])
+    )
     assert not accepts(json.dumps([{"name": name + "_x", "arguments": {argument: "A1"}}]))
     assert not accepts(json.dumps([{"name": name, "arguments": {argument: 1}}]))
     assert not accepts(json.dumps([{"name": name, "arguments": {}}]))
@@ -505,7 +708,10 @@ def test_schemas_compile_in_xgrammar_and_constrain_output(toolset):
 def test_schemas_pass_vllm_structured_output_checks(toolset):
     pytest.importorskip("vllm", reason="vLLM is not installed: pip install -e .[cpu]")
     from vllm.sampling_params import SamplingParams, StructuredOutputsParams
-    from vllm.v1.structured_output.backend_xgrammar import has_xgrammar_unsupported_json_features, validate_xgrammar_grammar
+    from vllm.v1.structured_output.backend_xgrammar import (
+        has_xgrammar_unsupported_json_features,
+        validate_xgrammar_grammar,
+    )
 
     tools = _domain_tools()[toolset]
     schema = tool_calls_schema(tools)
@@ -516,6 +722,7 @@ def test_schemas_pass_vllm_structured_output_checks(toolset):
 # ----------------------------------------------------------------------------------------------------
 # apigen-mt parse
 # ----------------------------------------------------------------------------------------------------
+
 
 def run_parse(args: list[str], stdin: str):
     return CliRunner().invoke(app, ["parse", *args], input=stdin)
@@ -536,7 +743,13 @@ def test_parse_command_jsonl():
     result = run_parse(["--format", "xlam", "--jsonl"], "\n".join(lines[:2]) + "\n\n" + lines[2] + "\n")
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.stdout.splitlines()] == [
-        {"tool_calls": [{"name": "calculate", "arguments": {"expression": "(2 + 3) * 4"}}, {"name": "think", "arguments": {"thought": "done"}}], "content": None},
+        {
+            "tool_calls": [
+                {"name": "calculate", "arguments": {"expression": "(2 + 3) * 4"}},
+                {"name": "think", "arguments": {"thought": "done"}},
+            ],
+            "content": None,
+        },
         {"tool_calls": [], "content": "plain\u2028text"},
         {"tool_calls": [], "content": None},
     ]
@@ -545,7 +758,11 @@ def test_parse_command_jsonl():
 @pytest.mark.parametrize(
     ("args", "stdin", "message"),
     [
-        (["--format", "qwen"], "x", "unknown tool-call format 'qwen'; known formats: hermes, llama3_json, mistral, xlam"),
+        (
+            ["--format", "qwen"],
+            "x",
+            "unknown tool-call format 'qwen'; known formats: hermes, llama3_json, mistral, xlam",
+        ),
         (["--jsonl"], '"ok"\n{"text": 1}\n', "line 2 of stdin holds a JSON object, not a string"),
         (["--jsonl"], '"ok"\nnot json\n', "line 2 of stdin is not valid JSON"),
     ],

@@ -54,7 +54,12 @@ class CounterTools(Toolkit):
 
 
 COUNTERS = Domain(
-    name="counters", description="test counters", toolkit=CounterTools, tables=("counters",), policy="", generate=lambda seed: {}
+    name="counters",
+    description="test counters",
+    toolkit=CounterTools,
+    tables=("counters",),
+    policy="",
+    generate=lambda seed: {},
 )
 DB = {"counters": {"apples": 3, "pears": 1}}
 BLUEPRINT = {
@@ -67,7 +72,11 @@ BLUEPRINT = {
 
 def call(name: str, arguments: str, call_id: str = "call_1") -> dict[str, Any]:
     """An assistant turn with one tool call; OpenAI sends the arguments as a JSON string."""
-    return {"role": "assistant", "content": None, "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]}
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}],
+    }
 
 
 def conversation(*middle: dict[str, Any], last_user: str = "Thanks! ###STOP###") -> list[dict[str, Any]]:
@@ -89,8 +98,17 @@ SUCCESS = conversation(
 def test_a_successful_trajectory_earns_reward_1():
     verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, SUCCESS)
     assert verdict.record(3) == {
-        "index": 3, "reward": 1.0, "terminated": True, "state_match": True, "outputs_match": True, "reasons": [],
-        "accepted": True, "attribution": None, "policy_violations": [], "human_errors": [], "warnings": [],
+        "index": 3,
+        "reward": 1.0,
+        "terminated": True,
+        "state_match": True,
+        "outputs_match": True,
+        "reasons": [],
+        "accepted": True,
+        "attribution": None,
+        "policy_violations": [],
+        "human_errors": [],
+        "warnings": [],
     }
     assert verdict.accepted
     assert verdict.details["agent_digest"] == verdict.details["ground_truth_digest"]
@@ -125,7 +143,9 @@ def test_arguments_that_are_not_json_make_a_failed_call():
 
 
 def test_a_missing_output_is_named():
-    messages = conversation(call("add", '{"name": "apples", "amount": 2}'), {"role": "assistant", "content": "All done."})
+    messages = conversation(
+        call("add", '{"name": "apples", "amount": 2}'), {"role": "assistant", "content": "All done."}
+    )
     verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, messages)
     assert (verdict.reward, verdict.state_match, verdict.outputs_match) == (0.0, True, False)
     assert verdict.reasons == ["expected output '5 apples' appears in none of the agent's 1 replies"]
@@ -144,7 +164,9 @@ def test_only_agent_replies_count_as_outputs():
 
 def test_commas_are_removed_from_replies_only():
     blueprint = {**BLUEPRINT, "outputs": ["1005", "1,005"]}
-    messages = conversation(call("add", '{"name": "apples", "amount": 2}'), {"role": "assistant", "content": "The total is 1,005."})
+    messages = conversation(
+        call("add", '{"name": "apples", "amount": 2}'), {"role": "assistant", "content": "The total is 1,005."}
+    )
     verdict = verify_trajectory(COUNTERS, DB, blueprint, messages)
     assert verdict.details["outputs"] == {"1005": True, "1,005": False}
     assert verdict.reasons == [
@@ -155,7 +177,9 @@ def test_commas_are_removed_from_replies_only():
 
 def test_an_unfinished_episode_scores_zero():
     messages = conversation(
-        call("add", '{"name": "apples", "amount": 2}'), {"role": "assistant", "content": "5 apples now."}, last_user="And pears?"
+        call("add", '{"name": "apples", "amount": 2}'),
+        {"role": "assistant", "content": "5 apples now."},
+        last_user="And pears?",
     )
     verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, messages)
     assert (verdict.reward, verdict.terminated, verdict.state_match, verdict.outputs_match) == (0.0, False, True, True)
@@ -166,7 +190,11 @@ def test_an_unfinished_episode_scores_zero():
 
 
 def test_a_terminating_tool_ends_the_episode_and_is_not_replayed_from_ground_truth():
-    blueprint = {**BLUEPRINT, "actions": [*BLUEPRINT["actions"], {"name": "transfer", "kwargs": {"summary": "more"}}], "outputs": []}
+    blueprint = {
+        **BLUEPRINT,
+        "actions": [*BLUEPRINT["actions"], {"name": "transfer", "kwargs": {"summary": "more"}}],
+        "outputs": [],
+    }
     messages = conversation(
         call("add", '{"name": "apples", "amount": 2}'),
         call("transfer", '{"summary": "wants more"}', call_id="call_2"),
@@ -181,7 +209,11 @@ def test_a_terminating_tool_ends_the_episode_and_is_not_replayed_from_ground_tru
     [
         ({"actions": []}, SUCCESS, "the trajectory's blueprint is malformed: instruction: Field required"),
         (BLUEPRINT, "hello", "messages must be a list of OpenAI chat messages"),
-        (BLUEPRINT, [{"role": "robot", "content": "x"}], "message 0 has role 'robot'; expected system, user, assistant or tool"),
+        (
+            BLUEPRINT,
+            [{"role": "robot", "content": "x"}],
+            "message 0 has role 'robot'; expected system, user, assistant or tool",
+        ),
         (BLUEPRINT, [42], "message 0 must be an object, got int"),
         (BLUEPRINT, [{"role": "assistant", "tool_calls": {"id": "x"}}], "message 0: tool_calls must be a list"),
     ],
@@ -267,7 +299,11 @@ def test_two_tool_calls_in_one_turn_break_the_turn_rule():
         "content": None,
         "tool_calls": [
             {"id": "c1", "type": "function", "function": {"name": "read", "arguments": '{"name": "apples"}'}},
-            {"id": "c2", "type": "function", "function": {"name": "add", "arguments": '{"name": "apples", "amount": 2}'}},
+            {
+                "id": "c2",
+                "type": "function",
+                "function": {"name": "add", "arguments": '{"name": "apples", "amount": 2}'},
+            },
         ],
     }
     rules = (PolicyRule("T1", "one call per turn", one_call_per_turn),)
@@ -292,13 +328,18 @@ def test_text_beside_a_call_is_accepted_as_stored_and_as_repaired():
 
 
 def unknown_counter_added(trace) -> list[str]:
-    return [f"{c.label()} adds to {c.arguments.get('name')!r}, which is no counter" for c in trace.calls_of("add")
-            if c.arguments.get("name") not in c.before["counters"]]
+    return [
+        f"{c.label()} adds to {c.arguments.get('name')!r}, which is no counter"
+        for c in trace.calls_of("add")
+        if c.arguments.get("name") not in c.before["counters"]
+    ]
 
 
 @pytest.mark.parametrize("attempt_counts", [False, True], ids=["attempt-harmless", "attempt-forbidden"])
 def test_a_refused_call_is_a_warning_unless_the_rule_forbids_the_attempt(attempt_counts):
-    rule = PolicyRule("C1", "Add only to counters that exist.", unknown_counter_added, refused_calls_count=attempt_counts)
+    rule = PolicyRule(
+        "C1", "Add only to counters that exist.", unknown_counter_added, refused_calls_count=attempt_counts
+    )
     domain = dataclasses.replace(COUNTERS, rules=(rule,))
     messages = conversation(
         call("add", '{"name": "aples", "amount": 2}'),
@@ -335,10 +376,14 @@ def test_a_user_who_stops_before_the_agents_first_turn_is_the_humans_error():
     question = {**BLUEPRINT, "actions": [{"name": "add", "kwargs": {"name": "apples", "amount": 0}}]}
     for blueprint in (BLUEPRINT, question):
         verdict = verify_trajectory(COUNTERS, DB, blueprint, conversation(last_user="Bye ###STOP###"))
-        assert verdict.human_errors == ["the user ended the conversation before the agent's first turn"], verdict.reasons
+        assert verdict.human_errors == ["the user ended the conversation before the agent's first turn"], (
+            verdict.reasons
+        )
         assert (verdict.accepted, verdict.attribution) == (False, "human")
     # Once the agent has spoken, a missed output stays the agent's.
-    spoke = verify_trajectory(COUNTERS, DB, question, conversation({"role": "assistant", "content": "Hi!"}, last_user="Bye ###STOP###"))
+    spoke = verify_trajectory(
+        COUNTERS, DB, question, conversation({"role": "assistant", "content": "Hi!"}, last_user="Bye ###STOP###")
+    )
     assert (spoke.human_errors, spoke.attribution) == ([], "agent")
 
 
@@ -360,7 +405,12 @@ def test_human_errors_passed_in_reject_an_otherwise_perfect_trial():
     leak = "the user revealed '5 apples', which the instruction does not contain"
     verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, SUCCESS, human_errors=[leak])
     assert verdict.reward == 1.0
-    assert (verdict.human_errors, verdict.reasons, verdict.accepted, verdict.attribution) == ([leak], [leak], False, "human")
+    assert (verdict.human_errors, verdict.reasons, verdict.accepted, verdict.attribution) == (
+        [leak],
+        [leak],
+        False,
+        "human",
+    )
     assert verdict.record(0)["human_errors"] == [leak]
 
 
@@ -369,7 +419,9 @@ TRANSFER_BLUEPRINT = {**BLUEPRINT, "actions": [{"name": "transfer", "kwargs": {"
 
 def test_a_user_transferred_ends_the_episode_as_a_transfer_tool_does():
     """tau2-bench's ###TRANSFER###: the agent handed the user over, so a wrong state is the agent's fault."""
-    handed_over = conversation({"role": "assistant", "content": "A colleague will take over."}, last_user="###TRANSFER###")
+    handed_over = conversation(
+        {"role": "assistant", "content": "A colleague will take over."}, last_user="###TRANSFER###"
+    )
     right = verify_trajectory(COUNTERS, DB, TRANSFER_BLUEPRINT, handed_over)
     assert (right.terminated, right.accepted) == (True, True)
     wrong = verify_trajectory(COUNTERS, DB, BLUEPRINT, handed_over)
@@ -378,7 +430,9 @@ def test_a_user_transferred_ends_the_episode_as_a_transfer_tool_does():
 
 def test_a_user_out_of_scope_is_the_humans_fault_when_the_trial_is_rejected():
     """tau2-bench's ###OUT-OF-SCOPE###: the user's scenario could not answer the agent."""
-    stuck = conversation({"role": "assistant", "content": "Which apples, green or red?"}, last_user="###OUT-OF-SCOPE###")
+    stuck = conversation(
+        {"role": "assistant", "content": "Which apples, green or red?"}, last_user="###OUT-OF-SCOPE###"
+    )
     verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, stuck)
     out_of_scope = "the user ended the conversation with ###OUT-OF-SCOPE###: its scenario could not answer the agent"
     assert (verdict.terminated, verdict.state_match, verdict.accepted) == (True, False, False)
@@ -396,7 +450,10 @@ def test_a_user_out_of_scope_is_the_humans_fault_when_the_trial_is_rejected():
 
 
 def test_a_ground_truth_calling_an_unknown_tool_is_a_warning_not_a_perfect_score():
-    blueprint = {**BLUEPRINT, "actions": [*BLUEPRINT["actions"], {"name": "teleport", "kwargs": {}}, {"name": "teleport", "kwargs": {}}]}
+    blueprint = {
+        **BLUEPRINT,
+        "actions": [*BLUEPRINT["actions"], {"name": "teleport", "kwargs": {}}, {"name": "teleport", "kwargs": {}}],
+    }
     verdict = verify_trajectory(COUNTERS, DB, blueprint, SUCCESS)
     assert verdict.reward == 1.0  # tau-bench's reward: the unknown tool changed nothing in the replay
     assert verdict.warnings == ["ground-truth actions 1, 2: domain 'counters' has no tool 'teleport'"]
@@ -406,22 +463,34 @@ def test_a_ground_truth_calling_an_unknown_tool_is_a_warning_not_a_perfect_score
 def test_a_failing_ground_truth_write_is_a_warning_and_a_failing_read_is_not():
     blueprint = {
         **BLUEPRINT,
-        "actions": [{"name": "read", "kwargs": {"name": "plums"}}, {"name": "add", "kwargs": {"name": "plums", "amount": 1}}],
+        "actions": [
+            {"name": "read", "kwargs": {"name": "plums"}},
+            {"name": "add", "kwargs": {"name": "plums", "amount": 1}},
+        ],
         "outputs": [],
     }
-    verdict = verify_trajectory(COUNTERS, DB, blueprint, conversation({"role": "assistant", "content": "No plums here."}))
+    verdict = verify_trajectory(
+        COUNTERS, DB, blueprint, conversation({"role": "assistant", "content": "No plums here."})
+    )
     assert verdict.reward == 1.0
-    assert verdict.warnings == ["ground-truth action 1 (add) fails: Error: no such counter; the blueprint does not do what it asks"]
+    assert verdict.warnings == [
+        "ground-truth action 1 (add) fails: Error: no such counter; the blueprint does not do what it asks"
+    ]
 
 
 def test_agent_calls_to_unknown_tools_are_the_agents_failure_not_a_warning():
     messages = conversation(
-        call("teleport", "{}"), call("add", '{"name": "apples", "amount": 2}'), {"role": "assistant", "content": "5 apples"}
+        call("teleport", "{}"),
+        call("add", '{"name": "apples", "amount": 2}'),
+        {"role": "assistant", "content": "5 apples"},
     )
     verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, messages)
     assert verdict.warnings == []
     assert verdict.details["agent_calls"][0] == {
-        "name": "teleport", "arguments": {}, "observation": "Unknown action teleport", "failed": True,
+        "name": "teleport",
+        "arguments": {},
+        "observation": "Unknown action teleport",
+        "failed": True,
     }
 
 
@@ -476,7 +545,11 @@ def as_conversation(task: dict[str, Any]) -> list[dict[str, Any]]:
     for number, step in enumerate(task["actions"]):
         turns.append(call(step["name"], json.dumps(step["kwargs"]), call_id=f"call_{number}"))
         turns.append({"role": "tool", "tool_call_id": f"call_{number}", "content": "..."})
-    return [*turns, {"role": "assistant", "content": "Done: " + "; ".join(task["outputs"])}, {"role": "user", "content": "###STOP###"}]
+    return [
+        *turns,
+        {"role": "assistant", "content": "Done: " + "; ".join(task["outputs"])},
+        {"role": "user", "content": "###STOP###"},
+    ]
 
 
 def test_taubench_ground_truth_played_back_earns_reward_1(taubench_dir, taubench_tasks):

@@ -48,7 +48,9 @@ SETTINGS = TrialSettings(
 
 def test_the_phase_1_persona_reaches_the_phase_2_human():
     pool = load_personas()
-    row, _, human_requests = play(TrialItem(blueprint(["user:tao_grimes_9935", "persona:3"]), 0, None), [FIND, ORDER, "Pending."], SETTINGS)
+    row, _, human_requests = play(
+        TrialItem(blueprint(["user:tao_grimes_9935", "persona:3"]), 0, None), [FIND, ORDER, "Pending."], SETTINGS
+    )
     assert persona_of(blueprint(["persona:3"])) == pool[3]
     assert pool[3].strip() in human_requests[0].messages[0].content
     assert row["status"] in ("accepted", "rejected")
@@ -78,8 +80,14 @@ def test_the_row_records_what_the_episode_repaired():
 def test_the_row_keeps_the_verifiers_warnings():
     # A cancellation the tool refused for its reason, then made right: R8 warns, nothing rejects.
     cancel = Blueprint(
-        id="bp-cancel", user_id="tao_grimes_9935", instruction=INSTRUCTION.replace("Ask for the status of", "Cancel") + " Ordered by mistake.",
-        actions=[FIND, ORDER, ToolCall(name="cancel_pending_order", arguments={"order_id": "#W9457132", "reason": "ordered by mistake"})],
+        id="bp-cancel",
+        user_id="tao_grimes_9935",
+        instruction=INSTRUCTION.replace("Ask for the status of", "Cancel") + " Ordered by mistake.",
+        actions=[
+            FIND,
+            ORDER,
+            ToolCall(name="cancel_pending_order", arguments={"order_id": "#W9457132", "reason": "ordered by mistake"}),
+        ],
     )
     wrong = ToolCall(name="cancel_pending_order", arguments={"order_id": "#W9457132", "reason": "changed my mind"})
     longer = SETTINGS.model_copy(update={"episode": EpisodeSettings(max_turns=8)})

@@ -27,7 +27,6 @@ from apigen_mt.validators.execution import check_execution, replay_blueprint
 from apigen_mt.validators.format import check_format
 from apigen_mt.validators.policy import check_policy
 
-
 # --------------------------------------------------------------------------------------------- shelf domain
 
 
@@ -83,7 +82,9 @@ class ShelfTools(Toolkit):
 
 
 def no_negative_price(trace: ActionTrace) -> list[str]:
-    return [f"{c.label()} sets a negative price" for c in trace.calls if c.name == "set_price" and c.arguments["price"] < 0]
+    return [
+        f"{c.label()} sets a negative price" for c in trace.calls if c.name == "set_price" and c.arguments["price"] < 0
+    ]
 
 
 def crashing_rule(trace: ActionTrace) -> list[str]:
@@ -178,18 +179,27 @@ def test_format_accepts_a_valid_blueprint_in_either_spelling():
         ({"instruction": "x", "actions": {}}, "actions must be a list of {name, arguments} objects, got an object"),
         (blueprint("set_price"), "action 0 must be an object {name, arguments}, got a string"),
         (blueprint({"arguments": {}}), "action 0 needs a tool name as a non-empty string, got null"),
-        (blueprint({"name": "get_item"}), "action 0 (get_item) has no arguments object (use {} for a tool without parameters)"),
+        (
+            blueprint({"name": "get_item"}),
+            "action 0 (get_item) has no arguments object (use {} for a tool without parameters)",
+        ),
         (
             blueprint({"name": "get_item", "arguments": {"item_id": "a"}, "kwargs": {"item_id": "a"}}),
             "action 0 (get_item) gives both arguments and kwargs; give one of them",
         ),
-        (blueprint({"name": "get_item", "arguments": ["a"]}), "action 0 (get_item): arguments must be an object, got an array"),
+        (
+            blueprint({"name": "get_item", "arguments": ["a"]}),
+            "action 0 (get_item): arguments must be an object, got an array",
+        ),
         (
             blueprint(action("get_weather", city="Paris")),
             "action 0 (get_weather): unknown tool 'get_weather'; shelf tools are get_item, hand_over, set_price, tag",
         ),
         (blueprint(action("set_price", item_id="a")), "action 0 (set_price): 'price' is a required property"),
-        (blueprint(action("set_price", item_id="a", price="3")), "action 0 (set_price): argument price: '3' is not of type 'number'"),
+        (
+            blueprint(action("set_price", item_id="a", price="3")),
+            "action 0 (set_price): argument price: '3' is not of type 'number'",
+        ),
         (
             blueprint(action("get_item", item_id="a", verbose=True)),
             "action 0 (get_item): Additional properties are not allowed ('verbose' was unexpected)",
@@ -248,7 +258,9 @@ def test_execution_records_diff_digest_and_observations():
 
 
 def test_a_failing_write_rejects_with_index_tool_and_observation():
-    verdict = executed(blueprint(action("set_price", item_id="a", price=1.0), action("set_price", item_id="z", price=1.0)))
+    verdict = executed(
+        blueprint(action("set_price", item_id="a", price=1.0), action("set_price", item_id="z", price=1.0))
+    )
     assert not verdict.passed
     assert verdict.reasons == ["action 1 (set_price) failed: Error: item not found"]
 
@@ -274,9 +286,18 @@ def test_execution_rejects_unknown_tools_and_actions_after_a_terminating_tool():
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda db: db["items"]["a"].update(price=2.0), [{"op": "replace", "path": "/items/a/price", "old": 2, "value": 2.0}]),
-        (lambda db: db["items"]["b"].update(name="Rye"), [{"op": "replace", "path": "/items/b/name", "old": "Bread", "value": "Rye"}]),
-        (lambda db: db["items"].update(c={"name": "Cake", "price": 1}), [{"op": "add", "path": "/items/c", "value": {"name": "Cake", "price": 1}}]),
+        (
+            lambda db: db["items"]["a"].update(price=2.0),
+            [{"op": "replace", "path": "/items/a/price", "old": 2, "value": 2.0}],
+        ),
+        (
+            lambda db: db["items"]["b"].update(name="Rye"),
+            [{"op": "replace", "path": "/items/b/name", "old": "Bread", "value": "Rye"}],
+        ),
+        (
+            lambda db: db["items"].update(c={"name": "Cake", "price": 1}),
+            [{"op": "add", "path": "/items/c", "value": {"name": "Cake", "price": 1}}],
+        ),
         (lambda db: db["items"].pop("a"), [{"op": "remove", "path": "/items/a", "old": {"name": "Apple", "price": 2}}]),
         (lambda db: db.pop("items"), [{"op": "remove", "path": "/items", "old": shelf_db()["items"]}]),
         (lambda db: db["items"].update(a={"price": 2, "name": "Apple"}), []),  # key order only: no operation
@@ -309,7 +330,10 @@ def test_diff_patch_sees_a_number_type_change_in_a_record_equal_by_value():
 
 def test_trace_gives_each_call_the_database_it_ran_on():
     db = shelf_db()
-    calls = [ToolCall(name="set_price", arguments={"item_id": "a", "price": 9.0}), ToolCall(name="get_item", arguments={"item_id": "a"})]
+    calls = [
+        ToolCall(name="set_price", arguments={"item_id": "a", "price": 9.0}),
+        ToolCall(name="get_item", arguments={"item_id": "a"}),
+    ]
     trace = trace_calls(SHELF, db, calls, user_id="u1")
     assert trace.calls[0].before is db and trace.calls[0].before["items"]["a"]["price"] == 2
     assert trace.calls[1].before["items"]["a"]["price"] == 9.0
@@ -320,10 +344,18 @@ def test_trace_gives_each_call_the_database_it_ran_on():
 def test_conversation_trace_decodes_openai_tool_calls():
     messages = [
         {"role": "user", "content": "Price of a?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "get_item", "arguments": '{"item_id": "a"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_item", "arguments": '{"item_id": "a"}'}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "..."},
-        {"role": "assistant", "tool_calls": [{"id": "c2", "type": "function", "function": {"name": "set_price", "arguments": "{oops"}}]},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "c2", "type": "function", "function": {"name": "set_price", "arguments": "{oops"}}],
+        },
     ]
     trace = trace_conversation(SHELF, shelf_db(), messages)
     assert trace.episode and trace.messages[0]["content"] == "Price of a?"
@@ -338,7 +370,9 @@ def test_conversation_trace_decodes_openai_tool_calls():
 
 
 def test_policy_stage_reports_rule_ids():
-    trace = replay_blueprint(SHELF, shelf_db(), Blueprint.model_validate(blueprint(action("set_price", item_id="a", price=-1.0))))
+    trace = replay_blueprint(
+        SHELF, shelf_db(), Blueprint.model_validate(blueprint(action("set_price", item_id="a", price=-1.0)))
+    )
     verdict = check_policy(SHELF, trace)
     assert not verdict.passed
     assert verdict.reasons == ["[S1] action 0 (set_price) sets a negative price"]
@@ -353,26 +387,40 @@ def test_a_crashing_rule_fails_the_stage_with_its_id():
 
 def test_a_call_is_refused_when_it_fails_and_leaves_the_database_as_it_was():
     airline = get_domain("airline")
-    certificate_twice = book(payment_methods=[{"payment_id": "certificate_1", "amount": 100}, {"payment_id": "certificate_1", "amount": 50}])
+    certificate_twice = book(
+        payment_methods=[{"payment_id": "certificate_1", "amount": 100}, {"payment_id": "certificate_1", "amount": 50}]
+    )
     calls = [
         ("get_reservation_details", {"reservation_id": "RES00"}),  # a mistyped id: a failed read
         book(payment_methods=[{"payment_id": "credit_card_1", "amount": 140}]),  # refused: the payment does not add up
         certificate_twice,  # fails after deleting the certificate (tau-bench's quirk): failed, not refused
         book(),
     ]
-    trace = trace_calls(airline, AIRLINE, [ToolCall(name=name, arguments=arguments) for name, arguments in calls], episode=True)
-    assert [(call.failed, call.refused) for call in trace.calls] == [(True, True), (True, True), (True, False), (False, False)]
+    trace = trace_calls(
+        airline, AIRLINE, [ToolCall(name=name, arguments=arguments) for name, arguments in calls], episode=True
+    )
+    assert [(call.failed, call.refused) for call in trace.calls] == [
+        (True, True),
+        (True, True),
+        (True, False),
+        (False, False),
+    ]
     assert "certificate_1" not in trace.calls[3].before["users"]["mia_1"]["payment_methods"]
     kept = trace.without_refused()
     assert [call.index for call in kept.calls] == [2, 3]
-    assert [call.index for call in kept.earlier(kept.calls[1])] == [2]  # indices, and so labels, stay those of the calls made
+    assert [call.index for call in kept.earlier(kept.calls[1])] == [
+        2
+    ]  # indices, and so labels, stay those of the calls made
 
 
 def airline_episode(*calls: tuple) -> ActionTrace:
     """An episode on the small airline database: the calls run through the real tools, after the user's details."""
     steps = [("get_user_details", {"user_id": "mia_1"}), *calls]
     return trace_calls(
-        get_domain("airline"), AIRLINE, [ToolCall(name=name, arguments=arguments) for name, arguments in steps], episode=True
+        get_domain("airline"),
+        AIRLINE,
+        [ToolCall(name=name, arguments=arguments) for name, arguments in steps],
+        episode=True,
     )
 
 
@@ -387,7 +435,9 @@ def test_a_refused_call_warns_where_the_attempt_breaks_nothing_and_rejects_where
     ]
     # A14: the tool always refuses a change in the number of passengers, and trying it is what the policy forbids.
     one_passenger = [{"first_name": "Mia", "last_name": "Li", "dob": "1990-04-05"}]
-    fewer = airline_episode(look_up("RES004"), ("update_reservation_passengers", {"reservation_id": "RES004", "passengers": one_passenger}))
+    fewer = airline_episode(
+        look_up("RES004"), ("update_reservation_passengers", {"reservation_id": "RES004", "passengers": one_passenger})
+    )
     assert fewer.calls[2].refused
     verdict = check_policy(get_domain("airline"), fewer)
     assert verdict.reasons == [
@@ -396,8 +446,15 @@ def test_a_refused_call_warns_where_the_attempt_breaks_nothing_and_rejects_where
     assert verdict.details["warnings"] == []
     # Ground truth gets no such leniency: its refused write is a violation (and fails the execution stage).
     blueprint_trace = replay_blueprint(
-        get_domain("airline"), AIRLINE, Blueprint.model_validate({"user_id": "mia_1", "instruction": "Book.", "actions": [
-            {"name": name, "arguments": arguments} for name, arguments in (short_payment, book())]})
+        get_domain("airline"),
+        AIRLINE,
+        Blueprint.model_validate(
+            {
+                "user_id": "mia_1",
+                "instruction": "Book.",
+                "actions": [{"name": name, "arguments": arguments} for name, arguments in (short_payment, book())],
+            }
+        ),
     )
     assert check_policy(get_domain("airline"), blueprint_trace).reasons == [
         "[A5] action 0 (book_reservation): the payments add up to 140, but the reservation costs 150"
@@ -405,7 +462,9 @@ def test_a_refused_call_warns_where_the_attempt_breaks_nothing_and_rejects_where
 
 
 def test_a_failed_call_that_changed_the_database_is_judged_in_full():
-    certificate_twice = book(payment_methods=[{"payment_id": "certificate_1", "amount": 100}, {"payment_id": "certificate_1", "amount": 50}])
+    certificate_twice = book(
+        payment_methods=[{"payment_id": "certificate_1", "amount": 100}, {"payment_id": "certificate_1", "amount": 50}]
+    )
     verdict = check_policy(get_domain("airline"), airline_episode(certificate_twice))
     assert verdict.reasons == ["[A5] action 1 (book_reservation) uses 2 certificates; at most 1 per reservation"]
 
@@ -414,7 +473,10 @@ def test_validation_stops_at_the_first_failing_stage():
     bad_format = blueprint(action("set_price", item_id="a"))
     assert [(v.stage, v.passed) for v in validate_blueprint(SHELF, shelf_db(), bad_format)] == [("format", False)]
     bad_write = blueprint(action("set_price", item_id="z", price=1.0))
-    assert [(v.stage, v.passed) for v in validate_blueprint(SHELF, shelf_db(), bad_write)] == [("format", True), ("execution", False)]
+    assert [(v.stage, v.passed) for v in validate_blueprint(SHELF, shelf_db(), bad_write)] == [
+        ("format", True),
+        ("execution", False),
+    ]
     bad_policy = blueprint(action("set_price", item_id="a", price=-1.0))
     verdicts = validate_blueprint(SHELF, shelf_db(), bad_policy)
     assert [(v.stage, v.passed) for v in verdicts] == [("format", True), ("execution", True), ("policy", False)]
@@ -452,7 +514,9 @@ def test_stage_selection():
     assert [(v.stage, v.passed) for v in verdicts] == [("format", False)]
     assert verdicts[0].reasons == ["actions: Input should be a valid list"]
     # ...while tool-argument problems are left to the environment.
-    verdicts = validate_blueprint(SHELF, shelf_db(), blueprint(action("set_price", item_id="a", price="1")), ["execution"])
+    verdicts = validate_blueprint(
+        SHELF, shelf_db(), blueprint(action("set_price", item_id="a", price="1")), ["execution"]
+    )
     assert [v.stage for v in verdicts] == ["execution"]
 
 
@@ -493,7 +557,12 @@ def violations(rules, rule_id: str, trace: ActionTrace) -> list[str]:
 def retail_db() -> dict[str, Any]:
     def order(order_id, user, status, items, method="credit_card_1", amount=15.0):
         return {
-            "order_id": order_id, "user_id": user, "address": {}, "items": items, "fulfillments": [], "status": status,
+            "order_id": order_id,
+            "user_id": user,
+            "address": {},
+            "items": items,
+            "fulfillments": [],
+            "status": status,
             "payment_history": [{"transaction_type": "payment", "amount": amount, "payment_method_id": method}],
         }
 
@@ -508,22 +577,41 @@ def retail_db() -> dict[str, Any]:
             "#W9": order("#W9", "bob_2", "pending", [mug], method="credit_card_2"),
         },
         "products": {
-            "p1": {"name": "T-Shirt", "product_id": "p1", "variants": {
-                "i1": {"item_id": "i1", "options": {"size": "S"}, "available": True, "price": 10.0},
-                "i2": {"item_id": "i2", "options": {"size": "M"}, "available": True, "price": 15.0},
-                "i3": {"item_id": "i3", "options": {"size": "L"}, "available": False, "price": 12.0}}},
-            "p2": {"name": "Mug", "product_id": "p2", "variants": {
-                "m1": {"item_id": "m1", "options": {}, "available": True, "price": 5.0},
-                "m2": {"item_id": "m2", "options": {}, "available": True, "price": 6.0}}},
+            "p1": {
+                "name": "T-Shirt",
+                "product_id": "p1",
+                "variants": {
+                    "i1": {"item_id": "i1", "options": {"size": "S"}, "available": True, "price": 10.0},
+                    "i2": {"item_id": "i2", "options": {"size": "M"}, "available": True, "price": 15.0},
+                    "i3": {"item_id": "i3", "options": {"size": "L"}, "available": False, "price": 12.0},
+                },
+            },
+            "p2": {
+                "name": "Mug",
+                "product_id": "p2",
+                "variants": {
+                    "m1": {"item_id": "m1", "options": {}, "available": True, "price": 5.0},
+                    "m2": {"item_id": "m2", "options": {}, "available": True, "price": 6.0},
+                },
+            },
         },
         "users": {
-            "ann_1": {"name": {"first_name": "Ann", "last_name": "Lee"}, "email": "ann@example.com", "orders": ["#W1", "#W2", "#W3", "#W4"],
-                      "payment_methods": {
-                          "credit_card_1": {"source": "credit_card", "id": "credit_card_1"},
-                          "gift_card_1": {"source": "gift_card", "balance": 20, "id": "gift_card_1"},
-                          "paypal_1": {"source": "paypal", "id": "paypal_1"}}},
-            "bob_2": {"name": {"first_name": "Bob", "last_name": "Ray"}, "email": "bob@example.com", "orders": ["#W9"],
-                      "payment_methods": {"credit_card_2": {"source": "credit_card", "id": "credit_card_2"}}},
+            "ann_1": {
+                "name": {"first_name": "Ann", "last_name": "Lee"},
+                "email": "ann@example.com",
+                "orders": ["#W1", "#W2", "#W3", "#W4"],
+                "payment_methods": {
+                    "credit_card_1": {"source": "credit_card", "id": "credit_card_1"},
+                    "gift_card_1": {"source": "gift_card", "balance": 20, "id": "gift_card_1"},
+                    "paypal_1": {"source": "paypal", "id": "paypal_1"},
+                },
+            },
+            "bob_2": {
+                "name": {"first_name": "Bob", "last_name": "Ray"},
+                "email": "bob@example.com",
+                "orders": ["#W9"],
+                "payment_methods": {"credit_card_2": {"source": "credit_card", "id": "credit_card_2"}},
+            },
         },
     }
 
@@ -536,11 +624,17 @@ def retail(*calls: tuple, **kwargs: Any) -> ActionTrace:
 
 
 def modify_items(order_id="#W1", old=("i1",), new=("i2",), method="credit_card_1"):
-    return ("modify_pending_order_items", {"order_id": order_id, "item_ids": list(old), "new_item_ids": list(new), "payment_method_id": method})
+    return (
+        "modify_pending_order_items",
+        {"order_id": order_id, "item_ids": list(old), "new_item_ids": list(new), "payment_method_id": method},
+    )
 
 
 def exchange(order_id="#W2", old=("i1",), new=("i2",), method="credit_card_1"):
-    return ("exchange_delivered_order_items", {"order_id": order_id, "item_ids": list(old), "new_item_ids": list(new), "payment_method_id": method})
+    return (
+        "exchange_delivered_order_items",
+        {"order_id": order_id, "item_ids": list(old), "new_item_ids": list(new), "payment_method_id": method},
+    )
 
 
 def cancel(order_id="#W1", reason="no longer needed"):
@@ -552,15 +646,27 @@ def give_back(order_id="#W2", method="credit_card_1"):
 
 
 def test_r1_episode_needs_a_find_user_call_first():
-    late = retail(("get_order_details", {"order_id": "#W1"}), ("find_user_id_by_email", {"email": "ann@example.com"}, "ann_1"), episode=True)
+    late = retail(
+        ("get_order_details", {"order_id": "#W1"}),
+        ("find_user_id_by_email", {"email": "ann@example.com"}, "ann_1"),
+        episode=True,
+    )
     assert violations(retail_rules, "R1", late) == [
         "action 0 (get_order_details) runs before the user is authenticated; first find the user id with "
         "find_user_id_by_email or find_user_id_by_name_zip"
     ]
-    failed = retail(("find_user_id_by_email", {"email": "x@y"}, "Error: user not found"), ("get_user_details", {"user_id": "ann_1"}), episode=True)
+    failed = retail(
+        ("find_user_id_by_email", {"email": "x@y"}, "Error: user not found"),
+        ("get_user_details", {"user_id": "ann_1"}),
+        episode=True,
+    )
     assert len(violations(retail_rules, "R1", failed)) == 1
-    good = retail(("think", {"thought": "hm"}), ("find_user_id_by_email", {"email": "ann@example.com"}, "ann_1"),
-                  ("get_order_details", {"order_id": "#W1"}), episode=True)
+    good = retail(
+        ("think", {"thought": "hm"}),
+        ("find_user_id_by_email", {"email": "ann@example.com"}, "ann_1"),
+        ("get_order_details", {"order_id": "#W1"}),
+        episode=True,
+    )
     assert violations(retail_rules, "R1", good) == []
 
 
@@ -572,7 +678,11 @@ def test_r1_blueprint_relies_on_its_user_id():
     assert violations(retail_rules, "R1", retail(cancel(), user_id="zed_9")) == [
         "user_id 'zed_9' is not a user of the database, so the user cannot be authenticated"
     ]
-    found = retail(("find_user_id_by_name_zip", {"first_name": "Ann", "last_name": "Lee", "zip": "1"}, "ann_1"), cancel(), user_id=None)
+    found = retail(
+        ("find_user_id_by_name_zip", {"first_name": "Ann", "last_name": "Lee", "zip": "1"}, "ann_1"),
+        cancel(),
+        user_id=None,
+    )
     assert violations(retail_rules, "R1", found) == []
 
 
@@ -582,10 +692,17 @@ def test_r3_one_user_per_conversation():
         "action 0 (cancel_pending_order) touches order #W9 of user 'bob_2', but the conversation is with 'ann_1'",
         "action 1 (get_user_details) uses user_id 'bob_2', but the conversation is with 'ann_1'",
     ]
-    episode = retail(("find_user_id_by_email", {"email": "bob@example.com"}, "bob_2"), ("get_order_details", {"order_id": "#W9"}), episode=True)
+    episode = retail(
+        ("find_user_id_by_email", {"email": "bob@example.com"}, "bob_2"),
+        ("get_order_details", {"order_id": "#W9"}),
+        episode=True,
+    )
     assert violations(retail_rules, "R3", episode) == []
     # A mistyped user id (the tool finds nobody) reaches no other user's data.
-    assert violations(retail_rules, "R3", retail(("get_user_details", {"user_id": "ann_l"}, "Error: user not found"))) == []
+    assert (
+        violations(retail_rules, "R3", retail(("get_user_details", {"user_id": "ann_l"}, "Error: user not found")))
+        == []
+    )
 
 
 def turn_messages(*assistant_turns: dict[str, Any]) -> list[dict[str, Any]]:
@@ -600,7 +717,11 @@ def call_entry(name: str, arguments: str = "{}") -> dict[str, Any]:
 def test_one_tool_call_per_turn_and_text_beside_a_call_allowed(rules, rule_id):
     bad = turn_messages(
         {"role": "assistant", "content": None, "tool_calls": [call_entry("think"), call_entry("think")]},
-        {"role": "assistant", "content": "Let me check.", "tool_calls": [call_entry("think"), call_entry("think"), call_entry("think")]},
+        {
+            "role": "assistant",
+            "content": "Let me check.",
+            "tool_calls": [call_entry("think"), call_entry("think"), call_entry("think")],
+        },
     )
     assert violations(rules, rule_id, traced(RETAIL, episode=True, messages=bad)) == [
         "message 1 makes 2 tool calls in one turn; make one call at a time",
@@ -623,7 +744,10 @@ def test_r6_order_details_before_acting_in_an_episode():
     ]
     failed_lookup = ("get_order_details", {"order_id": "#W1"}, "Error: order not found")
     assert len(violations(retail_rules, "R6", retail(find, failed_lookup, cancel(), episode=True))) == 1
-    assert violations(retail_rules, "R6", retail(find, ("get_order_details", {"order_id": "#W1"}), cancel(), episode=True)) == []
+    assert (
+        violations(retail_rules, "R6", retail(find, ("get_order_details", {"order_id": "#W1"}), cancel(), episode=True))
+        == []
+    )
     assert violations(retail_rules, "R6", retail(cancel())) == []  # a blueprint leaves the lookups to the agent
 
 
@@ -642,11 +766,20 @@ def test_r8_cancel_reason():
 
 
 def test_r9_modify_only_pending():
-    address = {"address1": "1 Main St", "address2": "", "city": "Austin", "state": "TX", "country": "USA", "zip": "78701"}
+    address = {
+        "address1": "1 Main St",
+        "address2": "",
+        "city": "Austin",
+        "state": "TX",
+        "country": "USA",
+        "zip": "78701",
+    }
     assert violations(retail_rules, "R9", retail(("modify_pending_order_address", {"order_id": "#W2", **address}))) == [
         "action 0 (modify_pending_order_address) modifies order #W2 whose status is 'delivered'; only 'pending' orders qualify"
     ]
-    assert violations(retail_rules, "R9", retail(("modify_pending_order_address", {"order_id": "#W1", **address}))) == []
+    assert (
+        violations(retail_rules, "R9", retail(("modify_pending_order_address", {"order_id": "#W1", **address}))) == []
+    )
 
 
 def change_payment(method: str, order_id: str = "#W1"):
@@ -673,7 +806,12 @@ def test_r11_items_modified_once_and_nothing_after():
         "action 1 (modify_pending_order_payment) comes after order #W1's items were already modified; items are modified "
         "once, all in one call, and the order cannot be changed or cancelled afterwards"
     ]
-    failed_first = traced(RETAIL, (*modify_items(method="gift_card_9"), "Error: payment method not found"), modify_items(), user_id="ann_1")
+    failed_first = traced(
+        RETAIL,
+        (*modify_items(method="gift_card_9"), "Error: payment method not found"),
+        modify_items(),
+        user_id="ann_1",
+    )
     assert violations(retail_rules, "R11", failed_first) == []  # a refused call did not modify anything
 
 
@@ -700,7 +838,9 @@ def test_r13_price_difference_paid_by_the_users_method():
         "action 0 (modify_pending_order_items): gift card gift_card_1 holds 4, less than the price difference 5.0"
     ]
     # A refund (new item cheaper) needs no balance.
-    assert violations(retail_rules, "R13", traced(poor, modify_items(old=["m1"], new=["m1"], method="gift_card_1"))) == []
+    assert (
+        violations(retail_rules, "R13", traced(poor, modify_items(old=["m1"], new=["m1"], method="gift_card_1"))) == []
+    )
     assert violations(retail_rules, "R13", retail(modify_items(method="gift_card_1"))) == []
 
 
@@ -716,7 +856,10 @@ def test_r15_return_refund_goes_to_the_original_method_or_a_gift_card():
         "action 0 (return_delivered_order_items) refunds to 'paypal_1'; a return refunds to the original method "
         "'credit_card_1' or to a gift card of the user"
     ]
-    assert violations(retail_rules, "R15", retail(give_back(method="gift_card_1"), give_back(method="credit_card_1"))) == []
+    assert (
+        violations(retail_rules, "R15", retail(give_back(method="gift_card_1"), give_back(method="credit_card_1")))
+        == []
+    )
 
 
 def test_r16_one_exchange_or_return_per_delivered_order():
@@ -750,8 +893,13 @@ def test_r18_ids_in_writes_come_from_tool_output_or_the_user():
     ]
     heard = [{**messages[0], "content": "Please cancel #W1."}, *messages[1:]]
     assert violations(retail_rules, "R18", retail(find, (*cancel("#W1"), "{}", 2), episode=True, messages=heard)) == []
-    looked_up = retail(find, ("get_user_details", {"user_id": "ann_1"}, json.dumps(RETAIL["users"]["ann_1"]), 2),
-                       (*cancel("#W1"), "{}", 2), episode=True, messages=messages)
+    looked_up = retail(
+        find,
+        ("get_user_details", {"user_id": "ann_1"}, json.dumps(RETAIL["users"]["ann_1"]), 2),
+        (*cancel("#W1"), "{}", 2),
+        episode=True,
+        messages=messages,
+    )
     assert violations(retail_rules, "R18", looked_up) == []
 
 
@@ -760,48 +908,115 @@ def test_r18_ids_in_writes_come_from_tool_output_or_the_user():
 
 def airline_db() -> dict[str, Any]:
     def flight(number, origin, destination, dates):
-        return {"flight_number": number, "origin": origin, "destination": destination,
-                "scheduled_departure_time_est": "06:00:00", "scheduled_arrival_time_est": "09:00:00", "dates": dates}
+        return {
+            "flight_number": number,
+            "origin": origin,
+            "destination": destination,
+            "scheduled_departure_time_est": "06:00:00",
+            "scheduled_arrival_time_est": "09:00:00",
+            "dates": dates,
+        }
 
     def available(economy):
-        return {"status": "available", "available_seats": {"basic_economy": 9, "economy": 9, "business": 9},
-                "prices": {"basic_economy": economy // 2, "economy": economy, "business": economy * 3}}
+        return {
+            "status": "available",
+            "available_seats": {"basic_economy": 9, "economy": 9, "business": 9},
+            "prices": {"basic_economy": economy // 2, "economy": economy, "business": economy * 3},
+        }
 
     def reservation(rid, user, cabin, flight_type, origin, destination, segments, passengers=1, **extra):
-        return {"reservation_id": rid, "user_id": user, "origin": origin, "destination": destination, "flight_type": flight_type,
-                "cabin": cabin, "flights": [{"flight_number": n, "date": d} for n, d in segments],
-                "passengers": [{"first_name": f"P{i}", "last_name": "X", "dob": "1990-01-01"} for i in range(passengers)],
-                "payment_history": [], "created_at": "2024-05-01T10:00:00", "total_baggages": 1, "nonfree_baggages": 0,
-                "insurance": "no", **extra}
+        return {
+            "reservation_id": rid,
+            "user_id": user,
+            "origin": origin,
+            "destination": destination,
+            "flight_type": flight_type,
+            "cabin": cabin,
+            "flights": [{"flight_number": n, "date": d} for n, d in segments],
+            "passengers": [{"first_name": f"P{i}", "last_name": "X", "dob": "1990-01-01"} for i in range(passengers)],
+            "payment_history": [],
+            "created_at": "2024-05-01T10:00:00",
+            "total_baggages": 1,
+            "nonfree_baggages": 0,
+            "insurance": "no",
+            **extra,
+        }
 
     return {
         "flights": {
-            "HAT001": flight("HAT001", "JFK", "ORD", {"2024-05-20": available(100), "2024-05-15": {"status": "landed"},
-                                                       "2024-05-10": {"status": "cancelled"}}),
-            "HAT002": flight("HAT002", "ORD", "SEA", {"2024-05-20": available(80), "2024-05-15": {"status": "delayed"}}),
+            "HAT001": flight(
+                "HAT001",
+                "JFK",
+                "ORD",
+                {
+                    "2024-05-20": available(100),
+                    "2024-05-15": {"status": "landed"},
+                    "2024-05-10": {"status": "cancelled"},
+                },
+            ),
+            "HAT002": flight(
+                "HAT002", "ORD", "SEA", {"2024-05-20": available(80), "2024-05-15": {"status": "delayed"}}
+            ),
             "HAT003": flight("HAT003", "SEA", "JFK", {"2024-05-25": available(120)}),
             "HAT004": flight("HAT004", "JFK", "SEA", {"2024-05-20": available(150)}),
         },
         "reservations": {
-            "RES001": reservation("RES001", "mia_1", "economy", "one_way", "JFK", "SEA", [("HAT001", "2024-05-20"), ("HAT002", "2024-05-20")]),
-            "RES002": reservation("RES002", "mia_1", "basic_economy", "round_trip", "JFK", "SEA",
-                                  [("HAT004", "2024-05-20"), ("HAT003", "2024-05-25")], created_at="2024-05-14T20:00:00"),
+            "RES001": reservation(
+                "RES001",
+                "mia_1",
+                "economy",
+                "one_way",
+                "JFK",
+                "SEA",
+                [("HAT001", "2024-05-20"), ("HAT002", "2024-05-20")],
+            ),
+            "RES002": reservation(
+                "RES002",
+                "mia_1",
+                "basic_economy",
+                "round_trip",
+                "JFK",
+                "SEA",
+                [("HAT004", "2024-05-20"), ("HAT003", "2024-05-25")],
+                created_at="2024-05-14T20:00:00",
+            ),
             "RES003": reservation("RES003", "mia_1", "business", "one_way", "JFK", "ORD", [("HAT001", "2024-05-15")]),
-            "RES004": reservation("RES004", "mia_1", "economy", "one_way", "ORD", "SEA", [("HAT002", "2024-05-15")], passengers=2, insurance="yes"),
+            "RES004": reservation(
+                "RES004",
+                "mia_1",
+                "economy",
+                "one_way",
+                "ORD",
+                "SEA",
+                [("HAT002", "2024-05-15")],
+                passengers=2,
+                insurance="yes",
+            ),
             "RES005": reservation("RES005", "ned_2", "economy", "one_way", "JFK", "SEA", [("HAT004", "2024-05-20")]),
             "RES006": reservation("RES006", "mia_1", "economy", "one_way", "JFK", "ORD", [("HAT001", "2024-05-10")]),
         },
         "users": {
-            "mia_1": {"name": {"first_name": "Mia", "last_name": "Li"}, "membership": "regular",
-                      "reservations": ["RES001", "RES002", "RES003", "RES004", "RES006"],
-                      "payment_methods": {
-                          "credit_card_1": {"source": "credit_card", "id": "credit_card_1"},
-                          "credit_card_2": {"source": "credit_card", "id": "credit_card_2"},
-                          "certificate_1": {"source": "certificate", "amount": 100, "id": "certificate_1"},
-                          "certificate_2": {"source": "certificate", "amount": 100, "id": "certificate_2"},
-                          **{f"gift_card_{i}": {"source": "gift_card", "amount": 50, "id": f"gift_card_{i}"} for i in range(1, 5)}}},
-            "ned_2": {"name": {"first_name": "Ned", "last_name": "Ko"}, "membership": "gold", "reservations": ["RES005"],
-                      "payment_methods": {"credit_card_9": {"source": "credit_card", "id": "credit_card_9"}}},
+            "mia_1": {
+                "name": {"first_name": "Mia", "last_name": "Li"},
+                "membership": "regular",
+                "reservations": ["RES001", "RES002", "RES003", "RES004", "RES006"],
+                "payment_methods": {
+                    "credit_card_1": {"source": "credit_card", "id": "credit_card_1"},
+                    "credit_card_2": {"source": "credit_card", "id": "credit_card_2"},
+                    "certificate_1": {"source": "certificate", "amount": 100, "id": "certificate_1"},
+                    "certificate_2": {"source": "certificate", "amount": 100, "id": "certificate_2"},
+                    **{
+                        f"gift_card_{i}": {"source": "gift_card", "amount": 50, "id": f"gift_card_{i}"}
+                        for i in range(1, 5)
+                    },
+                },
+            },
+            "ned_2": {
+                "name": {"first_name": "Ned", "last_name": "Ko"},
+                "membership": "gold",
+                "reservations": ["RES005"],
+                "payment_methods": {"credit_card_9": {"source": "credit_card", "id": "credit_card_9"}},
+            },
         },
     }
 
@@ -815,22 +1030,39 @@ def airline(*calls: tuple, **kwargs: Any) -> ActionTrace:
 
 def book(**changes: Any):
     arguments = {
-        "user_id": "mia_1", "origin": "JFK", "destination": "SEA", "flight_type": "one_way", "cabin": "economy",
+        "user_id": "mia_1",
+        "origin": "JFK",
+        "destination": "SEA",
+        "flight_type": "one_way",
+        "cabin": "economy",
         "flights": [{"flight_number": "HAT004", "date": "2024-05-20"}],
         "passengers": [{"first_name": "Mia", "last_name": "Li", "dob": "1990-04-05"}],
         "payment_methods": [{"payment_id": "credit_card_1", "amount": 150}],
-        "total_baggages": 1, "nonfree_baggages": 0, "insurance": "no",
+        "total_baggages": 1,
+        "nonfree_baggages": 0,
+        "insurance": "no",
     }
     return ("book_reservation", {**arguments, **changes})
 
 
-def update_flights(rid="RES001", cabin="economy", segments=(("HAT001", "2024-05-20"), ("HAT002", "2024-05-20")), payment="credit_card_1"):
+def update_flights(
+    rid="RES001",
+    cabin="economy",
+    segments=(("HAT001", "2024-05-20"), ("HAT002", "2024-05-20")),
+    payment="credit_card_1",
+):
     flights = [{"flight_number": n, "date": d} for n, d in segments]
-    return ("update_reservation_flights", {"reservation_id": rid, "cabin": cabin, "flights": flights, "payment_id": payment})
+    return (
+        "update_reservation_flights",
+        {"reservation_id": rid, "cabin": cabin, "flights": flights, "payment_id": payment},
+    )
 
 
 def bags(rid="RES001", total=1, nonfree=0, payment="credit_card_1"):
-    return ("update_reservation_baggages", {"reservation_id": rid, "total_baggages": total, "nonfree_baggages": nonfree, "payment_id": payment})
+    return (
+        "update_reservation_baggages",
+        {"reservation_id": rid, "total_baggages": total, "nonfree_baggages": nonfree, "payment_id": payment},
+    )
 
 
 def cancel_trip(rid: str):
@@ -852,8 +1084,12 @@ def test_a3_the_conversation_user_and_their_reservations():
         "action 2 (send_certificate) is for user 'ned_2', but the conversation is with 'mia_1'",
         "action 0 (cancel_reservation) changes reservation RES005 of user 'ned_2', but the conversation is with 'mia_1'",
     ]
-    assert violations(airline_rules, "A3", airline(cancel_trip("RES002"), book())) == []  # ground truth may skip the reads
-    assert violations(airline_rules, "A3", airline(book(user_id="mia_l"))) == []  # a typo names nobody: the tool refuses it
+    assert (
+        violations(airline_rules, "A3", airline(cancel_trip("RES002"), book())) == []
+    )  # ground truth may skip the reads
+    assert (
+        violations(airline_rules, "A3", airline(book(user_id="mia_l"))) == []
+    )  # a typo names nobody: the tool refuses it
     assert violations(airline_rules, "A3", airline(cancel_trip("RES002"), user_id=None)) == [
         "the user is never identified: give the blueprint a user_id, or fetch the user's details first"
     ]
@@ -865,13 +1101,23 @@ def test_a3_episode_reads_come_first():
         "action 0 (book_reservation) books before the user's details were fetched with get_user_details",
         "action 1 (cancel_reservation) changes reservation RES002 without get_reservation_details for it first",
     ]
-    good = airline(("get_user_details", {"user_id": "mia_1"}), book(), look_up("RES002"), cancel_trip("RES002"), episode=True, user_id=None)
+    good = airline(
+        ("get_user_details", {"user_id": "mia_1"}),
+        book(),
+        look_up("RES002"),
+        cancel_trip("RES002"),
+        episode=True,
+        user_id=None,
+    )
     assert violations(airline_rules, "A3", good) == []
 
 
 def test_a4_passengers():
-    trace = airline(book(passengers=[]), book(passengers=[{"first_name": "A", "last_name": "B", "dob": "1990-01-01"}] * 6),
-                    book(passengers=[{"first_name": "A", "last_name": " "}]))
+    trace = airline(
+        book(passengers=[]),
+        book(passengers=[{"first_name": "A", "last_name": "B", "dob": "1990-01-01"}] * 6),
+        book(passengers=[{"first_name": "A", "last_name": " "}]),
+    )
     assert violations(airline_rules, "A4", trace) == [
         "action 0 (book_reservation) books 0 passengers; a reservation has 1 to 5",
         "action 1 (book_reservation) books 6 passengers; a reservation has 1 to 5",
@@ -882,10 +1128,17 @@ def test_a4_passengers():
 
 def test_a5_booking_payment():
     two_certificates = [{"payment_id": "certificate_1", "amount": 50}, {"payment_id": "certificate_2", "amount": 100}]
-    four_gift_cards = [{"payment_id": f"gift_card_{i}", "amount": 30} for i in range(1, 5)] + [{"payment_id": "credit_card_1", "amount": 30}]
-    trace = airline(book(payment_methods=two_certificates), book(payment_methods=four_gift_cards),
-                    book(payment_methods=[{"payment_id": "credit_card_9", "amount": 150}]),
-                    book(payment_methods=[{"payment_id": "gift_card_1", "amount": 60}, {"payment_id": "credit_card_1", "amount": 90}]))
+    four_gift_cards = [{"payment_id": f"gift_card_{i}", "amount": 30} for i in range(1, 5)] + [
+        {"payment_id": "credit_card_1", "amount": 30}
+    ]
+    trace = airline(
+        book(payment_methods=two_certificates),
+        book(payment_methods=four_gift_cards),
+        book(payment_methods=[{"payment_id": "credit_card_9", "amount": 150}]),
+        book(
+            payment_methods=[{"payment_id": "gift_card_1", "amount": 60}, {"payment_id": "credit_card_1", "amount": 90}]
+        ),
+    )
     assert violations(airline_rules, "A5", trace) == [
         "action 0 (book_reservation) uses 2 certificates; at most 1 per reservation",
         "action 1 (book_reservation) uses 4 gift cards; at most 3 per reservation",
@@ -894,14 +1147,24 @@ def test_a5_booking_payment():
         "action 3 (book_reservation): gift_card_1 holds 50, less than the 60 charged to it",
     ]
     # 2 passengers x 150 + 2 x 30 insurance + 1 paid bag x 50 = 410.
-    priced = book(passengers=[{"first_name": "A", "last_name": "B", "dob": "1990-01-01"}] * 2, insurance="yes", total_baggages=3,
-                  nonfree_baggages=1, payment_methods=[{"payment_id": "certificate_1", "amount": 100}, {"payment_id": "credit_card_1", "amount": 310}])
+    priced = book(
+        passengers=[{"first_name": "A", "last_name": "B", "dob": "1990-01-01"}] * 2,
+        insurance="yes",
+        total_baggages=3,
+        nonfree_baggages=1,
+        payment_methods=[
+            {"payment_id": "certificate_1", "amount": 100},
+            {"payment_id": "credit_card_1", "amount": 310},
+        ],
+    )
     assert violations(airline_rules, "A5", airline(priced)) == []
 
 
 def test_a6_booked_flights_form_the_trip():
     one_leg_short = book(flights=[{"flight_number": "HAT001", "date": "2024-05-20"}])
-    landed = book(flights=[{"flight_number": "HAT001", "date": "2024-05-15"}, {"flight_number": "HAT002", "date": "2024-05-20"}])
+    landed = book(
+        flights=[{"flight_number": "HAT001", "date": "2024-05-15"}, {"flight_number": "HAT002", "date": "2024-05-20"}]
+    )
     no_return = book(flight_type="round_trip")
     assert violations(airline_rules, "A6", airline(one_leg_short, landed, no_return)) == [
         "action 0 (book_reservation): the one-way trip ends at ORD, not at the destination SEA",
@@ -909,8 +1172,13 @@ def test_a6_booked_flights_form_the_trip():
         "action 2 (book_reservation): the round trip never reaches the destination SEA before returning",
         "action 2 (book_reservation): the round trip ends at SEA, not back at the origin JFK",
     ]
-    connecting = book(flights=[{"flight_number": "HAT001", "date": "2024-05-20"}, {"flight_number": "HAT002", "date": "2024-05-20"}])
-    round_trip = book(flight_type="round_trip", flights=[{"flight_number": "HAT004", "date": "2024-05-20"}, {"flight_number": "HAT003", "date": "2024-05-25"}])
+    connecting = book(
+        flights=[{"flight_number": "HAT001", "date": "2024-05-20"}, {"flight_number": "HAT002", "date": "2024-05-20"}]
+    )
+    round_trip = book(
+        flight_type="round_trip",
+        flights=[{"flight_number": "HAT004", "date": "2024-05-20"}, {"flight_number": "HAT003", "date": "2024-05-25"}],
+    )
     assert violations(airline_rules, "A6", airline(connecting, round_trip)) == []
 
 
@@ -920,7 +1188,10 @@ def test_a7_bag_allowance_in_bookings_and_updates():
         "action 0 (book_reservation): 2 bags for 1 passenger(s), regular member in economy (1 free each): nonfree_baggages should be 1, not 0",
         "action 1 (update_reservation_baggages): 2 bags for 1 passenger(s), regular member in economy (1 free each): nonfree_baggages should be 1, not 0",
     ]
-    assert violations(airline_rules, "A7", airline(book(total_baggages=2, nonfree_baggages=1), bags(total=2, nonfree=1))) == []
+    assert (
+        violations(airline_rules, "A7", airline(book(total_baggages=2, nonfree_baggages=1), bags(total=2, nonfree=1)))
+        == []
+    )
     # After an upgrade to business (which the tool never stores) the business allowance applies.
     upgraded = airline(update_flights(cabin="business"), bags(total=2, nonfree=0))
     assert violations(airline_rules, "A7", upgraded) == []
@@ -928,7 +1199,11 @@ def test_a7_bag_allowance_in_bookings_and_updates():
 
 def test_a9_basic_economy_flights_stay():
     other_day = (("HAT004", "2024-05-20"), ("HAT003", "2024-05-25"))
-    moved = update_flights("RES002", cabin="basic_economy", segments=(("HAT001", "2024-05-20"), ("HAT002", "2024-05-20"), ("HAT003", "2024-05-25")))
+    moved = update_flights(
+        "RES002",
+        cabin="basic_economy",
+        segments=(("HAT001", "2024-05-20"), ("HAT002", "2024-05-20"), ("HAT003", "2024-05-25")),
+    )
     assert violations(airline_rules, "A9", airline(moved)) == [
         "action 0 (update_reservation_flights) changes the flights of basic economy reservation RES002; only its cabin may change"
     ]
@@ -942,7 +1217,12 @@ def test_a10_changed_flights_keep_the_trip():
     ]
     assert violations(airline_rules, "A10", airline(update_flights(segments=(("HAT004", "2024-05-20"),)))) == []
     # A flight that does not exist (a typo the tool refuses) is no new route.
-    assert violations(airline_rules, "A10", airline(update_flights(segments=(("HAT01", "2024-05-20"), ("HAT002", "2024-05-20"))))) == []
+    assert (
+        violations(
+            airline_rules, "A10", airline(update_flights(segments=(("HAT01", "2024-05-20"), ("HAT002", "2024-05-20"))))
+        )
+        == []
+    )
 
 
 def test_a12_flight_change_payment():
@@ -963,10 +1243,21 @@ def test_a13_bags_only_added():
 
 def test_a14_passenger_count_kept():
     two = [{"first_name": "A", "last_name": "B", "dob": "1990-01-01"}] * 2
-    assert violations(airline_rules, "A14", airline(("update_reservation_passengers", {"reservation_id": "RES001", "passengers": two}))) == [
+    assert violations(
+        airline_rules,
+        "A14",
+        airline(("update_reservation_passengers", {"reservation_id": "RES001", "passengers": two})),
+    ) == [
         "action 0 (update_reservation_passengers) gives 2 passengers for RES001, which has 1; the number of passengers cannot change"
     ]
-    assert violations(airline_rules, "A14", airline(("update_reservation_passengers", {"reservation_id": "RES004", "passengers": two}))) == []
+    assert (
+        violations(
+            airline_rules,
+            "A14",
+            airline(("update_reservation_passengers", {"reservation_id": "RES004", "passengers": two})),
+        )
+        == []
+    )
 
 
 def test_a16_cancellation_allowed():
@@ -1022,18 +1313,57 @@ def test_rules_survive_arguments_of_any_shape(domain_name, db):
     names = list(domain.toolkit.tools())
     for round_number in range(len(JUNK)):
         calls = [
-            (name, {param: JUNK[(round_number + offset) % len(JUNK)] for offset, param in enumerate(domain.toolkit.tools()[name].params)})
+            (
+                name,
+                {
+                    param: JUNK[(round_number + offset) % len(JUNK)]
+                    for offset, param in enumerate(domain.toolkit.tools()[name].params)
+                },
+            )
             for name in names
         ]
         for episode in (False, True):
-            trace = traced(db, *calls, user_id=JUNK[round_number] if isinstance(JUNK[round_number], str) else None, episode=episode)
+            trace = traced(
+                db, *calls, user_id=JUNK[round_number] if isinstance(JUNK[round_number], str) else None, episode=episode
+            )
             for rule in domain.rules:
                 assert isinstance(rule.check(trace), list)
 
 
 def test_every_rule_has_a_test_above():
-    tested = {"R1", "R3", "R5", "R6", "R7", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15", "R16", "R17", "R18",
-              "A2", "A3", "A4", "A5", "A6", "A7", "A9", "A10", "A12", "A13", "A14", "A16", "A17", "A19", "A20"}
+    tested = {
+        "R1",
+        "R3",
+        "R5",
+        "R6",
+        "R7",
+        "R8",
+        "R9",
+        "R10",
+        "R11",
+        "R12",
+        "R13",
+        "R14",
+        "R15",
+        "R16",
+        "R17",
+        "R18",
+        "A2",
+        "A3",
+        "A4",
+        "A5",
+        "A6",
+        "A7",
+        "A9",
+        "A10",
+        "A12",
+        "A13",
+        "A14",
+        "A16",
+        "A17",
+        "A19",
+        "A20",
+    }
     assert {rule.id for rule in [*retail_rules.RULES, *airline_rules.RULES]} == tested
 
 
@@ -1106,7 +1436,11 @@ def test_retail_policy_rejects_only_items_paired_with_themselves(curated):
     executable = set(range(len(tasks))) - set(stage_failures(verdicts_per_task, "execution"))
     refused = stage_failures(verdicts_per_task, "policy")
     assert set(refused) == self_paired & executable
-    assert all(re.fullmatch(r"\[R12\] .* is the same as the item it replaces", r) for reasons in refused.values() for r in reasons)
+    assert all(
+        re.fullmatch(r"\[R12\] .* is the same as the item it replaces", r)
+        for reasons in refused.values()
+        for r in reasons
+    )
     assert stage_failures(curated["dev"][1], "policy") == {}
 
 

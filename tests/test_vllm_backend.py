@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import jsonschema
 import pytest
 
+from apigen_mt.pipeline import vllm_requests
 from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
 from apigen_mt.pipeline.vllm_backend import VllmChatModel, VllmEngineActor, start_engine_actor
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig, engine_arguments
-from apigen_mt.pipeline import vllm_requests
 from apigen_mt.pipeline.vllm_requests import (
     completions_from,
     prompt_token_ids,
@@ -167,7 +167,9 @@ def test_llama_31_gets_several_calls_as_one_call_turns_each_with_its_result(fami
     together = {"role": "assistant", "tool_calls": [call.model_dump() for call in messages[2].tool_calls]}
     with pytest.raises(Exception, match="only supports single tool-calls"):
         tokenizer.apply_chat_template(
-            [message.openai() for message in CONVERSATION] + [together], tools=[tool.openai() for tool in TOOLS], tokenize=False
+            [message.openai() for message in CONVERSATION] + [together],
+            tools=[tool.openai() for tool in TOOLS],
+            tokenize=False,
         )
 
 
@@ -215,11 +217,17 @@ def _sample(index: int, text: str, finish_reason: str = "stop", tokens: int = 5)
 def test_completions_are_read_by_the_shared_rule_in_sample_order():
     calls = '[{"name": "get_order_details", "arguments": {"order_id": "#W1001"}}]'
     output = SimpleNamespace(
-        outputs=[_sample(2, '[{"name": "get_order', "length", 8), _sample(0, calls), _sample(1, "<think>ask</think>Hi")],
+        outputs=[
+            _sample(2, '[{"name": "get_order', "length", 8),
+            _sample(0, calls),
+            _sample(1, "<think>ask</think>Hi"),
+        ],
         num_cached_tokens=16,
     )
     turn = ChatRequest(messages=CONVERSATION, tools=TOOLS, constrained=True)
-    first, second, third = completions_from(output, turn, prompt_tokens=30, parser="xlam", thinking=("<think>", "</think>"))
+    first, second, third = completions_from(
+        output, turn, prompt_tokens=30, parser="xlam", thinking=("<think>", "</think>")
+    )
     assert first.tool_calls == [ToolCall(name="get_order_details", arguments={"order_id": "#W1001"})]
     assert first.finish_reason == "tool_calls" and (first.prompt_tokens, first.completion_tokens) == (30, 5)
     assert first.cached_prompt_tokens == second.cached_prompt_tokens == 16  # the prompt's prefix-cache hits
@@ -227,7 +235,9 @@ def test_completions_are_read_by_the_shared_rule_in_sample_order():
     assert third.finish_reason == "length" and "not valid JSON" in third.problem and third.completion_tokens == 8
     # The same call list under a plain request is only text; the engine's own delimiters mark its thinking.
     plain_output = SimpleNamespace(outputs=[_sample(0, f"<reasoning>list</reasoning>{calls}")], num_cached_tokens=None)
-    [plain] = completions_from(plain_output, ChatRequest(messages=CONVERSATION), 30, "xlam", ("<reasoning>", "</reasoning>"))
+    [plain] = completions_from(
+        plain_output, ChatRequest(messages=CONVERSATION), 30, "xlam", ("<reasoning>", "</reasoning>")
+    )
     assert (plain.content, plain.reasoning, plain.tool_calls, plain.finish_reason) == (calls, "list", [], "stop")
     assert plain.cached_prompt_tokens == 0  # vLLM's None: not known
 
@@ -268,7 +278,10 @@ def test_special_tokens_stay_in_the_text_where_the_format_needs_them():
     # Qwen's <tool_call> and Mistral's [TOOL_CALLS] are special tokens in some models: decoded away, the calls
     # would be lost before the parser reads them (vLLM's server keeps them for these parsers too).
     with_tools = ChatRequest(messages=CONVERSATION, tools=TOOLS)
-    kept = {parser: not sampling_params(with_tools, parser).skip_special_tokens for parser in ("xlam", "hermes", "llama3_json", "mistral")}
+    kept = {
+        parser: not sampling_params(with_tools, parser).skip_special_tokens
+        for parser in ("xlam", "hermes", "llama3_json", "mistral")
+    }
     assert kept == {"xlam": False, "hermes": True, "llama3_json": False, "mistral": True}
     assert sampling_params(ChatRequest(messages=CONVERSATION), "hermes").skip_special_tokens  # no tools: plain text
 

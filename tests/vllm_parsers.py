@@ -30,7 +30,9 @@ def vllm_extractor(name: str) -> Iterator[Extract]:
     test when vLLM is not installed. Its catch-all logs a traceback for every output it gives up on;
     those are silenced while the extractor is in use."""
     started = time.perf_counter()
-    pytest.importorskip("vllm", reason=f"vLLM (the oracle for the {name} format) is not installed: pip install -e .[cpu]")
+    pytest.importorskip(
+        "vllm", reason=f"vLLM (the oracle for the {name} format) is not installed: pip install -e .[cpu]"
+    )
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
@@ -39,7 +41,9 @@ def vllm_extractor(name: str) -> Iterator[Extract]:
     imported = time.perf_counter()
     words = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
-    words.train_from_iterator(['[{"name": "f", "arguments": {}}]'], trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS))
+    words.train_from_iterator(
+        ['[{"name": "f", "arguments": {}}]'], trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS)
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]")
     parser = ToolParserManager.get_tool_parser(name)(tokenizer)
     request = ChatCompletionRequest(messages=[], model="test")
@@ -67,7 +71,10 @@ def ours(parsed: ParsedOutput) -> str:
 def theirs(extract: Extract, text: str) -> str:
     info = extract(text)
     # A server's string arguments are decoded the way our OpenAI backend decodes them.
-    calls = [(call.function.name, OpenAIToolCall(id=call.id, function=call.function.model_dump()).call().arguments) for call in info.tool_calls]
+    calls = [
+        (call.function.name, OpenAIToolCall(id=call.id, function=call.function.model_dump()).call().arguments)
+        for call in info.tool_calls
+    ]
     assert info.tools_called == bool(calls)
     return canonical(calls, info.content)
 
@@ -80,7 +87,9 @@ def assert_agree(parser: ToolCallParser, extract: Extract, text: str) -> ParsedO
     try:
         expected = theirs(extract, text)
     except (ValueError, RecursionError):
-        assert ours(parsed) == canonical([], text) and "cannot be decoded" in parsed.problem, f"disagreement on {text!r}"
+        assert ours(parsed) == canonical([], text) and "cannot be decoded" in parsed.problem, (
+            f"disagreement on {text!r}"
+        )
         return parsed
     assert ours(parsed) == expected, f"disagreement on {text!r}"
     return parsed
@@ -91,14 +100,34 @@ def assert_agree(parser: ToolCallParser, extract: Extract, text: str) -> ParsedO
 # its parser reacts to.
 # ----------------------------------------------------------------------------------------------------
 
-MARKERS = ["```", "</think>", "[TOOL_CALLS]", "\n", "<tool_call>", "</tool_call>", "<|python_tag|>", "{", "}", ";", "ü😀"]
+MARKERS = [
+    "```",
+    "</think>",
+    "[TOOL_CALLS]",
+    "\n",
+    "<tool_call>",
+    "</tool_call>",
+    "<|python_tag|>",
+    "{",
+    "}",
+    ";",
+    "ü😀",
+]
 
 names = st.sampled_from(["get_user_details", "calculate", "think", "名前", "", "name", "arguments", "a b"])
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=8), st.sampled_from(MARKERS),
-)  # fmt: skip
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(MARKERS),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 arguments = st.dictionaries(st.sampled_from(["user_id", "order_id", "x", "ключ", "", "name"]), values, max_size=3)
 
 
@@ -121,7 +150,9 @@ def calls(key: str = "arguments") -> st.SearchStrategy[dict]:
 
 def weighted(*choices: tuple[int, st.SearchStrategy]) -> st.SearchStrategy:
     """Draw from each strategy in proportion to its weight (one_of would treat them about evenly)."""
-    return st.sampled_from([strategy for weight, strategy in choices for _ in range(weight)]).flatmap(lambda chosen: chosen)
+    return st.sampled_from([strategy for weight, strategy in choices for _ in range(weight)]).flatmap(
+        lambda chosen: chosen
+    )
 
 
 @st.composite
@@ -141,4 +172,18 @@ def outputs(pieces: st.SearchStrategy[str], fillers: list[str], max_pieces: int 
     return st.lists(weighted((1, st.sampled_from(fillers)), (2, pieces)), min_size=1, max_size=max_pieces).map("".join)
 
 
-FILLERS = ["", " ", "\n", "\r\n", "\t", "\u00a0", "\u2028", "\x1c", "Sure!", "Let me check that for you.", "name", "arguments", "Zürich 😀"]
+FILLERS = [
+    "",
+    " ",
+    "\n",
+    "\r\n",
+    "\t",
+    "\u00a0",
+    "\u2028",
+    "\x1c",
+    "Sure!",
+    "Let me check that for you.",
+    "name",
+    "arguments",
+    "Zürich 😀",
+]

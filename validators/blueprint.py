@@ -55,7 +55,9 @@ def validate_blueprint(
     try:
         blueprint = raw if isinstance(raw, Blueprint) else Blueprint.model_validate(raw)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in error['loc']) or 'blueprint'}: {error['msg']}" for error in exc.errors()]
+        problems = [
+            f"{'.'.join(str(p) for p in error['loc']) or 'blueprint'}: {error['msg']}" for error in exc.errors()
+        ]
         return [*verdicts, Verdict(stage=format_stage.STAGE, passed=False, reasons=problems)]
     trace: ActionTrace = execution.replay_blueprint(domain, db, blueprint)
     if execution.STAGE in stages:

@@ -58,7 +58,8 @@ def _output_problems(raw: dict[str, Any]) -> list[str]:
     if not isinstance(outputs, list):
         return [f"outputs must be a list of strings, got {_json_type(outputs)}"]
     return [
-        f"outputs[{i}] must be a string, got {_json_type(o)}" if not isinstance(o, str)
+        f"outputs[{i}] must be a string, got {_json_type(o)}"
+        if not isinstance(o, str)
         else f"outputs[{i}] {o!r} is empty once commas are removed (as they are from replies), so every reply would match it"
         for i, o in enumerate(outputs)
         if not isinstance(o, str) or not comparable_output(o).strip()
@@ -84,7 +85,9 @@ def _action_problems(domain: Domain, tools: dict[str, BoundTool], index: int, ac
     if bound is None:
         return [f"{where}: unknown tool {name!r}; {domain.name} tools are {', '.join(sorted(tools))}"]
     # The full schema, stricter than the environment's own check: ground truth must not merely be tolerated.
-    errors = sorted(bound.validator.iter_errors(arguments), key=lambda error: [str(part) for part in error.absolute_path])
+    errors = sorted(
+        bound.validator.iter_errors(arguments), key=lambda error: [str(part) for part in error.absolute_path]
+    )
     return [f"{where}: {_argument_path(error)}{error.message}" for error in errors]
 
 

@@ -30,7 +30,9 @@ def check_policy(domain: Domain, trace: ActionTrace) -> Verdict:
             continue
         kept = _run(rule, acted)
         reasons.extend(str(PolicyViolation(rule.id, message)) for message in kept)
-        warnings.extend(f"{PolicyViolation(rule.id, message)} ({REFUSED_NOTE})" for message in found if message not in kept)
+        warnings.extend(
+            f"{PolicyViolation(rule.id, message)} ({REFUSED_NOTE})" for message in found if message not in kept
+        )
     details = {"rules": [rule.id for rule in domain.rules], "warnings": warnings}
     return Verdict(stage=STAGE, passed=not reasons, reasons=reasons, details=details)
 

@@ -125,7 +125,11 @@ def verify_trajectory(
     found = {output: any(output.lower() in reply for reply in flattened) for output in blueprint.outputs}
     for output, ok in found.items():
         if not ok:
-            hint = " (it contains a comma, and commas are removed from replies, so it can never match)" if "," in output else ""
+            hint = (
+                " (it contains a comma, and commas are removed from replies, so it can never match)"
+                if "," in output
+                else ""
+            )
             reasons.append(f"expected output {output!r} appears in none of the agent's {len(replies)} replies{hint}")
     outputs_match = all(found.values())
 
@@ -250,9 +254,13 @@ def _premature_stop(domain: Domain, blueprint: Blueprint, trace: ActionTrace) ->
     tools = domain.toolkit.tools()
     attempted = {call.name for call in trace.calls}
     needed = dict.fromkeys(
-        a.name for a in blueprint.actions if a.name in tools and tools[a.name].spec.writes and not tools[a.name].spec.terminates
+        a.name
+        for a in blueprint.actions
+        if a.name in tools and tools[a.name].spec.writes and not tools[a.name].spec.terminates
     )
-    return [f"the user ended the conversation before the agent attempted {name}" for name in needed if name not in attempted]
+    return [
+        f"the user ended the conversation before the agent attempted {name}" for name in needed if name not in attempted
+    ]
 
 
 def _parse_blueprint(blueprint: Blueprint | Mapping[str, Any]) -> Blueprint:
@@ -274,7 +282,9 @@ def _parse_messages(messages: Any) -> list[dict[str, Any]]:
     plain = plain_messages(messages)
     for position, message in enumerate(plain):
         if message.get("role") not in ("system", "user", "assistant", "tool"):
-            raise TrajectoryInputError(f"message {position} has role {message.get('role')!r}; expected system, user, assistant or tool")
+            raise TrajectoryInputError(
+                f"message {position} has role {message.get('role')!r}; expected system, user, assistant or tool"
+            )
         if message.get("tool_calls") is not None and not isinstance(message["tool_calls"], list):
             raise TrajectoryInputError(f"message {position}: tool_calls must be a list")
     return plain

@@ -25,9 +25,17 @@ from apigen_mt.simulators.tool_parsers.mistral import MistralParser
 from apigen_mt.simulators.tool_parsers.xlam import XLAMParser
 
 __all__ = [
-    "HermesParser", "Llama3JSONParser", "MistralParser", "ParsedOutput", "ToolCallParser", "XLAMParser",
-    "get_parser", "json_kind", "parser_names", "register_parser",
-]  # fmt: skip
+    "HermesParser",
+    "Llama3JSONParser",
+    "MistralParser",
+    "ParsedOutput",
+    "ToolCallParser",
+    "XLAMParser",
+    "get_parser",
+    "json_kind",
+    "parser_names",
+    "register_parser",
+]
 
 _PARSERS: dict[str, type[ToolCallParser]] = {}
 

@@ -66,7 +66,9 @@ def call_schema(tool: ToolSpec, *, arguments_key: str = "arguments", name_first:
     }
 
 
-def any_call_schema(tools: Sequence[ToolSpec], *, arguments_key: str = "arguments", name_first: bool = True) -> dict[str, Any]:
+def any_call_schema(
+    tools: Sequence[ToolSpec], *, arguments_key: str = "arguments", name_first: bool = True
+) -> dict[str, Any]:
     return {"anyOf": [call_schema(tool, arguments_key=arguments_key, name_first=name_first) for tool in tools]}
 
 

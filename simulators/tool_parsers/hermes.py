@@ -117,7 +117,11 @@ class HermesParser(ToolCallParser):
         the parser would drop anything else."""
         grammar.check_request(tools, max_calls)
         # Two schemas rather than one anyOf: xgrammar treats objects that differ only in key order as one.
-        call = grammar.either(*(grammar.json_value(grammar.any_call_schema(tools, name_first=first)) for first in (True, False)))
+        call = grammar.either(
+            *(grammar.json_value(grammar.any_call_schema(tools, name_first=first)) for first in (True, False))
+        )
         block = grammar.sequence(grammar.const(_OPEN + "\n"), call, grammar.const("\n" + _CLOSE))
-        calls = grammar.sequence(grammar.repeated(block, grammar.regex(r" ?\n"), max_calls), grammar.optional(grammar.const(" ")))
+        calls = grammar.sequence(
+            grammar.repeated(block, grammar.regex(r" ?\n"), max_calls), grammar.optional(grammar.const(" "))
+        )
         return grammar.structural_tag(grammar.sequence(grammar.text(excludes=[_OPEN]), grammar.optional(calls)))

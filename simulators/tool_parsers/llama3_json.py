@@ -80,7 +80,9 @@ class Llama3JSONParser(ToolCallParser):
                 try:
                     value, end = _DECODER.raw_decode(text, start)
                 except (ValueError, RecursionError) as exc:
-                    raise _WholeOutputIsText(f"the '{{' at character {start} does not start valid JSON ({exc})") from None
+                    raise _WholeOutputIsText(
+                        f"the '{{' at character {start} does not start valid JSON ({exc})"
+                    ) from None
                 calls.append(_call(value, where, problems))
                 spans.append((start, end))
         except _WholeOutputIsText as exc:  # vLLM quirk 3
@@ -100,5 +102,7 @@ class Llama3JSONParser(ToolCallParser):
         would read as the start of a call)."""
         grammar.check_request(tools, max_calls)
         call = grammar.json_value(grammar.any_call_schema(tools, arguments_key="parameters"))
-        calls = grammar.sequence(grammar.optional(grammar.const(_PYTHON_TAG)), grammar.repeated(call, grammar.const("; "), max_calls))
+        calls = grammar.sequence(
+            grammar.optional(grammar.const(_PYTHON_TAG)), grammar.repeated(call, grammar.const("; "), max_calls)
+        )
         return grammar.structural_tag(grammar.either(calls, grammar.text(excludes=["{", _PYTHON_TAG])))

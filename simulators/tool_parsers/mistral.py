@@ -110,7 +110,10 @@ class MistralParser(ToolCallParser):
         except _NoJSON as exc:
             return ParsedOutput(content=payload, problem=f"the text after {_MARKER} is not valid JSON ({exc})")
         except (ValueError, RecursionError) as exc:  # vLLM quirk 5
-            return ParsedOutput(content=text, problem=f"the JSON after {_MARKER} cannot be decoded ({exc}); the whole output is read as text")
+            return ParsedOutput(
+                content=text,
+                problem=f"the JSON after {_MARKER} cannot be decoded ({exc}); the whole output is read as text",
+            )
         if not calls:
             problems.append(f"the JSON after {_MARKER} is a {json_kind(value)} without calls")
             return ParsedOutput(content=payload, problem=joined(problems))
@@ -123,6 +126,8 @@ class MistralParser(ToolCallParser):
         """Text, then optionally `[TOOL_CALLS]`, an optional space and the call list; nothing after it."""
         grammar.check_request(tools, max_calls)
         calls = grammar.sequence(
-            grammar.const(_MARKER), grammar.optional(grammar.const(" ")), grammar.json_value(grammar.call_list_schema(tools, max_calls))
+            grammar.const(_MARKER),
+            grammar.optional(grammar.const(" ")),
+            grammar.json_value(grammar.call_list_schema(tools, max_calls)),
         )
         return grammar.structural_tag(grammar.sequence(grammar.text(excludes=[_MARKER]), grammar.optional(calls)))

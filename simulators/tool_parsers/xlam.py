@@ -115,7 +115,11 @@ def _calls(value: Any, content: str | None, text: str, source: str, problems: li
             raise _WholeOutputIsText(f"{where}: arguments are a JSON {json_kind(arguments)}, not an object")
         calls.append(ToolCall(name=name, arguments=arguments))
     if skipped:
-        items = f"item {skipped[0]} of {source} is not an object" if len(skipped) == 1 else f"items {', '.join(skipped)} of {source} are not objects"
+        items = (
+            f"item {skipped[0]} of {source} is not an object"
+            if len(skipped) == 1
+            else f"items {', '.join(skipped)} of {source} are not objects"
+        )
         problems.append(f"{items} with 'name' and 'arguments'")
     elif not calls:
         problems.append(f"{source} is an empty list")
@@ -170,10 +174,16 @@ class XLAMParser(ToolCallParser):
                 if decoded.ok:  # vLLM quirk 3
                     rest, cut = wrapper.pattern.subn("", text)
                     if cut > 1:
-                        problems.append(f"{cut - 1} other {wrapper.label}(s) were cut unread; put all calls in one list")
+                        problems.append(
+                            f"{cut - 1} other {wrapper.label}(s) were cut unread; put all calls in one list"
+                        )
                     rest = rest.strip()  # vLLM quirk 11
                     return _calls(decoded.value, rest, text, f"the {wrapper.label}", problems)
-                if wrapper.always_an_attempt or match.group(0).startswith("```json") or _JSON_LIKE_BODY.match(match.group(1)):
+                if (
+                    wrapper.always_an_attempt
+                    or match.group(0).startswith("```json")
+                    or _JSON_LIKE_BODY.match(match.group(1))
+                ):
                     problems.append(f"a {wrapper.label} is not valid JSON ({decoded.error})")
         if text.strip().startswith("["):
             decoded = _decode(text)

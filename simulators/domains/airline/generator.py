@@ -15,7 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apigen_mt.simulators.domains.airline.constants import (
-    AIRPORTS, BOOKING_IDS, CERTIFICATE_IDS, FREE_BAGS, NOW, RESERVATION_ID_CHARS, RESERVATION_ID_LENGTH,
+    AIRPORTS,
+    BOOKING_IDS,
+    CERTIFICATE_IDS,
+    FREE_BAGS,
+    NOW,
+    RESERVATION_ID_CHARS,
+    RESERVATION_ID_LENGTH,
 )
 from apigen_mt.simulators.synthetic import IdMint, People, holders, spread, weighted
 

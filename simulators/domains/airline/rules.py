@@ -35,11 +35,20 @@ from typing import Any
 
 from apigen_mt.simulators.domain_types import PolicyRule
 from apigen_mt.simulators.domains.airline.constants import (
-    DAY_BEFORE_NOW, FREE_BAGS, INSURANCE_FEE_PER_PASSENGER, NONFREE_BAG_FEE,
+    DAY_BEFORE_NOW,
+    FREE_BAGS,
+    INSURANCE_FEE_PER_PASSENGER,
+    NONFREE_BAG_FEE,
 )
 from apigen_mt.simulators.domains.airline.trips import (
-    RESERVATION_WRITES, conversation_user, effective_cabin, flight_segments, flight_status, flights_change,
-    itinerary_problems, reservations_written,
+    RESERVATION_WRITES,
+    conversation_user,
+    effective_cabin,
+    flight_segments,
+    flight_status,
+    flights_change,
+    itinerary_problems,
+    reservations_written,
 )
 from apigen_mt.simulators.trace import ActionTrace, TracedCall, lookup, one_call_per_turn
 
@@ -59,7 +68,11 @@ def know_the_user(trace: ActionTrace) -> list[str]:
             # An id that names no user (a typo the tool refuses) acts for nobody.
             if named != user and lookup(call.before.get("users"), named) is not None:
                 problems.append(f"{call.label()} is for user {named!r}, but the conversation is with {user!r}")
-            elif call.name == "book_reservation" and trace.episode and not trace.succeeded_before(call, "get_user_details", user_id=user):
+            elif (
+                call.name == "book_reservation"
+                and trace.episode
+                and not trace.succeeded_before(call, "get_user_details", user_id=user)
+            ):
                 problems.append(f"{call.label()} books before the user's details were fetched with get_user_details")
     for call, reservation_id, reservation in reservations_written(trace, RESERVATION_WRITES):
         if reservation.get("user_id") != user:
@@ -68,7 +81,9 @@ def know_the_user(trace: ActionTrace) -> list[str]:
                 f"but the conversation is with {user!r}"
             )
         if trace.episode and not trace.succeeded_before(call, "get_reservation_details", reservation_id=reservation_id):
-            problems.append(f"{call.label()} changes reservation {reservation_id} without get_reservation_details for it first")
+            problems.append(
+                f"{call.label()} changes reservation {reservation_id} without get_reservation_details for it first"
+            )
     return problems
 
 
@@ -82,7 +97,8 @@ def passengers_listed(trace: ActionTrace) -> list[str]:
             continue
         for position, passenger in enumerate(passengers):
             missing = [
-                key for key in ("first_name", "last_name", "dob")
+                key
+                for key in ("first_name", "last_name", "dob")
                 if not (isinstance(passenger, dict) and isinstance(passenger.get(key), str) and passenger[key].strip())
             ]
             if missing:
@@ -129,10 +145,14 @@ def booking_payment(trace: ActionTrace) -> list[str]:
             if isinstance(amount, (int, float)):
                 paid += amount
                 if source in ("gift_card", "certificate") and method.get("amount", 0) < amount:
-                    problems.append(f"{call.label()}: {method_id} holds {method.get('amount')}, less than the {amount} charged to it")
+                    problems.append(
+                        f"{call.label()}: {method_id} holds {method.get('amount')}, less than the {amount} charged to it"
+                    )
         for source, limit in PAYMENT_LIMITS.items():
             if counts[source] > limit:
-                problems.append(f"{call.label()} uses {counts[source]} {source.replace('_', ' ')}s; at most {limit} per reservation")
+                problems.append(
+                    f"{call.label()} uses {counts[source]} {source.replace('_', ' ')}s; at most {limit} per reservation"
+                )
         price = _booking_price(call.before, call.arguments)
         if price is not None and paid != price:
             problems.append(f"{call.label()}: the payments add up to {paid}, but the reservation costs {price}")
@@ -146,10 +166,16 @@ def booked_itinerary(trace: ActionTrace) -> list[str]:
             status = flight_status(call.before, flight_number, date)
             if status != "available":
                 shown = "does not fly that day" if status is None else f"is {status!r}"
-                problems.append(f"{call.label()}: flight {flight_number} on {date} {shown}; only 'available' flights can be booked")
+                problems.append(
+                    f"{call.label()}: flight {flight_number} on {date} {shown}; only 'available' flights can be booked"
+                )
         arguments = call.arguments
         found = itinerary_problems(
-            call.before, arguments.get("flights"), arguments.get("origin"), arguments.get("destination"), arguments.get("flight_type")
+            call.before,
+            arguments.get("flights"),
+            arguments.get("origin"),
+            arguments.get("destination"),
+            arguments.get("flight_type"),
         )
         problems.extend(f"{call.label()}: {problem}" for problem in found)
     return problems
@@ -176,7 +202,11 @@ def baggage_allowance(trace: ActionTrace) -> list[str]:
         passengers = arguments.get("passengers")
         count = len(passengers) if isinstance(passengers, list) else 0
         problem = _bag_allowance_problem(
-            user.get("membership"), arguments.get("cabin"), count, arguments.get("total_baggages"), arguments.get("nonfree_baggages")
+            user.get("membership"),
+            arguments.get("cabin"),
+            count,
+            arguments.get("total_baggages"),
+            arguments.get("nonfree_baggages"),
         )
         if problem:
             problems.append(f"{call.label()}: {problem}")
@@ -198,7 +228,8 @@ def basic_economy_fixed(trace: ActionTrace) -> list[str]:
     return [
         f"{call.label()} changes the flights of basic economy reservation {reservation_id}; only its cabin may change"
         for call, reservation_id, reservation in reservations_written(trace, {"update_reservation_flights"})
-        if effective_cabin(trace, call, reservation_id, reservation) == "basic_economy" and flights_change(call, reservation)
+        if effective_cabin(trace, call, reservation_id, reservation) == "basic_economy"
+        and flights_change(call, reservation)
     ]
 
 
@@ -212,7 +243,11 @@ def same_trip(trace: ActionTrace) -> list[str]:
         if not flights_change(call, reservation):
             continue
         found = itinerary_problems(
-            call.before, call.arguments.get("flights"), reservation.get("origin"), reservation.get("destination"), reservation.get("flight_type")
+            call.before,
+            call.arguments.get("flights"),
+            reservation.get("origin"),
+            reservation.get("destination"),
+            reservation.get("flight_type"),
         )
         problems.extend(f"{call.label()} on {reservation_id}: {problem}" for problem in found)
     return problems
@@ -237,7 +272,9 @@ def bags_only_added(trace: ActionTrace) -> list[str]:
         for key in ("total_baggages", "nonfree_baggages"):
             new, current = call.arguments.get(key), reservation.get(key)
             if isinstance(new, (int, float)) and isinstance(current, (int, float)) and new < current:
-                problems.append(f"{call.label()} lowers {key} of {reservation_id} from {current} to {new}; bags can only be added")
+                problems.append(
+                    f"{call.label()} lowers {key} of {reservation_id} from {current} to {new}; bags can only be added"
+                )
     return problems
 
 
@@ -255,7 +292,8 @@ def cancellation_allowed(trace: ActionTrace) -> list[str]:
     problems = []
     for call, reservation_id, reservation in reservations_written(trace, {"cancel_reservation"}):
         airline_cancelled = any(
-            flight_status(call.before, f.get("flight_number"), f.get("date")) == "cancelled" for f in reservation.get("flights", [])
+            flight_status(call.before, f.get("flight_number"), f.get("date")) == "cancelled"
+            for f in reservation.get("flights", [])
         )
         cabin = effective_cabin(trace, call, reservation_id, reservation)
         if (
@@ -282,7 +320,9 @@ def nothing_flown(trace: ActionTrace) -> list[str]:
             if (status := flight_status(call.before, f.get("flight_number"), f.get("date"))) in ("landed", "flying")
         ]
         if flown:
-            problems.append(f"{call.label()} cancels {reservation_id}, but {', '.join(flown)} is already flown; transfer instead")
+            problems.append(
+                f"{call.label()} cancels {reservation_id}, but {', '.join(flown)} is already flown; transfer instead"
+            )
     return problems
 
 
@@ -307,8 +347,7 @@ def certificate_eligible(trace: ActionTrace) -> list[str]:
         reservations = call.before.get("reservations") or {}
         candidates = _complaint_candidates(trace, call, user_id, user)
         if not any(
-            reservations[r].get("insurance") == "yes"
-            or effective_cabin(trace, call, r, reservations[r]) == "business"
+            reservations[r].get("insurance") == "yes" or effective_cabin(trace, call, r, reservations[r]) == "business"
             for r in candidates
         ):
             problems.append(
@@ -330,23 +369,36 @@ def certificate_amount(trace: ActionTrace) -> list[str]:
         due = False
         for reservation_id in _complaint_candidates(trace, call, user_id, user):
             reservation = reservations[reservation_id]
-            statuses = {flight_status(call.before, f.get("flight_number"), f.get("date")) for f in reservation.get("flights", [])}
+            statuses = {
+                flight_status(call.before, f.get("flight_number"), f.get("date"))
+                for f in reservation.get("flights", [])
+            }
             passengers = len(reservation.get("passengers", []))
             if "cancelled" in statuses:
                 cases.append(f"{reservation_id} has a cancelled flight: 100 x {passengers} = {100 * passengers}")
                 due = due or amount == 100 * passengers
             if "delayed" in statuses:
                 changed = any(
-                    earlier.name in CHANGES and not earlier.failed and earlier.arguments.get("reservation_id") == reservation_id
+                    earlier.name in CHANGES
+                    and not earlier.failed
+                    and earlier.arguments.get("reservation_id") == reservation_id
                     for earlier in trace.earlier(call)
                 )
-                when = "after it was changed or cancelled" if changed else "only after changing or cancelling it, which has not happened"
+                when = (
+                    "after it was changed or cancelled"
+                    if changed
+                    else "only after changing or cancelling it, which has not happened"
+                )
                 cases.append(f"{reservation_id} has a delayed flight: 50 x {passengers} = {50 * passengers}, {when}")
                 due = due or (changed and amount == 50 * passengers)
         if not due:
             problems.append(
                 f"{call.label()} sends {amount}, which fits no compensation case"
-                + (f" ({'; '.join(cases)})" if cases else ": none of the user's reservations in question has a cancelled or delayed flight")
+                + (
+                    f" ({'; '.join(cases)})"
+                    if cases
+                    else ": none of the user's reservations in question has a cancelled or delayed flight"
+                )
             )
     return problems
 
@@ -359,34 +411,56 @@ def certificate_amount(trace: ActionTrace) -> list[str]:
 # is allowed and a refused call only got its details wrong, then corrected: passengers (A4), payments (A5,
 # A12), flights not on sale (A6), the bag count (A7). A2 judges messages, not calls.
 RULES: list[PolicyRule] = [
-    PolicyRule("A2", "One tool call per turn (text beside a call is allowed: the user never sees it).", one_call_per_turn),
+    PolicyRule(
+        "A2", "One tool call per turn (text beside a call is allowed: the user never sees it).", one_call_per_turn
+    ),
     PolicyRule("A3", "Know the user and the reservation first; act only on that user's reservations.", know_the_user),
     PolicyRule(
-        "A4", "A booking has 1 to 5 passengers, each with first name, last name and date of birth.", passengers_listed,
+        "A4",
+        "A booking has 1 to 5 passengers, each with first name, last name and date of birth.",
+        passengers_listed,
         refused_calls_count=False,
     ),
     PolicyRule(
-        "A5", "Booking payment: profile methods only, at most 1 certificate, 1 credit card, 3 gift cards; it adds up.",
-        booking_payment, refused_calls_count=False,
-    ),
-    PolicyRule(
-        "A6", "Booked flights are available and form the requested one-way or round trip.", booked_itinerary,
+        "A5",
+        "Booking payment: profile methods only, at most 1 certificate, 1 credit card, 3 gift cards; it adds up.",
+        booking_payment,
         refused_calls_count=False,
     ),
     PolicyRule(
-        "A7", "Non-free bags are the bags beyond the membership and cabin allowance.", baggage_allowance,
+        "A6",
+        "Booked flights are available and form the requested one-way or round trip.",
+        booked_itinerary,
+        refused_calls_count=False,
+    ),
+    PolicyRule(
+        "A7",
+        "Non-free bags are the bags beyond the membership and cabin allowance.",
+        baggage_allowance,
         refused_calls_count=False,
     ),
     PolicyRule("A9", "Basic economy flights cannot be changed (the cabin can).", basic_economy_fixed),
     PolicyRule("A10", "Changed flights keep the reservation's origin, destination and trip type.", same_trip),
     PolicyRule(
-        "A12", "Flight changes are paid with one gift card or credit card from the profile.", change_payment,
+        "A12",
+        "Flight changes are paid with one gift card or credit card from the profile.",
+        change_payment,
         refused_calls_count=False,
     ),
     PolicyRule("A13", "Bags can be added, never removed.", bags_only_added),
     PolicyRule("A14", "The number of passengers cannot change.", passenger_count_kept),
-    PolicyRule("A16", "Cancel only within 24 h of booking, after an airline cancellation, in business, or with insurance.", cancellation_allowed),
+    PolicyRule(
+        "A16",
+        "Cancel only within 24 h of booking, after an airline cancellation, in business, or with insurance.",
+        cancellation_allowed,
+    ),
     PolicyRule("A17", "Cancel only trips with no flown segment.", nothing_flown),
-    PolicyRule("A19", "Certificates only for silver/gold members, insured trips or business cabins.", certificate_eligible),
-    PolicyRule("A20", "Certificate: 100 x passengers for a cancelled flight, 50 x passengers for a delayed one after a change.", certificate_amount),
+    PolicyRule(
+        "A19", "Certificates only for silver/gold members, insured trips or business cabins.", certificate_eligible
+    ),
+    PolicyRule(
+        "A20",
+        "Certificate: 100 x passengers for a cancelled flight, 50 x passengers for a delayed one after a change.",
+        certificate_amount,
+    ),
 ]

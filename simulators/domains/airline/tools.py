@@ -14,7 +14,12 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from apigen_mt.simulators.arithmetic import calculate as evaluate_arithmetic
 from apigen_mt.simulators.domains.airline.constants import (
-    AIRPORTS, BOOKING_IDS, BOOKING_TIME, CERTIFICATE_IDS, INSURANCE_FEE_PER_PASSENGER, NONFREE_BAG_FEE,
+    AIRPORTS,
+    BOOKING_IDS,
+    BOOKING_TIME,
+    CERTIFICATE_IDS,
+    INSURANCE_FEE_PER_PASSENGER,
+    NONFREE_BAG_FEE,
 )
 from apigen_mt.simulators.toolkit import PythonCallArguments, Toolkit, tool
 
@@ -22,6 +27,7 @@ Cabin = Literal["basic_economy", "economy", "business"]
 
 # Balances that can run out; credit cards are never checked or debited.
 STORED_VALUE_SOURCES = ("gift_card", "certificate")
+
 
 class FlightSegment(TypedDict):
     flight_number: Annotated[str, "Number of the flight, for example 'HAT001'."]

@@ -12,7 +12,9 @@ RESERVATION_WRITES = frozenset(
 )
 
 
-def reservations_written(trace: ActionTrace, names: frozenset[str] | set[str]) -> list[tuple[TracedCall, str, dict[str, Any]]]:
+def reservations_written(
+    trace: ActionTrace, names: frozenset[str] | set[str]
+) -> list[tuple[TracedCall, str, dict[str, Any]]]:
     return calls_on_records(trace, names, "reservations", "reservation_id")
 
 
@@ -31,7 +33,9 @@ def effective_cabin(trace: ActionTrace, call: TracedCall, reservation_id: str, r
     changes = [
         earlier.arguments.get("cabin")
         for earlier in trace.earlier(call)
-        if earlier.name == "update_reservation_flights" and not earlier.failed and earlier.arguments.get("reservation_id") == reservation_id
+        if earlier.name == "update_reservation_flights"
+        and not earlier.failed
+        and earlier.arguments.get("reservation_id") == reservation_id
     ]
     return changes[-1] if changes else reservation.get("cabin")
 

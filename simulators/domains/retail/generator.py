@@ -29,251 +29,451 @@ PAYMENT_SOURCE_WEIGHTS = (("credit_card", 35), ("gift_card", 33), ("paypal", 32)
 # (name, typical price in dollars, options). Option values are listed from the cheapest to the dearest
 # where that makes sense, because a variant's price grows with the position of its values.
 CATALOGUE: tuple[tuple[str, float, dict[str, tuple[str, ...]]], ...] = (
-    ("Air Fryer", 119.0, {
-        "capacity": ("3 qt", "5 qt", "8 qt"),
-        "color": ("black", "white", "red"),
-        "controls": ("dial", "digital"),
-    }),
-    ("Blender", 89.0, {
-        "power": ("600W", "900W", "1200W"),
-        "jar material": ("plastic", "glass"),
-        "color": ("black", "silver", "red"),
-    }),
-    ("Stand Mixer", 379.0, {
-        "bowl size": ("4.5 qt", "5 qt", "6 qt"),
-        "color": ("white", "red", "silver", "blue"),
-        "attachment pack": ("basic", "baking", "pasta"),
-    }),
-    ("Toaster", 59.0, {
-        "slots": ("2-slot", "4-slot"),
-        "color": ("black", "white", "stainless steel"),
-        "feature": ("none", "defrost", "bagel mode"),
-    }),
-    ("Rice Cooker", 109.0, {
-        "capacity": ("3 cups", "6 cups", "10 cups"),
-        "type": ("basic", "fuzzy logic", "induction"),
-    }),
-    ("Cookware Set", 259.0, {
-        "piece count": ("5-piece", "10-piece", "12-piece"),
-        "material": ("nonstick", "stainless steel", "cast iron"),
-    }),
-    ("Chef Knife", 84.0, {
-        "blade length": ("6-inch", "8-inch", "10-inch"),
-        "steel": ("German", "Japanese"),
-        "handle": ("composite", "wood"),
-    }),
-    ("Coffee Grinder", 69.0, {
-        "grinder type": ("blade", "burr"),
-        "capacity": ("60 g", "100 g", "250 g"),
-        "color": ("black", "white"),
-    }),
-    ("Computer Monitor", 319.0, {
-        "screen size": ("24-inch", "27-inch", "32-inch"),
-        "resolution": ("1080p", "1440p", "4K"),
-        "refresh rate": ("60Hz", "144Hz"),
-    }),
-    ("Webcam", 74.0, {
-        "resolution": ("720p", "1080p", "4K"),
-        "microphone": ("no", "yes"),
-        "mount": ("clip", "tripod"),
-    }),
-    ("Wireless Router", 159.0, {
-        "standard": ("Wi-Fi 5", "Wi-Fi 6", "Wi-Fi 6E"),
-        "bands": ("dual-band", "tri-band"),
-        "ethernet ports": ("4 ports", "8 ports"),
-    }),
-    ("Drone", 649.0, {
-        "camera": ("2.7K", "4K", "6K"),
-        "flight time": ("20 minutes", "30 minutes", "40 minutes"),
-        "color": ("grey", "white"),
-    }),
-    ("Electric Scooter", 539.0, {
-        "range": ("15 miles", "25 miles", "40 miles"),
-        "top speed": ("15 mph", "20 mph"),
-        "color": ("black", "white", "red"),
-    }),
-    ("Camping Tent", 209.0, {
-        "capacity": ("2-person", "4-person", "6-person"),
-        "season": ("3-season", "4-season"),
-        "color": ("green", "orange", "grey"),
-    }),
-    ("Sleeping Bag", 94.0, {
-        "temperature rating": ("40F", "30F", "20F"),
-        "fill": ("synthetic", "down"),
-        "length": ("regular", "long"),
-    }),
-    ("Hammock", 54.0, {
-        "size": ("single", "double"),
-        "material": ("nylon", "cotton"),
-        "color": ("blue", "green", "orange", "grey"),
-    }),
-    ("Rain Jacket", 129.0, {
-        "size": ("S", "M", "L", "XL"),
-        "color": ("yellow", "navy", "black", "green"),
-        "hood": ("fixed", "packable"),
-    }),
-    ("Winter Gloves", 39.0, {
-        "size": ("S", "M", "L"),
-        "material": ("fleece", "wool", "leather"),
-        "touchscreen": ("no", "yes"),
-    }),
-    ("Scarf", 34.0, {
-        "material": ("cotton", "wool", "cashmere"),
-        "color": ("grey", "red", "camel", "navy"),
-        "pattern": ("solid", "plaid"),
-    }),
-    ("Handbag", 239.0, {
-        "material": ("canvas", "vegan leather", "leather"),
-        "color": ("black", "tan", "burgundy"),
-        "size": ("small", "medium", "large"),
-    }),
-    ("Wallet", 59.0, {
-        "material": ("nylon", "leather"),
-        "style": ("cardholder", "bifold", "trifold"),
-        "color": ("black", "brown"),
-    }),
-    ("Carry-On Suitcase", 279.0, {
-        "shell": ("softside", "hardside"),
-        "color": ("black", "navy", "silver", "green"),
-        "wheels": ("2-wheel", "4-wheel"),
-    }),
-    ("Standing Desk", 519.0, {
-        "width": ("48 inches", "60 inches", "72 inches"),
-        "top finish": ("white", "oak", "walnut"),
-        "motor": ("single", "dual"),
-    }),
-    ("Filing Cabinet", 179.0, {
-        "drawers": ("2 drawers", "3 drawers", "4 drawers"),
-        "material": ("steel", "wood"),
-        "color": ("black", "white", "grey"),
-    }),
-    ("Floor Lamp", 109.0, {
-        "style": ("tripod", "torchiere", "arc"),
-        "color": ("black", "white", "brass"),
-        "bulb type": ("incandescent", "LED"),
-    }),
-    ("Throw Blanket", 49.0, {
-        "material": ("fleece", "knit", "sherpa"),
-        "size": ("50x60 inches", "60x80 inches"),
-        "color": ("grey", "cream", "blue", "rust"),
-    }),
-    ("Bed Pillow", 44.0, {
-        "firmness": ("soft", "medium", "firm"),
-        "fill": ("down alternative", "feather", "memory foam"),
-        "size": ("standard", "queen", "king"),
-    }),
-    ("Mattress Topper", 149.0, {
-        "thickness": ("2 inch", "3 inch", "4 inch"),
-        "size": ("twin", "full", "queen", "king"),
-        "material": ("memory foam", "latex"),
-    }),
-    ("Lawn Mower", 419.0, {
-        "power source": ("electric", "battery", "gas"),
-        "cutting width": ("16 inch", "21 inch"),
-        "drive": ("push", "self-propelled"),
-    }),
-    ("Leaf Blower", 159.0, {
-        "power source": ("corded electric", "battery", "gas"),
-        "form": ("handheld", "backpack"),
-    }),
-    ("Cordless Drill", 139.0, {
-        "voltage": ("12V", "18V", "20V"),
-        "batteries": ("1 battery", "2 batteries"),
-        "kit": ("bare tool", "with case"),
-    }),
-    ("Tool Set", 119.0, {
-        "piece count": ("65-piece", "120-piece", "200-piece"),
-        "case": ("plastic", "metal"),
-    }),
-    ("Electric Guitar", 699.0, {
-        "body": ("solid", "semi-hollow"),
-        "finish": ("black", "cherry", "sunburst"),
-        "pickups": ("single coil", "humbucker"),
-    }),
-    ("Digital Piano", 899.0, {
-        "keys": ("61 keys", "88 keys"),
-        "action": ("semi-weighted", "fully weighted"),
-        "finish": ("black", "white", "rosewood"),
-    }),
-    ("Turntable", 329.0, {
-        "drive": ("belt", "direct"),
-        "finish": ("black", "white", "walnut"),
-        "bluetooth": ("no", "yes"),
-    }),
-    ("Soundbar", 289.0, {
-        "channels": ("2.0", "3.1", "5.1"),
-        "color": ("black", "white"),
-        "subwoofer": ("none", "wireless"),
-    }),
-    ("Smart Speaker", 109.0, {
-        "assistant": ("Alexa", "Google Assistant", "Siri"),
-        "color": ("charcoal", "chalk", "blue"),
-        "size": ("mini", "standard"),
-    }),
-    ("Fitness Tracker", 129.0, {
-        "color": ("black", "pink", "teal"),
-        "band size": ("small", "large"),
-        "GPS": ("no", "yes"),
-    }),
-    ("Treadmill", 1199.0, {
-        "motor": ("2.5 HP", "3.0 HP", "3.5 HP"),
-        "incline": ("manual", "automatic"),
-        "folding": ("no", "yes"),
-    }),
-    ("Exercise Bike", 749.0, {
-        "resistance": ("friction", "magnetic", "air"),
-        "display": ("LCD", "touchscreen"),
-        "seat": ("standard", "padded"),
-    }),
-    ("Kettlebell", 59.0, {
-        "weight": ("15 lbs", "25 lbs", "35 lbs", "50 lbs"),
-        "material": ("vinyl coated", "cast iron"),
-    }),
-    ("Tennis Racket", 189.0, {
-        "head size": ("98 sq in", "100 sq in", "105 sq in"),
-        "weight": ("280g", "300g", "315g"),
-        "grip size": ("4 1/4", "4 3/8"),
-    }),
-    ("Basketball", 39.0, {
-        "size": ("size 5", "size 6", "size 7"),
-        "surface": ("outdoor", "indoor/outdoor", "indoor"),
-        "material": ("rubber", "composite", "leather"),
-    }),
-    ("Board Game", 44.0, {
-        "players": ("2-4", "2-6", "3-8"),
-        "genre": ("party", "cooperative", "strategy"),
-        "age group": ("8+", "12+", "14+"),
-    }),
-    ("Building Blocks Set", 79.0, {
-        "piece count": ("500", "1000", "2000"),
-        "theme": ("city", "space", "castle"),
-        "age group": ("6+", "9+", "12+"),
-    }),
-    ("Baby Stroller", 419.0, {
-        "type": ("travel system", "full-size", "jogging"),
-        "color": ("black", "grey", "navy"),
-        "fold": ("two-hand", "one-hand"),
-    }),
-    ("Dog Leash", 24.0, {
-        "length": ("4 ft", "6 ft", "16 ft retractable"),
-        "material": ("nylon", "rope", "leather"),
-        "color": ("red", "black", "blue", "green"),
-    }),
-    ("Aquarium", 159.0, {
-        "capacity": ("10 gallons", "20 gallons", "40 gallons"),
-        "shape": ("rectangular", "bow front"),
-        "lighting": ("none", "LED"),
-    }),
-    ("Hair Dryer", 89.0, {
-        "wattage": ("1200W", "1875W"),
-        "technology": ("ceramic", "ionic", "tourmaline"),
-        "color": ("black", "pink", "white"),
-    }),
-    ("Binoculars", 149.0, {
-        "magnification": ("8x", "10x", "12x"),
-        "objective lens": ("32mm", "42mm", "50mm"),
-        "waterproof": ("no", "yes"),
-    }),
+    (
+        "Air Fryer",
+        119.0,
+        {
+            "capacity": ("3 qt", "5 qt", "8 qt"),
+            "color": ("black", "white", "red"),
+            "controls": ("dial", "digital"),
+        },
+    ),
+    (
+        "Blender",
+        89.0,
+        {
+            "power": ("600W", "900W", "1200W"),
+            "jar material": ("plastic", "glass"),
+            "color": ("black", "silver", "red"),
+        },
+    ),
+    (
+        "Stand Mixer",
+        379.0,
+        {
+            "bowl size": ("4.5 qt", "5 qt", "6 qt"),
+            "color": ("white", "red", "silver", "blue"),
+            "attachment pack": ("basic", "baking", "pasta"),
+        },
+    ),
+    (
+        "Toaster",
+        59.0,
+        {
+            "slots": ("2-slot", "4-slot"),
+            "color": ("black", "white", "stainless steel"),
+            "feature": ("none", "defrost", "bagel mode"),
+        },
+    ),
+    (
+        "Rice Cooker",
+        109.0,
+        {
+            "capacity": ("3 cups", "6 cups", "10 cups"),
+            "type": ("basic", "fuzzy logic", "induction"),
+        },
+    ),
+    (
+        "Cookware Set",
+        259.0,
+        {
+            "piece count": ("5-piece", "10-piece", "12-piece"),
+            "material": ("nonstick", "stainless steel", "cast iron"),
+        },
+    ),
+    (
+        "Chef Knife",
+        84.0,
+        {
+            "blade length": ("6-inch", "8-inch", "10-inch"),
+            "steel": ("German", "Japanese"),
+            "handle": ("composite", "wood"),
+        },
+    ),
+    (
+        "Coffee Grinder",
+        69.0,
+        {
+            "grinder type": ("blade", "burr"),
+            "capacity": ("60 g", "100 g", "250 g"),
+            "color": ("black", "white"),
+        },
+    ),
+    (
+        "Computer Monitor",
+        319.0,
+        {
+            "screen size": ("24-inch", "27-inch", "32-inch"),
+            "resolution": ("1080p", "1440p", "4K"),
+            "refresh rate": ("60Hz", "144Hz"),
+        },
+    ),
+    (
+        "Webcam",
+        74.0,
+        {
+            "resolution": ("720p", "1080p", "4K"),
+            "microphone": ("no", "yes"),
+            "mount": ("clip", "tripod"),
+        },
+    ),
+    (
+        "Wireless Router",
+        159.0,
+        {
+            "standard": ("Wi-Fi 5", "Wi-Fi 6", "Wi-Fi 6E"),
+            "bands": ("dual-band", "tri-band"),
+            "ethernet ports": ("4 ports", "8 ports"),
+        },
+    ),
+    (
+        "Drone",
+        649.0,
+        {
+            "camera": ("2.7K", "4K", "6K"),
+            "flight time": ("20 minutes", "30 minutes", "40 minutes"),
+            "color": ("grey", "white"),
+        },
+    ),
+    (
+        "Electric Scooter",
+        539.0,
+        {
+            "range": ("15 miles", "25 miles", "40 miles"),
+            "top speed": ("15 mph", "20 mph"),
+            "color": ("black", "white", "red"),
+        },
+    ),
+    (
+        "Camping Tent",
+        209.0,
+        {
+            "capacity": ("2-person", "4-person", "6-person"),
+            "season": ("3-season", "4-season"),
+            "color": ("green", "orange", "grey"),
+        },
+    ),
+    (
+        "Sleeping Bag",
+        94.0,
+        {
+            "temperature rating": ("40F", "30F", "20F"),
+            "fill": ("synthetic", "down"),
+            "length": ("regular", "long"),
+        },
+    ),
+    (
+        "Hammock",
+        54.0,
+        {
+            "size": ("single", "double"),
+            "material": ("nylon", "cotton"),
+            "color": ("blue", "green", "orange", "grey"),
+        },
+    ),
+    (
+        "Rain Jacket",
+        129.0,
+        {
+            "size": ("S", "M", "L", "XL"),
+            "color": ("yellow", "navy", "black", "green"),
+            "hood": ("fixed", "packable"),
+        },
+    ),
+    (
+        "Winter Gloves",
+        39.0,
+        {
+            "size": ("S", "M", "L"),
+            "material": ("fleece", "wool", "leather"),
+            "touchscreen": ("no", "yes"),
+        },
+    ),
+    (
+        "Scarf",
+        34.0,
+        {
+            "material": ("cotton", "wool", "cashmere"),
+            "color": ("grey", "red", "camel", "navy"),
+            "pattern": ("solid", "plaid"),
+        },
+    ),
+    (
+        "Handbag",
+        239.0,
+        {
+            "material": ("canvas", "vegan leather", "leather"),
+            "color": ("black", "tan", "burgundy"),
+            "size": ("small", "medium", "large"),
+        },
+    ),
+    (
+        "Wallet",
+        59.0,
+        {
+            "material": ("nylon", "leather"),
+            "style": ("cardholder", "bifold", "trifold"),
+            "color": ("black", "brown"),
+        },
+    ),
+    (
+        "Carry-On Suitcase",
+        279.0,
+        {
+            "shell": ("softside", "hardside"),
+            "color": ("black", "navy", "silver", "green"),
+            "wheels": ("2-wheel", "4-wheel"),
+        },
+    ),
+    (
+        "Standing Desk",
+        519.0,
+        {
+            "width": ("48 inches", "60 inches", "72 inches"),
+            "top finish": ("white", "oak", "walnut"),
+            "motor": ("single", "dual"),
+        },
+    ),
+    (
+        "Filing Cabinet",
+        179.0,
+        {
+            "drawers": ("2 drawers", "3 drawers", "4 drawers"),
+            "material": ("steel", "wood"),
+            "color": ("black", "white", "grey"),
+        },
+    ),
+    (
+        "Floor Lamp",
+        109.0,
+        {
+            "style": ("tripod", "torchiere", "arc"),
+            "color": ("black", "white", "brass"),
+            "bulb type": ("incandescent", "LED"),
+        },
+    ),
+    (
+        "Throw Blanket",
+        49.0,
+        {
+            "material": ("fleece", "knit", "sherpa"),
+            "size": ("50x60 inches", "60x80 inches"),
+            "color": ("grey", "cream", "blue", "rust"),
+        },
+    ),
+    (
+        "Bed Pillow",
+        44.0,
+        {
+            "firmness": ("soft", "medium", "firm"),
+            "fill": ("down alternative", "feather", "memory foam"),
+            "size": ("standard", "queen", "king"),
+        },
+    ),
+    (
+        "Mattress Topper",
+        149.0,
+        {
+            "thickness": ("2 inch", "3 inch", "4 inch"),
+            "size": ("twin", "full", "queen", "king"),
+            "material": ("memory foam", "latex"),
+        },
+    ),
+    (
+        "Lawn Mower",
+        419.0,
+        {
+            "power source": ("electric", "battery", "gas"),
+            "cutting width": ("16 inch", "21 inch"),
+            "drive": ("push", "self-propelled"),
+        },
+    ),
+    (
+        "Leaf Blower",
+        159.0,
+        {
+            "power source": ("corded electric", "battery", "gas"),
+            "form": ("handheld", "backpack"),
+        },
+    ),
+    (
+        "Cordless Drill",
+        139.0,
+        {
+            "voltage": ("12V", "18V", "20V"),
+            "batteries": ("1 battery", "2 batteries"),
+            "kit": ("bare tool", "with case"),
+        },
+    ),
+    (
+        "Tool Set",
+        119.0,
+        {
+            "piece count": ("65-piece", "120-piece", "200-piece"),
+            "case": ("plastic", "metal"),
+        },
+    ),
+    (
+        "Electric Guitar",
+        699.0,
+        {
+            "body": ("solid", "semi-hollow"),
+            "finish": ("black", "cherry", "sunburst"),
+            "pickups": ("single coil", "humbucker"),
+        },
+    ),
+    (
+        "Digital Piano",
+        899.0,
+        {
+            "keys": ("61 keys", "88 keys"),
+            "action": ("semi-weighted", "fully weighted"),
+            "finish": ("black", "white", "rosewood"),
+        },
+    ),
+    (
+        "Turntable",
+        329.0,
+        {
+            "drive": ("belt", "direct"),
+            "finish": ("black", "white", "walnut"),
+            "bluetooth": ("no", "yes"),
+        },
+    ),
+    (
+        "Soundbar",
+        289.0,
+        {
+            "channels": ("2.0", "3.1", "5.1"),
+            "color": ("black", "white"),
+            "subwoofer": ("none", "wireless"),
+        },
+    ),
+    (
+        "Smart Speaker",
+        109.0,
+        {
+            "assistant": ("Alexa", "Google Assistant", "Siri"),
+            "color": ("charcoal", "chalk", "blue"),
+            "size": ("mini", "standard"),
+        },
+    ),
+    (
+        "Fitness Tracker",
+        129.0,
+        {
+            "color": ("black", "pink", "teal"),
+            "band size": ("small", "large"),
+            "GPS": ("no", "yes"),
+        },
+    ),
+    (
+        "Treadmill",
+        1199.0,
+        {
+            "motor": ("2.5 HP", "3.0 HP", "3.5 HP"),
+            "incline": ("manual", "automatic"),
+            "folding": ("no", "yes"),
+        },
+    ),
+    (
+        "Exercise Bike",
+        749.0,
+        {
+            "resistance": ("friction", "magnetic", "air"),
+            "display": ("LCD", "touchscreen"),
+            "seat": ("standard", "padded"),
+        },
+    ),
+    (
+        "Kettlebell",
+        59.0,
+        {
+            "weight": ("15 lbs", "25 lbs", "35 lbs", "50 lbs"),
+            "material": ("vinyl coated", "cast iron"),
+        },
+    ),
+    (
+        "Tennis Racket",
+        189.0,
+        {
+            "head size": ("98 sq in", "100 sq in", "105 sq in"),
+            "weight": ("280g", "300g", "315g"),
+            "grip size": ("4 1/4", "4 3/8"),
+        },
+    ),
+    (
+        "Basketball",
+        39.0,
+        {
+            "size": ("size 5", "size 6", "size 7"),
+            "surface": ("outdoor", "indoor/outdoor", "indoor"),
+            "material": ("rubber", "composite", "leather"),
+        },
+    ),
+    (
+        "Board Game",
+        44.0,
+        {
+            "players": ("2-4", "2-6", "3-8"),
+            "genre": ("party", "cooperative", "strategy"),
+            "age group": ("8+", "12+", "14+"),
+        },
+    ),
+    (
+        "Building Blocks Set",
+        79.0,
+        {
+            "piece count": ("500", "1000", "2000"),
+            "theme": ("city", "space", "castle"),
+            "age group": ("6+", "9+", "12+"),
+        },
+    ),
+    (
+        "Baby Stroller",
+        419.0,
+        {
+            "type": ("travel system", "full-size", "jogging"),
+            "color": ("black", "grey", "navy"),
+            "fold": ("two-hand", "one-hand"),
+        },
+    ),
+    (
+        "Dog Leash",
+        24.0,
+        {
+            "length": ("4 ft", "6 ft", "16 ft retractable"),
+            "material": ("nylon", "rope", "leather"),
+            "color": ("red", "black", "blue", "green"),
+        },
+    ),
+    (
+        "Aquarium",
+        159.0,
+        {
+            "capacity": ("10 gallons", "20 gallons", "40 gallons"),
+            "shape": ("rectangular", "bow front"),
+            "lighting": ("none", "LED"),
+        },
+    ),
+    (
+        "Hair Dryer",
+        89.0,
+        {
+            "wattage": ("1200W", "1875W"),
+            "technology": ("ceramic", "ionic", "tourmaline"),
+            "color": ("black", "pink", "white"),
+        },
+    ),
+    (
+        "Binoculars",
+        149.0,
+        {
+            "magnification": ("8x", "10x", "12x"),
+            "objective lens": ("32mm", "42mm", "50mm"),
+            "waterproof": ("no", "yes"),
+        },
+    ),
 )
 
 

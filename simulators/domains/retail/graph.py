@@ -19,7 +19,9 @@ API_GRAPH: list[ApiEdge] = [
     ApiEdge("get_order_details", "cancel_pending_order", "order_id; its status and payments"),
     ApiEdge("get_order_details", "modify_pending_order_address", "order_id; its status"),
     ApiEdge("get_order_details", "modify_pending_order_items", "order_id, item_ids; its status"),
-    ApiEdge("get_product_details", "modify_pending_order_items", "new_item_ids: available variants of the same product"),
+    ApiEdge(
+        "get_product_details", "modify_pending_order_items", "new_item_ids: available variants of the same product"
+    ),
     ApiEdge("get_user_details", "modify_pending_order_items", "payment_method_id; gift card balance"),
     ApiEdge("get_order_details", "modify_pending_order_payment", "order_id; the current method and amount"),
     ApiEdge("get_user_details", "modify_pending_order_payment", "the new payment_method_id; gift card balance"),

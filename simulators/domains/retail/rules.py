@@ -27,7 +27,14 @@ from typing import Any
 from apigen_mt.simulators.authentication import Authentication
 from apigen_mt.simulators.domain_types import PolicyRule
 from apigen_mt.simulators.domains.retail.constants import CANCEL_REASONS
-from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, content_text, lookup, one_call_per_turn
+from apigen_mt.simulators.trace import (
+    ActionTrace,
+    TracedCall,
+    calls_on_records,
+    content_text,
+    lookup,
+    one_call_per_turn,
+)
 
 FIND_USER = ("find_user_id_by_email", "find_user_id_by_name_zip")
 NO_AUTHENTICATION_NEEDED = frozenset({*FIND_USER, "think", "calculate", "transfer_to_human_agents"})
@@ -56,7 +63,9 @@ def _strings(value: Any) -> list[str] | None:
     return value if isinstance(value, list) and all(isinstance(item, str) for item in value) else None
 
 
-def _orders_written(trace: ActionTrace, names: frozenset[str] | set[str]) -> list[tuple[TracedCall, str, dict[str, Any]]]:
+def _orders_written(
+    trace: ActionTrace, names: frozenset[str] | set[str]
+) -> list[tuple[TracedCall, str, dict[str, Any]]]:
     return calls_on_records(trace, names, "orders", "order_id")
 
 
@@ -97,7 +106,9 @@ def modify_payment(trace: ActionTrace) -> list[str]:
         method = lookup(owner.get("payment_methods"), method_id)
         history = order.get("payment_history") or []
         if method is None:
-            problems.append(f"{call.label()}: payment method {method_id!r} is not in the profile of {order.get('user_id')!r}")
+            problems.append(
+                f"{call.label()}: payment method {method_id!r} is not in the profile of {order.get('user_id')!r}"
+            )
             continue
         if len(history) != 1 or history[0].get("transaction_type") != "payment":
             problems.append(f"{call.label()}: order {order_id} must have exactly one payment to change its method")
@@ -140,7 +151,9 @@ def _item_pairs(call: TracedCall, order: dict[str, Any], products: Any) -> tuple
         product = lookup(products, old.get("product_id")) or {}
         variant = lookup(product.get("variants"), new_id)
         if variant is None:
-            problems.append(f"new item {new_id} (position {position}) is not a variant of {old.get('name')!r}, the product of item {old_id}")
+            problems.append(
+                f"new item {new_id} (position {position}) is not a variant of {old.get('name')!r}, the product of item {old_id}"
+            )
         elif not variant.get("available"):
             problems.append(f"new item {new_id} (position {position}) is not available")
         else:
@@ -164,7 +177,9 @@ def price_difference_payment(trace: ActionTrace) -> list[str]:
         method_id = call.arguments.get("payment_method_id")
         method = lookup((_owner(call, order) or {}).get("payment_methods"), method_id)
         if method is None:
-            problems.append(f"{call.label()}: payment method {method_id!r} is not in the profile of {order.get('user_id')!r}")
+            problems.append(
+                f"{call.label()}: payment method {method_id!r} is not in the profile of {order.get('user_id')!r}"
+            )
             continue
         _, difference = _item_pairs(call, order, call.before.get("products"))
         if call.name == "exchange_delivered_order_items":
@@ -221,13 +236,17 @@ def no_invented_ids(trace: ActionTrace) -> list[str]:
         heard = [
             content_text(message) for message in trace.messages[: call.message_index] if message.get("role") == "user"
         ]
-        seen = [earlier.observation for earlier in trace.earlier(call) if earlier.name in ID_SOURCES and not earlier.failed]
+        seen = [
+            earlier.observation for earlier in trace.earlier(call) if earlier.name in ID_SOURCES and not earlier.failed
+        ]
         known = "\n".join(heard + seen)
         named = [call.arguments.get("order_id"), call.arguments.get("payment_method_id")]
         named += (_strings(call.arguments.get("item_ids")) or []) + (_strings(call.arguments.get("new_item_ids")) or [])
         for identifier in named:
             if isinstance(identifier, str) and identifier not in known:
-                problems.append(f"{call.label()} uses {identifier!r}, which no earlier tool output or user message contains")
+                problems.append(
+                    f"{call.label()} uses {identifier!r}, which no earlier tool output or user message contains"
+                )
     return problems
 
 
@@ -239,34 +258,61 @@ def no_invented_ids(trace: ActionTrace) -> list[str]:
 # methods (R10, R13, R15), the new items (R12), an id nobody gave (R18: the tool found no such record). R5
 # judges messages, not calls.
 RULES: list[PolicyRule] = [
-    PolicyRule("R1", "Authenticate the user through find-user before any other tool.", AUTHENTICATION.authenticate_first),
-    PolicyRule("R3", "Serve one user: every user id and order belongs to the authenticated user.", AUTHENTICATION.one_user),
-    PolicyRule("R5", "One tool call per turn (text beside a call is allowed: the user never sees it).", one_call_per_turn),
+    PolicyRule(
+        "R1", "Authenticate the user through find-user before any other tool.", AUTHENTICATION.authenticate_first
+    ),
+    PolicyRule(
+        "R3", "Serve one user: every user id and order belongs to the authenticated user.", AUTHENTICATION.one_user
+    ),
+    PolicyRule(
+        "R5", "One tool call per turn (text beside a call is allowed: the user never sees it).", one_call_per_turn
+    ),
     PolicyRule("R6", "Look up an order with get_order_details before acting on it.", order_details_first),
     PolicyRule("R7", "Cancel only pending orders.", _status_rule({"cancel_pending_order"}, "pending", "cancels")),
     PolicyRule(
-        "R8", "The cancel reason is 'no longer needed' or 'ordered by mistake'.", cancel_reason, refused_calls_count=False
+        "R8",
+        "The cancel reason is 'no longer needed' or 'ordered by mistake'.",
+        cancel_reason,
+        refused_calls_count=False,
     ),
-    PolicyRule("R9", "Modify address, payment or items only of pending orders.", _status_rule(set(MODIFY), "pending", "modifies")),
     PolicyRule(
-        "R10", "A new payment method is the user's own, differs from the original and covers the order.", modify_payment,
+        "R9",
+        "Modify address, payment or items only of pending orders.",
+        _status_rule(set(MODIFY), "pending", "modifies"),
+    ),
+    PolicyRule(
+        "R10",
+        "A new payment method is the user's own, differs from the original and covers the order.",
+        modify_payment,
         refused_calls_count=False,
     ),
     PolicyRule("R11", "Modify an order's items once; no cancel or modify afterwards.", items_modified_once),
     PolicyRule(
-        "R12", "Each new item is an available, different variant of the same product.", new_items_valid,
+        "R12",
+        "Each new item is an available, different variant of the same product.",
+        new_items_valid,
         refused_calls_count=False,
     ),
     PolicyRule(
-        "R13", "The price difference is paid by the user's own method; a gift card must cover it.",
-        price_difference_payment, refused_calls_count=False,
+        "R13",
+        "The price difference is paid by the user's own method; a gift card must cover it.",
+        price_difference_payment,
+        refused_calls_count=False,
     ),
-    PolicyRule("R14", "Return only delivered orders.", _status_rule({"return_delivered_order_items"}, "delivered", "returns items of")),
     PolicyRule(
-        "R15", "A return refunds to the original payment method or a gift card of the user.", return_refund_method,
+        "R14",
+        "Return only delivered orders.",
+        _status_rule({"return_delivered_order_items"}, "delivered", "returns items of"),
+    ),
+    PolicyRule(
+        "R15",
+        "A return refunds to the original payment method or a gift card of the user.",
+        return_refund_method,
         refused_calls_count=False,
     ),
     PolicyRule("R16", "Exchange only delivered orders; one return or exchange per order.", one_return_or_exchange),
     PolicyRule("R17", "No write on processed or cancelled orders.", no_write_on_closed_orders),
-    PolicyRule("R18", "Ids in a write come from earlier tool output or the user.", no_invented_ids, refused_calls_count=False),
+    PolicyRule(
+        "R18", "Ids in a write come from earlier tool output or the user.", no_invented_ids, refused_calls_count=False
+    ),
 ]

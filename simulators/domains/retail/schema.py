@@ -31,10 +31,15 @@ class Transaction(TypedDict):
 
 
 OrderStatus = Literal[
-    "pending", "processed", "delivered", "cancelled",
+    "pending",
+    "processed",
+    "delivered",
+    "cancelled",
     # Set by the tools only.
-    "pending (item modified)", "return requested", "exchange requested",
-]  # fmt: skip
+    "pending (item modified)",
+    "return requested",
+    "exchange requested",
+]
 
 
 class Order(TypedDict):

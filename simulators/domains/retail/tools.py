@@ -153,7 +153,10 @@ class RetailTools(PythonCallArguments, Toolkit):
                 the order's details.
         """
         checked = self._checked_item_swap(
-            order_id, item_ids, new_item_ids, payment_method_id,
+            order_id,
+            item_ids,
+            new_item_ids,
+            payment_method_id,
             status="delivered",
             status_error="Error: non-delivered order cannot be exchanged",
             round_difference=True,
@@ -197,7 +200,11 @@ class RetailTools(PythonCallArguments, Toolkit):
         first, last = first_name.lower(), last_name.lower()
         for user_id, user in self.db["users"].items():
             name = user["name"]
-            if name["first_name"].lower() == first and name["last_name"].lower() == last and user["address"]["zip"] == zip:
+            if (
+                name["first_name"].lower() == first
+                and name["last_name"].lower() == last
+                and user["address"]["zip"] == zip
+            ):
                 return user_id
         return "Error: user not found"
 
@@ -293,7 +300,10 @@ class RetailTools(PythonCallArguments, Toolkit):
                 the order's details.
         """
         checked = self._checked_item_swap(
-            order_id, item_ids, new_item_ids, payment_method_id,
+            order_id,
+            item_ids,
+            new_item_ids,
+            payment_method_id,
             status="pending",
             status_error="Error: non-pending order cannot be modified",
             # Unlike an exchange, the difference is not rounded: float noise reaches the payment history.
@@ -408,7 +418,10 @@ class RetailTools(PythonCallArguments, Toolkit):
             return "Error: non-delivered order cannot be returned"
         if payment_method_id not in self._user_of(order)["payment_methods"]:
             return "Error: payment method not found"
-        if "gift_card" not in payment_method_id and payment_method_id != order["payment_history"][0]["payment_method_id"]:
+        if (
+            "gift_card" not in payment_method_id
+            and payment_method_id != order["payment_history"][0]["payment_method_id"]
+        ):
             return "Error: payment method should be either the original payment method or a gift card"
         if _items_not_in_order(order, item_ids):
             return "Error: some item not found"

@@ -15,8 +15,16 @@ from datetime import date, timedelta
 from typing import Any
 
 from apigen_mt.simulators.domains.telecom.constants import (
-    BILL_DUE_DAY, CUSTOMER_SUSPENSIONS, CYCLE_START, LATE_FEE, NON_PAYMENT, PIN_DIGITS, ROAMING_DAILY_FEE,
-    SUSPEND_AFTER_DAYS, TODAY, TOPUP_PRICES,
+    BILL_DUE_DAY,
+    CUSTOMER_SUSPENSIONS,
+    CYCLE_START,
+    LATE_FEE,
+    NON_PAYMENT,
+    PIN_DIGITS,
+    ROAMING_DAILY_FEE,
+    SUSPEND_AFTER_DAYS,
+    TODAY,
+    TOPUP_PRICES,
 )
 from apigen_mt.simulators.synthetic import IdMint, People, weighted
 
@@ -34,7 +42,16 @@ PLANS = (
     ("unlimited", "Unlimited", 70.0, None, True, True, 17),
     ("unlimited_max", "Unlimited Max", 90.0, None, True, True, 8),
 )
-DEVICE_MODELS = ("Pixel 8", "Pixel 7a", "iPhone 15", "iPhone 13", "Galaxy S24", "Galaxy A54", "Moto G Power", "OnePlus 12")
+DEVICE_MODELS = (
+    "Pixel 8",
+    "Pixel 7a",
+    "iPhone 15",
+    "iPhone 13",
+    "Galaxy S24",
+    "Galaxy A54",
+    "Moto G Power",
+    "OnePlus 12",
+)
 BANKS = ("First Federal", "Citizens Union", "Harbor Savings", "Pinecrest Credit Union", "Lakeside Bank")
 PAYMENT_SOURCE_WEIGHTS = (("credit_card", 50), ("bank_account", 30), ("account_credit", 20))
 TOPUPS_THIS_CYCLE_WEIGHTS = ((0, 70), (1, 14), (2, 8), (3, 8))  # some lines already at the cap
@@ -51,7 +68,14 @@ def _day_between(rng: random.Random, first: date, last: date) -> str:
 
 def make_plans() -> dict[str, dict[str, Any]]:
     return {
-        plan_id: {"plan_id": plan_id, "name": name, "monthly_fee": fee, "data_gb": data, "roaming": roaming, "available": offered}
+        plan_id: {
+            "plan_id": plan_id,
+            "name": name,
+            "monthly_fee": fee,
+            "data_gb": data,
+            "roaming": roaming,
+            "available": offered,
+        }
         for plan_id, name, fee, data, roaming, offered, _ in PLANS
     }
 
@@ -66,8 +90,12 @@ def make_payment_methods(people: People) -> dict[str, dict[str, Any]]:
         if source == "credit_card":
             method = people.credit_card()
         elif source == "bank_account":
-            method = {"source": source, "bank": rng.choice(BANKS), "last_four": f"{rng.randint(0, 9999):04d}",
-                      "id": people.payment_id(source)}  # fmt: skip
+            method = {
+                "source": source,
+                "bank": rng.choice(BANKS),
+                "last_four": f"{rng.randint(0, 9999):04d}",
+                "id": people.payment_id(source),
+            }
             taken.add(source)
         else:
             balance = float(rng.choice((0, 5, 10, 20, 25, 40, 60, 100)))
@@ -84,8 +112,14 @@ def make_line(rng: random.Random, ids: IdMint, line_id: str, user_id: str, metho
     if data_gb is not None:
         for _ in range(weighted(rng, TOPUPS_THIS_CYCLE_WEIGHTS)):
             size = rng.choice(list(TOPUP_PRICES))
-            topups.append({"size_gb": size, "price": TOPUP_PRICES[size], "payment_method_id": rng.choice(methods),
-                           "date": _day_between(rng, CYCLE_START, TODAY - timedelta(days=1))})  # fmt: skip
+            topups.append(
+                {
+                    "size_gb": size,
+                    "price": TOPUP_PRICES[size],
+                    "payment_method_id": rng.choice(methods),
+                    "date": _day_between(rng, CYCLE_START, TODAY - timedelta(days=1)),
+                }
+            )
     if data_gb is None:
         used = round(rng.uniform(0, 80), 1)
     else:
@@ -93,8 +127,10 @@ def make_line(rng: random.Random, ids: IdMint, line_id: str, user_id: str, metho
         # Some lines have used up their data: the reason for most top-up requests.
         used = float(allowance) if rng.random() < 0.2 else round(rng.uniform(0, allowance), 1)
     recent = rng.random() < 0.2
-    changed = _day_between(rng, CYCLE_START, TODAY - timedelta(days=1)) if recent else _day_between(
-        rng, TODAY - timedelta(days=730), CYCLE_START - timedelta(days=1)
+    changed = (
+        _day_between(rng, CYCLE_START, TODAY - timedelta(days=1))
+        if recent
+        else _day_between(rng, TODAY - timedelta(days=730), CYCLE_START - timedelta(days=1))
     )
     return {
         "line_id": line_id,
@@ -133,10 +169,14 @@ def make_bill(
         items.append({"description": f"{plan['name']} plan, {line['phone_number']}", "amount": plan["monthly_fee"]})
         if plan["roaming"] and rng.random() < 0.12:
             days = rng.randint(1, 7)
-            items.append({"description": f"roaming, {days} days, {line['phone_number']}", "amount": days * ROAMING_DAILY_FEE})
+            items.append(
+                {"description": f"roaming, {days} days, {line['phone_number']}", "amount": days * ROAMING_DAILY_FEE}
+            )
         if plan["data_gb"] is not None and rng.random() < 0.15:
             size = rng.choice(list(TOPUP_PRICES))
-            items.append({"description": f"data top-up {size} GB, {line['phone_number']}", "amount": TOPUP_PRICES[size]})
+            items.append(
+                {"description": f"data top-up {size} GB, {line['phone_number']}", "amount": TOPUP_PRICES[size]}
+            )
     past_due = due < TODAY
     paid = rng.random() < (PAID_AFTER_DUE if past_due else PAID_BEFORE_DUE)
     late = past_due and (not paid or rng.random() < PAID_LATE)
@@ -150,7 +190,9 @@ def make_bill(
     if paid:
         yesterday = TODAY - timedelta(days=1)
         first, last = (due + timedelta(days=1), yesterday) if late else (issued, min(due, yesterday))
-        payments.append({"payment_method_id": rng.choice(methods), "amount": amount, "date": _day_between(rng, first, last)})
+        payments.append(
+            {"payment_method_id": rng.choice(methods), "amount": amount, "date": _day_between(rng, first, last)}
+        )
     return {
         "bill_id": bill_id,
         "user_id": user_id,
@@ -186,10 +228,19 @@ def generate(seed: int) -> dict[str, Any]:
         first, last = people.name()
         user_id = people.user_id(first, last)
         methods = make_payment_methods(people)
-        user = {"name": {"first_name": first, "last_name": last}, "email": people.email(first, last), "address": people.address(),
-                "pin": f"{rng.randint(0, 10**PIN_DIGITS - 1):0{PIN_DIGITS}d}", "payment_methods": methods, "lines": [], "bills": []}  # fmt: skip
-        own = [make_line(rng, numbers, line_ids.digits(6, prefix="L"), user_id, list(methods))
-               for _ in range(weighted(rng, LINES_PER_USER_WEIGHTS))]  # fmt: skip
+        user = {
+            "name": {"first_name": first, "last_name": last},
+            "email": people.email(first, last),
+            "address": people.address(),
+            "pin": f"{rng.randint(0, 10**PIN_DIGITS - 1):0{PIN_DIGITS}d}",
+            "payment_methods": methods,
+            "lines": [],
+            "bills": [],
+        }
+        own = [
+            make_line(rng, numbers, line_ids.digits(6, prefix="L"), user_id, list(methods))
+            for _ in range(weighted(rng, LINES_PER_USER_WEIGHTS))
+        ]
         for month in billed_months():
             bill = make_bill(rng, bill_ids.digits(7, prefix="B"), user_id, month, own, plans, list(methods))
             bills[bill["bill_id"]] = bill

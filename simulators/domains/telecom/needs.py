@@ -11,7 +11,11 @@ from __future__ import annotations
 import random
 
 from apigen_mt.simulators.domains.telecom.constants import (
-    CUSTOMER_SUSPENSIONS, CYCLE_START, LATE_FEE_WAIVERS, MAX_TOPUPS_PER_CYCLE, TOPUP_PRICES,
+    CUSTOMER_SUSPENSIONS,
+    CYCLE_START,
+    LATE_FEE_WAIVERS,
+    MAX_TOPUPS_PER_CYCLE,
+    TOPUP_PRICES,
 )
 from apigen_mt.simulators.domains.telecom.rules import topups_this_cycle
 from apigen_mt.simulators.needs import SampledRecord, WriteNeed
@@ -25,7 +29,8 @@ def _bills(db: JSON, user: JSON) -> list[JSON]:
 def _can_pay(user: JSON, amount: float) -> bool:
     """A card or bank account pays anything; account credit only up to its balance (T11)."""
     return any(
-        method["source"] != "account_credit" or method["balance"] >= amount for method in user["payment_methods"].values()
+        method["source"] != "account_credit" or method["balance"] >= amount
+        for method in user["payment_methods"].values()
     )
 
 

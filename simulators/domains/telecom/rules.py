@@ -20,7 +20,11 @@ from typing import Any
 from apigen_mt.simulators.authentication import Authentication
 from apigen_mt.simulators.domain_types import PolicyRule
 from apigen_mt.simulators.domains.telecom.constants import (
-    CYCLE_START, LATE_FEE_WAIVERS, MAX_TOPUPS_PER_CYCLE, NON_PAYMENT, TOPUP_PRICES,
+    CYCLE_START,
+    LATE_FEE_WAIVERS,
+    MAX_TOPUPS_PER_CYCLE,
+    NON_PAYMENT,
+    TOPUP_PRICES,
 )
 from apigen_mt.simulators.trace import ActionTrace, TracedCall, calls_on_records, lookup, one_call_per_turn
 
@@ -80,7 +84,9 @@ def topups_this_cycle(line: dict[str, Any]) -> list[dict[str, Any]]:
     topups = line.get("topups")
     if not isinstance(topups, list):
         return []
-    return [topup for topup in topups if isinstance(topup, dict) and str(topup.get("date", "")) >= CYCLE_START.isoformat()]
+    return [
+        topup for topup in topups if isinstance(topup, dict) and str(topup.get("date", "")) >= CYCLE_START.isoformat()
+    ]
 
 
 def plan_covers_usage(trace: ActionTrace) -> list[str]:
@@ -113,7 +119,9 @@ def roaming_needs_settled_bills(trace: ActionTrace) -> list[str]:
     for call, line_id, line in _lines(trace, {"set_roaming"}):
         if call.arguments.get("enabled") is not True:
             continue
-        overdue = [bill.get("bill_id") for bill in _owner_bills(call, line.get("user_id")) if bill.get("status") == "overdue"]
+        overdue = [
+            bill.get("bill_id") for bill in _owner_bills(call, line.get("user_id")) if bill.get("status") == "overdue"
+        ]
         if overdue:
             problems.append(
                 f"{call.label()} turns roaming on for line {line_id} while bill {', '.join(map(str, overdue))} is overdue; "
@@ -154,9 +162,17 @@ def own_payment_method(trace: ActionTrace) -> list[str]:
         method_id = call.arguments.get("payment_method_id")
         method = lookup(owner.get("payment_methods"), method_id)
         if method is None:
-            problems.append(f"{call.label()}: payment method {method_id!r} is not in the profile of {record.get('user_id')!r}")
-        elif method.get("source") == "account_credit" and isinstance(amount, (int, float)) and method.get("balance", 0) < amount:
-            problems.append(f"{call.label()}: account credit {method_id} holds {method.get('balance')}, less than {amount}")
+            problems.append(
+                f"{call.label()}: payment method {method_id!r} is not in the profile of {record.get('user_id')!r}"
+            )
+        elif (
+            method.get("source") == "account_credit"
+            and isinstance(amount, (int, float))
+            and method.get("balance", 0) < amount
+        ):
+            problems.append(
+                f"{call.label()}: account credit {method_id} holds {method.get('balance')}, less than {amount}"
+            )
     return problems
 
 
@@ -167,22 +183,36 @@ def own_payment_method(trace: ActionTrace) -> list[str]:
 # suspended for non-payment, which the tool always refuses). False where a refused call only named a
 # payment method that cannot pay, then corrected (T11). T3 judges messages, not calls.
 RULES: list[PolicyRule] = [
-    PolicyRule("T1", "Authenticate the customer with phone number and PIN before any other tool.", AUTHENTICATION.authenticate_first),
     PolicyRule(
-        "T2", "Serve one customer: every user id, line and bill belongs to the authenticated customer.", AUTHENTICATION.one_user
+        "T1",
+        "Authenticate the customer with phone number and PIN before any other tool.",
+        AUTHENTICATION.authenticate_first,
     ),
-    PolicyRule("T3", "One tool call per turn (text beside a call is allowed: the user never sees it).", one_call_per_turn),
+    PolicyRule(
+        "T2",
+        "Serve one customer: every user id, line and bill belongs to the authenticated customer.",
+        AUTHENTICATION.one_user,
+    ),
+    PolicyRule(
+        "T3", "One tool call per turn (text beside a call is allowed: the user never sees it).", one_call_per_turn
+    ),
     PolicyRule("T4", "Look a line or bill up before changing it.", look_up_first),
     PolicyRule("T5", "A line changes plan at most once per billing cycle.", plan_once_per_cycle),
     PolicyRule("T6", "A new limited plan must cover the data the line already used this cycle.", plan_covers_usage),
     PolicyRule("T7", f"At most {MAX_TOPUPS_PER_CYCLE} data top-ups per line per billing cycle.", topup_cap),
-    PolicyRule("T8", "Roaming is turned on only when none of the customer's bills is overdue.", roaming_needs_settled_bills),
+    PolicyRule(
+        "T8", "Roaming is turned on only when none of the customer's bills is overdue.", roaming_needs_settled_bills
+    ),
     PolicyRule("T9", f"At most {LATE_FEE_WAIVERS} late-fee waiver(s) per customer.", one_late_fee_waiver),
     PolicyRule(
-        "T10", "A line suspended for non-payment resumes only by paying the overdue bills.", non_payment_resumes_by_paying
+        "T10",
+        "A line suspended for non-payment resumes only by paying the overdue bills.",
+        non_payment_resumes_by_paying,
     ),
     PolicyRule(
-        "T11", "Payments use the customer's own methods; account credit must cover the charge.", own_payment_method,
+        "T11",
+        "Payments use the customer's own methods; account credit must cover the charge.",
+        own_payment_method,
         refused_calls_count=False,
     ),
 ]

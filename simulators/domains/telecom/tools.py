@@ -12,7 +12,13 @@ import json
 from typing import Any
 
 from apigen_mt.simulators.domains.telecom.constants import (
-    LATE_FEE, NON_PAYMENT, TODAY, TOPUP_PRICES, CustomerSuspension, TopupSize, money,
+    LATE_FEE,
+    NON_PAYMENT,
+    TODAY,
+    TOPUP_PRICES,
+    CustomerSuspension,
+    TopupSize,
+    money,
 )
 from apigen_mt.simulators.toolkit import Toolkit, tool
 
@@ -52,7 +58,9 @@ class TelecomTools(Toolkit):
             pin: The customer's account PIN, such as '0417'.
         """
         wanted = _digits(phone_number)
-        line = next((line for line in self.db["lines"].values() if wanted and _digits(line["phone_number"]) == wanted), None)
+        line = next(
+            (line for line in self.db["lines"].values() if wanted and _digits(line["phone_number"]) == wanted), None
+        )
         if line is not None and self.db["users"][line["user_id"]]["pin"] == pin:
             return line["user_id"]
         return "Error: no customer has this phone number and PIN"
@@ -181,7 +189,9 @@ class TelecomTools(Toolkit):
         if problem is not None:
             return problem
         bill["status"] = "paid"
-        bill["payments"].append({"payment_method_id": payment_method_id, "amount": bill["amount"], "date": TODAY.isoformat()})
+        bill["payments"].append(
+            {"payment_method_id": payment_method_id, "amount": bill["amount"], "date": TODAY.isoformat()}
+        )
         user = self.db["users"][bill["user_id"]]
         resumed = []
         if all(self.db["bills"][other]["status"] != "overdue" for other in user["bills"]):
