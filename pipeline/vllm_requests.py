@@ -19,7 +19,7 @@ from typing import Any
 from apigen_mt.pipeline.model_family import ModelFamily, family_of_template, tool_template
 from apigen_mt.simulators.chat import ChatRequest, Completion, FinishReason
 from apigen_mt.simulators.completions import build_completion
-from apigen_mt.simulators.tool_parsers import get_parser
+from apigen_mt.simulators.tool_parsers import ToolCallParser, get_parser
 from apigen_mt.simulators.types import Message, OpenAIToolCall
 from apigen_mt.simulators.xlam import render_messages_for_xlam
 
@@ -98,13 +98,13 @@ def prompt_token_ids(tokenizer: Any, prompt: str) -> list[int]:
     return list(tokenizer.encode(prompt, add_special_tokens=False))
 
 
-def structured_outputs(request: ChatRequest, parser: str) -> Any:
+def _structured_outputs(request: ChatRequest, parser: ToolCallParser) -> Any:
     """vLLM's structured-outputs constraint for a request, None for free decoding."""
     from vllm.sampling_params import StructuredOutputsParams
 
     if request.constrained:  # ChatRequest guarantees tools on offer and no json_schema
         max_calls = 1 if request.parallel_tool_calls is False else None
-        tag = get_parser(parser).structural_tag(request.tools, max_calls)
+        tag = parser.structural_tag(request.tools, max_calls)
         return StructuredOutputsParams(structural_tag=json.dumps(tag))
     if request.json_schema is not None:
         return StructuredOutputsParams(json=request.json_schema)
@@ -117,6 +117,7 @@ def sampling_params(request: ChatRequest, parser: str, extra: dict[str, Any] | N
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 
     sampling = request.sampling
+    reader = get_parser(parser)
     fields: dict[str, Any] = {
         "n": sampling.n,
         "temperature": sampling.temperature,
@@ -124,8 +125,8 @@ def sampling_params(request: ChatRequest, parser: str, extra: dict[str, Any] | N
         "max_tokens": sampling.max_tokens,
         "seed": sampling.seed,
         "stop": list(sampling.stop) or None,
-        "structured_outputs": structured_outputs(request, parser),
-        "skip_special_tokens": not (request.tools and get_parser(parser).needs_special_tokens),
+        "structured_outputs": _structured_outputs(request, reader),
+        "skip_special_tokens": not (request.tools and reader.needs_special_tokens),
         # Only the finished answer is needed: no per-token streaming work in the actor.
         "output_kind": RequestOutputKind.FINAL_ONLY,
     }

@@ -16,6 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from apigen_mt.simulators.tool_parsers import grammar
 from apigen_mt.simulators.types import Message, ToolCall, ToolSpec
 
 CALL_FORMAT_INSTRUCTION = """\
@@ -77,31 +78,6 @@ def render_messages_for_xlam(messages: Sequence[Message], tools: Sequence[ToolSp
     return rendered
 
 
-def _capped_strings(schema: Any, max_chars: int) -> Any:
-    """`schema` with every free-text string (no enum, const, pattern or length of its own) capped at `max_chars`."""
-    if isinstance(schema, list):
-        return [_capped_strings(item, max_chars) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    capped = {key: _capped_strings(value, max_chars) for key, value in schema.items()}
-    free_text = not {"enum", "const", "pattern", "maxLength", "format"} & set(schema)
-    if schema.get("type") == "string" and free_text:
-        capped["maxLength"] = max_chars
-    return capped
-
-
-def _call_schema(tool: ToolSpec, max_string_chars: int | None) -> dict[str, Any]:
-    arguments = tool.strict_parameters()
-    if max_string_chars is not None:
-        arguments = _capped_strings(arguments, max_string_chars)
-    return {
-        "type": "object",
-        "properties": {"name": {"type": "string", "const": tool.name}, "arguments": arguments},
-        "required": ["name", "arguments"],
-        "additionalProperties": False,
-    }
-
-
 def tool_calls_schema(
     tools: Sequence[ToolSpec], max_calls: int | None = None, max_string_chars: int | None = None
 ) -> dict[str, Any]:
@@ -111,15 +87,8 @@ def tool_calls_schema(
     `max_string_chars` caps free-text string arguments (a summary, a thought) so that a grammar closes them
     within the token limit; ids and enums keep their own constraints.
     """
-    if not tools:
-        raise ValueError("a tool-call schema needs at least one tool; with no tools the reply is plain text")
-    if max_calls is not None and max_calls < 1:
-        raise ValueError(f"max_calls must be at least 1 (or None for no limit), got {max_calls}")
-    calls = {"anyOf": [_call_schema(tool, max_string_chars) for tool in tools]}
-    schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": calls}
-    if max_calls is not None:
-        schema["maxItems"] = max_calls
-    return schema
+    grammar.check_request(tools, max_calls)
+    return grammar.call_list_schema(tools, max_calls, max_string_chars=max_string_chars)
 
 
 # Under a grammar, a reply cut off by the token limit is broken JSON. Capping a free-text field at fewer

@@ -42,3 +42,19 @@ def load_by_value(name: str) -> ModuleType:
 
     ray.cloudpickle.register_pickle_by_value(module)
     return module
+
+
+def cli_error_line(*args: str | Path) -> str:
+    """Run the installed `apigen-mt` with `args` on a machine-local Ray (no cluster address, resource checks on),
+    assert that it exits 2, and return its one `apigen-mt: error:` line."""
+    import os
+    import subprocess
+
+    from apigen_mt.pipeline.resources import SKIP_ENV
+
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", SKIP_ENV)}
+    cli = Path(sys.executable).parent / "apigen-mt"
+    done = subprocess.run([str(cli), *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("apigen-mt: error:")]
+    return line

@@ -5,9 +5,6 @@ configured parser that contradicts the template: on synthetic model folders made
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,12 +20,11 @@ from apigen_mt.pipeline.model_family import (
     read_chat_template,
     tool_template,
 )
-from apigen_mt.pipeline.resources import SKIP_ENV
 from apigen_mt.pipeline.tiny_test_model import CHAT_TEMPLATE as TINY_TEMPLATE
 from apigen_mt.simulators.tool_parsers import parser_names
+from tests.conftest import cli_error_line
 
 CHAT_TEMPLATES = Path(__file__).resolve().parents[2] / "shared" / "chat-templates"
-CLI = Path(sys.executable).parent / "apigen-mt"
 
 # The four shared templates and the parser vLLM pairs each with (../shared/chat-templates/README.md).
 SHARED_FAMILIES = {
@@ -221,16 +217,7 @@ def test_the_cli_exits_2_with_the_mismatch_as_its_one_error_line(templates, tmp_
             }
         )
     )
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", SKIP_ENV)}
-    done = subprocess.run(
-        [str(CLI), "generate", str(config), "--output", str(tmp_path / "run"), "--limit", "1", "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2, done.stderr
-    [line] = [line for line in done.stderr.splitlines() if line.startswith("apigen-mt: error:")]
+    line = cli_error_line("generate", config, "--output", tmp_path / "run", "--limit", "1", "--quiet")
     assert line == (
         f"apigen-mt: error: models.agent.engine.tool_parser: xlam cannot read what the model in {folder} writes: its "
         "chat template writes calls in <tool_call> tags, which the hermes parser reads; set it to hermes or leave it out"
@@ -244,11 +231,7 @@ def test_models_ask_refuses_the_mismatch_in_one_line(templates, tmp_path):
     engine = {"model": str(folder), "device": "cpu", "tool_parser": "hermes"}
     models = {"agent": {"backend": "vllm", "engine": engine}}
     config.write_text(yaml.safe_dump({"models": models, "roles": {role: "agent" for role in ROLES}}))
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", SKIP_ENV)}
-    command = [str(CLI), "models", "ask", str(config), "hello"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2, done.stderr
-    [line] = [line for line in done.stderr.splitlines() if line.startswith("apigen-mt: error:")]
+    line = cli_error_line("models", "ask", config, "hello")
     assert line.startswith(
         f"apigen-mt: error: models.agent.engine.tool_parser: hermes cannot read what the model in {folder}"
     )

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,9 +18,9 @@ from apigen_mt.pipeline.engines import Engines, ReplicaPool
 from apigen_mt.pipeline.resources import SKIP_ENV, ResourceShortfall, asks, check_cluster, core_shares, shortfalls
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse
 from apigen_mt.simulators.types import Message
+from tests.conftest import cli_error_line
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-CLI = Path(sys.executable).parent / "apigen-mt"
 
 
 def vllm(device: str = "gpu", replicas: int = 1, **engine) -> dict:
@@ -264,16 +262,7 @@ def test_generate_asking_for_gpus_the_machine_lacks_exits_2_with_the_shortfall(t
             }
         )
     )
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", SKIP_ENV)}
-    done = subprocess.run(
-        [str(CLI), "generate", str(config), "--output", str(tmp_path / "run"), "--limit", "1", "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2, done.stderr
-    [line] = [line for line in done.stderr.splitlines() if line.startswith("apigen-mt: error:")]
+    line = cli_error_line("generate", config, "--output", tmp_path / "run", "--limit", "1", "--quiet")
     assert line.startswith(
         f"apigen-mt: error: {config}: the config asks for 2 GPU (model big: 1 replica x tensor_parallel_size 2) but "
         "the cluster has 0 GPU; "
@@ -287,11 +276,6 @@ def test_models_ask_checks_one_replica_against_the_machine(tmp_path):
             {"models": {"big": vllm(replicas=3, tensor_parallel_size=2)}, "roles": {role: "big" for role in ROLES}}
         )
     )
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", SKIP_ENV)}
-    done = subprocess.run(
-        [str(CLI), "models", "ask", str(config), "hello"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 2, done.stderr
-    [line] = [line for line in done.stderr.splitlines() if line.startswith("apigen-mt: error:")]
+    line = cli_error_line("models", "ask", config, "hello")
     # One replica answers a question: 2 GPUs asked, not 6.
     assert "the config asks for 2 GPU (model big: 1 replica x tensor_parallel_size 2) but the cluster has 0 GPU" in line

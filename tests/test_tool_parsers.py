@@ -18,7 +18,7 @@ from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.tool_parsers import ParsedOutput, ToolCallParser, get_parser, register_parser
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall, ToolSpec
 from apigen_mt.simulators.xlam import render_messages_for_xlam, tool_calls_schema, xlam_system_prompt
-from tests.vllm_parsers import vllm_extractor
+from tests.vllm_parsers import FILLERS, ours, outputs, theirs, vllm_extractor, weighted
 
 XLAM = get_parser("xlam")
 ORDER = '[{"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}]'
@@ -231,25 +231,9 @@ def vllm_xlam():
         yield extract
 
 
-def canonical(calls: list[tuple[str, dict]], content: str | None) -> str:
-    # JSON text, so NaN compares equal to NaN and key order counts.
-    return json.dumps({"calls": calls, "content": content})
-
-
-def vllm_reading(extract, text: str) -> str:
-    info = extract(text)
-    # A server's string arguments are decoded the way our OpenAI backend decodes them.
-    calls = [
-        (call.function.name, OpenAIToolCall(id=call.id, function=call.function.model_dump()).call().arguments)
-        for call in info.tool_calls
-    ]
-    assert info.tools_called == bool(calls)
-    return canonical(calls, info.content)
-
-
 def assert_agree(extract, text: str) -> ParsedOutput:
     parsed = XLAM.parse(text)
-    assert canonical(*reading(parsed)) == vllm_reading(extract, text), f"disagreement on {text!r}"
+    assert ours(parsed) == theirs(extract, text), f"disagreement on {text!r}"
     return parsed
 
 
@@ -469,16 +453,9 @@ _odd_calls = st.one_of(
 )
 
 
-def _weighted(*choices: tuple[int, st.SearchStrategy]) -> st.SearchStrategy:
-    """Draw from each strategy in proportion to its weight (one_of would treat them about evenly)."""
-    return st.sampled_from([strategy for weight, strategy in choices for _ in range(weight)]).flatmap(
-        lambda chosen: chosen
-    )
-
-
-_calls = _weighted((3, _valid_calls), (1, _odd_calls))
+_calls = weighted((3, _valid_calls), (1, _odd_calls))
 _call_lists = st.lists(_calls, min_size=1, max_size=3)
-_payload_values = _weighted((3, _call_lists), (1, st.lists(_odd_calls, max_size=2)), (1, _calls), (1, _values))
+_payload_values = weighted((3, _call_lists), (1, st.lists(_odd_calls, max_size=2)), (1, _calls), (1, _values))
 
 
 @st.composite
@@ -520,36 +497,12 @@ _wrappings = st.sampled_from(
         "<think>x</think><tool_call>{}</tool_call>",
     ]
 )
-_fillers = st.sampled_from(
-    [
-        "",
-        " ",
-        "\n",
-        "\r\n",
-        "\t",
-        "\u00a0",
-        "\u2028",
-        "\x1c",
-        "Sure!",
-        "Let me check that for you.",
-        "name",
-        "arguments",
-        "{",
-        "}",
-        "[",
-        "]",
-        "```",
-        "```json",
-        "</think>",
-        "<think>",
-        "[TOOL_CALLS]",
-        "<tool_call>",
-        "</tool_call>",
-        "Zürich 😀",
-    ]
-)
 _wrapped = st.builds(lambda wrap, body: wrap.replace("{}", body, 1), _wrappings, _payload_texts())
-model_outputs = st.lists(_weighted((1, _fillers), (2, _wrapped)), min_size=1, max_size=3).map("".join)
+model_outputs = outputs(
+    _wrapped,
+    FILLERS
+    + ["{", "}", "[", "]", "```", "```json", "</think>", "<think>", "[TOOL_CALLS]", "<tool_call>", "</tool_call>"],
+)
 
 
 def test_generated_outputs_agree_with_vllm(vllm_xlam):

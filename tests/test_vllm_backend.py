@@ -264,7 +264,7 @@ def test_constrained_turns_get_their_parsers_structural_tag_and_json_roles_their
     params = sampling_params(one_call, "hermes")
     assert json.loads(params.structured_outputs.structural_tag) == double.SPEC
     assert params.structured_outputs.json is None
-    assert set(named) == {"hermes"} and double.asked == [(["get_order_details", "set_item_quantity"], 1)]
+    assert named == ["hermes"] and double.asked == [(["get_order_details", "set_item_quantity"], 1)]
     sampling_params(ChatRequest(messages=CONVERSATION, tools=TOOLS, constrained=True), "hermes")
     assert double.asked[-1][1] is None  # parallel calls allowed: no bound on their number
     free = sampling_params(ChatRequest(messages=CONVERSATION, tools=TOOLS), "hermes")

@@ -55,9 +55,28 @@ def check_request(tools: Sequence[ToolSpec], max_calls: int | None) -> None:
         raise ValueError(f"max_calls must be at least 1 (or None for no limit), got {max_calls}")
 
 
-def call_schema(tool: ToolSpec, *, arguments_key: str = "arguments", name_first: bool = True) -> dict[str, Any]:
-    """One call of `tool` as a JSON object `{"name": ..., <arguments_key>: {...}}`, keys in the order given."""
-    fields = [("name", {"type": "string", "const": tool.name}), (arguments_key, tool.strict_parameters())]
+def capped_strings(schema: Any, max_chars: int) -> Any:
+    """`schema` with every free-text string (no enum, const, pattern or length of its own) capped at `max_chars`."""
+    if isinstance(schema, list):
+        return [capped_strings(item, max_chars) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    capped = {key: capped_strings(value, max_chars) for key, value in schema.items()}
+    free_text = not {"enum", "const", "pattern", "maxLength", "format"} & set(schema)
+    if schema.get("type") == "string" and free_text:
+        capped["maxLength"] = max_chars
+    return capped
+
+
+def call_schema(
+    tool: ToolSpec, *, arguments_key: str = "arguments", name_first: bool = True, max_string_chars: int | None = None
+) -> dict[str, Any]:
+    """One call of `tool` as a JSON object `{"name": ..., <arguments_key>: {...}}`, keys in the order given;
+    `max_string_chars` caps its free-text string arguments."""
+    arguments = tool.strict_parameters()
+    if max_string_chars is not None:
+        arguments = capped_strings(arguments, max_string_chars)
+    fields = [("name", {"type": "string", "const": tool.name}), (arguments_key, arguments)]
     return {
         "type": "object",
         "properties": dict(fields if name_first else fields[::-1]),
@@ -67,14 +86,29 @@ def call_schema(tool: ToolSpec, *, arguments_key: str = "arguments", name_first:
 
 
 def any_call_schema(
-    tools: Sequence[ToolSpec], *, arguments_key: str = "arguments", name_first: bool = True
+    tools: Sequence[ToolSpec],
+    *,
+    arguments_key: str = "arguments",
+    name_first: bool = True,
+    max_string_chars: int | None = None,
 ) -> dict[str, Any]:
-    return {"anyOf": [call_schema(tool, arguments_key=arguments_key, name_first=name_first) for tool in tools]}
+    return {
+        "anyOf": [
+            call_schema(tool, arguments_key=arguments_key, name_first=name_first, max_string_chars=max_string_chars)
+            for tool in tools
+        ]
+    }
 
 
-def call_list_schema(tools: Sequence[ToolSpec], max_calls: int | None) -> dict[str, Any]:
+def call_list_schema(
+    tools: Sequence[ToolSpec], max_calls: int | None, *, max_string_chars: int | None = None
+) -> dict[str, Any]:
     """A non-empty JSON list of calls `[{"name": ..., "arguments": {...}}, ...]`, at most `max_calls` long."""
-    schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": any_call_schema(tools)}
+    schema: dict[str, Any] = {
+        "type": "array",
+        "minItems": 1,
+        "items": any_call_schema(tools, max_string_chars=max_string_chars),
+    }
     if max_calls is not None:
         schema["maxItems"] = max_calls
     return schema
