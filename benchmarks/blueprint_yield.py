@@ -21,8 +21,7 @@ from pathlib import Path
 
 from apigen_mt.pipeline.api import generate
 from apigen_mt.pipeline.config import BlueprintPhase, load_config, resolve_model_path
-from apigen_mt.pipeline.proposals import stored_proposals
-from apigen_mt.pipeline.storage import BLUEPRINT_SCHEMA, read_rows
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +86,7 @@ def main() -> None:
             out = args.output / ("structured" if structured else "free-text")
             started = time.perf_counter()
             generate(run_config, out, phases=["blueprints"], export=False, force=True, model_factory=lambda _: model)
-            rows = stored_proposals(read_rows(out / "blueprints", schema=BLUEPRINT_SCHEMA)).to_pylist()
+            rows = RunFolder(out).proposals().to_pylist()
             results["structured" if structured else "free text"] = (study(rows), time.perf_counter() - started)
     finally:
         model.shutdown()

@@ -31,7 +31,7 @@ import scripted_job  # noqa: E402  (the scripted roles live beside the tests tha
 
 from apigen_mt.pipeline import run as run_module  # noqa: E402
 from apigen_mt.pipeline.progress import FunnelProgress  # noqa: E402
-from apigen_mt.pipeline.storage import read_rows  # noqa: E402
+from apigen_mt.pipeline.run_folder import RunFolder  # noqa: E402
 
 MILESTONE = 1000
 
@@ -86,7 +86,7 @@ def main() -> None:
             if profiler:
                 profiler.disable()
             wall, cpu, loop = time.perf_counter() - wall, time.process_time() - cpu, time.thread_time() - loop
-            rows = read_rows(out / "trajectories", ["blueprint_id", "trial"]).num_rows
+            rows = RunFolder(out).trajectories(["blueprint_id", "trial"]).num_rows
     finally:
         ray.shutdown()
     episodes = summary.played

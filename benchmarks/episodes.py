@@ -30,9 +30,9 @@ from pathlib import Path
 from offline import timed_batch
 
 from apigen_mt.pipeline.api import generate
-from apigen_mt.pipeline.config import load_config, resolve_model_path, source_path
+from apigen_mt.pipeline.config import load_config, resolve_model_path, task_file_path
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.sources import load_source
-from apigen_mt.pipeline.storage import read_rows
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
 from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, tokenizer_family
 from apigen_mt.simulators.agent import build_agent_request
@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def pipeline_run(config, config_path: Path, model: VllmChatModel, out: Path, episodes: int, in_flight: int):
     """Play `episodes` trials through the run driver on the running engine; (rows, wall seconds, driver CPU s)."""
-    source_config = config.blueprints[0]
-    source = load_source(source_config.domain, source_path(source_config, config_path))
+    task_file = config.tasks[0]
+    source = load_source(task_file.domain, task_file_path(task_file, config_path))
     trials = -(-episodes // len(source.blueprints))
     phase = config.trajectories.model_copy(update={"in_flight": in_flight})
     config = config.model_copy(update={"trajectories": phase})
@@ -54,14 +54,14 @@ def pipeline_run(config, config_path: Path, model: VllmChatModel, out: Path, epi
         out,
         phases=["trajectories"],
         export=False,
-        blueprint_file=source_path(source_config, config_path),
-        domain=source_config.domain,
+        task_file=task_file_path(task_file, config_path),
+        domain=task_file.domain,
         trials=trials,
         progress=False,
         model_factory=lambda _: model,
     )
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return read_rows(out / "trajectories").to_pylist(), wall, cpu
+    return RunFolder(out).trajectories().to_pylist(), wall, cpu
 
 
 def workload(rows: list[dict]) -> list[tuple[int, int, int]]:

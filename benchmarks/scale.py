@@ -31,7 +31,7 @@ from apigen_mt.pipeline.api import generate
 from apigen_mt.pipeline.config import RunConfig, concurrency
 from apigen_mt.pipeline.engines import ReplicaPool
 from apigen_mt.pipeline.resources import core_shares
-from apigen_mt.pipeline.storage import read_rows
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig
@@ -75,13 +75,13 @@ def play(config: RunConfig, pool: ReplicaPool, out: Path, trials: int) -> tuple[
         out,
         phases=["trajectories"],
         export=False,
-        blueprint_file=BLUEPRINTS,
+        task_file=BLUEPRINTS,
         domain="retail",
         trials=trials,
         progress=False,
         model_factory=lambda _: pool,
     )
-    return read_rows(out / "trajectories").to_pylist(), time.perf_counter() - started
+    return RunFolder(out).trajectories().to_pylist(), time.perf_counter() - started
 
 
 def measure(engine: VllmEngineConfig, replicas: int, episodes: int, scratch: Path) -> dict[str, float]:

@@ -25,7 +25,7 @@ from apigen_mt.pipeline.config import (
     RunConfig,
     config_relative,
     load_config,
-    source_path,
+    task_file_path,
 )
 from apigen_mt.pipeline.sources import LoadedSource, SourceError, load_source
 
@@ -33,8 +33,8 @@ if TYPE_CHECKING:  # the driver, engines and export load Ray, pyarrow and datase
     from apigen_mt.pipeline.engines import ModelFactory
     from apigen_mt.pipeline.export import ExportResult
     from apigen_mt.pipeline.proposals import ProposalPlan
-    from apigen_mt.pipeline.remote import RemoteRun
     from apigen_mt.pipeline.run import RunSummary
+    from apigen_mt.pipeline.run_folder import RunFolder
 
 PHASES: tuple[Phase, ...] = get_args(Phase)
 # A config built in code has no file: its relative paths are relative to the current folder (this path's
@@ -64,10 +64,11 @@ def generate(
     *,
     phases: Collection[Phase] | None = None,
     export: bool = True,
-    blueprint_file: str | Path | None = None,
+    task_file: str | Path | None = None,
     domain: str | None = None,
     data_dir: str | Path | None = None,
     limit: int | None = None,
+    proposals: int | None = None,
     trials: int | None = None,
     exclude_tasks: str | Path | None = None,
     force: bool = False,
@@ -83,14 +84,15 @@ def generate(
         and mirrored there). A rerun into the same folder does only what the folder lacks.
     phases: "blueprints" (Phase 1) and "trajectories" (Phase 2); default: Phase 1 when the config has a
         blueprint_generation section, and Phase 2. With both, Phase 2 plays the blueprints Phase 1 accepted
-        beside its blueprint files.
+        beside the task files.
     export: write the dataset (both layouts, every split), its Parquet files and card after the run; needs Phase 2.
-    blueprint_file: Phase 2 plays this file (JSON Lines or a JSON array) instead of the config's blueprint files.
-    domain: the only domain of blueprint_generation that Phase 1 proposes for; blueprint_file's domain (default:
-        the config's first blueprint file's).
-    data_dir: blueprint_file's data folder (tau-bench's layout; default: the domain's seeded data).
-    limit: at most this many blueprints from each blueprint file, and proposals per Phase 1 domain.
-    trials: episodes per blueprint instead of the config's trajectories.trials.
+    task_file: Phase 2 plays this file of tasks (JSON Lines or a JSON array) instead of the config's task files.
+    domain: the only domain of blueprint_generation that Phase 1 proposes for; task_file's domain (default: the
+        config's first task file's).
+    data_dir: task_file's data folder (tau-bench's layout; default: the domain's seeded data).
+    limit: at most this many tasks from each task file.
+    proposals: at most this many proposals per Phase 1 domain (default: the config's `proposals`).
+    trials: episodes per task instead of the config's trajectories.trials.
     exclude_tasks: tasks no Phase 1 blueprint may reproduce (any file `apigen-mt validate` reads).
     force: add to a run folder made with a different config instead of refusing.
     progress: show progress bars.
@@ -99,21 +101,21 @@ def generate(
         or scripted doubles in tests); the models are then not checked before the run.
     """
     from apigen_mt.pipeline.remote import RemoteError
+    from apigen_mt.pipeline.run_folder import RunFolder
 
     run_config, config_path = _open_config(config)
     chosen = _chosen_phases(run_config, phases)
-    _check_arguments(chosen, export=export, blueprint_file=blueprint_file, domain=domain, data_dir=data_dir)
+    _check_arguments(chosen, export=export, task_file=task_file, domain=domain, data_dir=data_dir)
     try:
-        remote = open_remote(str(output))
+        folder = RunFolder.at(output)
     except RemoteError as exc:
         raise GenerateError(str(exc)) from None
-    out = Path(output) if remote is None else remote.local
     sources = None
     if "trajectories" in chosen:
-        sources = _phase2_sources(run_config, config_path, blueprint_file, domain, data_dir, limit)
+        sources = _phase2_sources(run_config, config_path, task_file, domain, data_dir, limit)
     plan = None
     if "blueprints" in chosen:
-        plan = _plan(run_config, config_path, domain=domain, limit=limit, exclude=exclude_tasks)
+        plan = _plan(run_config, config_path, domain=domain, proposals=proposals, exclude=exclude_tasks)
     elif exclude_tasks is not None:
         raise GenerateError(
             f"--exclude-tasks filters Phase 1's blueprints, and {config_path} has no blueprint_generation section; "
@@ -122,39 +124,31 @@ def generate(
             else "--exclude-tasks filters Phase 1's blueprints, and this run leaves Phase 1 out; drop the option"
         )
     if plan is None and not sources:
-        example = "blueprints: [{domain: retail, path: 'examples:retail'}]"
-        raise GenerateError(f"{config_path}: `blueprints` names no source; add e.g. `{example}`")
+        example = "tasks: [{domain: retail, path: 'examples:retail'}]"
+        raise GenerateError(f"{config_path}: `tasks` names no task file; add e.g. `{example}`")
     summary = _run(
         run_config,
         config_path,
         plan,
         sources,
-        out,
-        remote,
+        folder,
         trials=trials,
         force=force,
         progress=progress,
         command=command,
         model_factory=model_factory,
     )
-    ran = GenerateResult(summary, None, None if remote is None else str(remote))
+    ran = GenerateResult(summary, None, None if folder.remote is None else str(folder))
     if not export:
         return ran
     if plan is not None and summary.counts["trajectories"]["trials"] == 0:
         raise GenerateError(
-            f"Phase 1 accepted no blueprint and {config_path} names no blueprint files, so Phase 2 had nothing to "
-            f"play and there is nothing to export; each proposal's reasons are in {out / 'blueprints'}: raise "
+            f"Phase 1 accepted no blueprint and {config_path} names no task files, so Phase 2 had nothing to "
+            f"play and there is nothing to export; each proposal's reasons are in {folder.proposals_dir}: raise "
             "the proposals or use a stronger proposer",
             ran,
         )
-    return replace(ran, export=_export(out, remote, ran))
-
-
-def open_remote(output: str) -> RemoteRun | None:
-    """The mirror of a URI output (None for a local folder); RemoteError when pyarrow cannot use the URI."""
-    from apigen_mt.pipeline.remote import RemoteRun, is_uri
-
-    return RemoteRun(output) if is_uri(output) else None
+    return replace(ran, export=_export(folder, ran))
 
 
 def _open_config(config: str | Path | RunConfig) -> tuple[RunConfig, Path]:
@@ -180,7 +174,7 @@ def _check_arguments(
     phases: tuple[Phase, ...],
     *,
     export: bool,
-    blueprint_file: str | Path | None,
+    task_file: str | Path | None,
     domain: str | None,
     data_dir: str | Path | None,
 ) -> None:
@@ -189,40 +183,40 @@ def _check_arguments(
         raise GenerateError(
             "export=True needs the trajectories phase (a dataset is Phase 2's trials); pass export=False"
         )
-    if "trajectories" not in phases and (blueprint_file is not None or data_dir is not None):
-        raise GenerateError("blueprint_file and data_dir are Phase 2's input; add the trajectories phase")
-    if data_dir is not None and blueprint_file is None:
-        raise GenerateError("data_dir is blueprint_file's data folder; give the file too")
-    if domain is not None and "blueprints" not in phases and blueprint_file is None:
-        raise GenerateError("domain chooses Phase 1's domain or names blueprint_file's; this run has neither")
+    if "trajectories" not in phases and (task_file is not None or data_dir is not None):
+        raise GenerateError("task_file and data_dir are Phase 2's input; add the trajectories phase")
+    if data_dir is not None and task_file is None:
+        raise GenerateError("data_dir is task_file's data folder; give the file too")
+    if domain is not None and "blueprints" not in phases and task_file is None:
+        raise GenerateError("domain chooses Phase 1's domain or names task_file's; this run has neither")
 
 
 def _phase2_sources(
     config: RunConfig,
     config_path: Path,
-    blueprint_file: str | Path | None,
+    task_file: str | Path | None,
     domain: str | None,
     data_dir: str | Path | None,
     limit: int | None,
 ) -> list[LoadedSource]:
-    """blueprint_file, or else the config's blueprint files (each at most `limit` blueprints), loaded."""
-    if blueprint_file is not None:
+    """task_file, or else the config's task files (each at most `limit` tasks), loaded."""
+    if task_file is not None:
         if domain is None:
-            if not config.blueprints:
+            if not config.tasks:
                 raise GenerateError(
-                    f"say which domain the blueprints are for with --domain ({config_path} has no blueprint sources)"
+                    f"say which domain the tasks are for with --domain ({config_path} has no task files)"
                 )
-            domain = config.blueprints[0].domain
-        return [_load(domain, Path(blueprint_file), None if data_dir is None else Path(data_dir), limit)]
+            domain = config.tasks[0].domain
+        return [_load(domain, Path(task_file), None if data_dir is None else Path(data_dir), limit)]
     return [
         _load(
-            source.domain,
-            source_path(source, config_path),
-            None if source.data_dir is None else config_relative(source.data_dir, config_path),
-            limit or source.limit,
-            where=f"{config_path}: blueprints[{index}]: ",
+            entry.domain,
+            task_file_path(entry, config_path),
+            None if entry.data_dir is None else config_relative(entry.data_dir, config_path),
+            limit or entry.limit,
+            where=f"{config_path}: tasks[{index}]: ",
         )
-        for index, source in enumerate(config.blueprints)
+        for index, entry in enumerate(config.tasks)
     ]
 
 
@@ -234,7 +228,7 @@ def _load(domain: str, path: Path | str, data_dir: Path | None, limit: int | Non
 
 
 def _plan(
-    config: RunConfig, config_path: Path, *, domain: str | None, limit: int | None, exclude: str | Path | None
+    config: RunConfig, config_path: Path, *, domain: str | None, proposals: int | None, exclude: str | Path | None
 ) -> ProposalPlan:
     """What Phase 1 proposes: the config's domains (or the one asked for), their databases, the excluded tasks."""
     from apigen_mt.pipeline.proposals import ProposalPlan, load_excluded_tasks, planned_domain
@@ -259,9 +253,9 @@ def _plan(
     planned = []
     for entry in entries:
         data_dir = None if entry.data_dir is None else config_relative(entry.data_dir, config_path)
-        proposals = entry.proposals if limit is None else min(limit, entry.proposals)
+        count = entry.proposals if proposals is None else min(proposals, entry.proposals)
         try:
-            planned.append(planned_domain(entry.domain, data_dir, proposals))
+            planned.append(planned_domain(entry.domain, data_dir, count))
         except DataError as exc:
             raise GenerateError(f"{config_path}: blueprint_generation ({entry.domain}): {exc}") from None
     return ProposalPlan(tuple(planned), excluded)
@@ -272,8 +266,7 @@ def _run(
     config_path: Path,
     plan: ProposalPlan | None,
     sources: list[LoadedSource] | None,
-    out: Path,
-    remote: RemoteRun | None,
+    folder: RunFolder,
     *,
     trials: int | None,
     force: bool,
@@ -292,9 +285,7 @@ def _run(
     from apigen_mt.pipeline.workers import WorkerStartError
 
     roles = (PHASE1_ROLES if plan is not None else ()) + (PHASE2_ROLES if sources is not None else ())
-    options = RunOptions(
-        output=out, force=force, trials=trials, progress=progress, command=tuple(command), remote=remote
-    )
+    options = RunOptions(folder, force=force, trials=trials, progress=progress, command=tuple(command))
     try:
         if model_factory is None:
             preflight(config, roles)
@@ -316,14 +307,13 @@ def _run(
         raise GenerateError(f"{config_path}: {exc}" if named else str(exc)) from None
 
 
-def _export(out: Path, remote: RemoteRun | None, ran: GenerateResult) -> ExportResult:
+def _export(folder: RunFolder, ran: GenerateResult) -> ExportResult:
     from apigen_mt.pipeline.export import ExportError, export_run
     from apigen_mt.pipeline.storage import RunFolderError
 
     try:
-        result = export_run(out)
-        if remote is not None:
-            remote.push_export()
+        result = export_run(folder.path)
+        folder.push_export()
     except (ExportError, RunFolderError) as exc:
         raise GenerateError(str(exc), ran) from None
     return result

@@ -148,8 +148,9 @@ def funnel(
 ) -> list[tuple[str, int]]:
     """Every stage's count: the manifest's blueprint stages (Phase 1's recounted from its shards when there are
     any), then the trajectories counted from the shards."""
-    counts = dict(manifest.counts) if manifest else {}
-    counts.pop("trajectories", None)  # recounted from the shards below, which a resumed run may have added to
+    # `blueprints` holds both phases' blueprint stages (`proposals` and `tasks` apart); the trajectories are
+    # recounted from the shards below, which a resumed run may have added to.
+    counts = {"blueprints": manifest.counts["blueprints"]} if manifest and "blueprints" in manifest.counts else {}
     if phase1 is not None:
         counts["blueprints"] = {**counts.get("blueprints", {}), **phase1.funnel}
     stages: list[tuple[str, int]] = []

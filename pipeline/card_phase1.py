@@ -1,6 +1,6 @@
 """The dataset card's Phase-1 section: the blueprint funnel and the diversity of the accepted blueprints.
 
-Counted from `RUN/blueprints/part-*.parquet` (the rows `pipeline.proposals.stored_proposals` keeps), so a
+Counted from `RUN/blueprints/part-*.parquet` (the proposals `RunFolder.proposals` keeps), so a
 card is current even when the manifest was written by an earlier session.
 """
 
@@ -13,9 +13,8 @@ from pathlib import Path
 import polars as pl
 
 from apigen_mt.blueprints.dedup import write_tool_names
-from apigen_mt.pipeline.proposal_funnel import Funnel, proposal_funnel
-from apigen_mt.pipeline.proposals import final_rows, stored_proposals
-from apigen_mt.pipeline.storage import BLUEPRINT_SCHEMA, BLUEPRINTS_DIR, read_rows, shard_paths
+from apigen_mt.pipeline.proposal_rows import Funnel, final_rows, proposal_funnel
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.simulators.domain import get_domain
 
 
@@ -37,10 +36,10 @@ class Phase1Statistics:
 
 def phase1_statistics(run_dir: Path) -> Phase1Statistics | None:
     """The Phase-1 figures of a run folder; None when it holds no blueprint shards."""
-    folder = run_dir / BLUEPRINTS_DIR
-    if not shard_paths(folder):
+    run = RunFolder(run_dir)
+    if not run.has_proposals():
         return None
-    stored = stored_proposals(read_rows(folder, schema=BLUEPRINT_SCHEMA))
+    stored = run.proposals()
     finals = final_rows(stored)
     records = []
     for row in finals:

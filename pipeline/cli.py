@@ -1,13 +1,16 @@
 """The `apigen-mt` command: every command module registered on the group (`cli_app.app`), and the entry point
-that turns expected failures into one line on stderr."""
+that turns expected failures, and the warnings of renamed names, into one line on stderr."""
 
 from __future__ import annotations
 
 import sys
+import warnings
+from typing import TextIO
 
 # Imported for their commands; `apigen-mt --help` lists them in cli_app.COMMAND_ORDER.
 from apigen_mt.pipeline import cli_data, cli_export, cli_models, cli_parse, cli_run  # noqa: F401
 from apigen_mt.pipeline.cli_app import CliError, app
+from apigen_mt.pipeline.renamed import RenamedWarning
 
 __all__ = ["CliError", "app", "main"]
 
@@ -18,6 +21,7 @@ def main() -> None:
     from apigen_mt.simulators.strict_json import StrictJSONError
 
     install_stop_handlers()
+    warnings.showwarning = _show_warning
     try:
         app()
     except (CliError, InputError, OutputError, StrictJSONError) as exc:
@@ -27,3 +31,21 @@ def main() -> None:
         # The `with` blocks on the way up have removed their temp files.
         print(f"apigen-mt: {exc}; unfinished outputs were removed", file=sys.stderr)
         raise SystemExit(exc.status) from None
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A renamed config key or option is one line, as an error is; any other warning as Python shows it."""
+    if issubclass(category, RenamedWarning):
+        print(f"apigen-mt: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)

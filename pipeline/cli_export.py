@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from apigen_mt.pipeline.api import open_remote
 from apigen_mt.pipeline.cli_app import MAIN_JOB, CliError, app, report_export
 
 FORMAT_CHOICES = {"sharegpt": ("sharegpt",), "openai": ("openai",), "both": ("sharegpt", "openai")}
@@ -39,26 +37,24 @@ def export(
     if split not in SPLIT_CHOICES:
         raise CliError(f"--split {split!r} is not one of {', '.join(SPLIT_CHOICES)}")
     from apigen_mt.pipeline.remote import RemoteError
+    from apigen_mt.pipeline.run_folder import RunFolder
 
     try:
-        remote = open_remote(run_dir)
+        run = RunFolder.at(run_dir)
     except RemoteError as exc:
         raise CliError(str(exc)) from None
-    if remote is None and not Path(run_dir).is_dir():
+    if run.remote is None and not run.path.is_dir():
         raise CliError(f"run folder {run_dir} does not exist; give the --output folder of `apigen-mt generate`")
     # Imported here: polars, pyarrow and datasets would slow down every other command's start.
     from apigen_mt.pipeline.export import ExportError, export_run
     from apigen_mt.pipeline.storage import RunFolderError
 
     try:
-        if remote is not None:
-            remote.pull()
-        folder = Path(run_dir) if remote is None else remote.local
+        run.pull()
         result = export_run(
-            folder, formats=FORMAT_CHOICES[format], splits=SPLIT_CHOICES[split], push_to_hub=push_to_hub
+            run.path, formats=FORMAT_CHOICES[format], splits=SPLIT_CHOICES[split], push_to_hub=push_to_hub
         )
-        if remote is not None:
-            remote.push_export()
+        run.push_export()
     except (ExportError, RunFolderError) as exc:
         raise CliError(str(exc)) from None
-    report_export(result, SPLIT_CHOICES[split], None if remote is None else str(remote))
+    report_export(result, SPLIT_CHOICES[split], None if run.remote is None else str(run))

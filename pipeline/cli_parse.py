@@ -6,8 +6,11 @@ import typer
 
 from apigen_mt.pipeline.cli_app import CHECKS, CliError, app
 from apigen_mt.pipeline.io import dumps_strict, read_stdin, split_json_lines
+from apigen_mt.pipeline.renamed import warn_renamed
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
 from apigen_mt.simulators.tool_parsers import ParsedOutput, get_parser, json_kind, parser_names
+
+DEFAULT_PARSER = "xlam"
 
 
 def _record(parsed: ParsedOutput) -> str:
@@ -32,18 +35,26 @@ def _jsonl_inputs(text: str) -> list[str]:
 
 @app.command("parse", rich_help_panel=CHECKS)
 def parse(
-    output_format: str = typer.Option(
-        "xlam", "--format", help=f"tool-call format of the output: {', '.join(parser_names())}"
+    parser_name: str | None = typer.Option(
+        None,
+        "--parser",
+        help=f"the tool-call parser to read the output with: {', '.join(parser_names())}; default: {DEFAULT_PARSER}",
     ),
     jsonl: bool = typer.Option(False, "--jsonl", help="stdin holds one JSON string per line, each one model output"),
+    former_format: str | None = typer.Option(None, "--format", hidden=True, help="Former name of --parser."),
 ) -> None:
     """Parse model output from stdin into tool calls and text; print one JSON object per output.
 
     Without --jsonl the whole of stdin, trailing newline included, is one output. Each output prints
     as {"tool_calls": [{"name", "arguments"}], "content": str|null}.
     """
+    if former_format is not None:
+        if parser_name is not None:
+            raise CliError("--format is the former name of --parser; give --parser only")
+        warn_renamed("parse", "--format", "--parser")  # on stderr: scripts read stdout
+        parser_name = former_format
     try:
-        parser = get_parser(output_format)
+        parser = get_parser(parser_name or DEFAULT_PARSER)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     text = read_stdin()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,8 @@ import typer
 
 from apigen_mt.pipeline.api import GenerateError, GenerateResult, generate
 from apigen_mt.pipeline.cli_app import MAIN_JOB, CliError, app, report_export
+from apigen_mt.pipeline.config import load_config
+from apigen_mt.pipeline.renamed import RenamedWarning, warn_renamed
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/local-cpu.yaml.")]
 OutputOpt = Annotated[
@@ -21,15 +24,13 @@ OutputOpt = Annotated[
         "mirrored there); default: runs/CONFIG_NAME.",
     ),
 ]
-LimitOpt = Annotated[
+ProposalsOpt = Annotated[
     int | None,
-    typer.Option(
-        "--limit", min=1, help="Take at most N blueprints from each source (Phase 1: at most N proposals per domain)."
-    ),
+    typer.Option("--proposals", min=1, help="Propose at most N blueprints per domain (default: the config's)."),
 ]
 TrialsOpt = Annotated[
     int | None,
-    typer.Option("--trials", min=1, help="Episodes per blueprint (default: the config's trajectories.trials)."),
+    typer.Option("--trials", min=1, help="Episodes per task (default: the config's trajectories.trials)."),
 ]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Add to a run folder made with a different config instead of refusing.")
@@ -62,11 +63,18 @@ def _run(config: Path, output: str | None, **arguments: Any) -> None:
         report_export(result.export, SPLITS, result.mirrored_to)
 
 
+def _runs_phase1(config: Path) -> bool:
+    """Whether `generate` runs Phase 1 on this config; silent, since the run loads the config again and warns."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RenamedWarning)
+        return load_config(config).blueprint_generation is not None
+
+
 def _report(ran: GenerateResult) -> None:
     """What the run did, on stderr."""
     summary = ran.summary
     if "blueprints" in summary.phases:
-        funnel = summary.counts["blueprints"]
+        funnel = summary.counts["proposals"]
         by_round = ", ".join(f"round {round}: {n}" for round, n in funnel["accepted_by_round"].items()) or "none"
         print(
             f"{summary.proposed} proposals run, {summary.proposals_skipped} already done; {funnel['proposals']} "
@@ -94,43 +102,75 @@ def _report(ran: GenerateResult) -> None:
     rich_help_panel=MAIN_JOB,
     # One line: the command list keeps a docstring's line breaks.
     help="The main job: Phase 1 when the config has blueprint_generation, Phase 2 on the blueprints it accepts and "
-    "on the config's blueprint files, then the dataset export.",
+    "on the config's task files, then the dataset export.",
 )
 def generate_command(
     config: ConfigArg,
     output: OutputOpt = None,
-    limit: LimitOpt = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Take at most N tasks from each of the config's task files.")
+    ] = None,
+    proposals: ProposalsOpt = None,
     trials: TrialsOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     exclude_tasks: ExcludeOpt = None,
 ) -> None:
-    _run(config, output, limit=limit, trials=trials, force=force, progress=not quiet, exclude_tasks=exclude_tasks)
+    if limit is not None and proposals is None and _runs_phase1(config):
+        # Before --proposals, --limit capped Phase 1's proposals too; it still does until the next release.
+        warnings.warn(
+            "generate: --limit limits the tasks of each task file, and the proposals per Phase 1 domain are now "
+            "--proposals N; add it (until the next release --limit without it limits the proposals too)",
+            RenamedWarning,
+            stacklevel=1,
+        )
+        proposals = limit
+    _run(
+        config,
+        output,
+        limit=limit,
+        proposals=proposals,
+        trials=trials,
+        force=force,
+        progress=not quiet,
+        exclude_tasks=exclude_tasks,
+    )
 
 
 @app.command(rich_help_panel=MAIN_JOB)
 def trajectories(
     config: ConfigArg,
-    blueprints: Annotated[Path, typer.Option("--blueprints", help="Blueprints (JSON Lines or a JSON array).")],
+    tasks: Annotated[
+        Path | None,
+        typer.Option("--tasks", help="Task file (JSON Lines or a JSON array, e.g. tau-bench's tasks_test.json)."),
+    ] = None,
     domain: Annotated[
-        str | None, typer.Option("--domain", help="Their domain; default: the config's first blueprint source's.")
+        str | None, typer.Option("--domain", help="Its tasks' domain; default: the config's first task file's.")
     ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="tau-bench-layout data folder.")] = None,
     output: OutputOpt = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Take at most N blueprints from the file.")
-    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Take at most N tasks from the file.")] = None,
     trials: TrialsOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    blueprints: Annotated[
+        Path | None, typer.Option("--blueprints", hidden=True, help="Former name of --tasks.")
+    ] = None,
 ) -> None:
-    """Phase 2 on a file of blueprints: simulated episodes, verification, rejection sampling, Parquet shards."""
+    """Phase 2 on a task file: simulated episodes, verification, rejection sampling, Parquet shards."""
+    if blueprints is not None:
+        if tasks is not None:
+            raise CliError("--blueprints is the former name of --tasks; give --tasks only")
+        warn_renamed("trajectories", "--blueprints", "--tasks")
+        tasks = blueprints
+    if tasks is None:
+        raise CliError("trajectories needs the task file to play: --tasks FILE")
     _run(
         config,
         output,
         phases=("trajectories",),
         export=False,
-        blueprint_file=blueprints,
+        task_file=tasks,
         domain=domain,
         data_dir=data_dir,
         limit=limit,
@@ -144,22 +184,30 @@ def trajectories(
 def blueprints_command(
     config: ConfigArg,
     output: OutputOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Take at most N proposals per domain.")] = None,
+    proposals: ProposalsOpt = None,
     domain: Annotated[
         str | None, typer.Option("--domain", help="Only this domain of the config's blueprint_generation.")
     ] = None,
     exclude_tasks: ExcludeOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, hidden=True, help="Former name of --proposals.")
+    ] = None,
 ) -> None:
     """Phase 1: propose blueprints, validate, review and revise them; every round a row of OUT/blueprints."""
+    if limit is not None:
+        if proposals is not None:
+            raise CliError("--limit is the former name of --proposals here; give --proposals only")
+        warn_renamed("blueprints", "--limit", "--proposals")
+        proposals = limit
     _run(
         config,
         output,
         phases=("blueprints",),
         export=False,
         domain=domain,
-        limit=limit,
+        proposals=proposals,
         exclude_tasks=exclude_tasks,
         force=force,
         progress=not quiet,

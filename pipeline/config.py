@@ -6,7 +6,7 @@ models:
     backend: vllm
     engine: {model: "embedded:smollm2-135m-instruct", device: cpu, gpu_memory_utilization: 0.2}
 roles: {proposer: smollm2, reviewer: smollm2, human: smollm2, agent: smollm2}   # human_judge: the human's model
-blueprints:                      # where `generate` takes its blueprints from (paths relative to this file)
+tasks:                           # task files Phase 2 plays (paths relative to this file)
   - {domain: retail, path: "examples:retail"}
 trajectories: {trials: 3, agent: {temperature: 0.0}, human: {best_of_n: 4}, episode: {max_turns: 30}}
 blueprint_generation:            # Phase 1; when present, `generate` also plays the blueprints it accepts
@@ -19,6 +19,9 @@ Roles may share a model; each model is started once. A run needs only the roles 
 (`PHASE1_ROLES`, `PHASE2_ROLES`). `embedded:NAME` names a model prepared by `apigen-mt models prepare` and
 resolves to its local folder, so no config ever needs a hub download. Every field: docs/config.md, generated
 by `python -m apigen_mt.pipeline.config_reference`.
+
+Words: a *blueprint* is a task as an episode plays it, Phase 1's product; a *task file* is a file of tasks a
+run is given (`tasks:`). The former key `blueprints` still loads, with a warning (`pipeline/renamed.py`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from apigen_mt.blueprints.samplers import SamplerSettings
 from apigen_mt.pipeline.io import InputError
 from apigen_mt.pipeline.models import SMOLLM2_NAME, prepared_smollm2
 from apigen_mt.pipeline.openai_backend import OpenAIBackendConfig
+from apigen_mt.pipeline.renamed import warn_renamed
 from apigen_mt.pipeline.trials import TrialSettings
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig
 from apigen_mt.simulators.domain import get_domain
@@ -56,21 +60,10 @@ _NEEDED_BY = {
 
 # Settings that change how fast a run goes, never what it makes: the fingerprint leaves them out.
 _SCALE_SETTINGS = ("workers", "in_flight", "max_attempts", "rows_per_shard")
-_ENGINE_SCALE_SETTINGS = (
-    "tensor_parallel_size",
-    "gpu_memory_utilization",
-    "max_num_seqs",
-    "max_in_flight",
-    "actor_num_cpus",
-    "cpu_cores",
-    "max_restarts",
-    "start_timeout_s",
-    "request_timeout_s",  # vLLM engines
-    "max_concurrency",
-    "timeout_s",
-    "max_retries",
-    "backoff_base_s",
-    "backoff_max_s",  # endpoints
+_ENGINE_SCALE_SETTINGS = (  # vLLM engines' (the first two lines), then endpoints'
+    *("tensor_parallel_size", "gpu_memory_utilization", "max_num_seqs", "max_in_flight", "actor_num_cpus"),
+    *("cpu_cores", "max_restarts", "start_timeout_s", "request_timeout_s"),
+    *("max_concurrency", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s"),
 )
 
 
@@ -147,18 +140,19 @@ class Roles(BaseModel):
 EXAMPLES_PREFIX = "examples:"
 
 
-class BlueprintSource(BaseModel):
-    """A file of blueprints for one domain (JSON Lines or a JSON array such as tau-bench's task files).
+class TaskFile(BaseModel):
+    """A file of tasks for one domain (JSON Lines or a JSON array such as tau-bench's task files); Phase 2 plays
+    each task as a blueprint.
 
     `path` is relative to the config file, or `examples:DOMAIN` for the example tasks a domain ships.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    domain: str = Field(description="the domain the blueprints are tasks of (retail, airline, ...)")
+    domain: str = Field(description="the domain of the file's tasks (retail, airline, ...)")
     path: str = Field(description="the file, relative to the config file, or `examples:DOMAIN`")
     data_dir: str | None = Field(None, description="tau-bench-layout data folder; default: the domain's seeded data")
-    limit: int | None = Field(None, ge=1, description="take at most this many blueprints from the file")
+    limit: int | None = Field(None, ge=1, description="take at most this many tasks from the file")
 
 
 class TrajectoryPhase(TrialSettings):
@@ -248,10 +242,10 @@ class RunConfig(BaseModel):
 
     models: dict[str, ModelSpec] = Field(description="the models, by names you choose; each is started once")
     roles: Roles
-    blueprints: list[BlueprintSource] = Field(
+    tasks: list[TaskFile] = Field(
         default_factory=list,
-        description="the blueprint files `generate` plays in Phase 2 (beside Phase 1's accepted blueprints when "
-        "blueprint_generation is set)",
+        description="the task files Phase 2 plays (beside the blueprints Phase 1 accepts when blueprint_generation "
+        "is set); formerly `blueprints`",
     )
     trajectories: TrajectoryPhase = Field(default_factory=TrajectoryPhase)
     blueprint_generation: BlueprintPhase | None = Field(
@@ -273,15 +267,17 @@ class RunConfig(BaseModel):
     def fingerprint(self) -> str:
         """SHA-256 of the config's canonical JSON: a run folder refuses to mix results of different configs.
 
-        Left out: the number of trials, the blueprint limits and the numbers of proposals (raising them
+        Left out: the number of trials, the task files' limits and the numbers of proposals (raising them
         extends a run with more of the same kind of data, which resume is meant to allow), and how the work is
         spread (replicas, workers, batch sizes, in-flight bounds, shard sizes, retries, timeouts), so that a run
         started on one machine can be resumed on a larger cluster. A config without `blueprint_generation`
         keeps the fingerprint it had before that section existed.
         """
         data = self.model_dump(mode="json", exclude={"trajectories": {"trials", *_SCALE_SETTINGS}})
-        for source in data["blueprints"]:
-            source.pop("limit")
+        for task_file in data["tasks"]:
+            task_file.pop("limit")
+        # Hashed under the key's former name, so that run folders made before the rename still resume.
+        data["blueprints"] = data.pop("tasks")
         generation = data.pop("blueprint_generation")
         if generation is not None:
             for entry in generation["domains"]:
@@ -347,6 +343,7 @@ def concurrency(
 
 
 def load_config(path: str | Path) -> RunConfig:
+    """The run config in a YAML file; ConfigError naming the file (and the field) when it is not one."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -361,6 +358,11 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a run config is a YAML mapping with `models` and `roles`, got {type(raw).__name__}")
+    if "blueprints" in raw:
+        if "tasks" in raw:
+            raise ConfigError(f"{path}: `blueprints` is the former name of `tasks`; keep `tasks` only")
+        warn_renamed(str(path), "the config key `blueprints`", "`tasks`")
+        raw["tasks"] = raw.pop("blueprints")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
@@ -376,11 +378,11 @@ def config_relative(path: str, config_path: Path) -> Path:
     return resolved if resolved.is_absolute() else config_path.parent / resolved
 
 
-def source_path(source: BlueprintSource, config_path: Path) -> Path | str:
-    """The blueprint file a source names: relative to the config file, or `examples:DOMAIN` left as is."""
-    if source.path.startswith(EXAMPLES_PREFIX):
-        return source.path
-    return config_relative(source.path, config_path)
+def task_file_path(task_file: TaskFile, config_path: Path) -> Path | str:
+    """Where a task file is: relative to the config file, or `examples:DOMAIN` left as is."""
+    if task_file.path.startswith(EXAMPLES_PREFIX):
+        return task_file.path
+    return config_relative(task_file.path, config_path)
 
 
 def resolve_model_path(model: str) -> str:

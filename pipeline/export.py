@@ -30,8 +30,7 @@ import pyarrow.parquet as pq
 from apigen_mt.pipeline.card import run_statistics, write_card
 from apigen_mt.pipeline.io import atomic_directory
 from apigen_mt.pipeline.layouts import ExportError, layout_table, preference_table, select_rows
-from apigen_mt.pipeline.manifest import read_manifest
-from apigen_mt.pipeline.storage import TRAJECTORIES_DIR, latest_trials, read_rows, shard_paths
+from apigen_mt.pipeline.run_folder import RunFolder
 
 __all__ = ["FORMATS", "SPLITS", "ExportError", "ExportResult", "export_run", "hub_token", "push_run"]
 
@@ -63,12 +62,13 @@ def export_run(
     _check_choices("split", splits, SPLITS)
     # Checked first, so that a push that cannot work fails before the export's work, not after.
     token = hub_token() if push_to_hub else None
-    folder = run_dir / TRAJECTORIES_DIR
-    if not shard_paths(folder):
+    run = RunFolder(run_dir)
+    folder = run.trajectories_dir
+    if not run.has_trajectories():
         raise ExportError(
             f"{run_dir} holds no trajectory shards ({folder}/part-*.parquet); run `apigen-mt generate` into it first"
         )
-    trials = latest_trials(read_rows(folder))
+    trials = run.trials()
     rows = sorted(trials.to_pylist(), key=lambda row: (row["blueprint_id"], row["trial"]))
     selection = select_rows(rows)
 
@@ -90,7 +90,7 @@ def export_run(
     card, plots = write_card(
         run_dir,
         statistics,
-        read_manifest(run_dir),
+        run.manifest(),
         exported={
             format_: {split: table.num_rows for split, table in found.items()} for format_, found in tables.items()
         },

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from pydantic import ValidationError
 
 from apigen_mt.blueprints.dedup import Decontaminator, Deduplicator, write_tool_names
@@ -310,31 +309,3 @@ def load_excluded_tasks(path: Path) -> tuple[Blueprint, ...]:
                 '{"user_id", "instruction", "actions": [{"name", "arguments" or "kwargs"}], "outputs"}'
             ) from None
     return tuple(tasks)
-
-
-def stored_proposals(table: pa.Table) -> pa.Table:
-    """The rows of every proposal whose final row is stored, as the run that wrote that row left them."""
-    ids = table.column("blueprint_id").to_pylist()
-    rounds = table.column("round").to_pylist()
-    final_round = {
-        blueprint_id: round
-        for blueprint_id, round, final in zip(ids, rounds, table.column("final").to_pylist(), strict=True)
-        if final
-    }
-    latest = {
-        (blueprint_id, round): position
-        for position, (blueprint_id, round) in enumerate(zip(ids, rounds, strict=True))
-        if round <= final_round.get(blueprint_id, -1)
-    }
-    return table.take(pa.array(sorted(latest.values()), pa.int64()))
-
-
-def final_rows(stored: pa.Table) -> list[dict[str, Any]]:
-    """The final row of each stored proposal, in the order written."""
-    return [row for row in stored.to_pylist() if row["final"]]
-
-
-def accepted_blueprints(stored: pa.Table) -> list[Blueprint]:
-    """The blueprints of the stored proposals that ended accepted (after decontamination and dedup)."""
-    finals = final_rows(stored)
-    return [Blueprint.model_validate_json(row["blueprint"]) for row in finals if row["status"] == "accepted"]

@@ -1,8 +1,8 @@
-"""Blueprint sources for Phase 2: read the files a config (or `--blueprints`) names, give every blueprint a
+"""Phase 2's input: read the task files a config (or `--tasks`) names as blueprints, give every blueprint a
 stable id, and run stage 1 (format, execution, policy) once per blueprint before any episode is played.
 
-A blueprint's id is its own `id` when it has one, else `DOMAIN-` and the first 12 hex digits of the SHA-256
-of its content, so resuming a run finds the same ids even when the file's order changes.
+A blueprint's id is its task's own `id` when it has one, else `DOMAIN-` and the first 12 hex digits of the
+SHA-256 of its content, so resuming a run finds the same ids even when the file's order changes.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from apigen_mt.validators.format import STAGE as FORMAT_STAGE
 
 
 class SourceError(ValueError):
-    """A blueprint source cannot be used: unknown domain, unreadable file, bad data folder."""
+    """A task file cannot be used: unknown domain, unreadable file, bad data folder."""
 
 
 @dataclass
 class LoadedSource:
-    """One domain's blueprints with the database and policy their episodes run on."""
+    """One task file's blueprints (or Phase 1's accepted ones of a domain) with the database and policy their
+    episodes run on."""
 
     domain: Domain
     data_dir: Path | None
@@ -76,7 +77,8 @@ def _format_rejection(index: int, raw: Any, reasons: list[str]) -> dict[str, Any
 def load_source(
     domain_name: str, path: Path | str, *, data_dir: Path | None = None, limit: int | None = None
 ) -> LoadedSource:
-    """Read one source's blueprints (ids assigned, duplicates dropped) and its database; no validation yet."""
+    """Read one task file's tasks as blueprints (ids assigned, duplicates dropped), at most `limit` of them, and
+    the domain's database; no validation yet."""
     try:
         domain = get_domain(domain_name)
         db = domain.load(data_dir)

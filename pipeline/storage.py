@@ -1,10 +1,5 @@
-"""A run folder on disk: trajectory shards written while the run goes on, and reading them back for resume.
-
-```
-RUN/manifest.json                   config, fingerprint, versions, start/end, counts (pipeline.manifest)
-RUN/blueprints/part-*.parquet       one row per Phase-1 proposal or revision (BLUEPRINT_SCHEMA)
-RUN/trajectories/part-*.parquet     one row per trial (TRAJECTORY_SCHEMA)
-```
+"""Shards: the Parquet files a run folder's rows are stored in (`pipeline.run_folder` lays the folder out),
+their schemas, the writer that makes them and the reader that checks them.
 
 Shards are written whole through the output writer (temp name, then rename), so a killed process leaves
 complete shards and at most a temp file, which the next writer on the folder removes. Rows waiting for
@@ -17,15 +12,13 @@ mixed with --force) counts once: the row written last wins.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -124,34 +117,6 @@ _STALE_TEMP = re.compile(r"\.apigen-[0-9a-f]{8}\.tmp")
 
 class RunFolderError(ValueError):
     """A run folder cannot be used as asked (other config, damaged shard or manifest); the message says what to do."""
-
-
-@contextlib.contextmanager
-def run_folder_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder for one run at a time: two writers on one folder would interleave their shards.
-
-    An advisory lock on `RUN/.apigen-run.lock`; the kernel drops it when the holder dies, even by SIGKILL.
-    """
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise RunFolderError(f"cannot use {run_dir} as a run folder: {exc.strerror or exc}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise RunFolderError(
-            f"run folder {run_dir} is in use by another run (pid {holder}); wait for it to end or use another --output"
-        ) from None
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def is_shard_name(name: str) -> bool:
@@ -385,12 +350,6 @@ def latest_trials(table: pa.Table) -> pa.Table:
     last = {key: index for index, key in enumerate(keys)}
     # Typed: an empty list would be an array of nulls, which `take` refuses (a run whose Phase 2 had nothing to play).
     return table.take(pa.array(sorted(last.values()), pa.int64()))
-
-
-def finished_pairs(folder: Path) -> set[tuple[str, int]]:
-    """(blueprint_id, trial) of every stored trial: what a resumed run skips."""
-    table = read_rows(folder, ["blueprint_id", "trial"])
-    return set(zip(table.column("blueprint_id").to_pylist(), table.column("trial").to_pylist(), strict=True))
 
 
 # What trajectory_counts reads: a large run's counts need not load its messages.

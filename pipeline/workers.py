@@ -7,7 +7,7 @@ feeds the actors least loaded first, replaces one that died and hands on new eng
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from apigen_mt.blueprints.loop import Phase1Models
@@ -19,11 +19,19 @@ from apigen_mt.pipeline.proposals import (
     run_proposal,
     run_recombination,
 )
+from apigen_mt.pipeline.sources import LoadedSource
 from apigen_mt.pipeline.trials import TrialItem, TrialModels, TrialSettings, play_trial
 from apigen_mt.simulators.domain import Domain, get_domain
 from apigen_mt.simulators.state import JSON
 
 SourceSpec = tuple[str, str | None]  # (domain name, data folder or None for the domain's seeded data)
+
+
+def source_specs(sources: Iterable[tuple[str, LoadedSource]]) -> dict[str, SourceSpec]:
+    """What a worker needs of each keyed source to load its database itself: its domain and data folder."""
+    return {key: (s.domain.name, None if s.data_dir is None else str(s.data_dir)) for key, s in sources}
+
+
 # A worker reserves no resources, so one that does not start in this time never will: the cluster lost the
 # node it was placed on (or its raylet). The run then stops (a rerun resumes) instead of waiting forever.
 WORKER_START_TIMEOUT_S = 300.0

@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 cli=.venv/bin/apigen-mt
 out=runs/demo
 
-# --limit 8: the first 8 of the config's 20 proposals (and all 5 demo blueprints), to finish in minutes.
-echo "== apigen-mt generate configs/local-cpu.yaml --output $out --limit 8"
-$cli generate configs/local-cpu.yaml --output "$out" --limit 8
+# --proposals 8: the first 8 of the config's 20 proposals (and all 5 demo tasks), to finish in minutes.
+echo "== apigen-mt generate configs/local-cpu.yaml --output $out --proposals 8"
+$cli generate configs/local-cpu.yaml --output "$out" --proposals 8
 
 echo "== funnel (from $out/manifest.json)"
 .venv/bin/python - "$out" <<'PY'

@@ -31,6 +31,17 @@ def taubench_tasks(taubench_dir: Path):
     return load
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray for one test module (two CPUs, quiet); modules that send test doubles by value register them
+    with `load_by_value` or their own fixture."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
 def load_by_value(name: str) -> ModuleType:
     """Load `tests/<name>.py` as module `name` for tests on Ray (import it as `tests.conftest`, the name pytest's
     importlib mode gives this file): Ray's workers cannot import the tests folder, so the module travels by value."""

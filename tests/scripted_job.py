@@ -22,6 +22,7 @@ from pathlib import Path
 
 from apigen_mt.pipeline.config import load_config
 from apigen_mt.pipeline.run import RunOptions, run_trajectories
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel
 from apigen_mt.pipeline.sources import load_source
 from apigen_mt.pipeline.vllm_backend import VllmChatModel
@@ -162,7 +163,7 @@ def run(
     phase = phase.model_copy(update=update)
     config = config.model_copy(update={"trajectories": phase})
     source = load_source("retail", DEMO_BLUEPRINTS)
-    options = RunOptions(output=out, trials=trials, force=force, progress=progress, remote=remote)
+    options = RunOptions(RunFolder(out, remote), trials=trials, force=force, progress=progress)
     return run_trajectories(config, [source], options, model_factory=models or factory(delay))
 
 

@@ -17,7 +17,7 @@ import typer
 import apigen_mt.pipeline
 from apigen_mt.pipeline import GenerateError, api
 from apigen_mt.pipeline.config import RunConfig
-from apigen_mt.pipeline.manifest import read_manifest
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.scripted import ScriptedChatModel
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse
 from apigen_mt.simulators.human_prompts import STOP
@@ -79,7 +79,7 @@ def test_the_readme_example_runs_as_written(ray_local, tmp_path, monkeypatch, ca
     assert printed[0] == str(counts)
     result = namespace["result"]
     assert result.summary.phases == ["trajectories"] and result.summary.played == 5
-    assert read_manifest(tmp_path / "runs" / "notebook").counts["trajectories"] == counts
+    assert RunFolder(tmp_path / "runs" / "notebook").manifest().counts["trajectories"] == counts
     assert printed[1] == str(result.export.datasets) and set(result.export.datasets) == {"sharegpt", "openai"}
     from datasets import load_from_disk
 
@@ -95,7 +95,7 @@ def test_an_export_with_nothing_to_export_is_one_line_carrying_what_the_run_did(
             "blueprint_generation": {"domains": [{"domain": "retail", "proposals": 2}]},
         }
     )
-    nothing = "Phase 1 accepted no blueprint and the run config names no blueprint files"
+    nothing = "Phase 1 accepted no blueprint and the run config names no task files"
     with pytest.raises(GenerateError, match=nothing) as caught:
         api.generate(config, tmp_path / "run", progress=False, model_factory=failing_models)
     ran = caught.value.ran
@@ -113,7 +113,7 @@ def test_an_export_with_nothing_to_export_is_one_line_carrying_what_the_run_did(
 CONFIG = """\
 models: {m: {backend: vllm, engine: {model: "embedded:smollm2-135m-instruct", device: cpu}}}
 roles: {proposer: m, reviewer: m, human: m, human_judge: m, agent: m}
-blueprints: [{domain: retail, path: 'examples:retail'}]
+tasks: [{domain: retail, path: 'examples:retail'}]
 """
 
 
@@ -125,15 +125,15 @@ blueprints: [{domain: retail, path: 'examples:retail'}]
         ("", {"phases": []}, "phases []: name one or both"),
         ("", {"phases": ["blueprints"], "export": False}, "run.yaml has no blueprint_generation section"),
         ("", {"phases": ["blueprints"]}, "export=True needs the trajectories phase"),
-        ("", {"data_dir": "data"}, "data_dir is blueprint_file's data folder; give the file too"),
-        ("", {"domain": "retail"}, "domain chooses Phase 1's domain or names blueprint_file's; this run has neither"),
+        ("", {"data_dir": "data"}, "data_dir is task_file's data folder; give the file too"),
+        ("", {"domain": "retail"}, "domain chooses Phase 1's domain or names task_file's; this run has neither"),
         ("", {"exclude_tasks": "tasks.json"}, "--exclude-tasks filters Phase 1's blueprints, and"),
         (
             "blueprint_generation: {domains: [{domain: retail, proposals: 2}]}\n",
             {"phases": ["trajectories"], "exclude_tasks": "tasks.json"},
             "this run leaves Phase 1 out",
         ),
-        ("", {"blueprint_file": "missing.jsonl"}, "missing.jsonl"),
+        ("", {"task_file": "missing.jsonl"}, "missing.jsonl"),
     ],
 )
 def test_bad_arguments_are_one_line_before_any_work(tmp_path, extra, arguments, wording):
@@ -150,7 +150,7 @@ def test_data_folders_a_config_names_are_relative_to_its_file(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)  # a folder the config's relative paths must not be read from
     expected = tmp_path / "configs" / "../nowhere"
     config.write_text(CONFIG.replace("'examples:retail'}", "'examples:retail', data_dir: ../nowhere}"))
-    with pytest.raises(GenerateError, match=re.escape(f"blueprints[0]: data folder {expected} does not exist")):
+    with pytest.raises(GenerateError, match=re.escape(f"tasks[0]: data folder {expected} does not exist")):
         api.generate(config, tmp_path / "out")
     phase1 = "blueprint_generation: {domains: [{domain: retail, proposals: 2, data_dir: ../nowhere}]}\n"
     config.write_text(CONFIG + phase1)
@@ -162,12 +162,14 @@ def test_the_main_job_s_help_says_what_each_command_plays():
     from apigen_mt.pipeline.cli import app
 
     commands = typer.main.get_command(app).commands
-    assert "on the config's blueprint files" in commands["generate"].help
+    assert "on the config's task files" in commands["generate"].help
     assert "else" not in commands["generate"].help
 
-    def limit_help(command: str) -> str:
-        return next(param.help for param in commands[command].params if param.name == "limit")
+    def option_help(command: str, name: str) -> str:
+        return next(param.help for param in commands[command].params if param.name == name)
 
-    assert limit_help("trajectories") == "Take at most N blueprints from the file."
-    assert limit_help("blueprints") == "Take at most N proposals per domain."
-    assert "Phase 1" in limit_help("generate") and "each source" in limit_help("generate")
+    # --limit is about task files only; Phase 1's proposals have --proposals (tests/test_vocabulary.py).
+    assert option_help("trajectories", "limit") == "Take at most N tasks from the file."
+    assert option_help("generate", "limit") == "Take at most N tasks from each of the config's task files."
+    for command in ("blueprints", "generate"):
+        assert option_help(command, "proposals") == "Propose at most N blueprints per domain (default: the config's)."

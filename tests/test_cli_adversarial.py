@@ -657,7 +657,7 @@ models:
     backend: openai
     endpoint: {base_url: "http://127.0.0.1:9/v1", model: some-model, api_key_env: APIGEN_MT_TEST_KEY, max_retries: 0}
 roles: {proposer: endpoint, reviewer: endpoint, human: endpoint, human_judge: endpoint, agent: endpoint}
-blueprints:
+tasks:
   - {domain: retail, path: ../blueprints.jsonl}
 """
 
@@ -700,7 +700,7 @@ def test_an_unset_api_key_variable_or_an_unreachable_endpoint_stops_the_run_befo
     line = assert_clean_failure(unset)
     assert "APIGEN_MT_TEST_KEY" in line and "unset" in line
     env["APIGEN_MT_TEST_KEY"] = "not-a-real-key"
-    for command in (["generate", str(config)], ["trajectories", str(config), "--blueprints", str(DEMO_BLUEPRINTS)]):
+    for command in (["generate", str(config)], ["trajectories", str(config), "--tasks", str(DEMO_BLUEPRINTS)]):
         unreachable = subprocess.run(
             [str(CLI), *command, "--output", str(tmp_path / "run")],
             capture_output=True,
@@ -719,6 +719,6 @@ def test_trajectories_refuses_blueprints_it_cannot_read(tmp_path):
     broken.write_text('{"instruction": "x", "actions": []}\n{"instruction": NaN}\n')
     before = snapshot(broken)
     line = assert_clean_failure(
-        run_cli("trajectories", config, "--blueprints", broken, "--output", tmp_path / "run"), snapshot=before
+        run_cli("trajectories", config, "--tasks", broken, "--output", tmp_path / "run"), snapshot=before
     )
     assert "broken.jsonl" in line and "line 2" in line

@@ -34,7 +34,7 @@ import psutil
 import pytest
 import yaml
 
-from apigen_mt.pipeline.manifest import read_manifest
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.storage import read_rows
 from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse
@@ -329,7 +329,7 @@ def test_generate_runs_as_a_ray_job_on_a_token_authenticated_cluster(cluster, tm
                     }
                 },
                 "roles": {role: "scripted" for role in ("proposer", "reviewer", "human", "human_judge", "agent")},
-                "blueprints": [{"domain": "retail", "path": str(roles.DEMO_BLUEPRINTS)}],
+                "tasks": [{"domain": "retail", "path": str(roles.DEMO_BLUEPRINTS)}],
                 "trajectories": {"trials": 1, "agent": {"constrained": False}, "human": {"structured": False}},
             }
         )
@@ -340,7 +340,7 @@ def test_generate_runs_as_a_ray_job_on_a_token_authenticated_cluster(cluster, tm
     finally:
         endpoint.close()
 
-    manifest = read_manifest(out)
+    manifest = RunFolder(out).manifest()
     assert manifest is not None and manifest.finished_at is not None
     # One trial per demo blueprint: three played right, one wrong (rejected), one on a failing endpoint.
     assert manifest.counts["trajectories"] == {
@@ -383,7 +383,7 @@ def test_generate_on_a_vllm_cpu_engine_runs_as_a_ray_job(cluster, tmp_path):
                     }
                 },
                 "roles": {role: "tiny" for role in ("proposer", "reviewer", "human", "human_judge", "agent")},
-                "blueprints": [{"domain": "retail", "path": str(roles.DEMO_BLUEPRINTS)}],
+                "tasks": [{"domain": "retail", "path": str(roles.DEMO_BLUEPRINTS)}],
                 "trajectories": {
                     "trials": 1,
                     "agent": {"constrained": False, "max_tokens": 16},
@@ -396,7 +396,7 @@ def test_generate_on_a_vllm_cpu_engine_runs_as_a_ray_job(cluster, tmp_path):
     out = tmp_path / "run"
     _submit(cluster, config, out, {})
 
-    manifest = read_manifest(out)
+    manifest = RunFolder(out).manifest()
     assert manifest is not None and manifest.finished_at is not None
     counts = manifest.counts["trajectories"]
     assert counts["trials"] == 5 and counts["accepted"] + counts["rejected"] + counts["failed"] == 5

@@ -150,7 +150,7 @@ def test_resuming_on_a_larger_cluster_keeps_the_fingerprint(tmp_path):
 
 def test_a_committee_of_several_reviewer_models(tmp_path):
     from apigen_mt.blueprints.review import ReviewSettings, review
-    from apigen_mt.pipeline.run import _phase1_models
+    from apigen_mt.pipeline.phase1 import _phase1_models
     from apigen_mt.pipeline.scripted import ScriptedChatModel
     from apigen_mt.simulators.types import Blueprint, ToolCall
 
@@ -261,7 +261,7 @@ def test_shipped_configs_leave_the_human_judge_to_the_human():
 PHASE2_ONLY = """\
 models: {m: {backend: vllm, engine: {model: x}}}
 roles: {agent: m, human: m}
-blueprints: [{domain: retail, path: "examples:retail"}]
+tasks: [{domain: retail, path: "examples:retail"}]
 """
 
 
@@ -296,11 +296,12 @@ def test_a_run_missing_a_role_stops_before_anything_starts(tmp_path):
 
     from apigen_mt.pipeline.proposals import ProposalPlan
     from apigen_mt.pipeline.run import RunOptions, run_blueprints, run_trajectories
+    from apigen_mt.pipeline.run_folder import RunFolder
     from apigen_mt.pipeline.sources import load_source
 
     config = load_config(write(tmp_path, PHASE2_ONLY.replace("agent: m, ", "")))
     source = load_source("retail", DEMO_BLUEPRINTS)
-    options = RunOptions(output=tmp_path / "run", progress=False)
+    options = RunOptions(RunFolder(tmp_path / "run"), progress=False)
 
     def no_model(name: str):
         pytest.fail(f"model {name} was made")
@@ -327,10 +328,10 @@ def test_the_cli_names_the_missing_role_in_one_line(tmp_path, command, roles, mi
     config = write(
         tmp_path,
         "models: {m: {backend: vllm, engine: {model: embedded:smollm2-135m-instruct, device: cpu}}}\n"
-        f"roles: {roles}\nblueprints: [{{domain: retail, path: {DEMO_BLUEPRINTS}}}]\n"
+        f"roles: {roles}\ntasks: [{{domain: retail, path: {DEMO_BLUEPRINTS}}}]\n"
         "blueprint_generation: {domains: [{domain: retail, proposals: 2}]}\n",
     )
-    extra = ["--blueprints", str(DEMO_BLUEPRINTS)] if command == "trajectories" else []
+    extra = ["--tasks", str(DEMO_BLUEPRINTS)] if command == "trajectories" else []
     arguments = [str(CLI), command, str(config), *extra, "--output", str(tmp_path / "run")]
     result = subprocess.run(arguments, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
@@ -344,19 +345,20 @@ def test_a_phase_2_only_config_plays_its_blueprints(tmp_path):
     import ray
 
     from apigen_mt.pipeline.run import RunOptions, run_trajectories
+    from apigen_mt.pipeline.run_folder import RunFolder
     from apigen_mt.pipeline.sources import load_source
     from tests.conftest import load_by_value
 
     job = load_by_value("scripted_job")
     raw = yaml.safe_load((CONFIGS / "local-cpu.yaml").read_text())
     raw["roles"] = {"agent": "smollm2", "human": "smollm2"}
-    del raw["blueprint_generation"], raw["blueprints"]
+    del raw["blueprint_generation"], raw["tasks"]
     raw["trajectories"]["human"]["structured"] = False  # the scripted human answers in plain text
     config = load_config(write(tmp_path, yaml.safe_dump(raw)))
     source = load_source("retail", DEMO_BLUEPRINTS)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        options = RunOptions(output=tmp_path / "run", trials=1, progress=False)
+        options = RunOptions(RunFolder(tmp_path / "run"), trials=1, progress=False)
         summary = run_trajectories(config, [source], options, model_factory=job.factory(0.0))
     finally:
         ray.shutdown()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from apigen_mt.pipeline.config import BlueprintSource
+from apigen_mt.pipeline.config import TaskFile
 from apigen_mt.pipeline.config_reference import UndocumentedField, config_reference
 from apigen_mt.pipeline.vllm_config import VllmEngineConfig
 from apigen_mt.simulators.episode import EpisodeSettings
@@ -39,7 +39,7 @@ def test_sections_come_in_the_order_of_a_config_file():
         "models.NAME (backend: openai)",
         "models.NAME.endpoint (backend: openai)",
         "roles",
-        "blueprints[]",
+        "tasks[]",
         "trajectories",
         "trajectories.agent",
         "trajectories.human",
@@ -75,8 +75,8 @@ def test_the_concurrency_rule_is_the_function_s_docstring():
 
 
 def test_a_field_without_a_description_stops_the_generator(monkeypatch):
-    monkeypatch.setattr(BlueprintSource.model_fields["domain"], "description", None)
-    with pytest.raises(UndocumentedField, match=re.escape("blueprints[]: domain: give the field a description")):
+    monkeypatch.setattr(TaskFile.model_fields["domain"], "description", None)
+    with pytest.raises(UndocumentedField, match=re.escape("tasks[]: domain: give the field a description")):
         config_reference()
 
 

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from apigen_mt.pipeline.export import ExportError, export_run, hub_token
-from apigen_mt.pipeline.manifest import RunManifest, package_versions, utc_now, write_manifest
+from apigen_mt.pipeline.manifest import RunManifest, package_versions, utc_now
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.storage import TRAJECTORY_SCHEMA, ShardWriter
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import OpenAIToolCall, ToolCall
@@ -155,8 +156,7 @@ def build_run(run_dir: Path) -> None:
             writer.write(row)
     with ShardWriter(run_dir / "trajectories", TRAJECTORY_SCHEMA) as writer:
         writer.write(_row("retail-cancel-2", 1, "rejected", wrong, "agent"))
-    write_manifest(
-        run_dir,
+    RunFolder(run_dir).save_manifest(
         RunManifest(
             config={"trajectories": {"trials": 4}, "roles": {"agent": "smollm2"}},
             fingerprint="f" * 64,

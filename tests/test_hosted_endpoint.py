@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from apigen_mt.pipeline.card import _fallbacks_section
-from apigen_mt.pipeline.manifest import RunManifest, read_manifest, utc_now
+from apigen_mt.pipeline.manifest import RunManifest, utc_now
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.storage import BLUEPRINT_SCHEMA, read_rows
 from apigen_mt.simulators.human_prompts import STOP
 
@@ -87,7 +88,7 @@ def runs(tmp_path_factory):
         trajectories = run_cli(
             "trajectories",
             config,
-            "--blueprints",
+            "--tasks",
             DEMO_BLUEPRINTS,
             "--domain",
             "retail",
@@ -178,7 +179,7 @@ def test_proposals_fail_for_no_missing_feature_and_store_no_thinking(runs):
 def test_manifests_rows_and_card_name_the_fallbacks(runs):
     base_url = runs["endpoint"].base_url
     endpoint = f"teacher at {base_url}"
-    phase2 = read_manifest(runs["folder"] / "phase2")
+    phase2 = RunFolder(runs["folder"] / "phase2").manifest()
     assert phase2.fallbacks == {
         endpoint: [
             "max_tokens -> max_completion_tokens",
@@ -187,7 +188,7 @@ def test_manifests_rows_and_card_name_the_fallbacks(runs):
             "structured_outputs -> prompt only",
         ]
     }
-    phase1 = read_manifest(runs["folder"] / "phase1")
+    phase1 = RunFolder(runs["folder"] / "phase1").manifest()
     assert phase1.fallbacks == {endpoint: ["max_tokens -> max_completion_tokens", "structured_outputs -> prompt only"]}
     # Each row names what was in force when it finished: the last rows of a worker name them all.
     trials = read_rows(runs["folder"] / "phase2" / "trajectories").to_pylist()

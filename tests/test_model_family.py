@@ -213,7 +213,7 @@ def test_the_cli_exits_2_with_the_mismatch_as_its_one_error_line(templates, tmp_
                     }
                 },
                 "roles": {role: "agent" for role in ROLES},
-                "blueprints": [{"domain": "retail", "path": "examples:retail"}],
+                "tasks": [{"domain": "retail", "path": "examples:retail"}],
             }
         )
     )

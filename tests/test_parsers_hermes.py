@@ -131,7 +131,7 @@ def test_parse_command_jsonl():
         {"tool_calls": [], "content": "Hi " + block("{broken")},
     ]
     result = CliRunner().invoke(
-        app, ["parse", "--format", "hermes", "--jsonl"], input="\n".join(json.dumps(text) for text in texts) + "\n"
+        app, ["parse", "--parser", "hermes", "--jsonl"], input="\n".join(json.dumps(text) for text in texts) + "\n"
     )
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.stdout.splitlines()] == expected
@@ -339,9 +339,11 @@ def test_generated_outputs_agree_with_vllm(vllm_hermes):
     agree()
     with_calls = [text for text, parsed in seen.items() if parsed.tool_calls]
     # The strategy must reach calls, several calls, text before them, and whole outputs turned to text.
-    assert len(with_calls) >= 100
-    assert sum(len(seen[text].tool_calls) >= 2 for text in with_calls) >= 20
-    assert sum(seen[text].content is not None for text in with_calls) >= 15
+    # Floors well under the smallest counts of 8 seeds: Hypothesis also draws literals of the project's loaded
+    # modules, so the counts move with unrelated changes to the code.
+    assert len(with_calls) >= 50
+    assert sum(len(seen[text].tool_calls) >= 2 for text in with_calls) >= 6
+    assert sum(seen[text].content is not None for text in with_calls) >= 4
     assert (
         sum(
             parsed.content == text and "<tool_call>" in text and parsed.problem is not None

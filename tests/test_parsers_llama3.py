@@ -107,7 +107,7 @@ def test_parse_command_jsonl():
         {"tool_calls": [], "content": ORDER[:-1]},
     ]
     result = CliRunner().invoke(
-        app, ["parse", "--format", "llama3_json", "--jsonl"], input="\n".join(json.dumps(text) for text in texts) + "\n"
+        app, ["parse", "--parser", "llama3_json", "--jsonl"], input="\n".join(json.dumps(text) for text in texts) + "\n"
     )
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.stdout.splitlines()] == expected
@@ -281,6 +281,8 @@ def test_generated_outputs_agree_with_vllm(vllm_llama3):
     agree()
     with_calls = [text for text, parsed in seen.items() if parsed.tool_calls]
     # The strategy must reach calls, several calls, python tags, and whole outputs turned to text.
+    # Floors well under the smallest counts of 8 seeds: Hypothesis also draws literals of the project's loaded
+    # modules, so the counts move with unrelated changes to the code.
     assert len(with_calls) >= 100
     assert sum(len(seen[text].tool_calls) >= 2 for text in with_calls) >= 20
     assert sum(TAG in text for text in with_calls) >= 20

@@ -14,16 +14,15 @@ import pytest
 from apigen_mt.blueprints.dedup import write_tool_names
 from apigen_mt.blueprints.samplers import sample_context
 from apigen_mt.pipeline.config import BlueprintPhase, load_config
-from apigen_mt.pipeline.manifest import read_manifest
-from apigen_mt.pipeline.proposal_funnel import proposal_funnel
+from apigen_mt.pipeline.proposal_rows import proposal_funnel, stored_proposals
 from apigen_mt.pipeline.proposals import (
     ProposalItem,
     ProposalPlan,
     planned_domain,
     proposal_id,
-    stored_proposals,
     system_row,
 )
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.storage import BLUEPRINT_SCHEMA, ShardWriter, read_rows
 from apigen_mt.pipeline.trials import stable_seed
 from apigen_mt.simulators.domain import get_domain
@@ -83,23 +82,14 @@ def plan(proposals: int = PROPOSALS, excluded: tuple[Blueprint, ...] = ()) -> Pr
 def options(out: Path, **extra):
     from apigen_mt.pipeline.run import RunOptions
 
-    return RunOptions(output=out, progress=False, **extra)
+    return RunOptions(RunFolder(out), progress=False, **extra)
 
 
 def rows_by_id(out: Path) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
-    for row in stored_proposals(read_rows(out / "blueprints", schema=BLUEPRINT_SCHEMA)).to_pylist():
+    for row in RunFolder(out).proposals().to_pylist():
         found.setdefault(row["blueprint_id"], []).append(row)
     return found
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 def test_seeds_are_those_of_runs_made_before_trial_and_proposal_seeds_were_one_function():
@@ -187,7 +177,7 @@ def test_every_round_is_a_row_with_its_status_stage_and_reasons(ray_local, tmp_p
         assert blueprint["id"] == row["blueprint_id"] and blueprint["user_id"] == row["user_id"]
         assert all(verdict.passed for verdict in validate_blueprint(RETAIL, DB, blueprint))
         assert json.loads(row["diff_patch"]) and row["context_ids"][1] == f"user:{row['user_id']}"
-    funnel = read_manifest(out).counts["blueprints"]
+    funnel = RunFolder(out).manifest().counts["blueprints"]
     rounds = sum(len(r) for r in rows.values())
     stage_one_rejected = 2 * len(IDS["hopeless"]) + len(IDS["revised"])
     assert funnel == {
@@ -237,10 +227,10 @@ def test_a_rerun_runs_only_missing_proposals_and_drops_a_killed_run_s_partial_ro
         assert [row["final"] for row in blueprint_rows] == [False] * (len(blueprint_rows) - 1) + [True]
     # Twins split over the two runs still dedup: the later run remembers what the earlier one kept.
     assert sum(1 for blueprint_id in IDS["twin"] if rows[blueprint_id][-1]["status"] == "accepted") == 1
-    stored = stored_proposals(read_rows(out / "blueprints", schema=BLUEPRINT_SCHEMA))
-    assert read_manifest(out).counts["blueprints"] == proposal_funnel(stored)
+    stored = RunFolder(out).proposals()
+    assert RunFolder(out).manifest().counts["blueprints"] == proposal_funnel(stored)
     # Scripted models are no endpoint: nothing fell back.
-    assert {tuple(row["fallbacks"]) for row in stored.to_pylist()} == {()} and read_manifest(out).fallbacks == {}
+    assert {tuple(row["fallbacks"]) for row in stored.to_pylist()} == {()} and RunFolder(out).manifest().fallbacks == {}
 
 
 def test_generate_chains_accepted_blueprints_into_phase2_and_the_card_shows_phase1(ray_local, tmp_path):
@@ -256,7 +246,7 @@ def test_generate_chains_accepted_blueprints_into_phase2_and_the_card_shows_phas
     trials = read_rows(out / "trajectories").to_pylist()
     assert sorted(row["blueprint_id"] for row in trials) == accepted
     assert all(row["status"] == "accepted" for row in trials), [row["reasons"] for row in trials]
-    counts = read_manifest(out).counts
+    counts = RunFolder(out).manifest().counts
     assert counts["blueprints"]["input"] == counts["blueprints"]["valid"] == counts["blueprints"]["proposals_accepted"]
     assert counts["blueprints"]["rejected"] == 0  # Phase 2's stage 1 finds every accepted blueprint valid
     assert counts["trajectories"]["accepted"] == len(accepted)
@@ -327,7 +317,7 @@ def test_accepted_blueprints_of_one_user_are_recombined_once_and_played(ray_loca
     assert [call.arguments["zip"] for call in combined.actions] in (zips, zips[::-1])
     assert all(move["address1"] in combined.instruction for move in moves)
     assert all(verdict.passed for verdict in validate_blueprint(RETAIL, DB, combined))
-    funnel = read_manifest(out).counts["blueprints"]
+    funnel = RunFolder(out).manifest().counts["blueprints"]
     assert (funnel["proposals"], funnel["recombinations"], funnel["recombined"]) == (2, 1, 1)
     # A rerun tries no group twice; Phase 2 plays the parts and the combination.
     assert run_blueprints(config(), plan(2), options(out), model_factory=scripted.factory).counts == summary.counts
@@ -417,7 +407,7 @@ def test_an_unknown_domain_or_a_config_without_phase1_is_one_line(tmp_path):
     line = one_line(cli("blueprints", config_path, "--domain", "airline", "--output", tmp_path / "out"))
     assert "--domain airline" in line and "proposes blueprints for retail only" in line
     bare = tmp_path / "bare.yaml"
-    files = "blueprints: [{domain: retail, path: 'examples:retail'}]\n"
+    files = "tasks: [{domain: retail, path: 'examples:retail'}]\n"
     bare.write_text(CLI_CONFIG.rsplit("blueprint_generation", 1)[0] + files)
     assert "has no blueprint_generation section" in one_line(cli("blueprints", bare, "--output", tmp_path / "out"))
     tasks = tmp_path / "tasks.json"

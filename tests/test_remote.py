@@ -60,15 +60,6 @@ def s3_endpoint():
             os.environ[name] = value
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def uri(endpoint: str, path: str) -> str:
     return f"s3://runs-bucket/{path}?endpoint_override={endpoint}&scheme=http"
 

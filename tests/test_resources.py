@@ -258,7 +258,7 @@ def test_generate_asking_for_gpus_the_machine_lacks_exits_2_with_the_shortfall(t
             {
                 "models": {"big": vllm(tensor_parallel_size=2)},
                 "roles": {role: "big" for role in ROLES},
-                "blueprints": [{"domain": "retail", "path": "examples:retail"}],
+                "tasks": [{"domain": "retail", "path": "examples:retail"}],
             }
         )
     )

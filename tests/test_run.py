@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from apigen_mt.pipeline.manifest import read_manifest
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.storage import RunFolderError, read_rows
 from tests.conftest import load_by_value
 
@@ -22,15 +22,6 @@ HERE = Path(__file__).resolve().parent
 
 
 job = load_by_value("scripted_job")
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 def rows(out: Path) -> list[dict]:
@@ -62,7 +53,7 @@ def test_every_trial_is_recorded_once_with_status_and_attribution(ray_local, tmp
         "failed": 2,
         "unique_accepted": 3,
     }
-    manifest = read_manifest(tmp_path / "run")
+    manifest = RunFolder(tmp_path / "run").manifest()
     assert manifest.finished_at is not None and manifest.counts == summary.counts
     # Scripted models are no endpoint: nothing fell back (tests/test_hosted_endpoint.py has endpoints that do).
     assert [row["fallbacks"] for row in table] == [[]] * 10 and manifest.fallbacks == {}
@@ -135,12 +126,11 @@ def test_every_accepted_trial_scores_1_with_apigen_mt_verify(ray_local, tmp_path
 
 
 def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path):
-    from apigen_mt.pipeline.storage import run_folder_lock
 
     out = tmp_path / "run"
-    with run_folder_lock(out):
+    with RunFolder(out).lock():
         with pytest.raises(RunFolderError, match=re.escape(f"in use by another run (pid {os.getpid()})")):
             job.run(out, trials=1)
     # Released on exit: the folder is usable again.
-    with run_folder_lock(out):
+    with RunFolder(out).lock():
         pass

@@ -14,6 +14,7 @@ import yaml
 
 from apigen_mt.pipeline.config import load_config
 from apigen_mt.pipeline.run import RunOptions, run_trajectories
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.sources import load_source
 from apigen_mt.pipeline.storage import read_rows
 from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
@@ -92,7 +93,7 @@ def _run_disrupted_after_the_first_row(tmp_path: Path, config_path: Path, disrup
     disruptor = threading.Thread(target=disrupt_once_trials_finish, daemon=True)
     disruptor.start()
     source = load_source("retail", ROOT / "examples" / "demo_blueprints.jsonl")
-    summary = run_trajectories(load_config(config_path), [source], RunOptions(output=out, progress=False))
+    summary = run_trajectories(load_config(config_path), [source], RunOptions(RunFolder(out), progress=False))
     disruptor.join(timeout=5)
     rows = read_rows(out / "trajectories").to_pylist()
     pairs = [(row["blueprint_id"], row["trial"]) for row in rows]

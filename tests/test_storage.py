@@ -13,19 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from apigen_mt.pipeline.manifest import (
-    RunManifest,
-    check_resume,
-    package_versions,
-    read_manifest,
-    utc_now,
-    write_manifest,
-)
+from apigen_mt.pipeline.manifest import RunManifest, package_versions, utc_now
+from apigen_mt.pipeline.run_folder import RunFolder
 from apigen_mt.pipeline.storage import (
     TRAJECTORY_SCHEMA,
     RunFolderError,
     ShardWriter,
-    finished_pairs,
     latest_trials,
     read_rows,
     shard_paths,
@@ -136,7 +129,7 @@ def test_rows_are_checked_when_written(tmp_path: Path) -> None:
 
 def test_finished_pairs_and_duplicates_keep_the_last_row(tmp_path: Path) -> None:
     folder = tmp_path / "trajectories"
-    assert finished_pairs(folder) == set()
+    assert RunFolder(folder.parent).finished_trials() == set()
     assert read_rows(folder).num_rows == 0 and read_rows(folder).schema.equals(TRAJECTORY_SCHEMA)
     with ShardWriter(folder, TRAJECTORY_SCHEMA, rows_per_shard=2) as writer:
         writer.write(row("a", 0, "rejected"))
@@ -145,7 +138,7 @@ def test_finished_pairs_and_duplicates_keep_the_last_row(tmp_path: Path) -> None
     # A second session (run with --force) stores a pair again.
     with ShardWriter(folder, TRAJECTORY_SCHEMA) as writer:
         writer.write(row("a", 0, "accepted", signature="same"))
-    assert finished_pairs(folder) == {("a", 0), ("a", 1), ("b", 0)}
+    assert RunFolder(folder.parent).finished_trials() == {("a", 0), ("a", 1), ("b", 0)}
     latest = latest_trials(read_rows(folder))
     assert list(zip(latest.column("blueprint_id").to_pylist(), latest.column("status").to_pylist(), strict=True)) == [
         ("a", "accepted"),
@@ -167,7 +160,7 @@ def test_a_damaged_shard_is_named(tmp_path: Path) -> None:
         pa.table({"blueprint_id": ["x"], "trial": pa.array([1], pa.int32())}), tmp_path / "part-00008-deadbeef.parquet"
     )
     with pytest.raises(RunFolderError, match=r"column 'trial' is int32, expected int64"):
-        finished_pairs(tmp_path)
+        read_rows(tmp_path, ["blueprint_id", "trial"])
 
 
 def test_fallbacks_are_stored_and_null_where_a_row_or_an_older_shard_has_none(tmp_path: Path) -> None:
@@ -192,8 +185,8 @@ def test_fallbacks_are_stored_and_null_where_a_row_or_an_older_shard_has_none(tm
 
 
 def test_manifest_round_trip_and_resume_refusal(tmp_path: Path) -> None:
-    assert read_manifest(tmp_path) is None
-    check_resume(tmp_path, "a" * 64, force=False)  # a new folder is fine
+    assert RunFolder(tmp_path).manifest() is None
+    RunFolder(tmp_path).check_resume("a" * 64, force=False)  # a new folder is fine
     manifest = RunManifest(
         config={"trajectories": {"trials": 3}},
         fingerprint="a" * 64,
@@ -203,30 +196,30 @@ def test_manifest_round_trip_and_resume_refusal(tmp_path: Path) -> None:
         command=["apigen-mt", "generate"],
         fallbacks={"tiny at http://127.0.0.1:8000/v1": ["n -> single requests"]},
     )
-    write_manifest(tmp_path, manifest)
-    assert read_manifest(tmp_path) == manifest
+    RunFolder(tmp_path).save_manifest(manifest)
+    assert RunFolder(tmp_path).manifest() == manifest
     # A manifest written before the fallbacks section existed still reads, with none.
     older = json.loads((tmp_path / "manifest.json").read_text())
     del older["fallbacks"]
     (tmp_path / "manifest.json").write_text(json.dumps(older))
-    assert read_manifest(tmp_path) == manifest.model_copy(update={"fallbacks": {}})
+    assert RunFolder(tmp_path).manifest() == manifest.model_copy(update={"fallbacks": {}})
     assert {"python", "apigen-mt", "pyarrow", "datasets"} <= set(manifest.versions)
-    check_resume(tmp_path, "a" * 64, force=False)
+    RunFolder(tmp_path).check_resume("a" * 64, force=False)
     with pytest.raises(RunFolderError) as refused:
-        check_resume(tmp_path, "b" * 64, force=False)
+        RunFolder(tmp_path).check_resume("b" * 64, force=False)
     assert str(refused.value) == (
         f"run folder {tmp_path} was made with a different config (fingerprint aaaaaaaaaaaa… vs bbbbbbbbbbbb…); "
         "use a new --output folder or --force to mix them"
     )
-    check_resume(tmp_path, "b" * 64, force=True)
+    RunFolder(tmp_path).check_resume("b" * 64, force=True)
 
 
 def test_shards_without_a_manifest_are_not_mixed_silently(tmp_path: Path) -> None:
     with ShardWriter(tmp_path / "trajectories", TRAJECTORY_SCHEMA) as writer:
         writer.write(row())
     with pytest.raises(RunFolderError, match="no manifest.json"):
-        check_resume(tmp_path, "a" * 64, force=False)
-    check_resume(tmp_path, "a" * 64, force=True)
+        RunFolder(tmp_path).check_resume("a" * 64, force=False)
+    RunFolder(tmp_path).check_resume("a" * 64, force=True)
 
 
 def test_a_damaged_manifest_is_named(tmp_path: Path) -> None:
@@ -234,7 +227,7 @@ def test_a_damaged_manifest_is_named(tmp_path: Path) -> None:
     with pytest.raises(
         RunFolderError, match=r"manifest.json is not a valid run manifest \(fingerprint: Field required\)"
     ):
-        read_manifest(tmp_path)
+        RunFolder(tmp_path).manifest()
 
 
 WRITER_LOOP = textwrap.dedent(
@@ -324,7 +317,7 @@ def test_sigkill_inside_a_shard_write_leaves_a_temp_file_and_a_journal_the_next_
     process.wait()
     left = sorted(path.name for path in folder.iterdir() if not path.name.startswith("part-"))
     assert len(left) == 2 and left[0].startswith(".apigen-") and left[1].startswith(".journal-part-00001-")
-    assert finished_pairs(folder) == {("bp-0", 0)}  # readers see only whole shards
+    assert RunFolder(folder.parent).finished_trials() == {("bp-0", 0)}  # readers see only whole shards
     with ShardWriter(folder, TRAJECTORY_SCHEMA) as writer:
         writer.write(row(trial=2))
     assert sorted(path.name[:10] for path in folder.iterdir()) == ["part-00000", "part-00001", "part-00002"]

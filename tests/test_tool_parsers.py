@@ -682,7 +682,7 @@ def run_parse(args: list[str], stdin: str):
 
 
 def test_parse_command_reads_all_of_stdin_as_one_output():
-    result = run_parse(["--format", "xlam"], "Sure.\n```json\n" + C1 + "\n```\n")
+    result = run_parse(["--parser", "xlam"], "Sure.\n```json\n" + C1 + "\n```\n")
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.stdout.splitlines()] == [
         {"tool_calls": [{"name": "get_user_details", "arguments": {"user_id": "sara_doe_496"}}], "content": "Sure."}
@@ -693,7 +693,7 @@ def test_parse_command_reads_all_of_stdin_as_one_output():
 
 def test_parse_command_jsonl():
     lines = [json.dumps(text) for text in (C2, "plain\u2028text", "[]")]
-    result = run_parse(["--format", "xlam", "--jsonl"], "\n".join(lines[:2]) + "\n\n" + lines[2] + "\n")
+    result = run_parse(["--parser", "xlam", "--jsonl"], "\n".join(lines[:2]) + "\n\n" + lines[2] + "\n")
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.stdout.splitlines()] == [
         {
@@ -712,7 +712,7 @@ def test_parse_command_jsonl():
     ("args", "stdin", "message"),
     [
         (
-            ["--format", "qwen"],
+            ["--parser", "qwen"],
             "x",
             "unknown tool-call format 'qwen'; known formats: hermes, llama3_json, mistral, xlam",
         ),
