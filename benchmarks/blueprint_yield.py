@@ -21,8 +21,8 @@ from pathlib import Path
 
 from apigen_mt.pipeline.api import generate
 from apigen_mt.pipeline.config import BlueprintPhase, load_config, resolve_model_path
-from apigen_mt.pipeline.run_folder import RunFolder
-from apigen_mt.pipeline.vllm_backend import VllmChatModel
+from apigen_mt.pipeline.engines.vllm_backend import VllmChatModel
+from apigen_mt.pipeline.store.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE1 = ("format", "execution", "policy")

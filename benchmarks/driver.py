@@ -3,7 +3,7 @@
     python benchmarks/driver.py [--episodes 10000] [--workers 2] [--in-flight 64] [--profile FILE]
 
 Every role is the scripted double of tests/scripted_job.py (no engine), so what is measured is the driver
-process itself: feeding items to the worker actors (`pipeline.drive`), receiving rows, the shard writer
+process itself: feeding items to the worker actors (`pipeline.run.drive`), receiving rows, the shard writer
 and its journals, progress. Printed: the driver's resident memory after 1,000 episodes and at the end and
 its peak (it must stay flat), and the driver's CPU time per episode (target: under 5 ms). `--profile`
 runs the driver under cProfile and prints the top entries (the driver loop runs on the main thread).
@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import scripted_job  # noqa: E402  (the scripted roles live beside the tests that use them)
 
-from apigen_mt.pipeline import run as run_module  # noqa: E402
-from apigen_mt.pipeline.progress import FunnelProgress  # noqa: E402
-from apigen_mt.pipeline.run_folder import RunFolder  # noqa: E402
+from apigen_mt.pipeline.run import driver as run_module  # noqa: E402
+from apigen_mt.pipeline.run.progress import FunnelProgress  # noqa: E402
+from apigen_mt.pipeline.store.run_folder import RunFolder  # noqa: E402
 
 MILESTONE = 1000
 

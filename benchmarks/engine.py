@@ -31,11 +31,11 @@ from pathlib import Path
 
 from offline import timed_batch
 
-from apigen_mt.pipeline.models import ModelError, prepared_smollm2
-from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
-from apigen_mt.pipeline.vllm_backend import VllmChatModel
-from apigen_mt.pipeline.vllm_config import VllmEngineConfig
-from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, sampling_params, tokenizer_family
+from apigen_mt.pipeline.engines.local_models import ModelError, prepared_smollm2
+from apigen_mt.pipeline.engines.tiny_test_model import build_tiny_test_model
+from apigen_mt.pipeline.engines.vllm_backend import VllmChatModel
+from apigen_mt.pipeline.engines.vllm_config import VllmEngineConfig
+from apigen_mt.pipeline.engines.vllm_requests import prompt_token_ids, render_prompt, sampling_params, tokenizer_family
 from apigen_mt.simulators.chat import ChatRequest, SamplingParams
 from apigen_mt.simulators.types import Message, ToolSpec
 from apigen_mt.simulators.xlam import tool_calls_schema

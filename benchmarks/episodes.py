@@ -31,10 +31,10 @@ from offline import timed_batch
 
 from apigen_mt.pipeline.api import generate
 from apigen_mt.pipeline.config import load_config, resolve_model_path, task_file_path
-from apigen_mt.pipeline.run_folder import RunFolder
-from apigen_mt.pipeline.sources import load_source
-from apigen_mt.pipeline.vllm_backend import VllmChatModel
-from apigen_mt.pipeline.vllm_requests import prompt_token_ids, render_prompt, tokenizer_family
+from apigen_mt.pipeline.engines.vllm_backend import VllmChatModel
+from apigen_mt.pipeline.engines.vllm_requests import prompt_token_ids, render_prompt, tokenizer_family
+from apigen_mt.pipeline.run.sources import load_source
+from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.simulators.agent import build_agent_request
 from apigen_mt.simulators.domain import get_domain
 

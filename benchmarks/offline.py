@@ -6,7 +6,7 @@ import gc
 import time
 from typing import Any
 
-from apigen_mt.pipeline.vllm_config import VllmEngineConfig, engine_arguments
+from apigen_mt.pipeline.engines.vllm_config import VllmEngineConfig, engine_arguments
 
 
 def timed_batch(

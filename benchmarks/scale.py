@@ -29,12 +29,12 @@ from pathlib import Path
 
 from apigen_mt.pipeline.api import generate
 from apigen_mt.pipeline.config import RunConfig, concurrency
-from apigen_mt.pipeline.engines import ReplicaPool
-from apigen_mt.pipeline.resources import core_shares
-from apigen_mt.pipeline.run_folder import RunFolder
-from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
-from apigen_mt.pipeline.vllm_backend import VllmChatModel
-from apigen_mt.pipeline.vllm_config import VllmEngineConfig
+from apigen_mt.pipeline.engines.pool import ReplicaPool
+from apigen_mt.pipeline.engines.resources import core_shares
+from apigen_mt.pipeline.engines.tiny_test_model import build_tiny_test_model
+from apigen_mt.pipeline.engines.vllm_backend import VllmChatModel
+from apigen_mt.pipeline.engines.vllm_config import VllmEngineConfig
+from apigen_mt.pipeline.store.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINTS = ROOT / "examples" / "demo_blueprints.jsonl"

@@ -27,14 +27,14 @@ from apigen_mt.pipeline.config import (
     load_config,
     task_file_path,
 )
-from apigen_mt.pipeline.sources import LoadedSource, SourceError, load_source
+from apigen_mt.pipeline.run.sources import LoadedSource, SourceError, load_source
 
 if TYPE_CHECKING:  # the driver, engines and export load Ray, pyarrow and datasets: imported when a run starts
-    from apigen_mt.pipeline.engines import ModelFactory
-    from apigen_mt.pipeline.export import ExportResult
-    from apigen_mt.pipeline.proposals import ProposalPlan
-    from apigen_mt.pipeline.run import RunSummary
-    from apigen_mt.pipeline.run_folder import RunFolder
+    from apigen_mt.pipeline.engines.pool import ModelFactory
+    from apigen_mt.pipeline.export.dataset import ExportResult
+    from apigen_mt.pipeline.run.driver import RunSummary
+    from apigen_mt.pipeline.run.phase1 import ProposalPlan
+    from apigen_mt.pipeline.store.run_folder import RunFolder
 
 PHASES: tuple[Phase, ...] = get_args(Phase)
 # A config built in code has no file: its relative paths are relative to the current folder (this path's
@@ -100,8 +100,8 @@ def generate(
     model_factory: model name -> model, used instead of starting the config's models (engines the caller runs,
         or scripted doubles in tests); the models are then not checked before the run.
     """
-    from apigen_mt.pipeline.remote import RemoteError
-    from apigen_mt.pipeline.run_folder import RunFolder
+    from apigen_mt.pipeline.store.remote import RemoteError
+    from apigen_mt.pipeline.store.run_folder import RunFolder
 
     run_config, config_path = _open_config(config)
     chosen = _chosen_phases(run_config, phases)
@@ -231,7 +231,7 @@ def _plan(
     config: RunConfig, config_path: Path, *, domain: str | None, proposals: int | None, exclude: str | Path | None
 ) -> ProposalPlan:
     """What Phase 1 proposes: the config's domains (or the one asked for), their databases, the excluded tasks."""
-    from apigen_mt.pipeline.proposals import ProposalPlan, load_excluded_tasks, planned_domain
+    from apigen_mt.pipeline.run.phase1 import ProposalPlan, load_excluded_tasks, planned_domain
     from apigen_mt.simulators.domain import DataError
 
     generation = config.blueprint_generation
@@ -275,14 +275,14 @@ def _run(
     model_factory: ModelFactory | None,
 ) -> RunSummary:
     """Check the phases' models, then run them through the driver; every expected failure is one line."""
-    from apigen_mt.pipeline.engines import preflight
-    from apigen_mt.pipeline.models import ModelError
-    from apigen_mt.pipeline.openai_backend import EndpointUnavailable
-    from apigen_mt.pipeline.resources import ResourceShortfall
-    from apigen_mt.pipeline.run import RunOptions, run_blueprints, run_generate, run_trajectories
-    from apigen_mt.pipeline.storage import RunFolderError
-    from apigen_mt.pipeline.vllm_backend import EngineStartError
-    from apigen_mt.pipeline.workers import WorkerStartError
+    from apigen_mt.pipeline.engines.local_models import ModelError
+    from apigen_mt.pipeline.engines.openai_backend import EndpointUnavailable
+    from apigen_mt.pipeline.engines.pool import preflight
+    from apigen_mt.pipeline.engines.resources import ResourceShortfall
+    from apigen_mt.pipeline.engines.vllm_backend import EngineStartError
+    from apigen_mt.pipeline.run.driver import RunOptions, run_blueprints, run_generate, run_trajectories
+    from apigen_mt.pipeline.run.workers import WorkerStartError
+    from apigen_mt.pipeline.store.shards import RunFolderError
 
     roles = (PHASE1_ROLES if plan is not None else ()) + (PHASE2_ROLES if sources is not None else ())
     options = RunOptions(folder, force=force, trials=trials, progress=progress, command=tuple(command))
@@ -308,8 +308,8 @@ def _run(
 
 
 def _export(folder: RunFolder, ran: GenerateResult) -> ExportResult:
-    from apigen_mt.pipeline.export import ExportError, export_run
-    from apigen_mt.pipeline.storage import RunFolderError
+    from apigen_mt.pipeline.export.dataset import ExportError, export_run
+    from apigen_mt.pipeline.store.shards import RunFolderError
 
     try:
         result = export_run(folder.path)

@@ -38,12 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from apigen_mt.blueprints.dedup import DECONTAMINATION_THRESHOLD, DEDUP_THRESHOLD
 from apigen_mt.blueprints.loop import Phase1Settings
 from apigen_mt.blueprints.samplers import SamplerSettings
-from apigen_mt.pipeline.io import InputError
-from apigen_mt.pipeline.models import SMOLLM2_NAME, prepared_smollm2
-from apigen_mt.pipeline.openai_backend import OpenAIBackendConfig
+from apigen_mt.pipeline.engines.local_models import SMOLLM2_NAME, prepared_smollm2
+from apigen_mt.pipeline.engines.openai_backend import OpenAIBackendConfig
+from apigen_mt.pipeline.engines.vllm_config import VllmEngineConfig
 from apigen_mt.pipeline.renamed import warn_renamed
-from apigen_mt.pipeline.trials import TrialSettings
-from apigen_mt.pipeline.vllm_config import VllmEngineConfig
+from apigen_mt.pipeline.run.trials import TrialSettings
+from apigen_mt.pipeline.store.io import InputError
 from apigen_mt.simulators.domain import get_domain
 
 EMBEDDED_PREFIX = "embedded:"

@@ -61,7 +61,7 @@ def cli_error_line(*args: str | Path) -> str:
     import os
     import subprocess
 
-    from apigen_mt.pipeline.resources import SKIP_ENV
+    from apigen_mt.pipeline.engines.resources import SKIP_ENV
 
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", SKIP_ENV)}
     cli = Path(sys.executable).parent / "apigen-mt"

@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 
 from apigen_mt.pipeline.config import load_config
-from apigen_mt.pipeline.run import RunOptions, run_trajectories
-from apigen_mt.pipeline.run_folder import RunFolder
-from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel
-from apigen_mt.pipeline.sources import load_source
-from apigen_mt.pipeline.vllm_backend import VllmChatModel
+from apigen_mt.pipeline.engines.scripted import RawText, ScriptedChatModel
+from apigen_mt.pipeline.engines.vllm_backend import VllmChatModel
+from apigen_mt.pipeline.run.driver import RunOptions, run_trajectories
+from apigen_mt.pipeline.run.sources import load_source
+from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse
 from apigen_mt.simulators.types import ToolCall
 

@@ -26,7 +26,7 @@ import re
 import zlib
 
 from apigen_mt.blueprints.review import CRITERIA
-from apigen_mt.pipeline.scripted import ScriptedChatModel
+from apigen_mt.pipeline.engines.scripted import ScriptedChatModel
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse, ModelUnavailable
 from apigen_mt.simulators.types import ToolCall
 

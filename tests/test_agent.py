@@ -8,7 +8,7 @@ import json
 import jsonschema
 import pytest
 
-from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel
+from apigen_mt.pipeline.engines.scripted import RawText, ScriptedChatModel
 from apigen_mt.simulators.agent import (
     Agent,
     AgentSettings,

@@ -17,8 +17,8 @@ import typer
 import apigen_mt.pipeline
 from apigen_mt.pipeline import GenerateError, api
 from apigen_mt.pipeline.config import RunConfig
-from apigen_mt.pipeline.run_folder import RunFolder
-from apigen_mt.pipeline.scripted import ScriptedChatModel
+from apigen_mt.pipeline.engines.scripted import ScriptedChatModel
+from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse
 from apigen_mt.simulators.human_prompts import STOP
 from tests.conftest import load_by_value
@@ -159,7 +159,7 @@ def test_data_folders_a_config_names_are_relative_to_its_file(tmp_path, monkeypa
 
 
 def test_the_main_job_s_help_says_what_each_command_plays():
-    from apigen_mt.pipeline.cli import app
+    from apigen_mt.pipeline.cli.main import app
 
     commands = typer.main.get_command(app).commands
     assert "on the config's task files" in commands["generate"].help

@@ -13,7 +13,7 @@ from apigen_mt.blueprints.loop import Phase1Models, Phase1Settings, generate_blu
 from apigen_mt.blueprints.proposer import ProposerSettings
 from apigen_mt.blueprints.review import CRITERIA, ReviewSettings
 from apigen_mt.blueprints.samplers import SampledContext
-from apigen_mt.pipeline.scripted import ScriptedChatModel
+from apigen_mt.pipeline.engines.scripted import ScriptedChatModel
 from apigen_mt.simulators.chat import ChatResponse, ModelUnavailable
 from apigen_mt.simulators.domain import Domain, get_domain
 from apigen_mt.simulators.toolkit import Toolkit, tool

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from apigen_mt.pipeline.cli import app  # every command registered, as the console script has them
+from apigen_mt.pipeline.cli.main import app  # every command registered, as the console script has them
 from apigen_mt.simulators.domain import domains, get_domain
 from apigen_mt.simulators.domains import airline, retail
 

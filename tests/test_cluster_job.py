@@ -34,9 +34,9 @@ import psutil
 import pytest
 import yaml
 
-from apigen_mt.pipeline.run_folder import RunFolder
-from apigen_mt.pipeline.storage import read_rows
-from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
+from apigen_mt.pipeline.engines.tiny_test_model import build_tiny_test_model
+from apigen_mt.pipeline.store.run_folder import RunFolder
+from apigen_mt.pipeline.store.shards import read_rows
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse
 from apigen_mt.simulators.types import Message, ToolCall
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from apigen_mt.pipeline.sources import LoadedSource, load_source, validate_source
+from apigen_mt.pipeline.run.sources import LoadedSource, load_source, validate_source
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import Blueprint
 from apigen_mt.validators.blueprint import validate_blueprint, with_comparable_outputs

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from apigen_mt.pipeline.config import ConfigError, VllmModel, concurrency, load_config, resolve_model_path
-from apigen_mt.pipeline.engines import Engines
-from apigen_mt.pipeline.models import CACHE_ENV, ModelError
-from apigen_mt.pipeline.openai_backend import OpenAIBackendConfig, OpenAIChatModel
-from apigen_mt.pipeline.vllm_config import VllmEngineConfig
+from apigen_mt.pipeline.engines.local_models import CACHE_ENV, ModelError
+from apigen_mt.pipeline.engines.openai_backend import OpenAIBackendConfig, OpenAIChatModel
+from apigen_mt.pipeline.engines.pool import Engines
+from apigen_mt.pipeline.engines.vllm_config import VllmEngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -114,8 +114,8 @@ def test_an_endpoint_model_shared_by_roles_is_one_client_without_ray(monkeypatch
 def test_models_ask_refuses_bad_input_before_starting_anything(args, message):
     from typer.testing import CliRunner
 
-    from apigen_mt.pipeline import cli_models  # noqa: F401  (registers `models`)
-    from apigen_mt.pipeline.cli import CliError, app
+    from apigen_mt.pipeline.cli import models as cli_models  # noqa: F401  (registers `models`)
+    from apigen_mt.pipeline.cli.main import CliError, app
 
     result = CliRunner().invoke(app, ["models", "ask", str(CONFIGS / "local-cpu.yaml"), "hello", *args])
     assert isinstance(result.exception, CliError)
@@ -125,8 +125,8 @@ def test_models_ask_refuses_bad_input_before_starting_anything(args, message):
 def test_models_ask_names_a_broken_config(tmp_path):
     from typer.testing import CliRunner
 
-    from apigen_mt.pipeline import cli_models  # noqa: F401
-    from apigen_mt.pipeline.cli import CliError, app
+    from apigen_mt.pipeline.cli import models as cli_models  # noqa: F401
+    from apigen_mt.pipeline.cli.main import CliError, app
 
     result = CliRunner().invoke(app, ["models", "ask", str(write(tmp_path, "models: [")), "hello"])
     assert isinstance(result.exception, CliError) and "is not valid YAML" in str(result.exception)
@@ -150,8 +150,8 @@ def test_resuming_on_a_larger_cluster_keeps_the_fingerprint(tmp_path):
 
 def test_a_committee_of_several_reviewer_models(tmp_path):
     from apigen_mt.blueprints.review import ReviewSettings, review
-    from apigen_mt.pipeline.phase1 import _phase1_models
-    from apigen_mt.pipeline.scripted import ScriptedChatModel
+    from apigen_mt.pipeline.engines.scripted import ScriptedChatModel
+    from apigen_mt.pipeline.run.phase1 import _phase1_models
     from apigen_mt.simulators.types import Blueprint, ToolCall
 
     models = "models: {a: {backend: vllm, engine: {model: x}}, b: {backend: vllm, engine: {model: y}}}\n"
@@ -294,10 +294,10 @@ def test_a_run_missing_a_role_stops_before_anything_starts(tmp_path):
     """The Python entry points check the roles first: no Ray, no manifest."""
     import ray
 
-    from apigen_mt.pipeline.proposals import ProposalPlan
-    from apigen_mt.pipeline.run import RunOptions, run_blueprints, run_trajectories
-    from apigen_mt.pipeline.run_folder import RunFolder
-    from apigen_mt.pipeline.sources import load_source
+    from apigen_mt.pipeline.run.driver import RunOptions, run_blueprints, run_trajectories
+    from apigen_mt.pipeline.run.phase1 import ProposalPlan
+    from apigen_mt.pipeline.run.sources import load_source
+    from apigen_mt.pipeline.store.run_folder import RunFolder
 
     config = load_config(write(tmp_path, PHASE2_ONLY.replace("agent: m, ", "")))
     source = load_source("retail", DEMO_BLUEPRINTS)
@@ -344,9 +344,9 @@ def test_a_phase_2_only_config_plays_its_blueprints(tmp_path):
     and the human."""
     import ray
 
-    from apigen_mt.pipeline.run import RunOptions, run_trajectories
-    from apigen_mt.pipeline.run_folder import RunFolder
-    from apigen_mt.pipeline.sources import load_source
+    from apigen_mt.pipeline.run.driver import RunOptions, run_trajectories
+    from apigen_mt.pipeline.run.sources import load_source
+    from apigen_mt.pipeline.store.run_folder import RunFolder
     from tests.conftest import load_by_value
 
     job = load_by_value("scripted_job")

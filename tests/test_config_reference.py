@@ -11,7 +11,7 @@ import pytest
 
 from apigen_mt.pipeline.config import TaskFile
 from apigen_mt.pipeline.config_reference import UndocumentedField, config_reference
-from apigen_mt.pipeline.vllm_config import VllmEngineConfig
+from apigen_mt.pipeline.engines.vllm_config import VllmEngineConfig
 from apigen_mt.simulators.episode import EpisodeSettings
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "config.md"

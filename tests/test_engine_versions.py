@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from apigen_mt.pipeline import engines as engines_module
 from apigen_mt.pipeline.config import ROLES, RunConfig
-from apigen_mt.pipeline.engines import preflight
-from apigen_mt.pipeline.vllm_backend import EngineStartError
-from apigen_mt.pipeline.vllm_config import VLLM_VERSION, installed_vllm_version, vllm_version_problem
+from apigen_mt.pipeline.engines import pool as engines_module
+from apigen_mt.pipeline.engines.pool import preflight
+from apigen_mt.pipeline.engines.vllm_backend import EngineStartError
+from apigen_mt.pipeline.engines.vllm_config import VLLM_VERSION, installed_vllm_version, vllm_version_problem
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

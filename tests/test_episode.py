@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel, ServerReply
-from apigen_mt.pipeline.trials import TrialItem, TrialModels, TrialSettings, play_trial
+from apigen_mt.pipeline.engines.scripted import RawText, ScriptedChatModel, ServerReply
+from apigen_mt.pipeline.run.trials import TrialItem, TrialModels, TrialSettings, play_trial
 from apigen_mt.simulators.agent import Agent, AgentSettings
 from apigen_mt.simulators.chat import ChatResponse, ModelUnavailable
 from apigen_mt.simulators.domain import get_domain

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from apigen_mt.pipeline.export import ExportError, export_run, hub_token
-from apigen_mt.pipeline.manifest import RunManifest, package_versions, utc_now
-from apigen_mt.pipeline.run_folder import RunFolder
-from apigen_mt.pipeline.storage import TRAJECTORY_SCHEMA, ShardWriter
+from apigen_mt.pipeline.export.dataset import ExportError, export_run, hub_token
+from apigen_mt.pipeline.store.manifest import RunManifest, package_versions, utc_now
+from apigen_mt.pipeline.store.run_folder import RunFolder
+from apigen_mt.pipeline.store.shards import TRAJECTORY_SCHEMA, ShardWriter
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import OpenAIToolCall, ToolCall
 from apigen_mt.validators.sampling import trajectory_signature
@@ -325,7 +325,7 @@ def test_openai_rows_go_through_a_tool_aware_chat_template(exported: Path) -> No
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from apigen_mt.pipeline.tiny_test_model import CHAT_TEMPLATE, SPECIAL_TOKENS
+    from apigen_mt.pipeline.engines.tiny_test_model import CHAT_TEMPLATE, SPECIAL_TOKENS
 
     # The tiny test model's ChatML template (it lists `tools=` in the system turn) on a word-level
     # tokenizer built in memory: the template is what is under test, not the vocabulary.
@@ -435,7 +435,7 @@ def test_push_to_hub_without_a_token_fails_before_writing(tmp_path: Path, monkey
 
 
 def test_the_cards_example_names_a_split_the_export_wrote() -> None:
-    from apigen_mt.pipeline.card import load_example
+    from apigen_mt.pipeline.export.card import load_example
 
     assert '"train": "data/sharegpt/train-*.parquet"' in load_example({"sharegpt": {"train": 3, "rejected": 1}})
     # A run with nothing accepted (the embedded model's usual result) still gets a line that works.
@@ -483,7 +483,7 @@ def test_cli_export_of_a_folder_without_shards_is_one_line(tmp_path: Path) -> No
 
 
 def test_sharegpt_pairs_calls_with_results_by_id_and_drops_only_a_trailing_unanswered_call() -> None:
-    from apigen_mt.pipeline.layouts import sharegpt_conversation
+    from apigen_mt.pipeline.export.layouts import sharegpt_conversation
 
     def call(call_id: str, name: str) -> dict[str, Any]:
         return {"id": call_id, "type": "function", "function": {"name": name, "arguments": '{"order_id": "#W1"}'}}
@@ -515,7 +515,7 @@ def test_sharegpt_pairs_calls_with_results_by_id_and_drops_only_a_trailing_unans
 
 
 def test_sharegpt_function_calls_hold_their_arguments_as_an_object_whatever_form_they_were_stored_in() -> None:
-    from apigen_mt.pipeline.layouts import sharegpt_conversation
+    from apigen_mt.pipeline.export.layouts import sharegpt_conversation
 
     arguments = {"order_id": "#W1", "item_ids": ["1", "2"], "note": "caf\u00e9"}
     for stored in (json.dumps(arguments), arguments):  # the API's string form, or already a mapping
@@ -530,7 +530,7 @@ def test_sharegpt_function_calls_hold_their_arguments_as_an_object_whatever_form
 
 
 def test_openai_messages_keep_only_their_own_keys_name_each_tool_and_decode_arguments() -> None:
-    from apigen_mt.pipeline.layouts import openai_messages
+    from apigen_mt.pipeline.export.layouts import openai_messages
 
     def call(call_id: str, arguments: Any) -> dict[str, Any]:
         return {"id": call_id, "type": "function", "function": {"name": "get_order_details", "arguments": arguments}}

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from apigen_mt.pipeline.export import ExportResult, export_run
-from apigen_mt.pipeline.storage import TRAJECTORY_SCHEMA, ShardWriter, read_rows
-from apigen_mt.pipeline.trials import stable_seed
+from apigen_mt.pipeline.export.dataset import ExportResult, export_run
+from apigen_mt.pipeline.run.trials import stable_seed
+from apigen_mt.pipeline.store.shards import TRAJECTORY_SCHEMA, ShardWriter, read_rows
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion
 from apigen_mt.simulators.types import ToolCall
 from tests.conftest import SHARED, load_by_value

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from apigen_mt.pipeline.storage import read_rows
+from apigen_mt.pipeline.store.shards import read_rows
 
 HERE = Path(__file__).resolve().parent
 TRIALS = 4
@@ -198,7 +198,7 @@ NODE_LOST_JOB = textwrap.dedent(
     import importlib.util, sys
     from pathlib import Path
     import ray.cloudpickle
-    import apigen_mt.pipeline.workers as workers
+    import apigen_mt.pipeline.run.workers as workers
 
     workers.WORKER_START_TIMEOUT_S = 5.0
     spec = importlib.util.spec_from_file_location("scripted_job", sys.argv[1])

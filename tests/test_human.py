@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel
+from apigen_mt.pipeline.engines.scripted import RawText, ScriptedChatModel
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse, Completion
 from apigen_mt.simulators.human import (
     STOP,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from apigen_mt.pipeline.io import InputError, read_json, read_records
-from apigen_mt.pipeline.output import (
+from apigen_mt.pipeline.signals import Stopped, install_stop_handlers, signals_deferred
+from apigen_mt.pipeline.store.io import InputError, read_json, read_records
+from apigen_mt.pipeline.store.output import (
     OutputError,
     atomic_directory,
     atomic_file,
@@ -18,7 +19,6 @@ from apigen_mt.pipeline.output import (
     atomic_output,
     temp_name,
 )
-from apigen_mt.pipeline.signals import Stopped, install_stop_handlers, signals_deferred
 from apigen_mt.simulators.strict_json import MAX_DEPTH, StrictJSONError, dumps_strict, loads_strict
 
 # ---------------------------------------------------------------------------------------------- strict JSON

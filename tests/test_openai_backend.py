@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from apigen_mt.pipeline.openai_backend import (
+from apigen_mt.pipeline.engines.openai_backend import (
     EndpointUnavailable,
     OpenAIBackendConfig,
     OpenAIChatModel,
@@ -436,8 +436,8 @@ def no_ray(monkeypatch):
 def run_ask(*args: str):
     from typer.testing import CliRunner
 
-    from apigen_mt.pipeline import cli_models  # noqa: F401  (registers `models`)
-    from apigen_mt.pipeline.cli import app
+    from apigen_mt.pipeline.cli import models as cli_models  # noqa: F401  (registers `models`)
+    from apigen_mt.pipeline.cli.main import app
 
     return CliRunner().invoke(app, ["models", "ask", *args])
 
@@ -459,7 +459,7 @@ def test_models_ask_on_an_endpoint_prints_the_calls_without_ray(server, tmp_path
 
 
 def test_models_ask_refuses_an_unset_key_and_an_unreachable_endpoint_in_one_line(server, tmp_path, monkeypatch, no_ray):
-    from apigen_mt.pipeline.cli import CliError
+    from apigen_mt.pipeline.cli.main import CliError
 
     monkeypatch.delenv("APIGEN_MT_MISSING_KEY", raising=False)
     unset = run_ask(str(write_endpoint_config(tmp_path, server.base_url, "APIGEN_MT_MISSING_KEY")), "hello")
@@ -480,7 +480,7 @@ def test_models_ask_exits_2_with_one_line_when_the_key_variable_is_unset(tmp_pat
 
     environment = {name: value for name, value in os.environ.items() if name != "APIGEN_MT_MISSING_KEY"}
     config = write_endpoint_config(tmp_path, "http://127.0.0.1:1/v1", "APIGEN_MT_MISSING_KEY")
-    program = "from apigen_mt.pipeline.cli import main; main()"
+    program = "from apigen_mt.pipeline.cli.main import main; main()"
     done = subprocess.run(
         [sys.executable, "-c", program, "models", "ask", str(config), "hello"],
         capture_output=True,
@@ -718,8 +718,8 @@ def test_slow_answers_time_out_as_errors_of_their_requests(server):
 
 
 def test_fallbacks_in_force_gathers_every_client_of_the_roles(server):
-    from apigen_mt.pipeline.engines import ReplicaPool
-    from apigen_mt.pipeline.openai_backend import fallbacks_in_force
+    from apigen_mt.pipeline.engines.openai_backend import fallbacks_in_force
+    from apigen_mt.pipeline.engines.pool import ReplicaPool
 
     server.behaviours = Behaviours(refuse_json_schema=True, refuse_n=True)
     judge, human = OpenAIChatModel(endpoint_config(server)), OpenAIChatModel(endpoint_config(server, model="other"))
@@ -767,7 +767,7 @@ SCHEMA_SENT = {"response_format": {"type": "json_schema"}}
     ],
 )
 def test_a_refusal_is_read_for_the_feature_it_names(message, sent, feature):
-    from apigen_mt.pipeline.endpoint_features import EndpointFeatures
+    from apigen_mt.pipeline.engines.endpoint_features import EndpointFeatures
 
     assert EndpointFeatures().learn(message, sent) == feature
 

@@ -183,6 +183,34 @@ def test_the_layers_import_only_downwards():
     assert wrong == []
 
 
+# Inside pipeline, its subpackages from the files up, by the same rule. Its top-level modules are not ranked:
+# `config` is read by every subpackage and made of the engines' settings; `api` is the front door the CLI calls.
+PIPELINE_LAYERS = ("store", "engines", "run", "export", "cli")
+
+
+def test_the_pipeline_subpackages_import_only_downwards():
+    modules = project_modules(ROOT, ["pipeline"])
+    ranked = {name.split(".")[2] for name, module in modules.items() if module.is_package and name.count(".") == 2}
+    assert ranked == set(PIPELINE_LAYERS)
+    wrong = []
+    for module in modules.values():
+        parts = module.name.split(".")
+        if len(parts) < 4 and not (module.is_package and len(parts) == 3):
+            continue  # a top-level module of pipeline
+        rank = PIPELINE_LAYERS.index(parts[2])
+        for node in ast.walk(ast.parse(module.path.read_text(encoding="utf-8"), str(module.path))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for name in imported_names(node, module, modules):
+                    target = name.split(".")
+                    if (
+                        target[:2] == ["apigen_mt", "pipeline"]
+                        and len(target) > 2
+                        and target[2] in PIPELINE_LAYERS[rank + 1 :]
+                    ):
+                        wrong.append(f"{module.path.relative_to(ROOT)} imports {name}")
+    assert wrong == []
+
+
 def test_no_module_imports_one_that_imports_it_back():
     circles = import_circles(import_graph(project_modules(ROOT, LAYERS)))
     assert sorted(circles.values()) == []
@@ -210,3 +238,13 @@ def test_a_circle_closed_inside_a_function_is_found_and_named(tmp_path):
         ),
         frozenset({"apigen_mt.simulators.e"}): "apigen_mt.simulators.e -> apigen_mt.simulators.e",
     }  # d imports c, but c imports d only for the type checker
+
+
+def test_no_shell_module_is_over_400_lines():
+    """A module past about 400 lines does several jobs; the shell is split by responsibility instead."""
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for path in (ROOT / "pipeline").rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    assert long == {}

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from apigen_mt.pipeline import cli_parse  # noqa: F401  (registers `parse` on the app)
-from apigen_mt.pipeline.cli import app
+from apigen_mt.pipeline.cli import parse as cli_parse  # noqa: F401  (registers `parse` on the app)
+from apigen_mt.pipeline.cli.main import app
 from apigen_mt.simulators.tool_parsers import ParsedOutput, get_parser
 from tests.vllm_parsers import FILLERS, assert_agree, calls, json_texts, outputs, values, vllm_extractor, weighted
 

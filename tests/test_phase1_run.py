@@ -14,17 +14,16 @@ import pytest
 from apigen_mt.blueprints.dedup import write_tool_names
 from apigen_mt.blueprints.samplers import sample_context
 from apigen_mt.pipeline.config import BlueprintPhase, load_config
-from apigen_mt.pipeline.proposal_rows import proposal_funnel, stored_proposals
-from apigen_mt.pipeline.proposals import (
+from apigen_mt.pipeline.run.phase1 import ProposalPlan, planned_domain
+from apigen_mt.pipeline.run.proposals import (
     ProposalItem,
-    ProposalPlan,
-    planned_domain,
     proposal_id,
     system_row,
 )
-from apigen_mt.pipeline.run_folder import RunFolder
-from apigen_mt.pipeline.storage import BLUEPRINT_SCHEMA, ShardWriter, read_rows
-from apigen_mt.pipeline.trials import stable_seed
+from apigen_mt.pipeline.run.trials import stable_seed
+from apigen_mt.pipeline.store.proposal_rows import proposal_funnel, stored_proposals
+from apigen_mt.pipeline.store.run_folder import RunFolder
+from apigen_mt.pipeline.store.shards import BLUEPRINT_SCHEMA, ShardWriter, read_rows
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import Blueprint
 from apigen_mt.validators.blueprint import validate_blueprint
@@ -80,7 +79,7 @@ def plan(proposals: int = PROPOSALS, excluded: tuple[Blueprint, ...] = ()) -> Pr
 
 
 def options(out: Path, **extra):
-    from apigen_mt.pipeline.run import RunOptions
+    from apigen_mt.pipeline.run.driver import RunOptions
 
     return RunOptions(RunFolder(out), progress=False, **extra)
 
@@ -131,7 +130,7 @@ def test_stored_proposals_keep_only_the_rows_of_the_run_that_finished_each_propo
 
 
 def test_every_round_is_a_row_with_its_status_stage_and_reasons(ray_local, tmp_path):
-    from apigen_mt.pipeline.run import run_blueprints
+    from apigen_mt.pipeline.run.driver import run_blueprints
 
     out = tmp_path / "run"
     summary = run_blueprints(config(), plan(excluded=(excluded_task(),)), options(out), model_factory=scripted.factory)
@@ -200,7 +199,7 @@ def test_every_round_is_a_row_with_its_status_stage_and_reasons(ray_local, tmp_p
 
 
 def test_a_rerun_runs_only_missing_proposals_and_drops_a_killed_run_s_partial_rows(ray_local, tmp_path):
-    from apigen_mt.pipeline.run import run_blueprints
+    from apigen_mt.pipeline.run.driver import run_blueprints
 
     out = tmp_path / "run"
     first = run_blueprints(config(), plan(6), options(out), model_factory=scripted.factory)
@@ -234,8 +233,8 @@ def test_a_rerun_runs_only_missing_proposals_and_drops_a_killed_run_s_partial_ro
 
 
 def test_generate_chains_accepted_blueprints_into_phase2_and_the_card_shows_phase1(ray_local, tmp_path):
-    from apigen_mt.pipeline.export import export_run
-    from apigen_mt.pipeline.run import run_generate
+    from apigen_mt.pipeline.export.dataset import export_run
+    from apigen_mt.pipeline.run.driver import run_generate
 
     out = tmp_path / "run"
     summary = run_generate(config(), plan(), options(out), model_factory=scripted.factory)
@@ -277,7 +276,7 @@ def accepted_row(index: int, blueprint: Blueprint) -> dict:
 
 
 def test_accepted_blueprints_of_one_user_are_recombined_once_and_played(ray_local, tmp_path):
-    from apigen_mt.pipeline.run import run_blueprints, run_generate
+    from apigen_mt.pipeline.run.driver import run_blueprints, run_generate
 
     user = USERS[0]
     moves = [
@@ -329,7 +328,7 @@ def test_accepted_blueprints_of_one_user_are_recombined_once_and_played(ray_loca
 
 
 def test_recombination_limit_zero_joins_nothing(ray_local, tmp_path):
-    from apigen_mt.pipeline.run import run_blueprints
+    from apigen_mt.pipeline.run.driver import run_blueprints
 
     user = USERS[0]
     out = tmp_path / "run"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from apigen_mt.pipeline import progress
-from apigen_mt.pipeline.progress import FunnelProgress
+from apigen_mt.pipeline.run import progress
+from apigen_mt.pipeline.run.progress import FunnelProgress
 
 
 def test_a_log_gets_plain_lines_with_the_funnel(capsys, monkeypatch):

@@ -19,7 +19,7 @@ from apigen_mt.blueprints.proposer import (
     proposer_request,
 )
 from apigen_mt.blueprints.samplers import SampledContext, SamplerSettings, sample_context
-from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel
+from apigen_mt.pipeline.engines.scripted import RawText, ScriptedChatModel
 from apigen_mt.simulators.chat import ChatResponse, ModelUnavailable
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import Blueprint

@@ -23,7 +23,7 @@ from apigen_mt.blueprints.recombine import (
     rewrite_instruction,
 )
 from apigen_mt.blueprints.review import CRITERIA
-from apigen_mt.pipeline.scripted import ScriptedChatModel
+from apigen_mt.pipeline.engines.scripted import ScriptedChatModel
 from apigen_mt.simulators.chat import ChatResponse, Completion
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.domains.airline.rules import cancellation_allowed, certificate_eligible

@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from apigen_mt.pipeline.remote import RemoteError, RemoteRun, is_uri
+from apigen_mt.pipeline.store.remote import RemoteError, RemoteRun, is_uri
 
 HERE = Path(__file__).resolve().parent
 CLI = Path(sys.executable).parent / "apigen-mt"

@@ -12,10 +12,17 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from apigen_mt.pipeline import engines as engines_module
 from apigen_mt.pipeline.config import ROLES, RunConfig, load_config
-from apigen_mt.pipeline.engines import Engines, ReplicaPool
-from apigen_mt.pipeline.resources import SKIP_ENV, ResourceShortfall, asks, check_cluster, core_shares, shortfalls
+from apigen_mt.pipeline.engines import pool as engines_module
+from apigen_mt.pipeline.engines.pool import Engines, ReplicaPool
+from apigen_mt.pipeline.engines.resources import (
+    SKIP_ENV,
+    ResourceShortfall,
+    asks,
+    check_cluster,
+    core_shares,
+    shortfalls,
+)
 from apigen_mt.simulators.chat import ChatRequest, ChatResponse
 from apigen_mt.simulators.types import Message
 from tests.conftest import cli_error_line

@@ -16,7 +16,7 @@ from apigen_mt.blueprints.review import (
     review_request,
     review_schema,
 )
-from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel
+from apigen_mt.pipeline.engines.scripted import RawText, ScriptedChatModel
 from apigen_mt.simulators.chat import ChatResponse, ModelUnavailable
 from apigen_mt.simulators.types import Blueprint, ToolCall
 

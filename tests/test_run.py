@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from apigen_mt.pipeline.run_folder import RunFolder
-from apigen_mt.pipeline.storage import RunFolderError, read_rows
+from apigen_mt.pipeline.store.run_folder import RunFolder
+from apigen_mt.pipeline.store.shards import RunFolderError, read_rows
 from tests.conftest import load_by_value
 
 HERE = Path(__file__).resolve().parent

@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from apigen_mt.pipeline.config import load_config
-from apigen_mt.pipeline.run import RunOptions, run_trajectories
-from apigen_mt.pipeline.run_folder import RunFolder
-from apigen_mt.pipeline.sources import load_source
-from apigen_mt.pipeline.storage import read_rows
-from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
+from apigen_mt.pipeline.engines.tiny_test_model import build_tiny_test_model
+from apigen_mt.pipeline.run.driver import RunOptions, run_trajectories
+from apigen_mt.pipeline.run.sources import load_source
+from apigen_mt.pipeline.store.run_folder import RunFolder
+from apigen_mt.pipeline.store.shards import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ import pytest
 
 from apigen_mt.pipeline.config import load_config
 from apigen_mt.pipeline.renamed import RenamedWarning
-from apigen_mt.pipeline.run_folder import RunFolder
+from apigen_mt.pipeline.store.run_folder import RunFolder
 from tests.conftest import load_by_value
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "run-before-redesign"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import apigen_mt.pipeline.cli_data  # noqa: F401  (registers the commands on `app`, as `main()` does)
+import apigen_mt.pipeline.cli.data  # noqa: F401  (registers the commands on `app`, as `main()` does)
 import apigen_mt.simulators.domain as domain_module
-from apigen_mt.pipeline.cli import app
+from apigen_mt.pipeline.cli.main import app
 from apigen_mt.pipeline.scaffold import ScaffoldError, scaffold
 
 CLI = Path(sys.executable).parent / "apigen-mt"

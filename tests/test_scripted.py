@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from apigen_mt.pipeline.scripted import RawText, ScriptedChatModel, ScriptExhausted, ServerReply
+from apigen_mt.pipeline.engines.scripted import RawText, ScriptedChatModel, ScriptExhausted, ServerReply
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse, Completion, ModelUnavailable, SamplingParams
 from apigen_mt.simulators.types import Message, ToolCall, ToolSpec
 

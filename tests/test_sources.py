@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from apigen_mt.pipeline.sources import blueprint_id, load_source
+from apigen_mt.pipeline.run.sources import blueprint_id, load_source
 
 CANCEL = {"name": "cancel_pending_order", "kwargs": {"order_id": "#W1", "reason": "ordered by mistake"}}
 

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from apigen_mt.pipeline.manifest import RunManifest, package_versions, utc_now
-from apigen_mt.pipeline.run_folder import RunFolder
-from apigen_mt.pipeline.storage import (
+from apigen_mt.pipeline.store.manifest import RunManifest, package_versions, utc_now
+from apigen_mt.pipeline.store.run_folder import RunFolder
+from apigen_mt.pipeline.store.shards import (
     TRAJECTORY_SCHEMA,
     RunFolderError,
     ShardWriter,
@@ -234,7 +234,7 @@ WRITER_LOOP = textwrap.dedent(
     """
     import json, os, sys
     from pathlib import Path
-    from apigen_mt.pipeline.storage import TRAJECTORY_SCHEMA, ShardWriter
+    from apigen_mt.pipeline.store.shards import TRAJECTORY_SCHEMA, ShardWriter
 
     row, first = json.loads(sys.argv[2]), int(sys.argv[3])
     writer = ShardWriter(Path(sys.argv[1]), TRAJECTORY_SCHEMA, rows_per_shard=4)
@@ -289,7 +289,7 @@ KILLED_INSIDE_A_WRITE = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     import pyarrow.parquet as pq
-    from apigen_mt.pipeline.storage import TRAJECTORY_SCHEMA, ShardWriter
+    from apigen_mt.pipeline.store.shards import TRAJECTORY_SCHEMA, ShardWriter
 
     def half_then_hang(table, where, **options):
         Path(where).write_bytes(b"PAR1 half of a shard")

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from apigen_mt.pipeline import cli_parse  # noqa: F401  (registers `parse` on the app)
-from apigen_mt.pipeline.cli import CliError, app
+from apigen_mt.pipeline.cli import parse as cli_parse  # noqa: F401  (registers `parse` on the app)
+from apigen_mt.pipeline.cli.main import CliError, app
 from apigen_mt.simulators import tool_parsers
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.tool_parsers import ParsedOutput, ToolCallParser, get_parser, register_parser

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from apigen_mt.blueprints.personas import load_personas, persona_of
-from apigen_mt.pipeline.scripted import ScriptedChatModel, ServerReply
-from apigen_mt.pipeline.trials import TrialItem, TrialModels, TrialSettings, play_trial
+from apigen_mt.pipeline.engines.scripted import ScriptedChatModel, ServerReply
+from apigen_mt.pipeline.run.trials import TrialItem, TrialModels, TrialSettings, play_trial
 from apigen_mt.simulators.agent import AgentSettings
 from apigen_mt.simulators.chat import ChatRequest
 from apigen_mt.simulators.domain import get_domain

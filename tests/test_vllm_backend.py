@@ -18,11 +18,11 @@ from types import SimpleNamespace
 import jsonschema
 import pytest
 
-from apigen_mt.pipeline import vllm_requests
-from apigen_mt.pipeline.tiny_test_model import build_tiny_test_model
-from apigen_mt.pipeline.vllm_backend import VllmChatModel, VllmEngineActor, start_engine_actor
-from apigen_mt.pipeline.vllm_config import VllmEngineConfig, engine_arguments
-from apigen_mt.pipeline.vllm_requests import (
+from apigen_mt.pipeline.engines import vllm_requests
+from apigen_mt.pipeline.engines.tiny_test_model import build_tiny_test_model
+from apigen_mt.pipeline.engines.vllm_backend import VllmChatModel, VllmEngineActor, start_engine_actor
+from apigen_mt.pipeline.engines.vllm_config import VllmEngineConfig, engine_arguments
+from apigen_mt.pipeline.engines.vllm_requests import (
     completions_from,
     prompt_token_ids,
     render_prompt,
@@ -356,7 +356,7 @@ class _Exited(BaseException):
 @pytest.fixture
 def exits(monkeypatch):
     """`os._exit` in the actor module raises `_Exited` instead of ending the test process."""
-    from apigen_mt.pipeline import vllm_backend
+    from apigen_mt.pipeline.engines import vllm_backend
 
     def exit_process(status):
         raise _Exited(status)
@@ -701,7 +701,7 @@ def test_waiting_for_an_actor_ray_gave_up_on_returns_false(ray_local):
 
 @pytest.fixture(scope="module")
 def smollm2_engine(ray_local):
-    from apigen_mt.pipeline.models import ModelError, prepared_smollm2
+    from apigen_mt.pipeline.engines.local_models import ModelError, prepared_smollm2
 
     try:
         folder = prepared_smollm2()
@@ -784,7 +784,7 @@ def test_smollm2_under_its_grammar_answers_with_text_or_one_valid_call(smollm2_e
 
 @pytest.mark.vllm
 def test_an_engine_that_cannot_start_raises_with_vllms_reason(ray_local, tmp_path):
-    from apigen_mt.pipeline.vllm_backend import EngineStartError
+    from apigen_mt.pipeline.engines.vllm_backend import EngineStartError
 
     (tmp_path / "config.json").write_text("{}")
     # No CPU reserved: the two engines above may hold both CPUs of this Ray instance.
@@ -794,7 +794,7 @@ def test_an_engine_that_cannot_start_raises_with_vllms_reason(ray_local, tmp_pat
 
 
 def test_an_engine_ray_cannot_place_times_out_with_the_resources_it_asked_for(ray_local):
-    from apigen_mt.pipeline.vllm_backend import EngineStartError
+    from apigen_mt.pipeline.engines.vllm_backend import EngineStartError
 
     config = VllmEngineConfig(model="never-loaded", device="gpu", start_timeout_s=2)  # this Ray has no GPU
     with pytest.raises(EngineStartError, match=r"not ready after start_timeout_s=2s\. It asks Ray for 1 GPU"):

@@ -13,11 +13,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from apigen_mt.pipeline import GenerateError, api, cli_run
-from apigen_mt.pipeline.cli import app
+from apigen_mt.pipeline import GenerateError, api
+from apigen_mt.pipeline.cli import run as cli_run
+from apigen_mt.pipeline.cli.main import app
 from apigen_mt.pipeline.config import ConfigError, load_config
+from apigen_mt.pipeline.engines.scripted import ScriptedChatModel
 from apigen_mt.pipeline.renamed import RenamedWarning
-from apigen_mt.pipeline.scripted import ScriptedChatModel
 from apigen_mt.simulators.chat import ChatResponse
 
 ROOT = Path(__file__).resolve().parents[1]

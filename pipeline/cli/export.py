@@ -1,0 +1,60 @@
+"""`apigen-mt export RUN_DIR`: the run's trials as a dataset (both layouts), Parquet files and a dataset card."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from apigen_mt.pipeline.cli.app import MAIN_JOB, CliError, app, report_export
+
+FORMAT_CHOICES = {"sharegpt": ("sharegpt",), "openai": ("openai",), "both": ("sharegpt", "openai")}
+SPLIT_CHOICES = {
+    "train": ("train",),
+    "rejected": ("rejected",),
+    "preference": ("preference",),
+    "all": ("train", "rejected", "preference"),
+}
+
+
+@app.command("export", rich_help_panel=MAIN_JOB)
+def export(
+    run_dir: Annotated[
+        str, typer.Argument(help="Run folder written by `apigen-mt generate` (or the URI given as its --output).")
+    ],
+    format: Annotated[str, typer.Option("--format", help="Layout: sharegpt (APIGen-MT-5k), openai, or both.")] = "both",
+    split: Annotated[str, typer.Option("--split", help="train, rejected, preference, or all.")] = "all",
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(
+            "--push-to-hub", help="Also upload to this Hugging Face dataset repo (NAMESPACE/NAME); token: HF_TOKEN."
+        ),
+    ] = None,
+) -> None:
+    """Export a run's trials as a dataset: RUN_DIR/dataset (save_to_disk), RUN_DIR/data (Parquet), a card and plots."""
+    if format not in FORMAT_CHOICES:
+        raise CliError(f"--format {format!r} is not one of {', '.join(FORMAT_CHOICES)}")
+    if split not in SPLIT_CHOICES:
+        raise CliError(f"--split {split!r} is not one of {', '.join(SPLIT_CHOICES)}")
+    from apigen_mt.pipeline.store.remote import RemoteError
+    from apigen_mt.pipeline.store.run_folder import RunFolder
+
+    try:
+        run = RunFolder.at(run_dir)
+    except RemoteError as exc:
+        raise CliError(str(exc)) from None
+    if run.remote is None and not run.path.is_dir():
+        raise CliError(f"run folder {run_dir} does not exist; give the --output folder of `apigen-mt generate`")
+    # Imported here: polars, pyarrow and datasets would slow down every other command's start.
+    from apigen_mt.pipeline.export.dataset import ExportError, export_run
+    from apigen_mt.pipeline.store.shards import RunFolderError
+
+    try:
+        run.pull()
+        result = export_run(
+            run.path, formats=FORMAT_CHOICES[format], splits=SPLIT_CHOICES[split], push_to_hub=push_to_hub
+        )
+        run.push_export()
+    except (ExportError, RunFolderError) as exc:
+        raise CliError(str(exc)) from None
+    report_export(result, SPLIT_CHOICES[split], None if run.remote is None else str(run))

@@ -1,0 +1,1 @@
+"""A run folder as a dataset: the layouts, the Hugging Face dataset and Parquet files, and the dataset card."""
