@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import scripted_job  # noqa: E402  (the scripted roles live beside the tests that use them)
 
-from apigen_mt.pipeline.run import driver as run_module  # noqa: E402
+from apigen_mt.pipeline.run import phase2  # noqa: E402
 from apigen_mt.pipeline.run.progress import FunnelProgress  # noqa: E402
 from apigen_mt.pipeline.store.run_folder import RunFolder  # noqa: E402
 
@@ -72,8 +72,8 @@ def main() -> None:
     # Ray's workers cannot import the tests folder; the scripted roles travel by value.
     ray.cloudpickle.register_pickle_by_value(scripted_job)
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    # The run builds its progress bar here; the measured one notes memory as episodes finish.
-    run_module.FunnelProgress = MeasuredProgress
+    # Phase 2 builds its progress bar here; the measured one notes memory as episodes finish.
+    phase2.FunnelProgress = MeasuredProgress
     # CPU time, not wall time: the loop's waits for results are not the driver's cost.
     profiler = cProfile.Profile(time.thread_time) if args.profile else None
     try:
