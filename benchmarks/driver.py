@@ -97,10 +97,12 @@ def main() -> None:
     rss, missing = MeasuredProgress.rss, (0, 0)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"episodes: {episodes}  workers: {args.workers}  in flight: {args.in_flight}  counts: {summary.counts['trajectories']}"
+        f"episodes: {episodes}  workers: {args.workers}  in flight: {args.in_flight}  "
+        f"counts: {summary.counts['trajectories']}"
     )
     print(
-        f"wall: {wall:.1f} s ({episodes / wall:.0f} episodes/s)  driver CPU: {cpu:.1f} s (main thread {loop:.1f} s)  load average: {load}"
+        f"wall: {wall:.1f} s ({episodes / wall:.0f} episodes/s)  driver CPU: {cpu:.1f} s (main thread {loop:.1f} s)  "
+        f"load average: {load}"
     )
     for done in (MILESTONE, episodes):
         now, peak = rss.get(done, missing)

@@ -146,7 +146,8 @@ def main() -> None:
         f"{cached_tokens / max(prompt_tokens, 1):.0%} of them from the prefix cache"
     )
     print(
-        f"{'mode':<12}{'episodes':>9}{'tokens':>9}{'seconds':>9}{'tokens/s':>10}{'vs offline':>11}{'driver ms/episode':>19}"
+        f"{'mode':<12}{'episodes':>9}{'tokens':>9}{'seconds':>9}{'tokens/s':>10}"
+        f"{'vs offline':>11}{'driver ms/episode':>19}"
     )
     ratios = {}
     for mode, (mode_rows, tokens, wall, cpu) in results.items():

@@ -63,7 +63,7 @@ class Phase1Settings(BaseModel):
     proposer: ProposerSettings = Field(default_factory=ProposerSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     max_rounds: int | None = Field(
-        None, ge=0, description="revisions after the first proposal; None: 3 for retail, 5 for airline"
+        None, ge=0, le=100, description="revisions after the first proposal; None: 3 for retail, 5 for airline"
     )
 
     def rounds_for(self, domain: str) -> int:

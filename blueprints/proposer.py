@@ -45,9 +45,13 @@ class ProposerSettings(BaseModel):
 
     structured: bool = Field(True, description="generate the reply as one JSON object under a JSON schema")
     temperature: float = Field(0.7, ge=0, description="sampling temperature of each proposal")
-    max_tokens: int = Field(2048, ge=1, description="tokens one proposal (reasoning included) may use")
+    max_tokens: int = Field(
+        2048, ge=1, le=2**24, description="tokens one proposal (reasoning included) may use (2^24 is above any context)"
+    )
     refusal_share: float = Field(0.1, ge=0, le=1, description="share of proposals that are refusal tasks")
-    seed: int | None = Field(None, description="base sampling seed, mixed with the context seed and round")
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="base sampling seed (32 bits), mixed with the context seed and round"
+    )
 
 
 class ProposalError(BaseModel):

@@ -58,7 +58,7 @@ class ReviewSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    reviewers: int = Field(3, ge=1, description="K, the number of reviews per blueprint")
+    reviewers: int = Field(3, ge=1, le=100, description="K, the number of reviews per blueprint, each a request")
     threshold: float = Field(0.75, ge=0, le=1, description="the voted average a blueprint must reach")
     # The paper accepts on the average alone; a task whose actions do not implement its instruction is wrong
     # data whatever its other scores, so correctness must also win its own majority by default.
@@ -74,7 +74,9 @@ class ReviewSettings(BaseModel):
 
     # Above 0 so that one model asked K times gives K independent reviews.
     temperature: float = Field(0.7, ge=0, description="sampling temperature of each review")
-    max_tokens: int = Field(512, ge=1, description="tokens one review (reflection included) may use")
+    max_tokens: int = Field(
+        512, ge=1, le=2**24, description="tokens one review (reflection included) may use (2^24 is above any context)"
+    )
 
 
 DEFAULT_SETTINGS = ReviewSettings()

@@ -67,9 +67,17 @@ class SamplerSettings(BaseModel):
         "that deep",
     )
     context_budget_chars: int = Field(
-        default=8000, gt=0, description="characters of JSON records shown; the least relevant records go first"
+        default=8000,
+        gt=0,
+        le=10_000_000,
+        description="characters of JSON records shown, within one prompt; the least relevant records go first",
     )
-    examples: int = Field(default=2, ge=1, description="few-shot examples when the example sampler contributes")
+    examples: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="few-shot examples, each shown in full, when the example sampler contributes",
+    )
 
     @field_validator("walk_length")
     @classmethod

@@ -27,6 +27,7 @@ from apigen_mt.pipeline.config import (
     load_config,
     task_file_path,
 )
+from apigen_mt.pipeline.config_phases import MAX_PROPOSALS, MAX_TRIALS
 from apigen_mt.pipeline.run.sources import LoadedSource, SourceError, load_source
 
 if TYPE_CHECKING:  # the driver, engines and export load Ray, pyarrow and datasets: imported when a run starts
@@ -106,6 +107,7 @@ def generate(
     run_config, config_path = _open_config(config)
     chosen = _chosen_phases(run_config, phases)
     _check_arguments(chosen, export=export, task_file=task_file, domain=domain, data_dir=data_dir)
+    _check_counts(limit=limit, proposals=proposals, trials=trials)
     try:
         folder = RunFolder.at(output)
     except RemoteError as exc:
@@ -141,14 +143,32 @@ def generate(
     ran = GenerateResult(summary, None, None if folder.remote is None else str(folder))
     if not export:
         return ran
-    if plan is not None and summary.counts["trajectories"]["trials"] == 0:
-        raise GenerateError(
-            f"Phase 1 accepted no blueprint and {config_path} names no task files, so Phase 2 had nothing to "
-            f"play and there is nothing to export; each proposal's reasons are in {folder.proposals_dir}: raise "
-            "the proposals or use a stronger proposer",
-            ran,
-        )
+    if summary.counts["trajectories"]["trials"] == 0:
+        # The run did what it could and its manifest says so; but the dataset asked for would hold nothing.
+        raise GenerateError(_nothing_played(summary, config_path, folder, task_files=bool(sources)), ran)
     return replace(ran, export=_export(folder, ran))
+
+
+def _nothing_played(summary: RunSummary, config_path: Path, folder: RunFolder, *, task_files: bool) -> str:
+    """Why a run that is to export a dataset holds no trial, and what to change."""
+    nothing = "so Phase 2 had nothing to play and there is nothing to export"
+    if "blueprints" in summary.phases and not task_files:
+        fix = (
+            "fix what the failed ones name (an endpoint down?) and run into a new --output folder"
+            if summary.counts["proposals"]["proposals_failed"]
+            else "raise the proposals or use a stronger proposer"
+        )
+        return (
+            f"Phase 1 accepted no blueprint and {config_path} names no task files, {nothing}; each proposal's "
+            f"reasons are in {folder.proposals_dir}: {fix}"
+        )
+    tasks = summary.counts["tasks"]
+    if not tasks["input"]:
+        return f"the task files of {config_path} hold no task, {nothing}; name task files that hold tasks"
+    return (
+        f"stage 1 rejected all {tasks['input']} tasks, {nothing}; their reasons are in {folder.task_rejections_path}: "
+        "fix the tasks or name others"
+    )
 
 
 def _open_config(config: str | Path | RunConfig) -> tuple[RunConfig, Path]:
@@ -189,6 +209,21 @@ def _check_arguments(
         raise GenerateError("data_dir is task_file's data folder; give the file too")
     if domain is not None and "blueprints" not in phases and task_file is None:
         raise GenerateError("domain chooses Phase 1's domain or names task_file's; this run has neither")
+
+
+def _check_counts(*, limit: int | None, proposals: int | None, trials: int | None) -> None:
+    """Whole numbers in what a run can hold (a huge --trials would build every item in memory); spelled as the
+    CLI's options, whose values arrive here."""
+    for name, value, bound in (
+        ("limit", limit, None),
+        ("proposals", proposals, MAX_PROPOSALS),
+        ("trials", trials, MAX_TRIALS),
+    ):
+        if value is None:
+            continue
+        if type(value) is not int or value < 1 or (bound is not None and value > bound):
+            most = f" and at most {bound:,}" if bound is not None else ""
+            raise GenerateError(f"--{name} {value!r}: give a whole number of at least 1{most}")
 
 
 def _phase2_sources(
@@ -312,8 +347,7 @@ def _export(folder: RunFolder, ran: GenerateResult) -> ExportResult:
     from apigen_mt.pipeline.store.shards import RunFolderError
 
     try:
-        result = export_run(folder.path)
-        folder.push_export()
+        result = export_run(folder)  # under the folder's lock; a mirrored folder's mirror gets the export
     except (ExportError, RunFolderError) as exc:
         raise GenerateError(str(exc), ran) from None
     return result

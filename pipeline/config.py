@@ -18,7 +18,8 @@ blueprint_generation:            # Phase 1; when present, `generate` also plays 
 Roles may share a model; each model is started once. A run needs only the roles of the phases it runs
 (`PHASE1_ROLES`, `PHASE2_ROLES`). `embedded:NAME` names a model prepared by `apigen-mt models prepare` and
 resolves to its local folder, so no config ever needs a hub download. Every field: docs/config.md, generated
-by `python -m apigen_mt.pipeline.config_reference`.
+by `python -m apigen_mt.pipeline.config_reference`. The phase sections are in `pipeline.config_phases`; what a
+YAML value may be before pydantic reads it, in `pipeline.config_values`.
 
 Words: a *blueprint* is a task as an episode plays it, Phase 1's product; a *task file* is a file of tasks a
 run is given (`tasks:`). The former key `blueprints` still loads, with a warning (`pipeline/renamed.py`).
@@ -35,16 +36,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from apigen_mt.blueprints.dedup import DECONTAMINATION_THRESHOLD, DEDUP_THRESHOLD
-from apigen_mt.blueprints.loop import Phase1Settings
-from apigen_mt.blueprints.samplers import SamplerSettings
+from apigen_mt.pipeline.config_phases import BlueprintPhase, TrajectoryPhase
+from apigen_mt.pipeline.config_values import UnfitValue, config_json
 from apigen_mt.pipeline.engines.local_models import SMOLLM2_NAME, prepared_smollm2
 from apigen_mt.pipeline.engines.openai_backend import OpenAIBackendConfig
 from apigen_mt.pipeline.engines.vllm_config import VllmEngineConfig
 from apigen_mt.pipeline.renamed import warn_renamed
-from apigen_mt.pipeline.run.trials import TrialSettings
 from apigen_mt.pipeline.store.io import InputError
-from apigen_mt.simulators.domain import get_domain
 
 EMBEDDED_PREFIX = "embedded:"
 PHASE1_ROLES = ("proposer", "reviewer")
@@ -59,7 +57,7 @@ _NEEDED_BY = {
 
 
 # Settings that change how fast a run goes, never what it makes: the fingerprint leaves them out.
-_SCALE_SETTINGS = ("workers", "in_flight", "max_attempts", "rows_per_shard")
+_SCALE_SETTINGS = ("workers", "in_flight", "max_attempts", "rows_per_shard", "max_replays")
 _ENGINE_SCALE_SETTINGS = (  # vLLM engines' (the first two lines), then endpoints'
     *("tensor_parallel_size", "gpu_memory_utilization", "max_num_seqs", "max_in_flight", "actor_num_cpus"),
     *("cpu_cores", "max_restarts", "start_timeout_s", "request_timeout_s"),
@@ -79,7 +77,7 @@ class VllmModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["vllm"] = Field(description="served by vLLM engines the run starts")
-    replicas: int = Field(1, ge=1, description="engine actors serving this model")
+    replicas: int = Field(1, ge=1, le=1000, description="engine actors serving this model, each a Ray actor of its own")
     engine: VllmEngineConfig = Field(description="one replica's engine: the weights, vLLM's settings, the actor")
 
 
@@ -155,86 +153,6 @@ class TaskFile(BaseModel):
     limit: int | None = Field(None, ge=1, description="take at most this many tasks from the file")
 
 
-class TrajectoryPhase(TrialSettings):
-    """Phase 2: how many trials per blueprint, how they play, and how the run keeps the engines busy."""
-
-    trials: int = Field(3, ge=1, description="episodes per blueprint (rejection sampling; pass^k up to k = trials)")
-    workers: int = Field(1, ge=1, description="Ray worker actors playing episodes, each running many at once")
-    in_flight: int | None = Field(
-        None,
-        ge=1,
-        description="episodes in flight at once; default: as many as the agent's model takes at once (see Concurrency)",
-    )
-    max_attempts: int = Field(3, ge=1, description="plays of one trial when its engine dies under it")
-    rows_per_shard: int = Field(64, ge=1, description="trials per Parquet shard")
-
-
-class GenerationDomain(BaseModel):
-    """One domain Phase 1 proposes blueprints for."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    domain: str = Field(description="a registered domain (retail, airline, ...) or the module path of your own")
-    proposals: int = Field(ge=1, description="sampled contexts, each proposed and revised until accepted or given up")
-    data_dir: str | None = Field(None, description="tau-bench-layout data folder; default: the domain's seeded data")
-
-    @field_validator("domain")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        # A registered name, or an importable module path that defines a domain (`my_pkg.my_domain`).
-        try:
-            get_domain(name)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
-        return name
-
-
-class RecombinationSettings(BaseModel):
-    """Reverse task recombination after the proposals: accepted blueprints of one user joined into one task."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    size: int = Field(2, ge=2, description="blueprints joined into one task")
-    limit: int | None = Field(
-        None, ge=0, description="combinations tried per domain and run; null: every group of `size` (0: none)"
-    )
-
-
-class BlueprintPhase(Phase1Settings):
-    """Phase 1: which domains get how many proposals, how contexts are sampled, the loop, dedup, and the workers.
-
-    The proposer is the `proposer` role; the committee's K reviews and the feedback summaries are the
-    `reviewer` role's (the summary condenses the reviewers' reflections).
-    """
-
-    domains: list[GenerationDomain] = Field(min_length=1, description="the domains to propose blueprints for")
-    seed: int = Field(0, description="proposal i of domain D samples its context from a seed of this, D and i")
-    sampler: SamplerSettings = Field(default_factory=SamplerSettings)
-    recombination: RecombinationSettings = Field(default_factory=RecombinationSettings)
-    dedup_threshold: float = Field(DEDUP_THRESHOLD, gt=0, le=1, description="instruction similarity of a duplicate")
-    decontamination_threshold: float = Field(
-        DECONTAMINATION_THRESHOLD, gt=0, le=1, description="instruction similarity to an excluded task that rejects"
-    )
-    workers: int = Field(1, ge=1, description="Ray worker actors running proposals, each running many at once")
-    in_flight: int | None = Field(
-        None,
-        ge=1,
-        description="proposals in flight at once; default: as many as the proposer's model takes at once (see "
-        "Concurrency)",
-    )
-    max_attempts: int = Field(3, ge=1, description="runs of one proposal when its engine dies under it")
-    rows_per_shard: int = Field(64, ge=1, description="proposal rounds per Parquet shard")
-
-    @model_validator(mode="after")
-    def _one_entry_per_domain(self) -> BlueprintPhase:
-        names = [entry.domain for entry in self.domains]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            # Blueprint ids are DOMAIN-pNNNN: two entries of one domain would give two proposals one id.
-            raise ValueError(f"domain {', '.join(repeated)} is listed more than once; list each domain once")
-        return self
-
-
 class RunConfig(BaseModel):
     """A run config: the models, the roles they play, and the phases."""
 
@@ -283,7 +201,7 @@ class RunConfig(BaseModel):
             for entry in generation["domains"]:
                 entry.pop("proposals")
             for name in _SCALE_SETTINGS:
-                generation.pop(name)
+                generation.pop(name, None)  # max_replays is Phase 2's only
             data["blueprint_generation"] = generation
         for spec in data["models"].values():
             spec.pop("replicas", None)
@@ -343,7 +261,10 @@ def concurrency(
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """The run config in a YAML file; ConfigError naming the file (and the field) when it is not one."""
+    """The run config in a YAML file; ConfigError naming the file (and the field) when it is not one.
+
+    Read strictly, as JSON is: a number field takes a number, not true/false or quoted digits, and an int
+    field not 3.0; and the YAML first passes `config_json` (no alias bomb, nothing JSON cannot hold)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -356,6 +277,12 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
     except (UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path} nests lists or mappings too deeply to read; a run config nests a few levels"
+        ) from None
+    except ValueError as exc:  # a value YAML recognises but Python cannot make: an int of over 4300 digits, 2024-13-01
+        raise ConfigError(f"{path} holds a value that cannot be read: {str(exc).split(':')[0]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a run config is a YAML mapping with `models` and `roles`, got {type(raw).__name__}")
     if "blueprints" in raw:
@@ -364,7 +291,9 @@ def load_config(path: str | Path) -> RunConfig:
         warn_renamed(str(path), "the config key `blueprints`", "`tasks`")
         raw["tasks"] = raw.pop("blueprints")
     try:
-        return RunConfig.model_validate(raw)
+        return RunConfig.model_validate_json(config_json(raw), strict=True)
+    except UnfitValue as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}" for error in exc.errors()

@@ -2,7 +2,7 @@
 
     python -m apigen_mt.pipeline.config_reference > docs/config.md
 
-Every section and field in the order of a config file, with its type, default and description; then the
+Every section and field in the order of a config file, with its type and bounds, default and description; then the
 concurrency rule, from `concurrency`'s docstring. A field without a description (or a section without one
 or a class docstring) stops the generator, so the reference never has a blank. A test checks that
 docs/config.md is what this makes now.
@@ -17,19 +17,25 @@ import types
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
 from apigen_mt.pipeline.config import RunConfig, concurrency
+from apigen_mt.pipeline.config_values import MAX_CONFIG_CHARS, MAX_DEPTH
 
-HEADER = """\
+HEADER = f"""\
 # Run config reference
 
 Generated from the pydantic models by `python -m apigen_mt.pipeline.config_reference > docs/config.md`; do
 not edit it by hand (a test fails when it is not what the generator makes). A run config is a YAML file
 (`configs/` has examples); its sections come here in the order of such a file. In a section's path, `NAME`
 is a name you choose and `[]` is each entry of a list.
+
+Values are read as JSON reads them: a number field takes a number, not `true` or `"3"`, and an int field not
+`3.0`. A config holds text, numbers, true/false, null, lists and mappings with text keys, nested at most
+{MAX_DEPTH} levels and at most {MAX_CONFIG_CHARS:,} characters as JSON once its YAML aliases are expanded.
 """
 
 
@@ -40,7 +46,7 @@ class UndocumentedField(ValueError):
 def config_reference() -> str:
     """docs/config.md's text."""
     parts = [HEADER]
-    for title, model, about in _sections(RunConfig, "", "", None):
+    for title, model, about in sections(RunConfig, "", "", None):
         parts.append(f"\n## {title}\n\n{about}\n\n| field | type | default | description |\n|---|---|---|---|\n")
         parts.extend(_row(name, field, f"{title}: {name}") for name, field in model.model_fields.items())
     rule = inspect.cleandoc(concurrency.__doc__ or "")
@@ -48,7 +54,7 @@ def config_reference() -> str:
     return "".join(parts)
 
 
-def _sections(
+def sections(
     model: type[BaseModel], path: str, label: str, field: FieldInfo | None
 ) -> Iterator[tuple[str, type[BaseModel], str]]:
     """(title, model, what it is) of the section, then of its fields' sections, depth first in field order."""
@@ -59,7 +65,7 @@ def _sections(
     yield title, model, " ".join(about.split())
     for name, child in model.model_fields.items():
         for suffix, nested in _nested(child.annotation):
-            yield from _sections(nested, f"{path}.{name}{suffix}".lstrip("."), _label(nested) or label, child)
+            yield from sections(nested, f"{path}.{name}{suffix}".lstrip("."), _label(nested) or label, child)
 
 
 def _nested(annotation: Any, suffix: str = "") -> Iterator[tuple[str, type[BaseModel]]]:
@@ -98,7 +104,7 @@ def _row(name: str, field: FieldInfo, where: str) -> str:
     if not description:
         docstring = "" if nested is None else f" or {nested[1].__name__} a docstring"
         raise UndocumentedField(f"{where}: give the field a description{docstring}")
-    cells = (f"`{name}`", _type(field.annotation), _default(field), " ".join(description.split()))
+    cells = (f"`{name}`", _type(field.annotation) + _bounds(field), _default(field), " ".join(description.split()))
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |\n"
 
 
@@ -123,6 +129,16 @@ def _type(annotation: Any) -> str:
     if origin is dict:
         return f"mapping of {_type(args[0])} to {_type(args[1])}"
     return annotation.__name__
+
+
+def _bounds(field: FieldInfo) -> str:
+    """The field's numeric bounds as the tail of its type cell (`, ≥ 1, ≤ 1_000`); `_` groups digits as YAML does."""
+    signs = {Ge: ("≥", "ge"), Gt: (">", "gt"), Le: ("≤", "le"), Lt: ("<", "lt")}
+    return "".join(
+        f", {signs[type(item)][0]} {getattr(item, signs[type(item)][1]):_}"
+        for item in field.metadata
+        if type(item) in signs
+    )
 
 
 def _default(field: FieldInfo) -> str:

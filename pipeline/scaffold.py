@@ -1,10 +1,9 @@
 """`apigen-mt envs new NAME`: a minimal domain package that works and passes its own tests, to grow into a real one.
 
-The package is a support desk with customers and tickets: three tools (one of them a write) and a transfer, a
-seeded generator with record schemas, a policy, one rule, an API graph, what the write needs, one example task
-and a test module. It
-uses the public SDK only and relative imports, so it can live anywhere importable; configs name it by its module
-path (`domain: NAME` with its parent folder on PYTHONPATH).
+The package is a support desk with customers and tickets: three tools (one of them a write) and a transfer, a seeded
+generator with record schemas, a policy, one rule, an API graph, what the write needs, one example task and a test
+module. It uses the public SDK only and relative imports, so it can live anywhere importable; configs name it by its
+module path (`domain: NAME` with its parent folder on PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -47,7 +46,8 @@ DOMAIN = register(
 )
 '''
 
-TOOLS = '''"""The ${name} tools: typed, documented methods; each JSON Schema is derived from the signature and docstring."""
+TOOLS = '''\
+"""The ${name} tools: typed, documented methods; each JSON Schema is derived from the signature and docstring."""
 
 from __future__ import annotations
 
@@ -147,7 +147,11 @@ def generate(seed: int) -> dict[str, Any]:
     for number in range(N_USERS):
         user_id = f"user_{number:03d}"
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-        users[user_id] = {"name": f"{first} {last}", "email": f"{first}.{last}.{number}@example.com".lower(), "tickets": []}
+        users[user_id] = {
+            "name": f"{first} {last}",
+            "email": f"{first}.{last}.{number}@example.com".lower(),
+            "tickets": [],
+        }
         for position in range(rng.randint(1, 3)):
             ticket_id = f"T{len(tickets):04d}"
             # Each customer's first ticket is open, so every customer has one to close (the example task needs it).
@@ -172,7 +176,8 @@ from apigen_mt.simulators.trace import ActionTrace, calls_on_records
 def own_tickets_only(trace: ActionTrace) -> list[str]:
     """Closing a ticket of anyone but the conversation's customer (the blueprint's `user_id`) breaks the policy."""
     return [
-        f"{call.label()} closes ticket {ticket_id} of {ticket.get('user_id')!r}, but the conversation is with {trace.user_id!r}"
+        f"{call.label()} closes ticket {ticket_id} of {ticket.get('user_id')!r}, "
+        f"but the conversation is with {trace.user_id!r}"
         for call, ticket_id, ticket in calls_on_records(trace, {"close_ticket"}, "tickets", "ticket_id")
         if ticket.get("user_id") != trace.user_id
     ]
@@ -186,7 +191,8 @@ API_GRAPH = [
 ]
 '''
 
-NEEDS = '''"""What the ${name} write tool needs, so the blueprint sampler proposes it only to a customer who can make it."""
+NEEDS = '''\
+"""What the ${name} write tool needs, so the blueprint sampler proposes it only to a customer who can make it."""
 
 from __future__ import annotations
 
@@ -286,9 +292,12 @@ def test_sampled_tasks_close_an_open_ticket_of_their_customer():
 
 def test_the_policy_stage_rejects_closing_another_customers_ticket():
     db = DOMAIN.load()
-    other = next(key for key, ticket in db["tickets"].items() if ticket["user_id"] != "user_000" and ticket["status"] == "open")
+    other = next(
+        key for key, ticket in db["tickets"].items() if ticket["user_id"] != "user_000" and ticket["status"] == "open"
+    )
     action = {"name": "close_ticket", "arguments": {"ticket_id": other, "resolution": "solved"}}
-    verdict = validate_blueprint(DOMAIN, db, {"user_id": "user_000", "instruction": "Close it.", "actions": [action]})[-1]
+    blueprint = {"user_id": "user_000", "instruction": "Close it.", "actions": [action]}
+    verdict = validate_blueprint(DOMAIN, db, blueprint)[-1]
     assert (verdict.stage, verdict.passed) == ("policy", False) and verdict.reasons[0].startswith("[P1]")
 '''
 

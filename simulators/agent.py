@@ -55,8 +55,10 @@ class AgentSettings(BaseModel):
         description="sampling temperature of every trial after the first, so that trials differ (a greedy "
         "first trial and sampled retries); None keeps `temperature`",
     )
-    max_tokens: int = Field(512, ge=1, description="tokens one turn may use")
-    seed: int | None = Field(None, description="sampling seed; None leaves sampling unseeded")
+    max_tokens: int = Field(512, ge=1, le=2**24, description="tokens one turn may use (2^24 is above any context)")
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="sampling seed (32 bits); None leaves sampling unseeded"
+    )
 
     def for_trial(self, trial: int) -> AgentSettings:
         """The settings of trial `trial` (0 is the first) of a blueprint."""

@@ -45,7 +45,9 @@ class ChatRequest(BaseModel):
     )
     parallel_tool_calls: bool | None = Field(
         None,
-        description="False asks for one call at most (endpoints get parallel_tool_calls=false); None: the backend's default",
+        description=(
+            "False asks for one call at most (endpoints get parallel_tool_calls=false); None: the backend's default"
+        ),
     )
 
     @model_validator(mode="before")

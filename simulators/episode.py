@@ -70,9 +70,17 @@ class EpisodeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_turns: int = Field(30, ge=1, description="agent turns (completions) before the episode is cut off")
+    max_turns: int = Field(
+        30,
+        ge=1,
+        le=1000,
+        description="agent turns (completions) before the episode is cut off; each adds to one context",
+    )
     max_repeated_calls: int = Field(
-        3, ge=2, description="the same call this many times in a row ends the episode (an agent stuck in a loop)"
+        3,
+        ge=2,
+        le=1000,
+        description="the same call this many times in a row ends the episode (an agent stuck in a loop)",
     )
 
 

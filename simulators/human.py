@@ -51,16 +51,28 @@ class HumanSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    best_of_n: int = Field(1, ge=1, description="candidates sampled per turn; above 1 the judge keeps the best")
+    best_of_n: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="candidates sampled per turn, each a reply the judge reads; above 1 it keeps the best",
+    )
     structured: bool = Field(
         False, description='generate each turn as {"message": str, "stop": bool} under a JSON schema (for weak models)'
     )
     max_retries: int = Field(
-        2, ge=0, description="requests sent again when every candidate is empty or breaks the role"
+        2, ge=0, le=100, description="requests sent again when every candidate is empty or breaks the role"
     )
     temperature: float = Field(0.7, ge=0, description="sampling temperature of the human's turns")
-    max_tokens: int = Field(256, ge=1, description="tokens one human message may use")
-    seed: int | None = Field(None, description="sampling seed (a retry adds its number); None leaves it unseeded")
+    max_tokens: int = Field(
+        256, ge=1, le=2**24, description="tokens one human message may use (2^24 is above any context)"
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**32 - 1,
+        description="sampling seed (32 bits; a retry adds its number); None leaves it unseeded",
+    )
 
     @model_validator(mode="after")
     def _candidates_can_differ(self) -> HumanSettings:

@@ -90,7 +90,8 @@ _SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool
 
 
 def json_schema_of(annotation: Any, where: str) -> dict[str, Any]:
-    """The JSON Schema of an annotation: str, int, float, bool, None, list[T], dict[str, T], Literal, TypedDict, unions."""
+    """The JSON Schema of an annotation:
+    str, int, float, bool, None, list[T], dict[str, T], Literal, TypedDict, unions."""
     if annotation in _SCALARS:
         return {"type": _SCALARS[annotation]}
     origin = get_origin(annotation)
@@ -263,5 +264,8 @@ class PythonCallArguments:
         for key, value in arguments.items():
             expected = properties[key].get("type")
             if expected and not jsonschema.Draft202012Validator({"type": expected}).is_valid(value):
-                return f"Error: argument '{key}' of {bound.spec.name} must be of type {expected}, got {type(value).__name__}"
+                return (
+                    f"Error: argument '{key}' of {bound.spec.name} must be of type {expected}, "
+                    f"got {type(value).__name__}"
+                )
         return None

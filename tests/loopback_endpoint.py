@@ -7,12 +7,12 @@ reasoning models do) or `parallel_tool_calls`, each with HTTP 400 and the messag
 answering two calls in one message, text beside calls, `<think>` blocks in the content, `reasoning_content`,
 Qwen-style `<tool_call>` calls in the text (a server without a tool parser); storms of HTTP 500; slow answers.
 
-It answers each role of the pipeline plausibly, recognising it from the request the way the real prompts make
-it (`loopback_roles.role_of`): with tools on offer it is the agent (it calls a read tool of the request with values from the
-conversation, then replies); the simulated human gives a detail a turn, thinks about stopping (a `###STOP###`
-inside its thinking only) and ends with a visible `###STOP###` after `HUMAN_TURNS` turns; the judge, the
-Phase-1 proposer, the reviewers, the feedback summariser and the instruction rewriter answer the JSON (or
-text) their prompts describe, which `off_schema` checks against the request's schema when one was sent.
+It answers each role of the pipeline plausibly, recognising it from the request the way the real prompts make it
+(`loopback_roles.role_of`): with tools on offer it is the agent (it calls a read tool of the request with values from
+the conversation, then replies); the simulated human gives a detail a turn, thinks about stopping (a `###STOP###` inside
+its thinking only) and ends with a visible `###STOP###` after `HUMAN_TURNS` turns; the judge, the Phase-1 proposer, the
+reviewers, the feedback summariser and the instruction rewriter answer the JSON (or text) their prompts describe, which
+`off_schema` checks against the request's schema when one was sent.
 
 `requests` keeps every request; `counts` counts what was received (`n>1`, `response_format=json_schema`,
 `parallel_tool_calls`, `refused n`, `500`, `role=agent`, ...). Scripted answers queued in `plan` take

@@ -49,7 +49,8 @@ def template(name: str) -> str:
     path = TEMPLATES / f"{name}.jinja"
     if not path.is_file():
         pytest.skip(
-            f"chat template {name}.jinja not found at {TEMPLATES} (expected ../shared/chat-templates beside the checkout)"
+            f"chat template {name}.jinja not found at {TEMPLATES} "
+            "(expected ../shared/chat-templates beside the checkout)"
         )
     return path.read_text()
 

@@ -57,7 +57,8 @@ def written(family: str, calls: list[tuple[str, dict]]) -> str:
 
 @cache
 def compiler():
-    # Printable ASCII, a few multi-byte characters, and each family's markers as single tokens, as in their vocabularies.
+    # Printable ASCII, a few multi-byte characters, and each family's markers as single tokens,
+    # as in their vocabularies.
     tokens = [chr(code) for code in range(32, 127)] + [
         "\n",
         "ü",

@@ -323,7 +323,8 @@ def test_json_lines_keep_line_separators_inside_strings(tmp_path):
 
 
 def _with_raw_value(command: str, folder: Path, raw: str) -> tuple[Path, str]:
-    """An input for `command` with `raw` (JSON text, maybe not strict) as a value on its second line (read fails first)."""
+    """An input for `command` with `raw` (JSON text, maybe not strict) as a value on its second line (read fails
+    first)."""
     if command == "replay":
         actions = json.loads(EXAMPLE_TASKS.read_text(encoding="utf-8"))[0]["actions"]
         actions[0]["note"] = "@RAW@"

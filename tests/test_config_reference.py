@@ -58,7 +58,8 @@ def test_every_field_has_a_row_with_its_type_default_and_description():
     text = config_reference()
     engine_rows = re.findall(r"^\| `(\w+)` \|", text.split("## models.NAME.engine")[1].split("\n## ")[0], re.MULTILINE)
     assert engine_rows == list(VllmEngineConfig.model_fields)
-    assert "| `max_num_seqs` | int | `64` | sequences decoded together in one batch |" in text
+    assert "| `max_num_seqs` | int, ≥ 1, ≤ 100_000 | `64` | sequences decoded together in one batch; vLLM sizes" in text
+    assert "| `gpu_memory_utilization` | float, > 0, ≤ 1 | `0.9` |" in text
     assert '| `device` | "cpu" or "gpu" | `"gpu"` |' in text
     assert "| `human_judge` | str or null | `null` |" in text
     assert "| `domains` | list of section | required | the domains to propose blueprints for |" in text

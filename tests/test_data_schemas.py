@@ -198,7 +198,8 @@ AIRLINE_BREAKAGES: list[tuple[str, Breakage]] = [
         "flights",
         _first_day(
             {"status": "boarding"},
-            ".status: expected one of 'available', 'landed', 'cancelled', 'on time', 'delayed', 'flying', got 'boarding'",
+            ".status: expected one of 'available', 'landed', 'cancelled', 'on time', 'delayed', 'flying', "
+            "got 'boarding'",
         ),
     ),
     (

@@ -17,7 +17,8 @@ import yaml
 from apigen_mt.pipeline.export.dataset import ExportError, export_run, hub_token
 from apigen_mt.pipeline.store.manifest import RunManifest, package_versions, utc_now
 from apigen_mt.pipeline.store.run_folder import RunFolder
-from apigen_mt.pipeline.store.shards import TRAJECTORY_SCHEMA, ShardWriter
+from apigen_mt.pipeline.store.schemas import TRAJECTORY_SCHEMA
+from apigen_mt.pipeline.store.shards import ShardWriter
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import OpenAIToolCall, ToolCall
 from apigen_mt.validators.sampling import trajectory_signature
@@ -411,7 +412,7 @@ def test_export_is_rerunnable_and_replaces_what_it_wrote(exported: Path, tmp_pat
     shutil.copytree(exported, run_dir)
     result = export_run(run_dir, formats=["openai"], splits=["train"])
     assert result.rows == {"train": 2, "rejected": 0, "preference": 0}
-    assert result.left_out == {"engine_unavailable": 1}  # the failed trial without messages
+    assert result.system_failures == {"engine_unavailable": 1} and result.left_out == {}  # the failed trial
     assert result.datasets == {"openai": run_dir / "dataset"} and not (run_dir / "dataset-openai").exists()
     assert sorted(str(p.relative_to(run_dir)) for p in (run_dir / "data").rglob("*.parquet")) == [
         "data/openai/train-00000.parquet"
@@ -421,7 +422,7 @@ def test_export_is_rerunnable_and_replaces_what_it_wrote(exported: Path, tmp_pat
     assert [
         c["config_name"] for c in yaml.safe_load((run_dir / "README.md").read_text().split("---\n")[1])["configs"]
     ] == ["openai"]
-    assert not [p for p in run_dir.iterdir() if p.name.startswith(".apigen-")]
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".apigen-") and p.name.endswith(".tmp")]
 
 
 def test_push_to_hub_without_a_token_fails_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

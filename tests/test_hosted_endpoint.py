@@ -22,7 +22,8 @@ import pytest
 from apigen_mt.pipeline.export.card import _fallbacks_section
 from apigen_mt.pipeline.store.manifest import RunManifest, utc_now
 from apigen_mt.pipeline.store.run_folder import RunFolder
-from apigen_mt.pipeline.store.shards import BLUEPRINT_SCHEMA, read_rows
+from apigen_mt.pipeline.store.schemas import BLUEPRINT_SCHEMA
+from apigen_mt.pipeline.store.shards import read_rows
 from apigen_mt.simulators.human_prompts import STOP
 
 HERE = Path(__file__).resolve().parent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -14,9 +15,11 @@ from apigen_mt.pipeline.store.io import InputError, read_json, read_records
 from apigen_mt.pipeline.store.output import (
     OutputError,
     atomic_directory,
+    atomic_entries,
     atomic_file,
     atomic_files_in,
     atomic_output,
+    remove_stale_temps,
     temp_name,
 )
 from apigen_mt.simulators.strict_json import MAX_DEPTH, StrictJSONError, dumps_strict, loads_strict
@@ -191,6 +194,96 @@ def test_atomic_files_in_moves_every_file_and_keeps_others(tmp_path):
         "b.json": "new b",
         "notes.txt": "mine",
     }
+
+
+def test_atomic_entries_replaces_every_name_together_and_removes_those_not_written(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "old.parquet").write_text("old")
+    (tmp_path / "README.md").write_text("old card")
+    (tmp_path / "dataset-openai").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    with atomic_entries(tmp_path, ["data", "README.md", "dataset-openai"]) as staging:
+        assert staging.parent == tmp_path and not any(staging.iterdir())
+        (staging / "data").mkdir()
+        (staging / "data" / "new.parquet").write_text("new")
+        (staging / "README.md").write_text("new card")
+    assert {str(path.relative_to(tmp_path)): path.read_text() for path in tmp_path.rglob("*") if path.is_file()} == {
+        "data/new.parquet": "new",
+        "README.md": "new card",
+        "notes.txt": "mine",
+    }
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["README.md", "data", "notes.txt"]
+
+
+def _old_outputs(folder: Path) -> dict[str, str]:
+    (folder / "data").mkdir()
+    (folder / "data" / "old.parquet").write_text("old")
+    (folder / "README.md").write_text("old card")
+    return {"data/old.parquet": "old", "README.md": "old card"}
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): path.read_text() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_atomic_entries_keeps_every_old_entry_when_the_block_is_stopped(tmp_path, stop_handlers):
+    old = _old_outputs(tmp_path)
+    with pytest.raises(Stopped), atomic_entries(tmp_path, ["data", "README.md"]) as staging:
+        (staging / "data").mkdir()
+        (staging / "data" / "new.parquet").write_text("new")
+        os.kill(os.getpid(), signal.SIGTERM)
+        (staging / "README.md").write_text("new card")
+    assert _files(tmp_path) == old
+
+
+def test_atomic_entries_finishes_the_swap_before_a_stop_signal_that_arrives_during_it(
+    tmp_path, stop_handlers, monkeypatch
+):
+    _old_outputs(tmp_path)
+    real_replace = os.replace
+
+    def replace_then_stop(source, target):  # a TEST DOUBLE of os.replace: SIGTERM arrives after the first rename
+        real_replace(source, target)
+        monkeypatch.setattr(os, "replace", real_replace)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Stopped), atomic_entries(tmp_path, ["data", "README.md"]) as staging:
+        (staging / "data").mkdir()
+        (staging / "data" / "new.parquet").write_text("new")
+        (staging / "README.md").write_text("new card")
+        monkeypatch.setattr(os, "replace", replace_then_stop)
+    assert _files(tmp_path) == {"data/new.parquet": "new", "README.md": "new card"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["README.md", "data"]
+
+
+def test_atomic_entries_puts_every_old_entry_back_when_a_rename_fails(tmp_path, monkeypatch):
+    old = _old_outputs(tmp_path)
+    real_replace = os.replace
+
+    def replace_failing_on_the_new_card(source, target):  # a TEST DOUBLE of os.replace: the disk refuses one rename
+        if Path(target) == tmp_path / "README.md" and Path(source).read_text() == "new card":
+            raise OSError(errno.EIO, "Input/output error")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_failing_on_the_new_card)
+    with (
+        pytest.raises(OutputError, match=rf"cannot write {tmp_path / 'README.md'}: Input/output error"),
+        atomic_entries(tmp_path, ["data", "README.md"]) as staging,
+    ):
+        (staging / "data").mkdir()
+        (staging / "README.md").write_text("new card")
+    assert _files(tmp_path) == old
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["README.md", "data"]
+
+
+def test_remove_stale_temps_removes_only_what_temp_names_look_like(tmp_path):
+    (tmp_path / temp_name()).mkdir()
+    (tmp_path / temp_name() / "nested").mkdir(parents=True)
+    (tmp_path / temp_name()).write_text("half a card")
+    for name in (".apigen-run.lock", ".apigen-notahex.tmp", "README.md"):
+        (tmp_path / name).write_text("keep")
+    remove_stale_temps(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".apigen-notahex.tmp", ".apigen-run.lock", "README.md"]
 
 
 # ---------------------------------------------------------------------------------------------- signals

@@ -220,7 +220,8 @@ def test_the_cli_exits_2_with_the_mismatch_as_its_one_error_line(templates, tmp_
     line = cli_error_line("generate", config, "--output", tmp_path / "run", "--limit", "1", "--quiet")
     assert line == (
         f"apigen-mt: error: models.agent.engine.tool_parser: xlam cannot read what the model in {folder} writes: its "
-        "chat template writes calls in <tool_call> tags, which the hermes parser reads; set it to hermes or leave it out"
+        "chat template writes calls in <tool_call> tags, which the hermes parser reads; "
+        "set it to hermes or leave it out"
     )
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 

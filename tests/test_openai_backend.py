@@ -385,6 +385,13 @@ def test_api_key_comes_from_the_environment_and_never_leaks(server, monkeypatch)
     assert response.error.endswith("HTTP 400: bad request from Bearer ***")
     assert secret not in response.error
 
+    # Nor may a server that puts the key inside a completion carry it into what the run stores (issue 18 class 10).
+    echoed = {"role": "assistant", "content": f"Your key is {secret}.", "reasoning_content": f"They sent {secret}"}
+    server.plan.append(Planned(body=chat_body({"message": echoed, "finish_reason": "stop"}, model=secret)))
+    response = ask(model, HELLO)
+    [completion] = response.completions
+    assert (completion.text, completion.reasoning, response.model) == ("Your key is ***.", "They sent ***", "***")
+
 
 def test_rejected_key_is_a_clear_exception_from_check(server, monkeypatch):
     monkeypatch.setenv("APIGEN_MT_TEST_KEY", "sk-wrong")
@@ -392,7 +399,8 @@ def test_rejected_key_is_a_clear_exception_from_check(server, monkeypatch):
     with pytest.raises(EndpointUnavailable) as raised:
         check(OpenAIChatModel(endpoint_config(server, api_key_env="APIGEN_MT_TEST_KEY")))
     assert str(raised.value) == (
-        f"{server.base_url} rejected the request with HTTP 401 (invalid api key ***); check the key in $APIGEN_MT_TEST_KEY"
+        f"{server.base_url} rejected the request with HTTP 401 (invalid api key ***); "
+        "check the key in $APIGEN_MT_TEST_KEY"
     )
 
 
@@ -754,7 +762,8 @@ SCHEMA_SENT = {"response_format": {"type": "json_schema"}}
         ("n > 1 is not supported for this model", {"n": 2}, "n"),
         ("Bad Request: n: Input should be less than or equal to 1", {"n": 2}, "n"),
         (
-            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
             {"max_tokens": 5, "n": 2},
             "max_tokens",
         ),

@@ -251,7 +251,8 @@ def test_corpus_agrees_with_vllm(vllm_llama3):
     read = [assert_agree(LLAMA, vllm_llama3, text) for text in HAND_CORPUS]
     assert sum(bool(parsed.tool_calls) for parsed in read) >= 30
     print(
-        f"\nhand corpus: {len(HAND_CORPUS)} inputs ({sum(bool(p.tool_calls) for p in read)} with calls), 0 disagreements"
+        f"\nhand corpus: {len(HAND_CORPUS)} inputs ({sum(bool(p.tool_calls) for p in read)} with calls), "
+        "0 disagreements"
     )
 
 
@@ -289,5 +290,6 @@ def test_generated_outputs_agree_with_vllm(vllm_llama3):
     assert sum(parsed.content == text and "{" in text for text, parsed in seen.items()) >= 50
     assert len(seen) + len(HAND_CORPUS) >= 500
     print(
-        f"\ngenerated: {len(seen)} distinct inputs ({len(with_calls)} with calls), 0 disagreements; with the hand corpus {len(seen) + len(HAND_CORPUS)}"
+        f"\ngenerated: {len(seen)} distinct inputs ({len(with_calls)} with calls), 0 disagreements; "
+        f"with the hand corpus {len(seen) + len(HAND_CORPUS)}"
     )

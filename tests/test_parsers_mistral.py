@@ -76,10 +76,11 @@ def test_json_without_calls_leaves_only_what_followed_the_marker():
 
 
 def test_a_missing_name_is_kept_as_empty_and_arguments_default_to_an_object():
-    parsed = MISTRAL.parse(
-        MARK
-        + '[{"arguments": {"x": 1}}, {"name": "think"}, {"name": "a", "arguments": null}, {"name": "b", "arguments": "{\\"k\\": 2}"}]'
+    calls = (
+        '[{"arguments": {"x": 1}}, {"name": "think"}, {"name": "a", "arguments": null}, '
+        '{"name": "b", "arguments": "{\\"k\\": 2}"}]'
     )
+    parsed = MISTRAL.parse(MARK + calls)
     assert reading(parsed) == ([("", {"x": 1}), ("think", {}), ("a", {}), ("b", {"k": 2})], None)
     assert parsed.problem == "call 0 after [TOOL_CALLS]: name is a JSON null, not a string; read as ''"
 
@@ -271,7 +272,8 @@ def test_corpus_agrees_with_vllm(vllm_mistral):
     read = [assert_agree(MISTRAL, vllm_mistral, text) for text in HAND_CORPUS]
     assert sum(bool(parsed.tool_calls) for parsed in read) >= 40
     print(
-        f"\nhand corpus: {len(HAND_CORPUS)} inputs ({sum(bool(p.tool_calls) for p in read)} with calls), 0 disagreements"
+        f"\nhand corpus: {len(HAND_CORPUS)} inputs ({sum(bool(p.tool_calls) for p in read)} with calls), "
+        "0 disagreements"
     )
 
 
@@ -320,5 +322,6 @@ def test_generated_outputs_agree_with_vllm(vllm_mistral):
     assert sum(MARK in text and not parsed.tool_calls for text, parsed in seen.items()) >= 50
     assert len(seen) + len(HAND_CORPUS) >= 500
     print(
-        f"\ngenerated: {len(seen)} distinct inputs ({len(with_calls)} with calls), 0 disagreements; with the hand corpus {len(seen) + len(HAND_CORPUS)}"
+        f"\ngenerated: {len(seen)} distinct inputs ({len(with_calls)} with calls), 0 disagreements; "
+        f"with the hand corpus {len(seen) + len(HAND_CORPUS)}"
     )

@@ -23,7 +23,8 @@ from apigen_mt.pipeline.run.proposals import (
 from apigen_mt.pipeline.run.trials import stable_seed
 from apigen_mt.pipeline.store.proposal_rows import proposal_funnel, stored_proposals
 from apigen_mt.pipeline.store.run_folder import RunFolder
-from apigen_mt.pipeline.store.shards import BLUEPRINT_SCHEMA, ShardWriter, read_rows
+from apigen_mt.pipeline.store.schemas import BLUEPRINT_SCHEMA
+from apigen_mt.pipeline.store.shards import ShardWriter, read_rows
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import Blueprint
 from apigen_mt.validators.blueprint import validate_blueprint
@@ -293,7 +294,8 @@ def test_accepted_blueprints_of_one_user_are_recombined_once_and_played(ray_loca
     parts = [
         Blueprint(
             user_id=user,
-            instruction=f"You are user {user}, email {DB['users'][user]['email']}. Move your default address to {move['address1']}, {move['zip']}.",
+            instruction=f"You are user {user}, email {DB['users'][user]['email']}. "
+            f"Move your default address to {move['address1']}, {move['zip']}.",
             actions=[{"name": "modify_user_address", "arguments": {"user_id": user, **move}}],
         )
         for move in moves

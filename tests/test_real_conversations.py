@@ -85,7 +85,8 @@ class Conversation:
         if self.tools[name].spec.writes:
             self.say(
                 "assistant",
-                f"To confirm, I will run {name.replace('_', ' ')} with {json.dumps(arguments)}. Shall I proceed (yes/no)?",
+                f"To confirm, I will run {name.replace('_', ' ')} with {json.dumps(arguments)}. "
+                "Shall I proceed (yes/no)?",
             )
             self.say("user", "Yes, please go ahead.")
             if refusal is not None and self.style.refused and not self.refusals:

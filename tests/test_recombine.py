@@ -287,8 +287,8 @@ def test_a_write_the_tool_accepts_can_still_conflict(airline_db):
     """The paid third bag is right in basic economy, wrong after the upgrade: a pure policy conflict."""
     assert passes_alone(AIRLINE, airline_db, UPGRADE, BAGS)
     assert conflicts(AIRLINE, airline_db, combine([UPGRADE, BAGS], AIRLINE)) == [
-        "[A7] action 1 (update_reservation_baggages): 3 bags for 1 passenger(s), gold member in business (3 free each): "
-        "nonfree_baggages should be 0, not 1"
+        "[A7] action 1 (update_reservation_baggages): 3 bags for 1 passenger(s), "
+        "gold member in business (3 free each): nonfree_baggages should be 0, not 1"
     ]
     assert conflicts(AIRLINE, airline_db, combine([BAGS, UPGRADE], AIRLINE)) == []
 

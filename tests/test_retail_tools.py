@@ -218,15 +218,18 @@ def test_missing_argument_wording(shared):
     )
     assert (
         rejected(shared, "find_user_id_by_name_zip")
-        == "Error: FindUserIdByNameZip.invoke() missing 3 required positional arguments: 'first_name', 'last_name', and 'zip'"
+        == "Error: FindUserIdByNameZip.invoke() missing 3 required positional arguments: "
+        "'first_name', 'last_name', and 'zip'"
     )
     assert (
         rejected(shared, "exchange_delivered_order_items", item_ids=[])
-        == "Error: ExchangeDeliveredOrderItems.invoke() missing 3 required positional arguments: 'order_id', 'new_item_ids', and 'payment_method_id'"
+        == "Error: ExchangeDeliveredOrderItems.invoke() missing 3 required positional arguments: "
+        "'order_id', 'new_item_ids', and 'payment_method_id'"
     )
     assert (
         rejected(shared, "modify_user_address", user_id="ethan_lopez_6291", city="Austin")
-        == "Error: ModifyUserAddress.invoke() missing 5 required positional arguments: 'address1', 'address2', 'state', 'country', and 'zip'"
+        == "Error: ModifyUserAddress.invoke() missing 5 required positional arguments: "
+        "'address1', 'address2', 'state', 'country', and 'zip'"
     )
 
 

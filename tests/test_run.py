@@ -59,21 +59,25 @@ def test_every_trial_is_recorded_once_with_status_and_attribution(ray_local, tmp
     assert [row["fallbacks"] for row in table] == [[]] * 10 and manifest.fallbacks == {}
 
 
-def test_a_rerun_plays_only_missing_trials_and_a_new_config_is_refused(ray_local, tmp_path):
+def test_a_rerun_plays_missing_trials_and_system_failures_and_a_new_config_is_refused(ray_local, tmp_path):
     out = tmp_path / "run"
     job.run(out, trials=1)
     again = job.run(out, trials=2)
-    assert (again.played, again.skipped) == (5, 5)
-    assert sorted((r["blueprint_id"], r["trial"]) for r in rows(out)) == sorted(
-        (blueprint["id"], trial) for blueprint in job.BLUEPRINTS for trial in range(2)
+    # The second trial of each blueprint, and the first of the broken one again: it failed for a system reason.
+    [broken] = job.BROKEN
+    assert (again.played, again.replayed, again.skipped) == (6, 1, 4)
+    assert sorted((r["blueprint_id"], r["trial"], r["attempt"]) for r in rows(out)) == sorted(
+        [(blueprint["id"], trial, 1) for blueprint in job.BLUEPRINTS for trial in range(2)] + [(broken, 0, 2)]
     )
+    assert again.counts["trajectories"]["trials"] == 10
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["fingerprint"] = "0" * 64
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(RunFolderError, match="different config"):
         job.run(out, trials=2)
-    assert job.run(out, trials=2, force=True).played == 0
+    mixed = job.run(out, trials=2, force=True)
+    assert (mixed.played, mixed.replayed, mixed.skipped) == (2, 2, 8)
 
 
 def test_sigkill_halfway_then_rerun_gives_exactly_one_row_per_trial(tmp_path):
@@ -94,7 +98,11 @@ def test_sigkill_halfway_then_rerun_gives_exactly_one_row_per_trial(tmp_path):
     assert finished.returncode == 0, finished.stderr[-2000:]
     after = rows(out)
     pairs = [(row["blueprint_id"], row["trial"]) for row in after]
-    assert len(pairs) == len(set(pairs)) == 20
+    # One row per trial, but for the broken blueprint's trials the killed run finished: they failed for a system
+    # reason, so the rerun played them again.
+    assert len(set(pairs)) == 20
+    again = [pair for pair in pairs if pairs.count(pair) > 1]
+    assert {blueprint for blueprint, _ in again} <= job.BROKEN and len(again) == 2 * len(set(again))
     kept = {(row["blueprint_id"], row["trial"], row["finished_at"]) for row in before}
     assert kept <= {(row["blueprint_id"], row["trial"], row["finished_at"]) for row in after}
 
@@ -129,7 +137,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path):
 
     out = tmp_path / "run"
     with RunFolder(out).lock():
-        with pytest.raises(RunFolderError, match=re.escape(f"in use by another run (pid {os.getpid()})")):
+        with pytest.raises(RunFolderError, match=re.escape(f"in use by another apigen-mt command (pid {os.getpid()})")):
             job.run(out, trials=1)
     # Released on exit: the folder is usable again.
     with RunFolder(out).lock():

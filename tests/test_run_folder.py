@@ -41,13 +41,13 @@ def test_the_old_folder_reads_as_it_was_written(old_run: Path) -> None:
     with pytest.warns(RenamedWarning, match="the config key `blueprints` is now `tasks`"):
         config = load_config(CONFIG)  # the old key, read as the new one
     assert manifest.fingerprint == config.fingerprint()
-    folder.check_resume(manifest.fingerprint, force=False)
+    assert folder.check_resume(manifest.fingerprint, manifest.data_dir, force=False) == manifest
     old = OLD_MANIFEST["counts"]
     funnel = folder.funnel()
     assert {name: funnel[name] for name in funnel} == {name: old["blueprints"][name] for name in funnel}
     assert len(folder.accepted_blueprints()) == funnel["proposals_accepted"] == 6
     assert len(folder.final_proposals()) == 12
-    assert folder.finished_trials() == {(row["blueprint_id"], 0) for row in folder.trials().to_pylist()}
+    assert set(folder.stored_trials()) == {(row["blueprint_id"], 0) for row in folder.trials().to_pylist()}
     assert folder.trials().num_rows == old["trajectories"]["trials"] == 8
 
 

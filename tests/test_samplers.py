@@ -170,7 +170,8 @@ def test_the_user_can_make_every_sampled_write(setup):
 
 
 def telecom_calls(db: dict[str, Any], user: dict[str, Any], write: str, record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Calls that make `write` on `record`: one per new plan for a plan change, else one, paid by a method that covers it."""
+    """Calls that make `write` on `record`: one per new plan for a plan change, else one,
+    paid by a method that covers it."""
     key = {"line_id": record["line_id"]} if write in LINE_WRITES else {"bill_id": record["bill_id"]}
     price = record["amount"] if write == "pay_bill" else TOPUP_PRICES[1]
     method = next(

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from apigen_mt.pipeline.store.manifest import RunManifest, package_versions, utc_now
-from apigen_mt.pipeline.store.run_folder import RunFolder
+from apigen_mt.pipeline.store.run_folder import RunFolder, StoredTrial
+from apigen_mt.pipeline.store.schemas import TRAJECTORY_SCHEMA
 from apigen_mt.pipeline.store.shards import (
-    TRAJECTORY_SCHEMA,
     RunFolderError,
     ShardWriter,
     latest_trials,
@@ -129,7 +129,7 @@ def test_rows_are_checked_when_written(tmp_path: Path) -> None:
 
 def test_finished_pairs_and_duplicates_keep_the_last_row(tmp_path: Path) -> None:
     folder = tmp_path / "trajectories"
-    assert RunFolder(folder.parent).finished_trials() == set()
+    assert RunFolder(folder.parent).stored_trials() == {}
     assert read_rows(folder).num_rows == 0 and read_rows(folder).schema.equals(TRAJECTORY_SCHEMA)
     with ShardWriter(folder, TRAJECTORY_SCHEMA, rows_per_shard=2) as writer:
         writer.write(row("a", 0, "rejected"))
@@ -138,7 +138,7 @@ def test_finished_pairs_and_duplicates_keep_the_last_row(tmp_path: Path) -> None
     # A second session (run with --force) stores a pair again.
     with ShardWriter(folder, TRAJECTORY_SCHEMA) as writer:
         writer.write(row("a", 0, "accepted", signature="same"))
-    assert RunFolder(folder.parent).finished_trials() == {("a", 0), ("a", 1), ("b", 0)}
+    assert set(RunFolder(folder.parent).stored_trials()) == {("a", 0), ("a", 1), ("b", 0)}
     latest = latest_trials(read_rows(folder))
     assert list(zip(latest.column("blueprint_id").to_pylist(), latest.column("status").to_pylist(), strict=True)) == [
         ("a", "accepted"),
@@ -186,7 +186,7 @@ def test_fallbacks_are_stored_and_null_where_a_row_or_an_older_shard_has_none(tm
 
 def test_manifest_round_trip_and_resume_refusal(tmp_path: Path) -> None:
     assert RunFolder(tmp_path).manifest() is None
-    RunFolder(tmp_path).check_resume("a" * 64, force=False)  # a new folder is fine
+    RunFolder(tmp_path).check_resume("a" * 64, None, force=False)  # a new folder is fine
     manifest = RunManifest(
         config={"trajectories": {"trials": 3}},
         fingerprint="a" * 64,
@@ -204,22 +204,66 @@ def test_manifest_round_trip_and_resume_refusal(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps(older))
     assert RunFolder(tmp_path).manifest() == manifest.model_copy(update={"fallbacks": {}})
     assert {"python", "apigen-mt", "pyarrow", "datasets"} <= set(manifest.versions)
-    RunFolder(tmp_path).check_resume("a" * 64, force=False)
+    RunFolder(tmp_path).check_resume("a" * 64, None, force=False)
     with pytest.raises(RunFolderError) as refused:
-        RunFolder(tmp_path).check_resume("b" * 64, force=False)
+        RunFolder(tmp_path).check_resume("b" * 64, None, force=False)
     assert str(refused.value) == (
         f"run folder {tmp_path} was made with a different config (fingerprint aaaaaaaaaaaa… vs bbbbbbbbbbbb…); "
         "use a new --output folder or --force to mix them"
     )
-    RunFolder(tmp_path).check_resume("b" * 64, force=True)
+    RunFolder(tmp_path).check_resume("b" * 64, None, force=True)
+
+
+def test_another_data_folder_is_refused_unless_force_and_an_invalid_manifest_gives_way_to_force(tmp_path: Path) -> None:
+    manifest = RunManifest(
+        config={}, fingerprint="a" * 64, versions={}, data_dir="data/a", started_at=utc_now(), finished_at=utc_now()
+    )
+    RunFolder(tmp_path).save_manifest(manifest)
+    assert (
+        RunFolder(tmp_path).check_resume("a" * 64, "data/b/../a", force=False) == manifest
+    )  # one folder, spelled two ways
+    with pytest.raises(RunFolderError) as refused:
+        RunFolder(tmp_path).check_resume("a" * 64, None, force=False)
+    assert str(refused.value) == (
+        f"run folder {tmp_path} was played on data folder data/a and this run names the domain's seeded data; give "
+        "the same --data-dir, a new --output folder, or --force to mix them"
+    )
+    assert RunFolder(tmp_path).check_resume("a" * 64, "data/b", force=True) == manifest
+    (tmp_path / "manifest.json").write_text("{")
+    with pytest.raises(RunFolderError, match="or --force to write a new one"):
+        RunFolder(tmp_path).check_resume("a" * 64, "data/a", force=False)
+    assert RunFolder(tmp_path).check_resume("a" * 64, "data/a", force=True) is None
+
+
+def test_stored_trials_count_system_failures_and_keep_the_last_attempt(tmp_path: Path) -> None:
+    def failed(trial: int, attempt: int, attribution: str = "system") -> dict:
+        return row("a", trial, "failed", attempt=attempt, attribution=attribution)
+
+    with ShardWriter(tmp_path / "trajectories", TRAJECTORY_SCHEMA) as writer:
+        for written in (
+            failed(0, 1),
+            failed(0, 2),
+            row("a", 1, "rejected"),
+            failed(2, 1),
+            row("a", 2),
+            failed(3, 1, "agent"),
+        ):
+            writer.write(written)
+    stored = RunFolder(tmp_path).stored_trials()
+    assert stored == {
+        ("a", 0): StoredTrial(attempt=2, failed_by_system=True, system_failures=2),
+        ("a", 1): StoredTrial(attempt=1, failed_by_system=False, system_failures=0),
+        ("a", 2): StoredTrial(attempt=1, failed_by_system=False, system_failures=1),
+        ("a", 3): StoredTrial(attempt=1, failed_by_system=False, system_failures=0),
+    }
 
 
 def test_shards_without_a_manifest_are_not_mixed_silently(tmp_path: Path) -> None:
     with ShardWriter(tmp_path / "trajectories", TRAJECTORY_SCHEMA) as writer:
         writer.write(row())
     with pytest.raises(RunFolderError, match="no manifest.json"):
-        RunFolder(tmp_path).check_resume("a" * 64, force=False)
-    RunFolder(tmp_path).check_resume("a" * 64, force=True)
+        RunFolder(tmp_path).check_resume("a" * 64, None, force=False)
+    RunFolder(tmp_path).check_resume("a" * 64, None, force=True)
 
 
 def test_a_damaged_manifest_is_named(tmp_path: Path) -> None:
@@ -234,7 +278,8 @@ WRITER_LOOP = textwrap.dedent(
     """
     import json, os, sys
     from pathlib import Path
-    from apigen_mt.pipeline.store.shards import TRAJECTORY_SCHEMA, ShardWriter
+    from apigen_mt.pipeline.store.shards import ShardWriter
+    from apigen_mt.pipeline.store.schemas import TRAJECTORY_SCHEMA
 
     row, first = json.loads(sys.argv[2]), int(sys.argv[3])
     writer = ShardWriter(Path(sys.argv[1]), TRAJECTORY_SCHEMA, rows_per_shard=4)
@@ -289,7 +334,8 @@ KILLED_INSIDE_A_WRITE = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     import pyarrow.parquet as pq
-    from apigen_mt.pipeline.store.shards import TRAJECTORY_SCHEMA, ShardWriter
+    from apigen_mt.pipeline.store.shards import ShardWriter
+    from apigen_mt.pipeline.store.schemas import TRAJECTORY_SCHEMA
 
     def half_then_hang(table, where, **options):
         Path(where).write_bytes(b"PAR1 half of a shard")
@@ -317,7 +363,7 @@ def test_sigkill_inside_a_shard_write_leaves_a_temp_file_and_a_journal_the_next_
     process.wait()
     left = sorted(path.name for path in folder.iterdir() if not path.name.startswith("part-"))
     assert len(left) == 2 and left[0].startswith(".apigen-") and left[1].startswith(".journal-part-00001-")
-    assert RunFolder(folder.parent).finished_trials() == {("bp-0", 0)}  # readers see only whole shards
+    assert set(RunFolder(folder.parent).stored_trials()) == {("bp-0", 0)}  # readers see only whole shards
     with ShardWriter(folder, TRAJECTORY_SCHEMA) as writer:
         writer.write(row(trial=2))
     assert sorted(path.name[:10] for path in folder.iterdir()) == ["part-00000", "part-00001", "part-00002"]

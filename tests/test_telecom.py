@@ -1,4 +1,5 @@
-"""The telecom domain, built with the public SDK only: its tools, generated data, policy text, example tasks and samplers.
+"""The telecom domain, built with the public SDK only: its tools, generated data, policy text,
+example tasks and samplers.
 
 Its rules are tested in test_telecom_rules.py; determinism, record schemas and property tests of `step` run in
 the shared modules (test_generators, test_data_schemas, test_environment_properties) with the other domains.

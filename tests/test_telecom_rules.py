@@ -1,4 +1,5 @@
-"""Telecom policy rules: each on a hand-made trace over a tiny database, then a whole blueprint the policy stage rejects.
+"""Telecom policy rules: each on a hand-made trace over a tiny database, then a whole blueprint
+the policy stage rejects.
 
 Hand-made traces test each rule on exactly the situation it names, independently of the tools' code. T3 (one
 tool call per turn) is the shared `one_call_per_turn`, tested with the other domains' in test_validators.
@@ -212,14 +213,16 @@ def test_t8_roaming_needs_settled_bills():
 
 def test_t9_one_late_fee_waiver_per_customer():
     assert check("T9", traced(("waive_late_fee", {"bill_id": "B1"}))) == [
-        "action 0 (waive_late_fee) waives the late fee of bill B1, but 'ann' already had B2 waived; at most 1 waiver(s) per customer"
+        "action 0 (waive_late_fee) waives the late fee of bill B1, but 'ann' already had B2 waived; "
+        "at most 1 waiver(s) per customer"
     ]
     assert check("T9", traced(("waive_late_fee", {"bill_id": "B5"}), user_id="cy")) == []
 
 
 def test_t10_non_payment_suspensions_resume_by_paying():
     assert check("T10", traced(("resume_line", {"line_id": "L3"}), ("resume_line", {"line_id": "L4"}))) == [
-        "action 0 (resume_line) resumes line L3, suspended for non-payment; it resumes only when the overdue bills are paid"
+        "action 0 (resume_line) resumes line L3, suspended for non-payment; "
+        "it resumes only when the overdue bills are paid"
     ]
 
 
@@ -256,10 +259,12 @@ def test_a_refused_call_rejects_for_a_forbidden_attempt_and_warns_for_a_wrong_pa
     assert [call.refused for call in trace.calls] == [False, False, True, False, True, False]
     verdict = check_policy(domain, trace)
     assert verdict.reasons == [
-        "[T10] action 2 (resume_line) resumes line L3, suspended for non-payment; it resumes only when the overdue bills are paid"
+        "[T10] action 2 (resume_line) resumes line L3, suspended for non-payment; "
+        "it resumes only when the overdue bills are paid"
     ]
     assert verdict.details["warnings"] == [
-        "[T11] action 4 (pay_bill): payment method 'credit_card_9' is not in the profile of 'ann' (the call was refused and changed nothing)"
+        "[T11] action 4 (pay_bill): payment method 'credit_card_9' is not in the profile of 'ann' "
+        "(the call was refused and changed nothing)"
     ]
 
 

@@ -22,7 +22,10 @@ from tests.vllm_parsers import FILLERS, ours, outputs, theirs, vllm_extractor, w
 
 XLAM = get_parser("xlam")
 ORDER = '[{"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}]'
-TWO = '[{"name": "find_user_id_by_email", "arguments": {"email": "a@b.c"}}, {"name": "think", "arguments": {"thought": "ok"}}]'
+TWO = (
+    '[{"name": "find_user_id_by_email", "arguments": {"email": "a@b.c"}}, '
+    '{"name": "think", "arguments": {"thought": "ok"}}]'
+)
 
 
 def reading(parsed: ParsedOutput) -> tuple[list[tuple[str, dict]], str | None]:
@@ -527,7 +530,8 @@ def test_generated_outputs_agree_with_vllm(vllm_xlam):
     assert sum(parsed.content == text and parsed.problem is not None for text, parsed in seen.items()) >= 20
     assert len(seen) + len(HAND_CORPUS) >= 500
     print(
-        f"\ngenerated: {len(seen)} distinct inputs ({len(with_calls)} with calls), 0 disagreements; with the hand corpus {len(seen) + len(HAND_CORPUS)}"
+        f"\ngenerated: {len(seen)} distinct inputs ({len(with_calls)} with calls), 0 disagreements; "
+        f"with the hand corpus {len(seen) + len(HAND_CORPUS)}"
     )
 
 

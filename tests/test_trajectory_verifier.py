@@ -531,8 +531,9 @@ def test_a_digest_of_another_database_is_named_as_such():
     verdict = verify_trajectory(COUNTERS, DB, BLUEPRINT, SUCCESS, ground_truth_digest="0" * 64)
     assert not verdict.state_match
     assert verdict.reasons == [
-        f"the final database (digest {verdict.details['agent_digest'][:12]}) differs from the given ground-truth digest "
-        "000000000000, yet equals a fresh replay of the ground truth: the digest was computed on another database"
+        f"the final database (digest {verdict.details['agent_digest'][:12]}) "
+        "differs from the given ground-truth digest 000000000000, "
+        "yet equals a fresh replay of the ground truth: the digest was computed on another database"
     ]
 
 
@@ -573,8 +574,10 @@ def test_a_taubench_task_whose_ground_truth_write_fails_is_warned_about(taubench
     assert verdict.warnings == [
         "ground-truth action 0 (modify_pending_order_payment) fails: Error: insufficient gift card balance to pay for "
         "the order; the blueprint does not do what it asks",
-        f"[R10] action 0 (modify_pending_order_payment): gift card gift_card_8893815 holds 18, less than the order amount 97.35 {refused}",
-        f"[R18] action 0 (modify_pending_order_payment) uses '#W7602708', which no earlier tool output or user message contains {refused}",
-        f"[R18] action 0 (modify_pending_order_payment) uses 'gift_card_8893815', which no earlier tool output or user message "
-        f"contains {refused}",
+        "[R10] action 0 (modify_pending_order_payment): gift card gift_card_8893815 holds 18, "
+        f"less than the order amount 97.35 {refused}",
+        "[R18] action 0 (modify_pending_order_payment) uses '#W7602708', "
+        f"which no earlier tool output or user message contains {refused}",
+        "[R18] action 0 (modify_pending_order_payment) uses 'gift_card_8893815', "
+        f"which no earlier tool output or user message contains {refused}",
     ]

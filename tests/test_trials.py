@@ -94,3 +94,28 @@ def test_the_row_keeps_the_verifiers_warnings():
     row, _, _ = play(TrialItem(cancel, 0, None), [FIND, ORDER, wrong, cancel.actions[2], "It is cancelled."], longer)
     assert row["status"] == "accepted", row["reasons"]
     assert [text for text in row["warnings"] if text.startswith("[R8]")], row["warnings"]
+
+
+def test_a_rerun_plays_system_failures_again_with_the_next_attempt_until_the_bound():
+    from apigen_mt.pipeline.run.phase2 import plan_trials
+    from apigen_mt.pipeline.run.sources import LoadedSource
+    from apigen_mt.pipeline.store.run_folder import StoredTrial
+
+    source = LoadedSource(RETAIL, None, DB, RETAIL.policy, [blueprint([])], ground_truth={"bp-status": "digest"})
+    stored = {
+        ("bp-status", 0): StoredTrial(attempt=1, failed_by_system=False, system_failures=0),
+        ("bp-status", 1): StoredTrial(attempt=2, failed_by_system=True, system_failures=2),
+        ("bp-status", 2): StoredTrial(attempt=4, failed_by_system=True, system_failures=3),
+        ("bp-status", 3): StoredTrial(attempt=5, failed_by_system=True, system_failures=4),
+    }
+    plan = plan_trials({"s0": source}, 5, stored, max_replays=3)
+    assert [(key, item.trial, item.earlier_attempts) for key, item in plan.items] == [
+        ("s0", 1, 2),
+        ("s0", 2, 4),
+        ("s0", 4, 0),
+    ]
+    assert (plan.skipped, plan.replayed, plan.left_failed) == (2, 2, 1)
+    assert plan_trials({"s0": source}, 5, stored, max_replays=0).left_failed == 3
+    # The replay's row counts on from the attempts before it.
+    row, _, _ = play(TrialItem(blueprint([]), 1, None, earlier_attempts=2), ["I cannot help."], SETTINGS)
+    assert row["attempt"] == 3

@@ -441,7 +441,8 @@ def test_a_refused_call_warns_where_the_attempt_breaks_nothing_and_rejects_where
     assert fewer.calls[2].refused
     verdict = check_policy(get_domain("airline"), fewer)
     assert verdict.reasons == [
-        "[A14] action 2 (update_reservation_passengers) gives 1 passengers for RES004, which has 2; the number of passengers cannot change"
+        "[A14] action 2 (update_reservation_passengers) gives 1 passengers for RES004, which has 2; "
+        "the number of passengers cannot change"
     ]
     assert verdict.details["warnings"] == []
     # Ground truth gets no such leniency: its refused write is a violation (and fails the execution stage).
@@ -760,7 +761,8 @@ def test_r7_cancel_only_pending():
 
 def test_r8_cancel_reason():
     assert violations(retail_rules, "R8", retail(cancel(reason="changed my mind"))) == [
-        "action 0 (cancel_pending_order) gives reason 'changed my mind'; it must be one of 'no longer needed', 'ordered by mistake'"
+        "action 0 (cancel_pending_order) gives reason 'changed my mind'; "
+        "it must be one of 'no longer needed', 'ordered by mistake'"
     ]
     assert violations(retail_rules, "R8", retail(cancel(reason="ordered by mistake"))) == []
 
@@ -775,7 +777,8 @@ def test_r9_modify_only_pending():
         "zip": "78701",
     }
     assert violations(retail_rules, "R9", retail(("modify_pending_order_address", {"order_id": "#W2", **address}))) == [
-        "action 0 (modify_pending_order_address) modifies order #W2 whose status is 'delivered'; only 'pending' orders qualify"
+        "action 0 (modify_pending_order_address) modifies order #W2 whose status is 'delivered'; "
+        "only 'pending' orders qualify"
     ]
     assert (
         violations(retail_rules, "R9", retail(("modify_pending_order_address", {"order_id": "#W1", **address}))) == []
@@ -803,8 +806,8 @@ def test_r10_new_payment_method():
 
 def test_r11_items_modified_once_and_nothing_after():
     assert violations(retail_rules, "R11", retail(modify_items(), change_payment("paypal_1"))) == [
-        "action 1 (modify_pending_order_payment) comes after order #W1's items were already modified; items are modified "
-        "once, all in one call, and the order cannot be changed or cancelled afterwards"
+        "action 1 (modify_pending_order_payment) comes after order #W1's items were already modified; "
+        "items are modified once, all in one call, and the order cannot be changed or cancelled afterwards"
     ]
     failed_first = traced(
         RETAIL,
@@ -819,7 +822,8 @@ def test_r12_new_items_are_different_available_variants_of_the_same_product():
     bad = retail(modify_items(old=["i1", "m1"], new=["i1", "i2"]), exchange(new=["i3"]))
     assert violations(retail_rules, "R12", bad) == [
         "action 0 (modify_pending_order_items): new item i1 (position 0) is the same as the item it replaces",
-        "action 0 (modify_pending_order_items): new item i2 (position 1) is not a variant of 'Mug', the product of item m1",
+        "action 0 (modify_pending_order_items): new item i2 (position 1) is not a variant of 'Mug', "
+        "the product of item m1",
         "action 1 (exchange_delivered_order_items): new item i3 (position 0) is not available",
     ]
     assert violations(retail_rules, "R12", retail(modify_items(old=["i9"], new=["i2"]))) == [
@@ -846,7 +850,8 @@ def test_r13_price_difference_paid_by_the_users_method():
 
 def test_r14_return_only_delivered():
     assert violations(retail_rules, "R14", retail(give_back("#W1"))) == [
-        "action 0 (return_delivered_order_items) returns items of order #W1 whose status is 'pending'; only 'delivered' orders qualify"
+        "action 0 (return_delivered_order_items) returns items of order #W1 whose status is 'pending'; "
+        "only 'delivered' orders qualify"
     ]
     assert violations(retail_rules, "R14", retail(give_back("#W2"))) == []
 
@@ -864,18 +869,22 @@ def test_r15_return_refund_goes_to_the_original_method_or_a_gift_card():
 
 def test_r16_one_exchange_or_return_per_delivered_order():
     assert violations(retail_rules, "R16", retail(exchange("#W1"))) == [
-        "action 0 (exchange_delivered_order_items) exchanges items of order #W1 whose status is 'pending'; only 'delivered' orders qualify"
+        "action 0 (exchange_delivered_order_items) exchanges items of order #W1 whose status is 'pending'; "
+        "only 'delivered' orders qualify"
     ]
     assert violations(retail_rules, "R16", retail(give_back(), exchange())) == [
-        "action 1 (exchange_delivered_order_items): order #W2 already had a return or exchange; one per delivered order, all items in one call"
+        "action 1 (exchange_delivered_order_items): order #W2 already had a return or exchange; "
+        "one per delivered order, all items in one call"
     ]
     assert violations(retail_rules, "R16", retail(exchange())) == []
 
 
 def test_r17_no_write_on_processed_or_cancelled_orders():
     assert violations(retail_rules, "R17", retail(cancel("#W3"), give_back("#W4"))) == [
-        "action 0 (cancel_pending_order) writes to order #W3 whose status is 'processed'; processed and cancelled orders get no write",
-        "action 1 (return_delivered_order_items) writes to order #W4 whose status is 'cancelled'; processed and cancelled orders get no write",
+        "action 0 (cancel_pending_order) writes to order #W3 whose status is 'processed'; "
+        "processed and cancelled orders get no write",
+        "action 1 (return_delivered_order_items) writes to order #W4 whose status is 'cancelled'; "
+        "processed and cancelled orders get no write",
     ]
     assert violations(retail_rules, "R17", retail(cancel("#W1"), give_back("#W2"))) == []
 
@@ -1082,7 +1091,8 @@ def test_a3_the_conversation_user_and_their_reservations():
     assert violations(airline_rules, "A3", trace) == [
         "action 1 (book_reservation) is for user 'ned_2', but the conversation is with 'mia_1'",
         "action 2 (send_certificate) is for user 'ned_2', but the conversation is with 'mia_1'",
-        "action 0 (cancel_reservation) changes reservation RES005 of user 'ned_2', but the conversation is with 'mia_1'",
+        "action 0 (cancel_reservation) changes reservation RES005 of user 'ned_2', "
+        "but the conversation is with 'mia_1'",
     ]
     assert (
         violations(airline_rules, "A3", airline(cancel_trip("RES002"), book())) == []
@@ -1185,8 +1195,10 @@ def test_a6_booked_flights_form_the_trip():
 def test_a7_bag_allowance_in_bookings_and_updates():
     trace = airline(book(total_baggages=2, nonfree_baggages=0), bags(total=2, nonfree=0))
     assert violations(airline_rules, "A7", trace) == [
-        "action 0 (book_reservation): 2 bags for 1 passenger(s), regular member in economy (1 free each): nonfree_baggages should be 1, not 0",
-        "action 1 (update_reservation_baggages): 2 bags for 1 passenger(s), regular member in economy (1 free each): nonfree_baggages should be 1, not 0",
+        "action 0 (book_reservation): 2 bags for 1 passenger(s), regular member in economy (1 free each): "
+        "nonfree_baggages should be 1, not 0",
+        "action 1 (update_reservation_baggages): 2 bags for 1 passenger(s), "
+        "regular member in economy (1 free each): nonfree_baggages should be 1, not 0",
     ]
     assert (
         violations(airline_rules, "A7", airline(book(total_baggages=2, nonfree_baggages=1), bags(total=2, nonfree=1)))
@@ -1205,7 +1217,8 @@ def test_a9_basic_economy_flights_stay():
         segments=(("HAT001", "2024-05-20"), ("HAT002", "2024-05-20"), ("HAT003", "2024-05-25")),
     )
     assert violations(airline_rules, "A9", airline(moved)) == [
-        "action 0 (update_reservation_flights) changes the flights of basic economy reservation RES002; only its cabin may change"
+        "action 0 (update_reservation_flights) changes the flights of basic economy reservation RES002; "
+        "only its cabin may change"
     ]
     upgrade_then_move = airline(update_flights("RES002", cabin="economy", segments=other_day), moved)
     assert violations(airline_rules, "A9", upgrade_then_move) == []
@@ -1228,7 +1241,8 @@ def test_a10_changed_flights_keep_the_trip():
 def test_a12_flight_change_payment():
     trace = airline(update_flights(payment="certificate_1"), update_flights(payment="credit_card_9"))
     assert violations(airline_rules, "A12", trace) == [
-        "action 0 (update_reservation_flights) pays with certificate_1; flight changes take one gift card or credit card",
+        "action 0 (update_reservation_flights) pays with certificate_1; "
+        "flight changes take one gift card or credit card",
         "action 1 (update_reservation_flights): payment method 'credit_card_9' is not in the user's profile",
     ]
     assert violations(airline_rules, "A12", airline(update_flights(payment="gift_card_2"))) == []
@@ -1248,7 +1262,8 @@ def test_a14_passenger_count_kept():
         "A14",
         airline(("update_reservation_passengers", {"reservation_id": "RES001", "passengers": two})),
     ) == [
-        "action 0 (update_reservation_passengers) gives 2 passengers for RES001, which has 1; the number of passengers cannot change"
+        "action 0 (update_reservation_passengers) gives 2 passengers for RES001, which has 1; "
+        "the number of passengers cannot change"
     ]
     assert (
         violations(
@@ -1262,8 +1277,10 @@ def test_a14_passenger_count_kept():
 
 def test_a16_cancellation_allowed():
     assert violations(airline_rules, "A16", airline(cancel_trip("RES001"))) == [
-        "action 0 (cancel_reservation) cancels RES001 (economy, booked 2024-05-01T10:00:00, no insurance, no cancelled flight); "
-        "only bookings of the last 24 hours, business cabins, insured trips or trips with a flight the airline cancelled can be cancelled"
+        "action 0 (cancel_reservation) cancels RES001 "
+        "(economy, booked 2024-05-01T10:00:00, no insurance, no cancelled flight); "
+        "only bookings of the last 24 hours, business cabins, insured trips "
+        "or trips with a flight the airline cancelled can be cancelled"
     ]
     # Within 24 hours, business cabin, insured, airline-cancelled flight.
     allowed = airline(cancel_trip("RES002"), cancel_trip("RES003"), cancel_trip("RES004"), cancel_trip("RES006"))
@@ -1272,7 +1289,8 @@ def test_a16_cancellation_allowed():
 
 def test_a17_nothing_flown():
     assert violations(airline_rules, "A17", airline(cancel_trip("RES003"))) == [
-        "action 0 (cancel_reservation) cancels RES003, but HAT001 on 2024-05-15 (landed) is already flown; transfer instead"
+        "action 0 (cancel_reservation) cancels RES003, but HAT001 on 2024-05-15 (landed) is already flown; "
+        "transfer instead"
     ]
     assert violations(airline_rules, "A17", airline(cancel_trip("RES002"))) == []
 
@@ -1288,12 +1306,13 @@ def test_a19_certificate_eligibility():
 
 def test_a20_certificate_amount():
     assert violations(airline_rules, "A20", airline(look_up("RES006"), certificate(150))) == [
-        "action 1 (send_certificate) sends 150, which fits no compensation case (RES006 has a cancelled flight: 100 x 1 = 100)"
+        "action 1 (send_certificate) sends 150, which fits no compensation case "
+        "(RES006 has a cancelled flight: 100 x 1 = 100)"
     ]
     assert violations(airline_rules, "A20", airline(look_up("RES006"), certificate(100))) == []
     assert violations(airline_rules, "A20", airline(look_up("RES004"), certificate(100))) == [
-        "action 1 (send_certificate) sends 100, which fits no compensation case (RES004 has a delayed flight: 50 x 2 = 100, "
-        "only after changing or cancelling it, which has not happened)"
+        "action 1 (send_certificate) sends 100, which fits no compensation case "
+        "(RES004 has a delayed flight: 50 x 2 = 100, only after changing or cancelling it, which has not happened)"
     ]
     assert violations(airline_rules, "A20", airline(look_up("RES004"), cancel_trip("RES004"), certificate(100))) == []
     assert violations(airline_rules, "A20", airline(look_up("RES002"), certificate(100))) == [

@@ -23,7 +23,8 @@ STAGES = (format_stage.STAGE, execution.STAGE, policy.STAGE)
 
 
 def parse_stages(text: str) -> tuple[str, ...]:
-    """`"format,policy"` -> the named stages in pipeline order; an unknown name is a ValueError naming the valid ones."""
+    """`"format,policy"` -> the named stages in pipeline order;
+    an unknown name is a ValueError naming the valid ones."""
     return ordered_stages([name.strip() for name in text.split(",") if name.strip()])
 
 

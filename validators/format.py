@@ -60,7 +60,10 @@ def _output_problems(raw: dict[str, Any]) -> list[str]:
     return [
         f"outputs[{i}] must be a string, got {_json_type(o)}"
         if not isinstance(o, str)
-        else f"outputs[{i}] {o!r} is empty once commas are removed (as they are from replies), so every reply would match it"
+        else (
+            f"outputs[{i}] {o!r} is empty once commas are removed (as they are from replies), "
+            "so every reply would match it"
+        )
         for i, o in enumerate(outputs)
         if not isinstance(o, str) or not comparable_output(o).strip()
     ]

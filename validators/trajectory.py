@@ -243,7 +243,8 @@ def _failing_write_warnings(domain: Domain, blueprint: Blueprint, ground_truth: 
     # execution stage.
     tools = domain.toolkit.tools()
     return [
-        f"ground-truth action {position} ({call.name}) fails: {result.observation}; the blueprint does not do what it asks"
+        f"ground-truth action {position} ({call.name}) fails: {result.observation}; "
+        "the blueprint does not do what it asks"
         for position, (call, result) in zip(_replayed_positions(domain, blueprint), ground_truth.log)
         if result.failed and call.name in tools and tools[call.name].spec.writes
     ]
@@ -295,7 +296,8 @@ def _state_reason(changes: list[dict[str, Any]], agent_digest: str, ground_truth
         # Only a given digest can disagree with a fresh replay of the same actions on the same database.
         return (
             f"the final database (digest {agent_digest[:12]}) differs from the given ground-truth digest "
-            f"{ground_truth_digest[:12]}, yet equals a fresh replay of the ground truth: the digest was computed on another database"
+            f"{ground_truth_digest[:12]}, yet equals a fresh replay of the ground truth: "
+            "the digest was computed on another database"
         )
     shown = "; ".join(_describe(change) for change in changes[:SHOWN_CHANGES])
     more = f"; and {len(changes) - SHOWN_CHANGES} more" if len(changes) > SHOWN_CHANGES else ""

@@ -69,14 +69,8 @@ def report_export(result: ExportResult, splits: Sequence[str], mirrored_to: str 
     """What an export wrote, on stderr (printed as is: paths may contain brackets rich would take for markup)."""
     rows = ", ".join(f"{name} {count}" for name, count in result.rows.items() if name in splits)
     print(f"exported {rows} rows", file=sys.stderr)
-    if result.left_out:
-        left_out = sum(result.left_out.values())
-        ended = ", ".join(f"{termination} {count}" for termination, count in result.left_out.items())
-        print(
-            f"  left out {left_out} trial{'' if left_out == 1 else 's'} with no conversation (the simulated human said "
-            f"nothing; they stay in the shards with their reasons); how they ended: {ended}",
-            file=sys.stderr,
-        )
+    for note in result.notes():  # the trials in no split, and a run without trials
+        print(f"  {note}", file=sys.stderr)
     for format_, folder in result.datasets.items():
         print(f"  {format_}: {folder} (load_from_disk), {result.run_dir / 'data' / format_} (Parquet)", file=sys.stderr)
     print(f"  card: {result.card}", file=sys.stderr)

@@ -54,7 +54,7 @@ def report(line: str) -> None:
 
 @app.command(rich_help_panel=CHECKS)
 def replay(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: DataDirOpt = None) -> None:
-    """Run a JSON array of actions `[{name, arguments|kwargs}]` on a fresh database; write observations and final state."""
+    """Run a JSON array of actions `[{name, arguments|kwargs}]` on a fresh database; write observations, final state."""
     dom, db = _domain_and_db(domain, data_dir)
     actions = read_json(input)
     if not isinstance(actions, list):
@@ -122,7 +122,8 @@ def verify(domain: DomainOpt, input: InputOpt, output: OutputOpt, data_dir: Data
             warned += bool(verdict.warnings)
             out.write(dumps_strict(verdict.record(index)) + "\n")
     report(
-        f"{passed} of {len(records)} trajectories reach reward 1.0, {accepted} accepted, {warned} with warnings -> {output}"
+        f"{passed} of {len(records)} trajectories reach reward 1.0, {accepted} accepted, {warned} with warnings "
+        f"-> {output}"
     )
 
 
@@ -213,7 +214,8 @@ def envs_generate_data(
     existing = [name for name in files if (output / name).exists()]
     if existing and not force:
         raise CliError(
-            f"--output {output} already holds {', '.join(existing)}; pass --force to replace them, or choose another folder"
+            f"--output {output} already holds {', '.join(existing)}; pass --force to replace them, "
+            "or choose another folder"
         )
     try:
         with atomic_files_in(output, list(files), replace=force) as staging:

@@ -36,25 +36,14 @@ def export(
         raise CliError(f"--format {format!r} is not one of {', '.join(FORMAT_CHOICES)}")
     if split not in SPLIT_CHOICES:
         raise CliError(f"--split {split!r} is not one of {', '.join(SPLIT_CHOICES)}")
-    from apigen_mt.pipeline.store.remote import RemoteError
-    from apigen_mt.pipeline.store.run_folder import RunFolder
-
-    try:
-        run = RunFolder.at(run_dir)
-    except RemoteError as exc:
-        raise CliError(str(exc)) from None
-    if run.remote is None and not run.path.is_dir():
-        raise CliError(f"run folder {run_dir} does not exist; give the --output folder of `apigen-mt generate`")
     # Imported here: polars, pyarrow and datasets would slow down every other command's start.
     from apigen_mt.pipeline.export.dataset import ExportError, export_run
+    from apigen_mt.pipeline.store.run_folder import RunFolder
     from apigen_mt.pipeline.store.shards import RunFolderError
 
     try:
-        run.pull()
-        result = export_run(
-            run.path, formats=FORMAT_CHOICES[format], splits=SPLIT_CHOICES[split], push_to_hub=push_to_hub
-        )
-        run.push_export()
+        run = RunFolder.at(run_dir)
+        result = export_run(run, formats=FORMAT_CHOICES[format], splits=SPLIT_CHOICES[split], push_to_hub=push_to_hub)
     except (ExportError, RunFolderError) as exc:
         raise CliError(str(exc)) from None
     report_export(result, SPLIT_CHOICES[split], None if run.remote is None else str(run))

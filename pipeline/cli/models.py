@@ -71,6 +71,7 @@ def ask_command(
     from apigen_mt.pipeline.engines.pool import Engines, preflight
     from apigen_mt.pipeline.engines.resources import ResourceShortfall
     from apigen_mt.pipeline.engines.vllm_backend import EngineStartError
+    from apigen_mt.pipeline.run.workers import WorkerStartError
     from apigen_mt.simulators.agent import Agent, AgentSettings, AgentTurn
     from apigen_mt.simulators.chat import ChatModel, ModelUnavailable
     from apigen_mt.simulators.domain import get_domain
@@ -110,20 +111,25 @@ def ask_command(
         if isinstance(model_spec, OpenAIModel):
             turn = asyncio.run(ask_endpoint(model_spec.endpoint))
         else:
-            import ray
+            from apigen_mt.pipeline.run.drive import ray_session
 
             ask_config = run_config.model_copy(update={"models": {name: model_spec}})
             preflight(ask_config, [role])  # before Ray starts: the vLLM version, the tool parser against the template
-            ray.init(include_dashboard=False, log_to_driver=False)
-            try:
+            with ray_session():
                 engines = Engines.start(ask_config, [role])
                 try:
                     turn = asyncio.run(ask(engines.model(role)))
                 finally:
                     engines.shutdown()
-            finally:
-                ray.shutdown()
-    except (ConfigError, ModelError, EndpointUnavailable, EngineStartError, ModelUnavailable, ResourceShortfall) as exc:
+    except (
+        ConfigError,
+        ModelError,
+        EndpointUnavailable,
+        EngineStartError,
+        ModelUnavailable,
+        ResourceShortfall,
+        WorkerStartError,
+    ) as exc:
         # One line: vLLM's start-up reasons can span several.
         raise CliError("; ".join(line.strip() for line in str(exc).splitlines() if line.strip())) from None
     if turn.error is not None:

@@ -27,7 +27,8 @@ def _jsonl_inputs(text: str) -> list[str]:
             raise CliError(f"{exc}; with --jsonl each line must be a JSON string") from None
         if not isinstance(value, str):
             raise CliError(
-                f"line {number} of stdin holds a JSON {json_kind(value)}, not a string; with --jsonl each line must be one model output as a JSON string"
+                f"line {number} of stdin holds a JSON {json_kind(value)}, not a string; "
+                "with --jsonl each line must be one model output as a JSON string"
             )
         inputs.append(value)
     return inputs

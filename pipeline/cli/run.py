@@ -84,12 +84,30 @@ def _report(ran: GenerateResult) -> None:
             file=sys.stderr,
         )
     if "trajectories" in summary.phases:
-        counts = summary.counts["trajectories"]
+        tasks, counts = summary.counts["tasks"], summary.counts["trajectories"]
+        if tasks["rejected"]:
+            print(
+                f"stage 1 rejected {tasks['rejected']} of {tasks['input']} tasks; their reasons are in "
+                f"{summary.task_rejections}",
+                file=sys.stderr,
+            )
+        if not tasks["valid"]:
+            print(
+                f"no task to play: {'stage 1 rejected every one' if tasks['input'] else 'none given'}", file=sys.stderr
+            )
+        again = f" ({summary.replayed} of them again after a system failure)" if summary.replayed else ""
         print(
-            f"{summary.played} trials played, {summary.skipped} already done; accepted {counts['accepted']}, "
+            f"{summary.played} trials played{again}, {summary.skipped} already done; accepted {counts['accepted']}, "
             f"rejected {counts['rejected']}, failed {counts['failed']} ({counts['unique_accepted']} unique accepted)",
             file=sys.stderr,
         )
+        if summary.left_failed:
+            left = f"{summary.left_failed} trial{'s' if summary.left_failed > 1 else ''}"
+            print(
+                f"{left} left as failed: failed for a system reason on the first play and on all "
+                "trajectories.max_replays replays; raise it to play again",
+                file=sys.stderr,
+            )
     for endpoint, fallbacks in summary.fallbacks.items():
         print(f"endpoint fallbacks of {endpoint}: {'; '.join(fallbacks)}", file=sys.stderr)
     print(f"in {summary.wall_s:.0f}s -> {summary.output}", file=sys.stderr)

@@ -8,11 +8,10 @@ Failure semantics follow the run's rule that one item's failure never kills the 
 - A refusal (HTTP 400) that names a feature the request used (structured outputs, `n` > 1,
   `parallel_tool_calls`, `max_tokens`) is worked around at once and for the rest of the run
   (`pipeline.engines.endpoint_features`); `fallbacks()` names what this client worked around.
-Calls the server extracted itself (`vllm serve --tool-call-parser ...`) are taken as they are; otherwise
-the reply text is read by `simulators.completions`, as every backend's is, with the server's reasoning
-(`reasoning_content`, or `reasoning`) beside it.
-The API key is read only from the environment variable named in the config and is scrubbed from every
-message this module produces.
+Calls the server extracted itself (`vllm serve --tool-call-parser ...`) are taken as they are; otherwise the reply
+text is read by `simulators.completions`, as every backend's is, with the server's reasoning beside it. The API
+key is read only from the environment variable named in the config and is scrubbed from every message this
+module produces and from every answer it passes on (a server may echo it inside a completion).
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from apigen_mt.pipeline.engines.endpoint_features import (
     describe_fallback,
     request_body,
 )
+from apigen_mt.pipeline.engines.vllm_config import MAX_IN_FLIGHT
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, ChatResponse, Completion, FinishReason
 from apigen_mt.simulators.completions import THINKING, build_completion
 from apigen_mt.simulators.tool_parsers import get_parser
@@ -60,9 +60,9 @@ class OpenAIBackendConfig(BaseModel):
     base_url: str = Field(description="URL prefix before /chat/completions, e.g. http://127.0.0.1:8000/v1")
     model: str = Field(description="model name as the server lists it under /models")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
-    max_concurrency: int = Field(16, ge=1, description="requests in flight at once, retries included")
+    max_concurrency: int = Field(16, ge=1, le=MAX_IN_FLIGHT, description="requests in flight at once, retries included")
     timeout_s: float = Field(300.0, gt=0, description="seconds to wait for connect, send and the whole reply")
-    max_retries: int = Field(4, ge=0, description="extra attempts after a transient failure")
+    max_retries: int = Field(4, ge=0, le=100, description="extra attempts after a transient failure")
     backoff_base_s: float = Field(0.5, ge=0, description="first backoff; doubles per attempt")
     backoff_max_s: float = Field(30.0, ge=0, description="cap on one wait, Retry-After included")
     tool_parser: str = Field("xlam", description="parser for tool calls a server returns as plain text")
@@ -145,7 +145,7 @@ class OpenAIChatModel:
                 f"GET {base}/models answered HTTP {response.status_code}: {self._server_message(response)}"
             )
         try:
-            served = [str(entry["id"]) for entry in response.json()["data"]]
+            served = [str(entry["id"]) for entry in self._scrub(response.json())["data"]]
         except (ValueError, KeyError, TypeError):
             raise EndpointUnavailable(
                 f"GET {base}/models did not answer with an OpenAI model list: {self._server_message(response)}"
@@ -186,12 +186,11 @@ class OpenAIChatModel:
         """`n` completions as `n` concurrent requests of one, in order. The completions that came back are the answer
         (a best-of-N turn can choose among fewer); an error only when none did."""
         sampling = request.sampling
+        # A seeded request must not repeat itself: each single draw gets its own seed.
+        seeds = [None if sampling.seed is None else sampling.seed + index for index in range(sampling.n)]
         singles = [
-            # A seeded request must not repeat itself: each single draw gets its own seed.
-            request.model_copy(
-                update={"sampling": sampling.model_copy(update={"n": 1, "seed": _nth_seed(sampling.seed, index)})}
-            )
-            for index in range(sampling.n)
+            request.model_copy(update={"sampling": sampling.model_copy(update={"n": 1, "seed": seed})})
+            for seed in seeds
         ]
         responses = await asyncio.gather(*(self.chat(single) for single in singles))
         completions = [completion for response in responses for completion in response.completions]
@@ -213,7 +212,7 @@ class OpenAIChatModel:
             else:
                 if response.status_code == 200:
                     try:
-                        return _Posted(body=response.json())
+                        return _Posted(body=self._scrub(response.json()))
                     except ValueError:
                         return _Posted(
                             failure=f"{self._endpoint()} answered 200 with a body that is not JSON: "
@@ -310,9 +309,15 @@ class OpenAIChatModel:
             text = text[:SERVER_MESSAGE_LIMIT] + "..."
         return self._scrub(text)
 
-    def _scrub(self, text: str) -> str:
-        # A server may echo request headers in an error body; the key must not reach logs or parquet files.
-        return text.replace(self._api_key, "***") if self._api_key else text
+    def _scrub(self, value: Any) -> Any:
+        # A text or decoded JSON without the key, which a server may echo in an error body or inside a completion.
+        if isinstance(value, str):
+            return value.replace(self._api_key, "***") if self._api_key else value
+        if isinstance(value, list):
+            return [self._scrub(item) for item in value]
+        if isinstance(value, dict):
+            return {self._scrub(key): self._scrub(item) for key, item in value.items()}
+        return value
 
 
 @dataclass(frozen=True)
@@ -328,10 +333,6 @@ def fallbacks_in_force(models: Iterable[ChatModel]) -> list[str]:
     """The fallbacks of every endpoint client among `models` (a replica pool's replicas included), each once."""
     clients = [replica for model in models for replica in getattr(model, "replicas", (model,))]
     return sorted({text for client in clients if isinstance(client, OpenAIChatModel) for text in client.fallbacks()})
-
-
-def _nth_seed(seed: int | None, index: int) -> int | None:
-    return None if seed is None else seed + index
 
 
 def _read_api_key(variable: str | None) -> str | None:

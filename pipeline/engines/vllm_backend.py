@@ -14,8 +14,9 @@ A dead engine is different: vLLM then fails every request (`EngineDeadError`), s
 exits and Ray starts it again (up to `max_restarts` times). So does a hung engine: a request times out
 without the engine having streamed a token for any request since it was sent. Meanwhile
 `VllmChatModel.chat` raises `ModelUnavailable` for the requests that were in flight or sent to the dead
-actor, and the run driver retries their episodes. So does an actor that stops answering altogether (a hung process: no answer a
-grace period after its own `request_timeout_s`); the driver then replaces it when it does not answer a probe.
+actor, and the run driver retries their episodes. So does an actor that stops answering altogether (a hung
+process: no answer a grace period after its own `request_timeout_s`); the driver then replaces it when it does
+not answer a probe.
 
 The replica's settings and vLLM engine arguments are in `pipeline.engines.vllm_config`; how a request becomes a
 prompt and sampling parameters, and vLLM's output our completions, is in `pipeline.engines.vllm_requests`.

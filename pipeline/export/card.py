@@ -1,4 +1,4 @@
-"""The dataset card of an export: the figures of `pipeline.export.statistics`, PNG plots with matplotlib, `RUN/README.md`.
+"""The dataset card of an export, `RUN/README.md`: the figures of `pipeline.export.statistics`, PNG plots.
 
 A run with Phase 1 (blueprint shards) gets its funnel and diversity section too (`pipeline.export.card_phase1`).
 
@@ -15,32 +15,36 @@ from typing import Any
 import yaml
 
 from apigen_mt.pipeline.export.card_phase1 import Phase1Statistics, phase1_section, phase1_statistics
+from apigen_mt.pipeline.export.layouts import SetAside
 from apigen_mt.pipeline.export.statistics import RunStatistics
-from apigen_mt.pipeline.store.io import atomic_directory, atomic_output
 from apigen_mt.pipeline.store.manifest import RunManifest
-from apigen_mt.pipeline.store.shards import STATUSES
+from apigen_mt.pipeline.store.schemas import STATUSES
+
+CARD = "README.md"
+PLOTS_DIR = "plots"
+PLOTS = ("funnel.png", "turns.png")
 
 
 def write_card(
+    staging: Path,
     run_dir: Path,
     statistics: RunStatistics,
     manifest: RunManifest | None,
     *,
     exported: Mapping[str, Mapping[str, int]],
     dataset_dirs: Mapping[str, str],
-    left_out: Mapping[str, int] | None = None,
-) -> tuple[Path, list[Path]]:
-    """Write `RUN/plots/*.png` and `RUN/README.md`; `exported` is format -> split -> rows written, `left_out`
-    termination -> trials with no conversation, which no split holds."""
+    set_aside: SetAside,
+) -> None:
+    """Write the card of `run_dir` into `staging` (the export's temp folder, swapped in whole): `plots/*.png` and
+    `README.md`; `exported` is format -> split -> rows written, `set_aside` the trials in no split."""
     phase1 = phase1_statistics(run_dir)
     stages = funnel(statistics, manifest, phase1)
-    with atomic_directory(run_dir / "plots", replace=True) as tmp:
-        _bar_chart(tmp / "funnel.png", stages, title="Funnel")
-        _turns_chart(tmp / "turns.png", statistics)
-    card = run_dir / "README.md"
-    with atomic_output(card) as out:
-        out.write(card_text(run_dir.name, statistics, manifest, stages, exported, dataset_dirs, phase1, left_out))
-    return card, [run_dir / "plots" / "funnel.png", run_dir / "plots" / "turns.png"]
+    (staging / PLOTS_DIR).mkdir()
+    funnel_png, turns_png = (staging / PLOTS_DIR / name for name in PLOTS)
+    _bar_chart(funnel_png, stages, title="Funnel")
+    _turns_chart(turns_png, statistics)
+    text = card_text(run_dir.name, statistics, manifest, stages, exported, dataset_dirs, phase1, set_aside)
+    (staging / CARD).write_text(text, encoding="utf-8")
 
 
 def funnel(
@@ -97,13 +101,14 @@ def _turns_chart(path: Path, statistics: RunStatistics) -> None:
         (statistics.turns_accepted, "unique accepted", "#4878a8"),
         (statistics.turns_other, "rejected or failed", "#d08050"),
     ]
-    for values, label, color in series:
-        if values:
-            axes.hist(values, bins=bins, alpha=0.6, label=label, color=color)
+    plotted = [(values, label, color) for values, label, color in series if values]
+    for values, label, color in plotted:
+        axes.hist(values, bins=bins, alpha=0.6, label=label, color=color)
     axes.set_title("Agent turns per episode")
     axes.set_xlabel("agent turns")
     axes.set_ylabel("episodes")
-    axes.legend()
+    if plotted:  # a legend of nothing is a matplotlib warning on stderr
+        axes.legend()
     figure.savefig(path, format="png")
 
 
@@ -138,16 +143,38 @@ def front_matter(run_name: str, statistics: RunStatistics, exported: Mapping[str
     }
 
 
-def _left_out_line(left_out: Mapping[str, int]) -> list[str]:
-    total = sum(left_out.values())
-    if not total:
+def _set_aside_lines(set_aside: SetAside | None) -> list[str]:
+    """A sentence for each kind of trial in no split."""
+    if set_aside is None:
         return []
-    how = ", ".join(f"{termination} {count}" for termination, count in sorted(left_out.items()))
-    return [
-        "",
-        f"Left out of every split: {total} trial(s) with no conversation (the simulated human said nothing, so there "
-        f"is nothing to learn from; they stay in `trajectories/` with their reasons): {how}.",
-    ]
+    lines = []
+    if set_aside.system_failures:
+        lines.append(
+            f"Left out of every split: {_total(set_aside.system_failures)} trial(s) that failed because of the system "
+            "(status `failed`: an endpoint or engine that was down or answered garbage). They say nothing about the "
+            "agent or the simulated human, so they are not data; a rerun plays them again while they have attempts "
+            f"left, and they stay in `trajectories/` with their reasons: {_how(set_aside.system_failures)}."
+        )
+    if set_aside.no_conversation:
+        lines.append(
+            f"Left out of every split: {_total(set_aside.no_conversation)} trial(s) with no conversation (the "
+            "simulated human said nothing, so there is nothing to learn from; they stay in `trajectories/` with their "
+            f"reasons): {_how(set_aside.no_conversation)}."
+        )
+    if set_aside.unknown_status:
+        lines.append(
+            f"Left out of every split: {_total(set_aside.unknown_status)} row(s) of a status apigen-mt does not write "
+            f"(the shards were edited): {_how(set_aside.unknown_status)}."
+        )
+    return [line for sentence in lines for line in ("", sentence)]
+
+
+def _total(counts: Mapping[str, int]) -> int:
+    return sum(counts.values())
+
+
+def _how(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
 
 
 def card_text(
@@ -158,7 +185,7 @@ def card_text(
     exported: Mapping[str, Mapping[str, int]],
     dataset_dirs: Mapping[str, str],
     phase1: Phase1Statistics | None = None,
-    left_out: Mapping[str, int] | None = None,
+    set_aside: SetAside | None = None,
 ) -> str:
     matter = yaml.safe_dump(front_matter(run_name, statistics, exported), sort_keys=False, allow_unicode=True)
     s = statistics
@@ -169,7 +196,8 @@ def card_text(
         "Multi-turn conversations between a simulated human and a tool-using agent, generated with apigen-mt after "
         "Salesforce's APIGen-MT: each episode plays a task blueprint against the domain's environment and is kept "
         "only when the final database, the agent's replies and the episode's end match the blueprint's ground truth.",
-        f"Domains: {', '.join(s.domains) or 'none'}.",
+        f"Domains: {', '.join(s.domains) or 'none'}."
+        + ("" if s.trials else " The run holds no trials (it played none), so every split is empty."),
         "",
         "## Layout",
         "",
@@ -182,13 +210,14 @@ def card_text(
         *(f"| `data/{format_}/` | Parquet: {_split_sizes(splits)} |" for format_, splits in exported.items()),
         "",
         "Splits: `train` = unique accepted trajectories (the same agent calls and replies count once per blueprint); "
-        "`rejected` = rejected and failed trials with `reasons` and `attribution` (negative examples); `preference` = "
+        "`rejected` = trials rejected because of the agent or the simulated human, with `reasons` and `attribution` "
+        "(negative examples); `preference` = "
         "DPO pairs (`prompt` = system prompt and first user turn, `chosen` = a verified continuation, `rejected` = "
         "one the agent got wrong, from the same blueprint) in OpenAI messages. The `sharegpt` layout is APIGen-MT-5k's "
         "(`conversations`, `system`, `tools`); the `openai` layout keeps `messages` as a list for "
         '`tokenizer.apply_chat_template(row["messages"], tools=json.loads(row["tools"]))`. '
         "A split with no rows is not written.",
-        *_left_out_line(left_out or {}),
+        *_set_aside_lines(set_aside),
         "",
         "```python",
         "from datasets import load_dataset",

@@ -8,35 +8,43 @@ RUN/README.md, RUN/plots/      the dataset card (see pipeline.export.card)
 ```
 
 Splits: `train` holds the unique accepted trajectories (same agent calls and replies count once per
-blueprint), `rejected` the rejected and failed trials with their reasons and attribution; both have
-one schema per format, so they are splits of one config. `preference` holds DPO pairs in OpenAI
-messages whatever the format. A trial with no conversation (the simulated human failed before saying
-anything) stays in the shards but goes in no split; the result counts them by how they ended. A split
-without rows is not written: `datasets` cannot load an empty Parquet split. Each output is replaced
-whole through the output writer, so rerunning is safe. Row layouts: `pipeline.export.layouts`.
+blueprint), `rejected` the trials rejected because of the agent or the simulated human, with their reasons
+and attribution; both have one schema per format, so they are splits of one config. `preference` holds DPO
+pairs in OpenAI messages whatever the format. Some trials stay in the shards but go in no split, and the
+result counts them: those with no conversation (the simulated human failed before saying anything), the
+system's failures (status `failed`: an endpoint or engine that was down or answered garbage; a rerun plays
+them again) and rows of a status the pipeline does not write. A split without rows is not written:
+`datasets` cannot load an empty Parquet split. Row layouts: `pipeline.export.layouts`.
+
+The export holds the run folder's lock, so it never reads a folder a run is writing (and no run starts
+while it works). It first takes over what a killed process left: temp outputs, and the journals of rows
+a killed run finished but had not put in a shard yet (they become shards, as a resumed run would make
+them). Every output is built in one temp folder and all are swapped in together, with stop signals held
+back, so a stopped or failed export leaves the previous one whole; rerunning is safe.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from apigen_mt.pipeline.export.card import write_card
+from apigen_mt.pipeline.export.card import CARD, PLOTS, PLOTS_DIR, write_card
 from apigen_mt.pipeline.export.layouts import ExportError, layout_table, preference_table, select_rows
 from apigen_mt.pipeline.export.statistics import run_statistics
-from apigen_mt.pipeline.store.io import atomic_directory
+from apigen_mt.pipeline.store.output import atomic_entries, remove_stale_temps
 from apigen_mt.pipeline.store.run_folder import RunFolder
 
 __all__ = ["FORMATS", "SPLITS", "ExportError", "ExportResult", "export_run", "hub_token", "push_run"]
 
 FORMATS = ("sharegpt", "openai")
 SPLITS = ("train", "rejected", "preference")
+# Every output of an export, replaced together: one not written this time (a format not asked) is removed.
+OUTPUTS = ("data", "dataset", *(f"dataset-{format_}" for format_ in FORMATS), PLOTS_DIR, CARD)
 
 
 @dataclass(frozen=True)
@@ -45,31 +53,97 @@ class ExportResult:
     datasets: dict[str, Path]  # format -> save_to_disk folder
     parquet: dict[str, dict[str, Path]]  # format -> split -> Parquet file
     rows: dict[str, int]  # split -> rows (0: the split was not written)
+    trials: int  # in the run folder, each (blueprint, trial) once
     left_out: dict[str, int]  # trials with no conversation, in no split: termination -> trials
+    system_failures: dict[str, int]  # failed trials (the system's), in no split: termination -> trials
+    unknown_status: dict[str, int]  # rows of a status the pipeline does not write, in no split: status -> rows
     card: Path
     plots: list[Path]
     pushed_to: str | None
 
+    def notes(self) -> list[str]:
+        """One line for each kind of trial the splits leave out, and for a run folder without trials."""
+        notes = []
+        if not self.trials:
+            notes.append(f"{self.run_dir} holds no trials (its run played none), so every split is empty")
+        if self.left_out:
+            notes.append(
+                f"left out {_trials(self.left_out)} with no conversation (the simulated human said nothing; they stay "
+                f"in the shards with their reasons); how they ended: {_tally(self.left_out)}"
+            )
+        if self.system_failures:
+            notes.append(
+                f"left out {_trials(self.system_failures)} that failed because of the system (an endpoint or engine "
+                "down or answering garbage: not data; a rerun plays them again while they have attempts left); how "
+                f"they ended: {_tally(self.system_failures)}"
+            )
+        if self.unknown_status:
+            rows = sum(self.unknown_status.values())
+            notes.append(
+                f"left out {rows} row{'' if rows == 1 else 's'} of a status apigen-mt does not write "
+                f"({_tally(self.unknown_status)}): a shard was changed after its run wrote it"
+            )
+        return notes
+
+
+def _trials(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    return f"{total} trial{'' if total == 1 else 's'}"
+
+
+def _tally(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in counts.items())
+
 
 def export_run(
-    run_dir: Path,
+    run: Path | RunFolder,
     *,
     formats: Sequence[str] = FORMATS,
     splits: Sequence[str] = SPLITS,
     push_to_hub: str | None = None,
 ) -> ExportResult:
-    """Write the dataset folders, Parquet files and card of `run_dir`; push them to the Hub when asked."""
+    """Write the dataset folders, Parquet files and card of the run folder `run`; push them to the Hub when asked.
+
+    A `RunFolder` with a remote mirror is pulled first and its mirror given the export's outputs after."""
     _check_choices("format", formats, FORMATS)
     _check_choices("split", splits, SPLITS)
     # Checked first, so that a push that cannot work fails before the export's work, not after.
     token = hub_token() if push_to_hub else None
-    run = RunFolder(run_dir)
-    folder = run.trajectories_dir
-    if not run.has_trajectories():
+    folder = run if isinstance(run, RunFolder) else RunFolder(run)
+    folder.refuse_a_file()
+    if folder.remote is None and not folder.path.is_dir():
+        raise ExportError(f"run folder {folder.path} does not exist; give the --output folder of `apigen-mt generate`")
+    with folder.lock():
+        folder.pull()
+        _take_over(folder)
+        result = _export(folder, formats, splits)
+        if push_to_hub:
+            push_run(folder.path, push_to_hub, token or "")
+        folder.push_export()
+    return replace(result, pushed_to=push_to_hub)
+
+
+def _take_over(folder: RunFolder) -> None:
+    """Clear up after processes killed in this folder (the lock says none is left): their temp outputs go, and a
+    run's journals become shards, since opening a shard writer does that (nothing is written after)."""
+    remove_stale_temps(folder.path)
+    if folder.trajectories_dir.is_dir():
+        folder.trajectory_writer(rows_per_shard=1).close()
+    if folder.proposals_dir.is_dir():
+        folder.proposal_writer(rows_per_shard=1).close()
+
+
+def _export(folder: RunFolder, formats: Sequence[str], splits: Sequence[str]) -> ExportResult:
+    run_dir = folder.path
+    manifest = folder.manifest()
+    # A run whose Phase 2 played nothing has a manifest that counts its trials; a folder without either never
+    # had Phase 2 run into it.
+    if not folder.has_trajectories() and (manifest is None or "trajectories" not in manifest.counts):
         raise ExportError(
-            f"{run_dir} holds no trajectory shards ({folder}/part-*.parquet); run `apigen-mt generate` into it first"
+            f"{run_dir} holds no trajectory shards ({folder.trajectories_dir}/part-*.parquet); run `apigen-mt "
+            "generate` into it first"
         )
-    trials = run.trials()
+    trials = folder.trials()
     rows = sorted(trials.to_pylist(), key=lambda row: (row["blueprint_id"], row["trial"]))
     selection = select_rows(rows)
 
@@ -83,33 +157,41 @@ def export_run(
             tables[format_]["preference"] = preference_table(selection.pairs)
         tables[format_] = {split: table for split, table in tables[format_].items() if table.num_rows}
 
-    parquet = _write_parquet(run_dir, tables, inputs=[folder])
-    datasets_dirs = _write_datasets(run_dir, tables, inputs=[folder])
     unique = {(row["blueprint_id"], row["trial"]) for row in selection.train}
     keys = zip(trials["blueprint_id"].to_pylist(), trials["trial"].to_pylist(), strict=True)
     statistics = run_statistics(trials, [key in unique for key in keys])
-    card, plots = write_card(
-        run_dir,
-        statistics,
-        run.manifest(),
-        exported={
-            format_: {split: table.num_rows for split, table in found.items()} for format_, found in tables.items()
-        },
-        dataset_dirs={format_: path.name for format_, path in datasets_dirs.items()},
-        left_out=selection.left_out_by_termination(),
-    )
-    if push_to_hub:
-        push_run(run_dir, push_to_hub, token or "")
+    dataset_dirs = {format_: "dataset" if n == 0 else f"dataset-{format_}" for n, format_ in enumerate(tables)}
+    set_aside = selection.set_aside()
+    with atomic_entries(run_dir, OUTPUTS) as staging:
+        parquet = _write_parquet(staging, tables)
+        _write_datasets(staging, dataset_dirs, tables)
+        write_card(
+            staging,
+            run_dir,
+            statistics,
+            manifest,
+            exported={
+                format_: {split: table.num_rows for split, table in found.items()} for format_, found in tables.items()
+            },
+            dataset_dirs=dataset_dirs,
+            set_aside=set_aside,
+        )
     counts = {"train": len(selection.train), "rejected": len(selection.rejected), "preference": len(selection.pairs)}
     return ExportResult(
         run_dir=run_dir,
-        datasets=datasets_dirs,
-        parquet=parquet,
+        datasets={format_: run_dir / name for format_, name in dataset_dirs.items()},
+        parquet={
+            format_: {split: run_dir / path for split, path in by_split.items()}
+            for format_, by_split in parquet.items()
+        },
         rows={split: counts[split] if split in splits else 0 for split in SPLITS},
-        left_out=selection.left_out_by_termination(),
-        card=card,
-        plots=plots,
-        pushed_to=push_to_hub,
+        trials=trials.num_rows,
+        left_out=set_aside.no_conversation,
+        system_failures=set_aside.system_failures,
+        unknown_status=set_aside.unknown_status,
+        card=run_dir / CARD,
+        plots=[run_dir / PLOTS_DIR / name for name in PLOTS],
+        pushed_to=None,
     )
 
 
@@ -120,39 +202,30 @@ def _check_choices(what: str, given: Sequence[str], allowed: Sequence[str]) -> N
         raise ExportError(f"unknown {what} {named}; choose from {', '.join(allowed)}")
 
 
-def _write_parquet(
-    run_dir: Path, tables: dict[str, dict[str, pa.Table]], *, inputs: list[Path]
-) -> dict[str, dict[str, Path]]:
+def _write_parquet(staging: Path, tables: dict[str, dict[str, pa.Table]]) -> dict[str, dict[str, Path]]:
+    """`staging/data/<format>/<split>-00000.parquet`; format -> split -> path relative to the run folder."""
     written: dict[str, dict[str, Path]] = {}
-    with atomic_directory(run_dir / "data", inputs=inputs, replace=True) as tmp:
-        for format_, by_split in tables.items():
-            (tmp / format_).mkdir()
-            for split, table in by_split.items():
-                pq.write_table(table, tmp / format_ / f"{split}-00000.parquet", compression="zstd")
-                written.setdefault(format_, {})[split] = run_dir / "data" / format_ / f"{split}-00000.parquet"
+    for format_, by_split in tables.items():
+        (staging / "data" / format_).mkdir(parents=True)
+        for split, table in by_split.items():
+            path = Path("data", format_, f"{split}-00000.parquet")
+            pq.write_table(table, staging / path, compression="zstd")
+            written.setdefault(format_, {})[split] = path
     return written
 
 
-def _write_datasets(run_dir: Path, tables: dict[str, dict[str, pa.Table]], *, inputs: list[Path]) -> dict[str, Path]:
+def _write_datasets(staging: Path, folders: dict[str, str], tables: dict[str, dict[str, pa.Table]]) -> None:
     import datasets
 
-    folders = {format_: run_dir / ("dataset" if n == 0 else f"dataset-{format_}") for n, format_ in enumerate(tables)}
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # the CLI reports what was written; per-split bars are noise
     try:
-        for format_, folder in folders.items():
+        for format_, name in folders.items():
             splits = datasets.DatasetDict({split: datasets.Dataset(table) for split, table in tables[format_].items()})
-            with atomic_directory(folder, inputs=inputs, replace=True) as tmp:
-                splits.save_to_disk(str(tmp))
+            splits.save_to_disk(str(staging / name))
     finally:
         if bars:
             datasets.enable_progress_bars()
-    # A format exported before but not now would otherwise sit there looking current.
-    for format_ in FORMATS:
-        stale = run_dir / f"dataset-{format_}"
-        if stale not in folders.values() and stale.is_dir():
-            shutil.rmtree(stale)
-    return folders
 
 
 def hub_token() -> str:

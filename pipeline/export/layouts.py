@@ -15,8 +15,11 @@ has only the keys it needs and `arguments` loads as a mapping, ready for
 string, since each tool's parameter schema differs. Both layouts carry the same provenance columns, and
 the rejected split the same columns as the train split, so train and rejected are splits of one config.
 
-A trial with no conversation (no user message: the simulated human failed before saying anything) goes
-in no split: it teaches nothing, and APIGen-MT-5k's conversations start with the human.
+Some trials go in no split. A system failure (status `failed`: the engine or endpoint was down, or
+answered garbage) says nothing about the agent or the simulated human, and a rerun of the run plays it
+again. A trial with no conversation (no user message: the simulated human failed before saying anything)
+teaches nothing, and APIGen-MT-5k's conversations start with the human. A row of a status the pipeline
+does not write (a shard edited by hand) cannot be placed.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from apigen_mt.pipeline.store.schemas import STATUSES
 from apigen_mt.simulators.trace import content_text, tool_calls_of
 from apigen_mt.simulators.types import ToolCall
 
@@ -84,33 +88,60 @@ class ExportError(ValueError):
 
 
 @dataclass(frozen=True)
+class SetAside:
+    """How many trials went in no split, and how they ended (`termination`) or what status they had, most
+    frequent first."""
+
+    no_conversation: dict[str, int]  # termination -> trials
+    system_failures: dict[str, int]  # termination -> trials
+    unknown_status: dict[str, int]  # status -> rows
+
+
+@dataclass(frozen=True)
 class Selection:
-    """Which trials go in which split; `left_out` are the trials with no conversation, in no split."""
+    """Which trials go in which split, and which in none: `system_failures` (status `failed`), `left_out` (no
+    conversation) and `unknown_status` (a status the pipeline does not write)."""
 
     train: list[Row]
     rejected: list[Row]
     pairs: list[Pair]
     left_out: list[Row]
+    system_failures: list[Row]
+    unknown_status: list[Row]
 
-    def left_out_by_termination(self) -> dict[str, int]:
-        """How the left-out trials ended (their `termination`), most frequent first."""
-        return dict(Counter(row["termination"] for row in self.left_out).most_common())
+    def set_aside(self) -> SetAside:
+        return SetAside(
+            no_conversation=_tally(self.left_out, "termination"),
+            system_failures=_tally(self.system_failures, "termination"),
+            unknown_status=_tally(self.unknown_status, "status"),
+        )
+
+
+def _tally(rows: Sequence[Row], column: str) -> dict[str, int]:
+    return dict(Counter(str(row[column]) for row in rows).most_common())
 
 
 def select_rows(rows: Sequence[Row]) -> Selection:
     """The splits of one row per trial, in (blueprint_id, trial) order.
 
-    left_out: the trials without a user message, whatever their status. train: the first accepted trial of
-    each (blueprint, signature). rejected: the other rejected and failed trials. Pairs: per blueprint, each
-    trial rejected because of the agent (not the simulated human, not the engine) against a train
-    trajectory of that blueprint, in turn, since only those say what the agent should not have done.
+    In no split: the trials of a status the pipeline does not write, the system's failures (status `failed`,
+    whatever their conversation) and the trials without a user message. train: the first accepted trial of
+    each (blueprint, signature). rejected: the other rejected trials. Pairs: per blueprint, each trial
+    rejected because of the agent (not the simulated human) against a train trajectory of that blueprint, in
+    turn, since only those say what the agent should not have done.
     """
     train: list[Row] = []
     rejected: list[Row] = []
     left_out: list[Row] = []
+    system_failures: list[Row] = []
+    unknown_status: list[Row] = []
     seen: set[tuple[str, str]] = set()
     for row in rows:
-        if not any(message.get("role") == "user" for message in _messages(row)):
+        if row["status"] not in STATUSES:
+            unknown_status.append(row)
+        elif row["status"] == "failed":
+            system_failures.append(row)
+        elif not any(message.get("role") == "user" for message in _messages(row)):
             left_out.append(row)
         elif row["status"] == "accepted":
             if (row["blueprint_id"], row["signature"]) not in seen:
@@ -125,10 +156,10 @@ def select_rows(rows: Sequence[Row]) -> Selection:
     used: dict[str, int] = defaultdict(int)
     for row in rejected:
         candidates = chosen_by_blueprint.get(row["blueprint_id"])
-        if row["status"] == "rejected" and row["attribution"] == "agent" and candidates:
+        if row["attribution"] == "agent" and candidates:
             pairs.append((candidates[used[row["blueprint_id"]] % len(candidates)], row))
             used[row["blueprint_id"]] += 1
-    return Selection(train, rejected, pairs, left_out)
+    return Selection(train, rejected, pairs, left_out, system_failures, unknown_status)
 
 
 def _messages(row: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from apigen_mt.pipeline.store.shards import STATUSES
+from apigen_mt.pipeline.store.schemas import STATUSES
 from apigen_mt.validators.sampling import pass_hat_k
 
 _COLUMNS = [

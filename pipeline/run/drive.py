@@ -12,7 +12,9 @@ that dies is replaced and its items are run again the same way. Nothing else is 
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -26,7 +28,8 @@ from apigen_mt.pipeline.engines.pool import Engines, ModelFactory
 from apigen_mt.pipeline.run.progress import FunnelProgress
 from apigen_mt.pipeline.run.proposals import ProposalItem, RecombinationItem
 from apigen_mt.pipeline.run.trials import TrialItem
-from apigen_mt.pipeline.run.workers import WorkerPool
+from apigen_mt.pipeline.run.workers import WorkerPool, WorkerStartError
+from apigen_mt.pipeline.signals import Stopped, stop_handlers_kept
 
 Item = TypeVar("Item", TrialItem, ProposalItem, RecombinationItem)
 Result = TypeVar("Result")
@@ -39,14 +42,40 @@ def ray_session() -> Iterator[None]:
     `ray job submit` sets RAY_ADDRESS to the cluster's GCS address for the job's command; "auto" reads it
     from there. A user can set it too (`RAY_ADDRESS=auto` on a node of a running cluster). Without it the
     run never joins a cluster some `ray start` left on the machine: "local" always starts a new one.
+    Ray that does not start (its start-up timed out on a busy machine, no cluster at RAY_ADDRESS) is a
+    `WorkerStartError` saying what to do.
     """
     import ray
 
     if ray.is_initialized():
         yield
         return
-    address = "auto" if os.environ.get("RAY_ADDRESS") else "local"
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    cluster = os.environ.get("RAY_ADDRESS")
+    # Ray 2.60 warns on stderr that the local cluster it starts uses its default token authentication, a notice
+    # with nothing for the user to do; the run's stderr is its summary, or its one error line.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    try:
+        # ray.init makes SIGTERM exit at once (sys.exit) and its core worker prints a C-level stack dump on it:
+        # the process's own handlers come back, so that a stop keeps its rows and says so in one line.
+        with stop_handlers_kept():
+            address = "auto" if cluster else "local"
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except SystemExit as exc:
+        ray.shutdown()
+        if exc.code == signal.SIGTERM:  # Ray's handler, called before ours came back
+            raise Stopped(signal.SIGTERM) from None
+        raise
+    except Exception as exc:  # ray.init raises bare Exceptions (a start-up timeout among them)
+        ray.shutdown()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        remedy = (
+            f"check that the cluster at RAY_ADDRESS={cluster} is up (`ray status`)"
+            if cluster
+            else "if the machine is busy, rerun when the load is lower"
+        )
+        raise WorkerStartError(
+            f"Ray did not start ({reason}); {remedy}. Finished items are kept: rerun to resume."
+        ) from None
     try:
         yield
     finally:

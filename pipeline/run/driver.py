@@ -3,14 +3,16 @@
     folder = RunFolder.at("runs/demo")                                 # or a filesystem URI, mirrored
     summary = run_trajectories(config, sources, RunOptions(folder))     # Phase 2 on the sources
     summary = run_blueprints(config, plan, options)                     # Phase 1 only
-    summary = run_generate(config, plan, options)                       # Phase 1, then Phase 2 on its accepted blueprints
+    summary = run_generate(config, plan, options)                       # Phase 1, then Phase 2 on what it accepted
 
 Both phases run the same way (`pipeline.run.drive`): the items the run folder does not hold yet are fed to Ray
 worker actors, at most `in_flight` at a time, the least loaded worker first, and each finished item's rows
 are written through the folder's shard writer as they arrive. An item whose engine or worker died is run
 again, a bounded number of times; every other outcome is a row. Phase 1: `pipeline.run.phase1`; Phase 2:
-`pipeline.run.phase2`. `generate` with a Phase-1 plan gives Phase 2 the blueprints Phase 1 accepted (this run's
-and earlier ones' within the plan) and the config's task files, in the same Ray session and on the same engines.
+`pipeline.run.phase2`. The manifest is written only with what is true (`RunFolder`): a new folder's at the
+start, and the final one when the run ends. `generate` with a Phase-1 plan gives Phase 2 the blueprints Phase 1
+accepted (this run's and earlier ones' within the plan) and the config's task files, in the same Ray session
+and on the same engines.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from apigen_mt.pipeline.run.phase1 import ProposalPlan, accepted_sources, run_ph
 from apigen_mt.pipeline.run.phase2 import run_phase2, stage_one
 from apigen_mt.pipeline.run.sources import LoadedSource
 from apigen_mt.pipeline.store.manifest import RunManifest, package_versions, utc_now
+from apigen_mt.pipeline.store.remote import redacted_command
 from apigen_mt.pipeline.store.run_folder import RunFolder
 
 
@@ -54,6 +57,9 @@ class RunSummary:
     proposals_skipped: int = 0
     phases: list[str] = field(default_factory=list)  # what this run did: "blueprints", "trajectories"
     fallbacks: dict[str, list[str]] = field(default_factory=dict)  # per endpoint, as the manifest has them
+    replayed: int = 0  # of `played`, trials played again after a system failure
+    left_failed: int = 0  # of `skipped`, system failures past trajectories.max_replays
+    task_rejections: Path | None = None  # the stored reasons of this run's stage-1 rejections, when it ran stage 1
 
 
 def run_trajectories(
@@ -103,20 +109,24 @@ def _run_locked(
         config.roles.models_of(role)  # a role the config lacks stops the run here, before Ray starts
     folder.pull()
     fingerprint = config.fingerprint()
-    folder.check_resume(fingerprint, force=options.force)
-    previous = folder.manifest()
     planned = [] if plan is None else [domain.source for domain in plan.domains]
+    data_dir = next((str(s.data_dir) for s in [*planned, *(sources or [])] if s.data_dir is not None), None)
+    previous = folder.check_resume(fingerprint, data_dir, force=options.force)
     manifest = RunManifest(
         config=config.model_dump(mode="json"),
         fingerprint=fingerprint,
         versions=package_versions(),
-        data_dir=next((str(s.data_dir) for s in [*planned, *(sources or [])] if s.data_dir is not None), None),
+        data_dir=data_dir,
         started_at=previous.started_at if previous else utc_now(),
-        command=list(options.command),
+        command=redacted_command(options.command),  # a URI's credentials never reach a file
     )
-    folder.save_manifest(manifest)
+    if previous is None:
+        # A new folder names its config at once, so that a run killed before its end can be resumed; an earlier
+        # run's manifest stays as it is until this run ends.
+        folder.save_manifest(manifest)
     summary = RunSummary(folder.path, {}, 0, 0, 0.0)
     stage1: dict[str, int] | None = None
+    rejections: list[dict[str, Any]] | None = None
     with ExitStack() as stack:
         session = RaySession(config, roles, model_factory, stack)
         if plan is not None:
@@ -129,15 +139,21 @@ def _run_locked(
             sources = accepted_sources(plan, folder) + sources
         if sources is not None:
             stage1 = stage_one(sources)
-            summary.played, summary.skipped = run_phase2(
-                config, sources, folder, session, trials=options.trials, progress=options.progress
-            )
+            rejections = [
+                {"task_file": source.origin, **record}
+                for source in sources
+                for record in sorted(source.rejected, key=lambda record: record["index"])
+            ]
+            played = run_phase2(config, sources, folder, session, trials=options.trials, progress=options.progress)
+            summary.played, summary.skipped = len(played.items), played.skipped
+            summary.replayed, summary.left_failed = played.replayed, played.left_failed
             summary.phases.append("trajectories")
         summary.restarts = session.restarts
     manifest.counts = folder.counts(previous.counts if previous else {}, stage1)
     manifest.fallbacks = fallbacks_by_endpoint(folder.fallback_notes())
     manifest.finished_at = utc_now()
-    folder.finish(manifest)
+    folder.finish(manifest, rejections)
     summary.counts, summary.wall_s = manifest.counts, time.monotonic() - started
     summary.fallbacks = manifest.fallbacks
+    summary.task_rejections = None if rejections is None else folder.task_rejections_path
     return summary

@@ -41,6 +41,7 @@ from apigen_mt.pipeline.run.workers import ProposalWorker, WorkerPool, source_sp
 from apigen_mt.pipeline.store.io import read_records
 from apigen_mt.pipeline.store.proposal_rows import accepted_blueprints, final_rows
 from apigen_mt.pipeline.store.run_folder import RunFolder
+from apigen_mt.pipeline.store.shards import BLUEPRINTS_DIR
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import Blueprint
 
@@ -256,6 +257,7 @@ def accepted_sources(plan: ProposalPlan, folder: RunFolder) -> list[LoadedSource
             blueprints=[b for b in kept if b.domain == planned.source.domain.name],
             rejected=[],
             ground_truth={},
+            origin=f"Phase 1 ({BLUEPRINTS_DIR}/)",
         )
         for planned in plan.domains
     ]

@@ -48,12 +48,14 @@ class TrialModels:
 
 @dataclass(frozen=True)
 class TrialItem:
-    """One (blueprint, trial) to play. `attempt` counts plays after engine failures (1 = first)."""
+    """One (blueprint, trial) to play. `attempt` counts this run's plays of it after engine failures (1 = first);
+    `earlier_attempts` those of earlier runs that failed for a system reason (the row's `attempt` counts on)."""
 
     blueprint: Blueprint
     trial: int
     ground_truth_digest: str | None
     attempt: int = 1
+    earlier_attempts: int = 0
 
     @property
     def key(self) -> tuple[str, int]:
@@ -159,7 +161,8 @@ def unavailable_row(
     domain: Domain, item: TrialItem, models: TrialModels, reason: str, duration: float
 ) -> dict[str, Any]:
     """The row of a trial its engine or worker could not finish: retried while attempts remain, else stored."""
-    return _failed_row(domain, item, models, f"{reason} (attempt {item.attempt})", "engine_unavailable", duration)
+    attempt = item.earlier_attempts + item.attempt
+    return _failed_row(domain, item, models, f"{reason} (attempt {attempt})", "engine_unavailable", duration)
 
 
 def _failed_row(
@@ -184,7 +187,7 @@ def _base_row(domain: Domain, item: TrialItem, models: TrialModels, duration: fl
         "blueprint_id": str(blueprint.id),
         "domain": domain.name,
         "trial": item.trial,
-        "attempt": item.attempt,
+        "attempt": item.earlier_attempts + item.attempt,
         "reward": 0.0,
         "state_match": False,
         "outputs_match": False,

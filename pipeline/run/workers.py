@@ -38,7 +38,7 @@ WORKER_START_TIMEOUT_S = 300.0
 
 
 class WorkerStartError(RuntimeError):
-    """A worker actor did not start; the message says what to check."""
+    """Ray or a worker actor did not start; the message says what to check."""
 
 
 class _SourceWorker:

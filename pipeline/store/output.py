@@ -4,7 +4,9 @@ A regular-file output is written to a temp file beside it and renamed into place
 succeeds; a failure or a stop signal (see `signals`) removes the temp file and leaves any earlier output
 as it was. A character device or FIFO (`/dev/null`, `/dev/stdout` on a pipe) is written to directly,
 since it cannot be replaced. Temp names are short and fixed-length (`.apigen-<8 hex>.tmp`) so that any
-legal output name stays legal. Every failure is an `OutputError` naming the path and the reason.
+legal output name stays legal; a writer killed (SIGKILL) before its cleanup leaves them behind, and
+`remove_stale_temps` clears them where no other writer can be at work. Every failure is an `OutputError`
+naming the path and the reason.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -29,8 +32,22 @@ class OutputError(Exception):
     """An output cannot be written where it was asked for; the message names the path and the reason."""
 
 
+_TEMP_NAME = re.compile(r"\.apigen-[0-9a-f]{8}\.tmp")
+
+
 def temp_name() -> str:
     return f".apigen-{secrets.token_hex(4)}.tmp"
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Remove the temp files and folders (`temp_name`) that killed writers left in `folder`. Only for a folder
+    no other process writes at the same time (one whose run lock is held): a live writer's temps look the same."""
+    for path in folder.iterdir():
+        if _TEMP_NAME.fullmatch(path.name):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -74,12 +91,40 @@ def atomic_directory(path: Path, *, inputs: Sequence[Path] = (), replace: bool =
         os.mkdir(tmp)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: cannot create a folder in {parent}: {_reason(exc)}") from None
+    old = None
     try:
         yield tmp
         with signals_deferred():
-            _swap_in(tmp, path)
+            old = _replace_entries(parent, {path.name: tmp})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_entries(folder: Path, names: Sequence[str]) -> Iterator[Path]:
+    """A temp folder inside the existing `folder`, for the block to write entries (files or folders) of `names`.
+
+    When the block succeeds, each of `names` in `folder` becomes the temp folder's entry of that name, or is
+    removed when the block wrote none: all in one step with stop signals held back, so that `folder` holds
+    the earlier outputs or the new ones, never a mix. Other entries of `folder` stay.
+    """
+    tmp = folder / temp_name()
+    try:
+        os.mkdir(tmp)
+    except OSError as exc:
+        raise OutputError(f"cannot write into {folder}: {_reason(exc)}") from None
+    old = None
+    try:
+        yield tmp
+        written = {name: tmp / name if os.path.lexists(tmp / name) else None for name in names}
+        with signals_deferred():
+            old = _replace_entries(folder, written)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:  # removed after the swap: a large old output must not hold a stop signal back
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -256,19 +301,34 @@ def _rename(source: Path, target: Path, shown: Path | None = None) -> None:
         raise OutputError(f"cannot write {shown or target}: {_reason(exc)}") from None
 
 
-def _swap_in(new: Path, path: Path) -> None:
-    """Move the complete folder `new` to `path`; an existing `path` is moved aside first and removed after."""
-    if not path.exists():
-        _rename(new, path)
-        return
-    old = path.parent / temp_name()
-    _rename(path, old)
+def _replace_entries(folder: Path, entries: Mapping[str, Path | None]) -> Path:
+    """Put each entry at `folder/name` (None: no entry of that name), all or none: the entries there are moved
+    aside into a new temp folder first, which is returned for the caller to delete; a failed rename puts every
+    entry back where it was."""
+    old = folder / temp_name()
     try:
-        _rename(new, path)
+        os.mkdir(old)
+    except OSError as exc:
+        raise OutputError(f"cannot write into {folder}: {_reason(exc)}") from None
+    moved: list[str] = []
+    placed: list[tuple[str, Path]] = []
+    try:
+        for name in entries:
+            if os.path.lexists(folder / name):
+                _rename(folder / name, old / name)
+                moved.append(name)
+        for name, new in entries.items():
+            if new is not None:
+                _rename(new, folder / name)
+                placed.append((name, new))
     except OutputError:
-        os.replace(old, path)  # put the old folder back: the output stays as it was
+        for name, new in placed:
+            os.replace(folder / name, new)
+        for name in moved:
+            os.replace(old / name, folder / name)
+        shutil.rmtree(old, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    return old
 
 
 def _reason(exc: OSError) -> str:

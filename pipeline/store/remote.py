@@ -13,8 +13,10 @@ run from the same staging folder (or are played again elsewhere). One run per UR
 URI can hold a lock, so that is the user's part.
 
 URIs are read by pyarrow.fs, with its query parameters and credentials (for S3: `?endpoint_override=
-host:port&scheme=http&region=…`, the AWS_* variables). Staging: $XDG_CACHE_HOME (default ~/.cache) under
-apigen-mt/runs/.
+host:port&scheme=http&region=…`, the AWS_* variables, or `s3://KEY:SECRET@bucket/…`). Staging: $XDG_CACHE_HOME
+(default ~/.cache) under apigen-mt/runs/, named by the URI's host and path only. Credentials in a URI (user and
+password, query parameters named like keys, secrets, tokens or signatures) appear in no message and no folder
+name; `redact_uri` and `redacted_command` hide them for anything else that shows or stores a URI.
 """
 
 from __future__ import annotations
@@ -22,17 +24,59 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from apigen_mt.pipeline.store.manifest import MANIFEST_NAME
-from apigen_mt.pipeline.store.shards import BLUEPRINTS_DIR, LOCK_NAME, TRAJECTORIES_DIR, RunFolderError, is_shard_name
+from apigen_mt.pipeline.store.shards import (
+    BLUEPRINTS_DIR,
+    LOCK_NAME,
+    TASK_REJECTIONS_NAME,
+    TRAJECTORIES_DIR,
+    RunFolderError,
+    is_shard_name,
+)
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_RUN_FILES = (MANIFEST_NAME, BLUEPRINTS_DIR, TRAJECTORIES_DIR)  # what the run writes; the rest is the export's
+# What a run writes; the rest is the export's.
+_RUN_FILES = (MANIFEST_NAME, BLUEPRINTS_DIR, TRAJECTORIES_DIR, TASK_REJECTIONS_NAME)
+# `user:password@` (or a lone `token@`) after a scheme, before the host.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#@\s]*)@")
+# A query parameter named like a credential (access_key, secret_key, session_token, X-Amz-Signature,
+# X-Amz-Credential, password, sig, ...); its value is what is hidden.
+_SECRET_PARAMETER = re.compile(
+    r"(?P<name>[?&;][^=&#\s]*(?:key|secret|token|password|passwd|pwd|signature|sig|credential|auth)[^=&#\s]*=)"
+    r"(?P<value>[^&#\s]*)",
+    re.IGNORECASE,
+)
+REDACTED = "***"
+# Credentials shorter than this are not searched for in free text, where they would match ordinary words; real
+# keys and secrets are far longer (the URI forms above are hidden whatever their length).
+_SHORTEST_SCRUBBED = 6
+
+
+def redact_uri(text: str) -> str:
+    """`text` with the credentials of every URI in it replaced by ***: the user and password before the host,
+    and the values of query parameters named like keys, secrets, tokens or signatures."""
+    text = _USERINFO.sub(lambda match: f"{match['scheme']}{REDACTED}@", text)
+    return _SECRET_PARAMETER.sub(lambda match: f"{match['name']}{REDACTED}", text)
+
+
+def redacted_command(argv: Sequence[str]) -> list[str]:
+    """A command line as a manifest may record it: every argument through `redact_uri`."""
+    return [redact_uri(argument) for argument in argv]
+
+
+def _uri_secrets(uri: str) -> set[str]:
+    """The credentials written in `uri`, as written and percent-decoded, long enough to search free text for."""
+    found = {part for match in _USERINFO.finditer(uri) for part in (match["userinfo"], *match["userinfo"].split(":"))}
+    found |= {match["value"] for match in _SECRET_PARAMETER.finditer(uri)}
+    found |= {unquote(secret) for secret in found}
+    return {secret for secret in found if len(secret) >= _SHORTEST_SCRUBBED}
 
 
 class RemoteError(RunFolderError):
@@ -48,17 +92,26 @@ class RemoteRun:
     """A run folder at `uri`, worked on in the local `staging` folder."""
 
     def __init__(self, uri: str, staging: Path | None = None) -> None:
+        self._secrets = _uri_secrets(uri)
         try:
             self.filesystem, self.base = pafs.FileSystem.from_uri(uri)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise RemoteError(f"--output {uri}: {exc}") from None
+            raise RemoteError(f"--output {redact_uri(uri)}: {self._scrub(str(exc))}") from None
         self.base = self.base.rstrip("/")
         self.uri = uri
         self.local = staging if staging is not None else _staging_folder(uri)
         self._local_fs = pafs.LocalFileSystem()
 
     def __str__(self) -> str:
-        return self.uri.split("?", 1)[0]
+        """The URI without its query and credentials, as messages show it."""
+        return _USERINFO.sub(lambda match: match["scheme"], self.uri.split("?", 1)[0])
+
+    def _scrub(self, text: str) -> str:
+        """A message without the URI's credentials, in a URI or on their own (a server's error may quote them)."""
+        text = redact_uri(text)
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, REDACTED)
+        return text
 
     def pull(self) -> int:
         """Download the URI's manifest and shards that the staging folder lacks; how many files came."""
@@ -153,8 +206,8 @@ class RemoteRun:
             return function(*args, **kwargs)
         except (OSError, pa.ArrowException) as exc:
             raise RemoteError(
-                f"{self}: {str(exc).strip()}; check the URI, the credentials and the network (the run's files are "
-                f"kept in {self.local}; rerun the same command to finish the upload)"
+                f"{self}: {self._scrub(str(exc).strip())}; check the URI, the credentials and the network (the run's "
+                f"files are kept in {self.local}; rerun the same command to finish the upload)"
             ) from None
 
 
@@ -172,7 +225,9 @@ def _same_size(path: Path, size: int | None) -> bool:
 def _staging_folder(uri: str) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     scheme, rest = uri.split("://", 1)
-    place = re.sub(r"[^A-Za-z0-9._/-]", "_", rest.split("?", 1)[0]).strip("/")
+    authority, _, path = rest.split("?", 1)[0].partition("/")
+    # The host and path only: credentials before the host must not name a folder.
+    place = re.sub(r"[^A-Za-z0-9._/-]", "_", f"{authority.rsplit('@', 1)[-1]}/{path}").strip("/")
     return (
         cache
         / "apigen-mt"

@@ -4,15 +4,19 @@
 RUN/manifest.json                   what made the run and what it holds (`pipeline.store.manifest.RunManifest`)
 RUN/blueprints/part-*.parquet       Phase 1: one row per proposal round (`BLUEPRINT_SCHEMA`)
 RUN/trajectories/part-*.parquet     Phase 2: one row per trial (`TRAJECTORY_SCHEMA`)
+RUN/tasks-rejected.jsonl            the tasks the last Phase 2 rejected at stage 1, with their reasons
 RUN/.apigen-run.lock                held while a run writes
 ```
 
 A run opens its folder (`RunFolder.at`: a path, or a filesystem URI worked on in a local staging folder and
-mirrored there), takes the lock, pulls the mirror, checks the manifest against its config, writes a new
-manifest, writes rows through the folder's shard writers (each shard uploaded as it lands), counts what the
-folder holds into the final manifest and pushes it. Readers (the driver on resume, the export, the card,
-benchmarks) ask the folder for what they need: Phase 1's proposals as stored, its accepted blueprints and
-funnel, Phase 2's trials (the last row of each), the pairs already played, the counts.
+mirrored there), takes the lock, pulls the mirror, checks the manifest against its config and data folder,
+writes rows through the folder's shard writers (each shard uploaded as it lands), counts what the folder holds
+into the final manifest and pushes it. The manifest is written whole, only with what is true: a new folder's
+at the start (its config, nothing counted, unfinished: so a killed first run can be resumed), and then only at
+the end of a run, so a failed or stopped rerun leaves the previous one as it was. Readers (the driver on
+resume, the export, the card, benchmarks) ask the folder for what they need: Phase 1's proposals as stored,
+its accepted blueprints and funnel, Phase 2's trials (the last row of each), what each stored trial's rows
+say, the counts.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from pydantic import ValidationError
 
-from apigen_mt.pipeline.store.io import atomic_output
+from apigen_mt.pipeline.store.io import atomic_output, dumps_strict
 from apigen_mt.pipeline.store.manifest import MANIFEST_NAME, RunManifest
 from apigen_mt.pipeline.store.proposal_rows import (
     Funnel,
@@ -37,13 +42,13 @@ from apigen_mt.pipeline.store.proposal_rows import (
     stored_proposals,
 )
 from apigen_mt.pipeline.store.remote import RemoteRun, is_uri
+from apigen_mt.pipeline.store.schemas import BLUEPRINT_SCHEMA, TRAJECTORY_SCHEMA
 from apigen_mt.pipeline.store.shards import (
-    BLUEPRINT_SCHEMA,
     BLUEPRINTS_DIR,
     COUNTED_COLUMNS,
     LOCK_NAME,
+    TASK_REJECTIONS_NAME,
     TRAJECTORIES_DIR,
-    TRAJECTORY_SCHEMA,
     RunFolderError,
     ShardWriter,
     latest_trials,
@@ -55,6 +60,16 @@ from apigen_mt.simulators.types import Blueprint
 
 # The counts of Phase 2's stage 1 (the task files' blueprints in, valid, rejected), before `tasks` had its key.
 _STAGE_ONE = ("input", "valid", "rejected")
+
+
+@dataclass(frozen=True)
+class StoredTrial:
+    """What the stored rows of one (blueprint_id, trial) say: its last row's attempt and whether that row is a
+    failure of the system (not the agent's or the human's), and how many of its rows are."""
+
+    attempt: int
+    failed_by_system: bool
+    system_failures: int
 
 
 class RunFolder:
@@ -83,6 +98,10 @@ class RunFolder:
     def trajectories_dir(self) -> Path:
         return self.path / TRAJECTORIES_DIR
 
+    @property
+    def task_rejections_path(self) -> Path:
+        return self.path / TASK_REJECTIONS_NAME
+
     # The run's side: the lock, the mirror, the manifest, the shard writers.
 
     @contextlib.contextmanager
@@ -91,6 +110,7 @@ class RunFolder:
 
         An advisory lock on `RUN/.apigen-run.lock`; the kernel drops it when the holder dies, even by SIGKILL.
         """
+        self.refuse_a_file()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -102,8 +122,8 @@ class RunFolder:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise RunFolderError(
-                f"run folder {self.path} is in use by another run (pid {holder}); wait for it to end or use "
-                "another --output"
+                f"run folder {self.path} is in use by another apigen-mt command (pid {holder}); wait for it to "
+                "end, or give another folder"
             ) from None
         try:
             os.ftruncate(fd, 0)
@@ -113,13 +133,21 @@ class RunFolder:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def refuse_a_file(self) -> None:
+        """RunFolderError when the path is an existing file (no run folder can be made or read there)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(
+                f"run folder {self.path} is a file, not a folder; give a folder path (a new one, or the --output of an "
+                "earlier run)"
+            )
+
     def pull(self) -> None:
         """Bring the mirror's manifest and shards into the staging folder (nothing for a local folder)."""
         if self.remote is not None:
             self.remote.pull()
 
     def manifest(self) -> RunManifest | None:
-        """The folder's manifest, or None when it has none."""
+        """The folder's manifest, or None when it has none; RunFolderError when it is not a valid one."""
         path = self.path / MANIFEST_NAME
         if not path.exists():
             return None
@@ -131,8 +159,8 @@ class RunFolder:
             problem = exc.errors()[0]
             where = ".".join(str(part) for part in problem["loc"]) or "manifest"
             raise RunFolderError(
-                f"{path} is not a valid run manifest ({where}: {problem['msg']}); restore it or use a new --output "
-                "folder"
+                f"{path} is not a valid run manifest ({where}: {problem['msg']}); restore it, use a new --output "
+                "folder, or --force to write a new one (the rows stored are kept and counted again)"
             ) from None
 
     def save_manifest(self, manifest: RunManifest) -> None:
@@ -141,20 +169,30 @@ class RunFolder:
         if self.remote is not None:
             self.remote.push_file(self.path / MANIFEST_NAME)
 
-    def finish(self, manifest: RunManifest) -> None:
-        """Write the run's final manifest; the mirror gets every shard it lacks first, then the manifest."""
+    def finish(self, manifest: RunManifest, task_rejections: Sequence[dict[str, Any]] | None) -> None:
+        """Write the run's final manifest, after the rejections of its stage 1 when it ran one (one JSON line each,
+        the file replaced whole); the mirror gets those rejections and every shard it lacks, then the manifest."""
+        if task_rejections is not None:
+            with atomic_output(self.task_rejections_path) as out:
+                out.writelines(dumps_strict(record) + "\n" for record in task_rejections)
         self._write_manifest(manifest)
         if self.remote is not None:
+            if task_rejections is not None:
+                self.remote.push_file(self.task_rejections_path)
             self.remote.push_run()
 
     def _write_manifest(self, manifest: RunManifest) -> None:
         with atomic_output(self.path / MANIFEST_NAME) as out:
             out.write(manifest.model_dump_json(indent=2) + "\n")
 
-    def check_resume(self, fingerprint: str, *, force: bool) -> None:
-        """Refuse to add rows made with one config to a folder made with another, unless `force`."""
+    def check_resume(self, fingerprint: str, data_dir: str | None, *, force: bool) -> RunManifest | None:
+        """The folder's manifest (None when it has none, or with `force` an invalid one). Refuses to add rows made
+        with one config, or on one data folder, to a folder made with another, unless `force`."""
         if force:
-            return
+            try:
+                return self.manifest()
+            except RunFolderError:
+                return None
         manifest = self.manifest()
         if manifest is None:
             for kind in (BLUEPRINTS_DIR, TRAJECTORIES_DIR):
@@ -163,12 +201,18 @@ class RunFolder:
                         f"run folder {self.path} holds {kind} shards but no {MANIFEST_NAME}, so its config cannot be "
                         "checked; use a new --output folder or --force to mix them"
                     )
-            return
+            return None
         if manifest.fingerprint != fingerprint:
             raise RunFolderError(
                 f"run folder {self.path} was made with a different config (fingerprint {manifest.fingerprint[:12]}… "
                 f"vs {fingerprint[:12]}…); use a new --output folder or --force to mix them"
             )
+        if not _same_folder(manifest.data_dir, data_dir):
+            raise RunFolderError(
+                f"run folder {self.path} was played on {_data_named(manifest.data_dir)} and this run names "
+                f"{_data_named(data_dir)}; give the same --data-dir, a new --output folder, or --force to mix them"
+            )
+        return manifest
 
     def proposal_writer(self, rows_per_shard: int) -> ShardWriter:
         """The writer of Phase 1's rows. Opening it first turns what a killed run left in its journals into
@@ -220,10 +264,17 @@ class RunFolder:
         """One row per (blueprint_id, trial): the one written last. `columns` must include those two."""
         return latest_trials(self.trajectories(columns))
 
-    def finished_trials(self) -> set[tuple[str, int]]:
-        """(blueprint_id, trial) of every stored trial: what a resumed run skips."""
-        table = self.trajectories(["blueprint_id", "trial"])
-        return set(zip(table.column("blueprint_id").to_pylist(), table.column("trial").to_pylist(), strict=True))
+    def stored_trials(self) -> dict[tuple[str, int], StoredTrial]:
+        """(blueprint_id, trial) -> what its stored rows say, for every stored trial: what a resumed run skips or
+        plays again."""
+        table = self.trajectories(["blueprint_id", "trial", "attempt", "status", "attribution"])
+        stored: dict[tuple[str, int], StoredTrial] = {}
+        for blueprint, trial, attempt, status, attribution in zip(*table.to_pydict().values(), strict=True):
+            failed = (status, attribution) == ("failed", "system")
+            earlier = stored.get((blueprint, trial))
+            failures = (0 if earlier is None else earlier.system_failures) + failed
+            stored[(blueprint, trial)] = StoredTrial(attempt, failed, failures)
+        return stored
 
     def counts(self, previous: dict[str, dict[str, Any]], stage1: dict[str, int] | None) -> dict[str, dict[str, Any]]:
         """The manifest's counts: `proposals` (Phase 1's funnel) and `trajectories` (Phase 2's trials) counted from
@@ -253,3 +304,13 @@ class RunFolder:
             for texts in read_rows(folder, ["fallbacks"], schema=schema).column("fallbacks").to_pylist()
             for text in texts or []
         ]
+
+
+def _same_folder(stored: str | None, given: str | None) -> bool:
+    if stored is None or given is None:
+        return stored == given
+    return Path(stored).resolve() == Path(given).resolve()
+
+
+def _data_named(data_dir: str | None) -> str:
+    return "the domain's seeded data" if data_dir is None else f"data folder {data_dir}"

@@ -146,7 +146,8 @@ def booking_payment(trace: ActionTrace) -> list[str]:
                 paid += amount
                 if source in ("gift_card", "certificate") and method.get("amount", 0) < amount:
                     problems.append(
-                        f"{call.label()}: {method_id} holds {method.get('amount')}, less than the {amount} charged to it"
+                        f"{call.label()}: {method_id} holds {method.get('amount')}, "
+                        f"less than the {amount} charged to it"
                     )
         for source, limit in PAYMENT_LIMITS.items():
             if counts[source] > limit:

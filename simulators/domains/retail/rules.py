@@ -82,7 +82,8 @@ def order_details_first(trace: ActionTrace) -> list[str]:
 def _status_rule(names: set[str], allowed: str, verb: str):
     def check(trace: ActionTrace) -> list[str]:
         return [
-            f"{call.label()} {verb} order {order_id} whose status is {order.get('status')!r}; only {allowed!r} orders qualify"
+            f"{call.label()} {verb} order {order_id} whose status is {order.get('status')!r}; "
+            f"only {allowed!r} orders qualify"
             for call, order_id, order in _orders_written(trace, names)
             if order.get("status") != allowed
         ]
@@ -92,7 +93,8 @@ def _status_rule(names: set[str], allowed: str, verb: str):
 
 def cancel_reason(trace: ActionTrace) -> list[str]:
     return [
-        f"{call.label()} gives reason {call.arguments.get('reason')!r}; it must be one of {', '.join(map(repr, CANCEL_REASONS))}"
+        f"{call.label()} gives reason {call.arguments.get('reason')!r}; "
+        f"it must be one of {', '.join(map(repr, CANCEL_REASONS))}"
         for call in trace.calls_of("cancel_pending_order")
         if call.arguments.get("reason") not in CANCEL_REASONS
     ]
@@ -118,7 +120,8 @@ def modify_payment(trace: ActionTrace) -> list[str]:
         amount = history[0].get("amount", 0)
         if method.get("source") == "gift_card" and method.get("balance", 0) < amount:
             problems.append(
-                f"{call.label()}: gift card {method_id} holds {method.get('balance')}, less than the order amount {amount}"
+                f"{call.label()}: gift card {method_id} holds {method.get('balance')}, "
+                f"less than the order amount {amount}"
             )
     return problems
 
@@ -152,7 +155,8 @@ def _item_pairs(call: TracedCall, order: dict[str, Any], products: Any) -> tuple
         variant = lookup(product.get("variants"), new_id)
         if variant is None:
             problems.append(
-                f"new item {new_id} (position {position}) is not a variant of {old.get('name')!r}, the product of item {old_id}"
+                f"new item {new_id} (position {position}) is not a variant of {old.get('name')!r}, "
+                f"the product of item {old_id}"
             )
         elif not variant.get("available"):
             problems.append(f"new item {new_id} (position {position}) is not available")
@@ -186,7 +190,8 @@ def price_difference_payment(trace: ActionTrace) -> list[str]:
             difference = round(difference, 2)  # the exchange tool rounds the difference, modify does not
         if method.get("source") == "gift_card" and method.get("balance", 0) < difference:
             problems.append(
-                f"{call.label()}: gift card {method_id} holds {method.get('balance')}, less than the price difference {difference}"
+                f"{call.label()}: gift card {method_id} holds {method.get('balance')}, "
+                f"less than the price difference {difference}"
             )
     return problems
 
@@ -213,14 +218,16 @@ def one_return_or_exchange(trace: ActionTrace) -> list[str]:
             call, "exchange_delivered_order_items", order_id=order_id
         ):
             problems.append(
-                f"{call.label()}: order {order_id} already had a return or exchange; one per delivered order, all items in one call"
+                f"{call.label()}: order {order_id} already had a return or exchange; "
+                "one per delivered order, all items in one call"
             )
     return problems
 
 
 def no_write_on_closed_orders(trace: ActionTrace) -> list[str]:
     return [
-        f"{call.label()} writes to order {order_id} whose status is {order.get('status')!r}; processed and cancelled orders get no write"
+        f"{call.label()} writes to order {order_id} whose status is {order.get('status')!r}; "
+        "processed and cancelled orders get no write"
         for call, order_id, order in _orders_written(trace, ORDER_WRITES)
         if order.get("status") in ("processed", "cancelled")
     ]

@@ -124,8 +124,8 @@ def roaming_needs_settled_bills(trace: ActionTrace) -> list[str]:
         ]
         if overdue:
             problems.append(
-                f"{call.label()} turns roaming on for line {line_id} while bill {', '.join(map(str, overdue))} is overdue; "
-                "roaming needs every bill settled"
+                f"{call.label()} turns roaming on for line {line_id} "
+                f"while bill {', '.join(map(str, overdue))} is overdue; roaming needs every bill settled"
             )
     return problems
 
@@ -145,7 +145,8 @@ def one_late_fee_waiver(trace: ActionTrace) -> list[str]:
 
 def non_payment_resumes_by_paying(trace: ActionTrace) -> list[str]:
     return [
-        f"{call.label()} resumes line {line_id}, suspended for non-payment; it resumes only when the overdue bills are paid"
+        f"{call.label()} resumes line {line_id}, suspended for non-payment; "
+        "it resumes only when the overdue bills are paid"
         for call, line_id, line in _lines(trace, {"resume_line"})
         if line.get("suspension_reason") == NON_PAYMENT
     ]

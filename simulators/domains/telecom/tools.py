@@ -44,7 +44,10 @@ class TelecomTools(Toolkit):
             return f"Error: payment method {payment_method_id} is not in the customer's profile"
         if method["source"] == "account_credit":
             if method["balance"] < amount:
-                return f"Error: account credit {payment_method_id} holds {money(method['balance'])}, less than {money(amount)}"
+                return (
+                    f"Error: account credit {payment_method_id} holds {money(method['balance'])}, "
+                    f"less than {money(amount)}"
+                )
             method["balance"] = round(method["balance"] - amount, 2)
         return None
 
@@ -97,7 +100,8 @@ class TelecomTools(Toolkit):
 
     @tool()
     def list_plans(self) -> str:
-        """List every plan: monthly fee, data allowance in GB (null for unlimited), roaming, and whether it is offered."""
+        """List every plan: monthly fee, data allowance in GB (null for unlimited), roaming,
+        and whether it is offered."""
         return _dump(self.db["plans"])
 
     @tool(writes=True)
