@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from apigen_mt.pipeline.config_phases import BlueprintPhase, TrajectoryPhase
 from apigen_mt.pipeline.config_values import UnfitValue, config_json
 from apigen_mt.pipeline.engines.local_models import SMOLLM2_NAME, prepared_smollm2
-from apigen_mt.pipeline.engines.openai_backend import OpenAIBackendConfig
+from apigen_mt.pipeline.engines.openai_config import OpenAIBackendConfig
 from apigen_mt.pipeline.engines.vllm_config import VllmEngineConfig
 from apigen_mt.pipeline.renamed import warn_renamed
 from apigen_mt.pipeline.store.io import InputError

@@ -42,13 +42,21 @@ def ray_local():
     ray.shutdown()
 
 
+def load_test_module(name: str) -> ModuleType:
+    """`tests/<name>.py` as module `name` (a test double, another test file's helpers), loaded once: the tests
+    folder is not on the import path of pytest's importlib mode, nor of the processes tests start."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def load_by_value(name: str) -> ModuleType:
-    """Load `tests/<name>.py` as module `name` for tests on Ray (import it as `tests.conftest`, the name pytest's
-    importlib mode gives this file): Ray's workers cannot import the tests folder, so the module travels by value."""
-    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    """`load_test_module` for tests on Ray (import it as `tests.conftest`, the name pytest's importlib mode gives
+    this file): Ray's workers cannot import the tests folder, so the module travels by value."""
+    module = load_test_module(name)
     import ray.cloudpickle  # here, not at the top: most tests never load Ray
 
     ray.cloudpickle.register_pickle_by_value(module)

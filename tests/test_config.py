@@ -13,7 +13,8 @@ import yaml
 
 from apigen_mt.pipeline.config import ConfigError, VllmModel, concurrency, load_config, resolve_model_path
 from apigen_mt.pipeline.engines.local_models import CACHE_ENV, ModelError
-from apigen_mt.pipeline.engines.openai_backend import OpenAIBackendConfig, OpenAIChatModel
+from apigen_mt.pipeline.engines.openai_backend import OpenAIChatModel
+from apigen_mt.pipeline.engines.openai_config import OpenAIBackendConfig
 from apigen_mt.pipeline.engines.pool import Engines
 from apigen_mt.pipeline.engines.vllm_config import VllmEngineConfig
 

@@ -8,7 +8,6 @@ field of the config models.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 import resource
@@ -27,8 +26,9 @@ from apigen_mt.pipeline.config import ConfigError, RunConfig, VllmModel, concurr
 from apigen_mt.pipeline.config_phases import MAX_TRIALS
 from apigen_mt.pipeline.config_reference import sections
 from apigen_mt.pipeline.config_values import MAX_CONFIG_CHARS
-from apigen_mt.pipeline.engines.openai_backend import OpenAIBackendConfig
+from apigen_mt.pipeline.engines.openai_config import OpenAIBackendConfig
 from apigen_mt.pipeline.engines.vllm_config import MAX_IN_FLIGHT, VllmEngineConfig
+from tests.conftest import load_test_module
 
 HERE = Path(__file__).resolve().parent
 CLI = Path(sys.executable).parent / "apigen-mt"
@@ -38,17 +38,7 @@ TASKS = 2
 RAY_INT32 = 2**31 - 1
 
 
-def _load_loopback():
-    # The tests folder is not a package (pytest's importlib mode): load the test double from its file.
-    if "loopback_endpoint" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("loopback_endpoint", HERE / "loopback_endpoint.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["loopback_endpoint"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["loopback_endpoint"]
-
-
-loopback = _load_loopback()
+loopback = load_test_module("loopback_endpoint")
 
 
 def run_cli(*args: Any, memory: int | None = None) -> subprocess.CompletedProcess[str]:

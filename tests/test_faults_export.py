@@ -10,7 +10,6 @@ no split and are counted apart. Class 11: a row of a status apigen-mt does not w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -31,25 +30,16 @@ from apigen_mt.pipeline.store.manifest import RunManifest, package_versions, utc
 from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.pipeline.store.schemas import TRAJECTORY_SCHEMA
 from apigen_mt.pipeline.store.shards import LOCK_NAME, ShardWriter
+from tests.conftest import load_test_module
 
 HERE = Path(__file__).resolve().parent
 DEMO_BLUEPRINTS = HERE.parent / "examples" / "demo_blueprints.jsonl"
 TEMP = re.compile(r"\.apigen-[0-9a-f]{8}\.tmp")  # pipeline.store.output.temp_name
 
 
-def _load(name: str) -> Any:
-    # The tests folder is not a package (pytest's importlib mode): the module is loaded from its file.
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-built = _load("test_export")  # build_run, _row, _episode: trials with observations from the real environment
-adversarial = _load("test_cli_adversarial")  # run_cli, snapshot, assert_clean_failure
-loopback = _load("loopback_endpoint")
+built = load_test_module("test_export")  # build_run, _row, _episode: trials with observations from the real environment
+adversarial = load_test_module("test_cli_adversarial")  # run_cli, snapshot, assert_clean_failure
+loopback = load_test_module("loopback_endpoint")
 run_cli, snapshot, assert_clean_failure = adversarial.run_cli, adversarial.snapshot, adversarial.assert_clean_failure
 CLI = adversarial.CLI
 
@@ -171,6 +161,7 @@ import importlib.util, sys, time
 from pathlib import Path
 from apigen_mt.pipeline.store.manifest import RunManifest, package_versions, utc_now
 from apigen_mt.pipeline.store.run_folder import RunFolder
+from tests.conftest import load_test_module
 
 spec = importlib.util.spec_from_file_location("test_export", sys.argv[1])
 built = importlib.util.module_from_spec(spec)

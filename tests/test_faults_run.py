@@ -10,12 +10,10 @@ before and after.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import pytest
 from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.pipeline.store.schemas import TRAJECTORY_SCHEMA
 from apigen_mt.pipeline.store.shards import ShardWriter, read_rows
+from tests.conftest import load_test_module
 from tests.test_cli_adversarial import CLI, assert_clean_failure, run_cli, snapshot
 
 HERE = Path(__file__).resolve().parent
@@ -34,17 +33,7 @@ RAY_NOTICE = "Token authentication is enabled for this Ray cluster"
 NO_SUCH_TOOL = [{"name": "no_such_tool", "arguments": {}}]
 
 
-def _load_loopback():
-    # The tests folder is not a package (pytest's importlib mode): load the test double from its file.
-    if "loopback_endpoint" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("loopback_endpoint", HERE / "loopback_endpoint.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["loopback_endpoint"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["loopback_endpoint"]
-
-
-loopback = _load_loopback()
+loopback = load_test_module("loopback_endpoint")
 
 
 @pytest.fixture(scope="module")

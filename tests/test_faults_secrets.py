@@ -11,7 +11,6 @@ resumed run with one line naming the shard and the fix, and the run folder is le
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from apigen_mt.pipeline.store.remote import RemoteError, RemoteRun, redact_uri, 
 from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.pipeline.store.schemas import BLUEPRINT_SCHEMA, TRAJECTORY_SCHEMA
 from apigen_mt.pipeline.store.shards import RunFolderError, shard_paths
+from tests.conftest import cli_error_line, load_test_module
 
 HERE = Path(__file__).resolve().parent
 CLI = Path(sys.executable).parent / "apigen-mt"
@@ -40,18 +40,8 @@ SECRETS = (API_KEY, KEY_ID, SECRET)
 KEY_VARIABLE = "APIGEN_MT_TEST_ECHOED_KEY"
 
 
-def _load(name: str):
-    # The tests folder is not a package (pytest's importlib mode): helpers are loaded from their files.
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-loopback = _load("loopback_endpoint")
-adversarial = _load("test_cli_adversarial")
+loopback = load_test_module("loopback_endpoint")
+adversarial = load_test_module("test_cli_adversarial")
 
 
 class EchoingEndpoint(loopback.LoopbackEndpoint):
@@ -359,3 +349,19 @@ def test_a_proposal_row_with_an_unknown_failed_stage_is_neither_written_nor_read
         match=f"shard {shard} does not fit the run folder's contract: row 0 has failed_stage 'bribery', not one of ",
     ):
         folder.final_proposals()
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [f"http://{KEY_ID}:{SECRET}@127.0.0.1:9/v1", f"https://127.0.0.1:9/v1?api_key={SECRET}"],
+    ids=["user and password", "a key parameter"],
+)
+def test_an_endpoint_url_with_credentials_is_refused_without_repeating_them(base_url, tmp_path):
+    """issue 18 class 10: a key written into an endpoint's URL would be copied into the manifest's config, rows'
+    reasons and logs; the config is refused in one line, which names the field and hides the key."""
+    line = cli_error_line(
+        "trajectories", write_config(tmp_path, base_url), "--tasks", DEMO_BLUEPRINTS, "--output", tmp_path / "o"
+    )
+    assert "models.endpoint.openai.endpoint.base_url" in line and "hold no credentials" in line, line
+    assert SECRET not in line and KEY_ID not in line
+    assert not (tmp_path / "o").exists()

@@ -13,7 +13,6 @@ Ray cluster this module starts (they start in seconds); those of class 8 start t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ import pytest
 from apigen_mt.pipeline.store.io import OutputError
 from apigen_mt.pipeline.store.manifest import MANIFEST_NAME
 from apigen_mt.pipeline.store.run_folder import RunFolder
+from tests.conftest import load_test_module
 
 HERE = Path(__file__).resolve().parent
 CLI = Path(sys.executable).parent / "apigen-mt"
@@ -83,18 +83,8 @@ if os.path.basename(sys.argv[0]) == "apigen-mt" and FAULT:
 """
 
 
-def _load(name: str):
-    # The tests folder is not a package (pytest's importlib mode): helpers are loaded from their files.
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-loopback = _load("loopback_endpoint")
-adversarial = _load("test_cli_adversarial")
+loopback = load_test_module("loopback_endpoint")
+adversarial = load_test_module("test_cli_adversarial")
 
 
 @pytest.fixture(scope="module")

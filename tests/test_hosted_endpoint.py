@@ -10,7 +10,6 @@ episode ended by a ###STOP### written only in a thinking block, and the fallback
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.pipeline.store.schemas import BLUEPRINT_SCHEMA
 from apigen_mt.pipeline.store.shards import read_rows
 from apigen_mt.simulators.human_prompts import STOP
+from tests.conftest import load_test_module
 
 HERE = Path(__file__).resolve().parent
 CLI = Path(sys.executable).parent / "apigen-mt"
@@ -32,17 +32,7 @@ DEMO_BLUEPRINTS = HERE.parent / "examples" / "demo_blueprints.jsonl"
 BLUEPRINTS, TRIALS, PROPOSALS = 3, 2, 2
 
 
-def _load_loopback():
-    # The tests folder is not a package (pytest's importlib mode): load the test double from its file.
-    if "loopback_endpoint" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("loopback_endpoint", HERE / "loopback_endpoint.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["loopback_endpoint"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["loopback_endpoint"]
-
-
-loopback = _load_loopback()
+loopback = load_test_module("loopback_endpoint")
 
 # Every thought the loopback writes starts with one of these; none may reach a stored content.
 THOUGHTS = ("<think>", "</think>", "I answer as the", "Perhaps I can end the chat already", "first. ###STOP###")

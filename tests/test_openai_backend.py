@@ -4,14 +4,12 @@ tests/loopback_endpoint.py, with scripted answers or with the behaviours of host
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import socket
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,20 +22,9 @@ from apigen_mt.pipeline.engines.openai_backend import (
 )
 from apigen_mt.simulators.chat import ChatModel, ChatRequest, SamplingParams
 from apigen_mt.simulators.types import Message, OpenAIToolCall, ToolCall, ToolSpec
+from tests.conftest import load_test_module
 
-
-def _load_loopback():
-    # The tests folder is not a package (pytest's importlib mode): load the test double from its file.
-    if "loopback_endpoint" not in sys.modules:
-        path = Path(__file__).parent / "loopback_endpoint.py"
-        spec = importlib.util.spec_from_file_location("loopback_endpoint", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["loopback_endpoint"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["loopback_endpoint"]
-
-
-loopback = _load_loopback()
+loopback = load_test_module("loopback_endpoint")
 Behaviours, LoopbackEndpoint, Planned = loopback.Behaviours, loopback.LoopbackEndpoint, loopback.Planned
 chat_body, text_choice = loopback.chat_body, loopback.text_choice
 
@@ -484,7 +471,6 @@ def test_models_ask_refuses_an_unset_key_and_an_unreachable_endpoint_in_one_line
 def test_models_ask_exits_2_with_one_line_when_the_key_variable_is_unset(tmp_path):
     import os
     import subprocess
-    import sys
 
     environment = {name: value for name, value in os.environ.items() if name != "APIGEN_MT_MISSING_KEY"}
     config = write_endpoint_config(tmp_path, "http://127.0.0.1:1/v1", "APIGEN_MT_MISSING_KEY")

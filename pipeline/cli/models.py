@@ -67,7 +67,8 @@ def ask_command(
     import json
 
     from apigen_mt.pipeline.config import ROLES, ConfigError, OpenAIModel, load_config
-    from apigen_mt.pipeline.engines.openai_backend import EndpointUnavailable, OpenAIBackendConfig, OpenAIChatModel
+    from apigen_mt.pipeline.engines.openai_backend import EndpointUnavailable, OpenAIChatModel
+    from apigen_mt.pipeline.engines.openai_config import OpenAIBackendConfig
     from apigen_mt.pipeline.engines.pool import Engines, preflight
     from apigen_mt.pipeline.engines.resources import ResourceShortfall
     from apigen_mt.pipeline.engines.vllm_backend import EngineStartError

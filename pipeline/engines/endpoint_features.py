@@ -27,7 +27,7 @@ from apigen_mt.simulators.chat import ChatRequest
 from apigen_mt.simulators.types import Message
 
 if TYPE_CHECKING:
-    from apigen_mt.pipeline.engines.openai_backend import OpenAIBackendConfig
+    from apigen_mt.pipeline.engines.openai_config import OpenAIBackendConfig
 
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 SamplingField = Literal["temperature", "top_p", "seed", "stop"]
