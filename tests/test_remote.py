@@ -133,7 +133,8 @@ def test_export_replaces_the_uris_export_outputs(s3_endpoint, ray_local, tmp_pat
     assert done.returncode == 0, done.stderr
     stored = objects(s3_endpoint, "runs/b")
     assert "data/openai/train-00000.parquet" in stored
-    assert not any("rejected" in name or "sharegpt" in name for name in stored)  # the earlier export's are gone
+    # The earlier export's are gone; the run's own files (tasks-rejected.jsonl among them) stay.
+    assert not any(("rejected" in name or "sharegpt" in name) and name != "tasks-rejected.jsonl" for name in stored)
     assert any(name.startswith("trajectories/part-") for name in stored)  # the run's own files stay
 
 
