@@ -25,6 +25,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from apigen_mt.pipeline.run.proposals import ProposalItem, system_row
 from apigen_mt.pipeline.store.remote import RemoteError, RemoteRun, redact_uri, redacted_command
 from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.pipeline.store.schemas import BLUEPRINT_SCHEMA, TRAJECTORY_SCHEMA
@@ -304,33 +305,9 @@ def test_a_resumed_run_refuses_a_tampered_shard_before_playing(echoed_run, tmp_p
 
 
 def proposal_row(**changes: Any) -> dict[str, Any]:
-    row = {
-        "blueprint_id": "retail-p0000",
-        "domain": "retail",
-        "proposal": 0,
-        "round": 0,
-        "final": True,
-        "attempt": 1,
-        "status": "rejected",
-        "failed_stage": "policy",
-        "reasons": ["a write the policy forbids"],
-        "parents": [],
-        "blueprint": "null",
-        "diff_patch": "null",
-        "votes": "null",
-        "refusal": False,
-        "feedback": None,
-        "text": "",
-        "user_id": None,
-        "context_ids": [],
-        "seed": 0,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "proposer_model": "proposer",
-        "finished_at": "2026-12-07T05:00:00+00:00",
-        "fallbacks": None,
-    }
-    return row | changes
+    """A final Phase-1 row as the worker makes it (a proposal rejected at `policy`), with `changes`."""
+    row = system_row(ProposalItem("retail", 0, seed=0), "proposer", "a write the policy forbids")
+    return row | {"status": "rejected", "failed_stage": "policy"} | changes
 
 
 def test_a_proposal_row_with_an_unknown_failed_stage_is_neither_written_nor_read(tmp_path):
