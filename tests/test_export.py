@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from apigen_mt.pipeline.export.card_plots import PLOTS
+from apigen_mt.pipeline.export.charts import CHART_COLUMNS, phase1_funnel, phase2_funnel, share_text
 from apigen_mt.pipeline.export.dataset import ExportError, export_run, hub_token
 from apigen_mt.pipeline.store.manifest import RunManifest, package_versions, utc_now
 from apigen_mt.pipeline.store.run_folder import RunFolder
@@ -368,28 +371,30 @@ def test_card_reports_the_funnel_pass_k_and_statistics(exported: Path) -> None:
     for config in configs.values():
         for entry in config["data_files"]:
             assert list(exported.glob(entry["path"])), entry
-    # Funnel: 10 rows stored, 9 trials after the replaced one; manifest stages for the blueprints.
+    # Phase 2's funnel: 10 rows stored, 9 trials after the replaced one, each stage with its share of the one before
+    # (tests/test_charts.py checks the stages); no Phase 1 funnel without Phase 1 shards.
     for line in (
-        "| blueprints: proposed | 5 |",
-        "| blueprints with trials | 3 |",
-        "| trials | 9 |",
-        "| trials accepted | 3 |",
-        "| trials rejected | 5 |",
-        "| trials failed | 1 |",
-        "| unique accepted trajectories | 2 |",
-        "| blueprints with a verified trajectory | 2 |",
+        "3 blueprints have trials; 2 of them a verified trajectory.",
+        "| stage | trials | kept |",
+        "| trials played | 9 | – |",
+        "| judged | 8 | 89% |",
+        "| final database right | 3 | 38% |",
+        "| accepted | 3 | 100% |",
+        "| unique accepted trajectories | 2 | 67% |",
     ):
         assert line in body, line
-    assert "| trajectories: accepted | 99 |" not in body  # trajectories are recounted from the shards
+    assert "### Phase 1" not in body and "| 99 |" not in body  # trajectories are recounted from the shards
     # pass^k: blueprint 0 has 2 of 4 accepted, blueprint 1 1 of 3, blueprint 2 0 of 2.
     assert f"| 1 | {(2 / 4 + 1 / 3 + 0) / 3:.4f} | 3 |" in body
     assert f"| 2 | {(1 / 6 + 0 + 0) / 3:.4f} | 3 |" in body
     assert "| 3 | 0.0000 | 2 |" in body and "| 4 | 0.0000 | 1 |" in body
     assert "| agent | 4 |" in body and "| human | 1 |" in body and "| system | 1 |" in body
+    assert "| rule | trials |\n|---|---:|\n| (no violation) | 0 |" in body
+    assert "| agent turns | accepted | rejected or failed |\n|---:|---:|---:|\n| 0 | 0 | 1 |\n| 6 | 3 | 5 |\n" in body
     assert "| engine_unavailable | 1 |" in body and "| user_stop | 8 |" in body
     assert "| agent turns | 6 | 6 | 6 |" in body and "| tool calls | 4 | 4 | 4 |" in body
     assert "| `cancel_pending_order` | 2 |" in body and "| `think` | 2 |" in body
-    assert "trials: 4" in body and "![funnel](plots/funnel.png)" in body
+    assert "trials: 4" in body  # the run's config
     # The card's own example loads the data it names, run from the dataset folder as a reader would.
     example = body.split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict = {}
@@ -400,9 +405,39 @@ def test_card_reports_the_funnel_pass_k_and_statistics(exported: Path) -> None:
     finally:
         os.chdir(cwd)
     assert namespace["data"]["train"].num_rows == 2
-    for plot in ("funnel.png", "turns.png"):
+    # Every plot is shown by the card, and each is a picture of some size.
+    assert re.findall(r"\]\(plots/([^)]+)\)", body) == list(PLOTS)
+    assert sorted(path.name for path in (exported / "plots").iterdir()) == sorted(PLOTS)
+    for plot in PLOTS:
         data = (exported / "plots" / plot).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+
+
+def test_the_card_of_a_run_with_both_phases_has_one_funnel_for_each(exported: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    run_dir = tmp_path / "run"  # Phase 1's proposals and Phase 2's trials of them (tests/test_run_folder.py)
+    shutil.copytree(Path(__file__).resolve().parent / "fixtures" / "run-before-redesign" / "run", run_dir)
+    folder = RunFolder(run_dir)
+    manifest = folder.manifest()
+    manifest.counts = folder.counts(manifest.counts, None)  # as a rerun counts it: stage 1 under its own key
+    folder.save_manifest(manifest)
+    export_run(run_dir)
+    body = (run_dir / "README.md").read_text()
+    # Phase 2's stage 1 is counted in tasks, not trials: beside its funnel.
+    assert "Stage 1 of the tasks given to Phase 2: 8 given, 8 valid, 0 rejected" in body
+    phase1 = body.split("### Phase 1: proposal rounds\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    phase2 = body.split("### Phase 2: trials\n\n", 1)[1].split("| stage |", 1)[1].split("\n\n", 1)[0].splitlines()
+    for table, stages in (
+        (phase1, phase1_funnel(folder.funnel())),
+        (phase2[2:], phase2_funnel(folder.trials(list(CHART_COLUMNS)))),
+    ):
+        assert table[-len(stages) :] == [f"| {s.label} | {s.count} | {share_text(s.kept)} |" for s in stages]
+    assert "| rounds proposed | 17 | – |" in phase1 and "| accepted blueprints | 6 | 86% |" in phase1
+    assert "| proposals (sampled contexts) | 12 |" in body  # counted in proposals, beside the funnel
+    # One panel per phase: the figure is as tall as both funnels, taller than the Phase-2 funnel alone.
+    with Image.open(run_dir / "plots" / "funnel.png") as both, Image.open(exported / "plots" / "funnel.png") as one:
+        assert both.width == one.width and both.height > one.height + 300
 
 
 def test_export_is_rerunnable_and_replaces_what_it_wrote(exported: Path, tmp_path: Path) -> None:

@@ -185,7 +185,7 @@ def test_the_layers_import_only_downwards():
 
 # Inside pipeline, its subpackages from the files up, by the same rule. Its top-level modules are not ranked:
 # `config` is read by every subpackage and made of the engines' settings; `api` is the front door the CLI calls.
-PIPELINE_LAYERS = ("store", "engines", "run", "export", "cli")
+PIPELINE_LAYERS = ("store", "engines", "run", "rl", "export", "eval", "view", "cli")
 
 
 def test_the_pipeline_subpackages_import_only_downwards():

@@ -263,7 +263,7 @@ def test_generate_chains_accepted_blueprints_into_phase2_and_the_card_shows_phas
     # Every accepted blueprint calls modify_user_address alone: one tool sequence, one write tool.
     writes = len(write_tool_names(RETAIL))
     assert f"| retail | {PROPOSALS} | {len(accepted)} | 1 | {users} | 1 of {writes} (`modify_user_address`) |" in card
-    assert f"| blueprints: accepted_by_round 1 | {len(IDS['revised'])} |" in card
+    assert f"| accepted blueprints | {counts['proposals']['proposals_accepted']} |" in card  # Phase 1's funnel
 
 
 def accepted_row(index: int, blueprint: Blueprint) -> dict:

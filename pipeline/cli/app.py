@@ -24,8 +24,10 @@ SETUP = "Environments and models"
 COMMAND_ORDER = (
     "generate",
     "trajectories",
+    "eval",
     "blueprints",
     "export",
+    "view",
     "replay",
     "validate",
     "verify",

@@ -12,11 +12,14 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from apigen_mt.blueprints.task_files import read_tasks
 from apigen_mt.pipeline.cli.app import CHECKS, SETUP, CliError, app
 from apigen_mt.pipeline.store.io import atomic_files_in, atomic_output, dumps_strict, read_json, read_records
 from apigen_mt.simulators.domain import DataError, Domain, get_domain
 from apigen_mt.simulators.state import JSON
+from apigen_mt.simulators.types import Verdict
 from apigen_mt.validators.blueprint import STAGES, parse_stages, validate_blueprint, validation_record
+from apigen_mt.validators.format import STAGE as FORMAT_STAGE
 from apigen_mt.validators.trajectory import TrajectoryInputError, verify_trajectory
 
 stderr = Console(stderr=True)
@@ -82,25 +85,42 @@ def validate(
     stages: Annotated[
         str, typer.Option("--stages", help="Comma-separated stages to run, in order: format,execution,policy.")
     ] = ",".join(STAGES),
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Only the tasks of this split (e.g. test) of the split_tasks.json beside INPUT."),
+    ] = None,
 ) -> None:
-    """Validate blueprints (JSON Lines, or a JSON array such as tau-bench's task files); one verdict line per input."""
+    """Validate blueprints (JSON Lines, or a JSON array such as tau-bench's or tau2-bench's task files); one verdict
+    line per input task."""
+    from apigen_mt.pipeline.run.sources import SourceError, read_split_ids, split_file
+
     try:
         chosen = parse_stages(stages)
     except ValueError as exc:
         raise CliError(f"--stages: {exc}") from None
     dom, db = _domain_and_db(domain, data_dir)
-    records = read_records(input)
+    try:
+        split_ids = None if split is None else read_split_ids(input, split)
+    except SourceError as exc:
+        raise CliError(f"--split {split}: {exc}") from None
+    tasks = read_tasks(read_records(input), domain=domain, db=db, split_ids=split_ids)
+    inputs = _inputs(dom, input, data_dir) + ([] if split is None else [split_file(input)])
     accepted = 0
     failed_at: Counter[str] = Counter()
-    with atomic_output(output, inputs=_inputs(dom, input, data_dir)) as out:
-        for index, raw in enumerate(progress(records, f"validating {len(records)} blueprints")):
-            record = validation_record(index, raw, validate_blueprint(dom, db, raw, chosen))
+    with atomic_output(output, inputs=inputs) as out:
+        for task in progress(tasks, f"validating {len(tasks)} blueprints"):
+            verdicts = (
+                [Verdict(stage=FORMAT_STAGE, passed=False, reasons=[task.problem])]
+                if task.problem is not None
+                else validate_blueprint(dom, db, task.record, chosen)
+            )
+            record = validation_record(task.index, task.record, verdicts)
             accepted += record["accepted"]
             if record["failed_stage"]:
                 failed_at[record["failed_stage"]] += 1
             out.write(dumps_strict(record) + "\n")
     rejected = ", ".join(f"{count} at {stage}" for stage, count in failed_at.items()) or "none"
-    report(f"{accepted} of {len(records)} accepted; rejected: {rejected} -> {output}")
+    report(f"{accepted} of {len(tasks)} accepted; rejected: {rejected} -> {output}")
 
 
 @app.command(rich_help_panel=CHECKS)

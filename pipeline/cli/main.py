@@ -8,7 +8,7 @@ import warnings
 from typing import TextIO
 
 # Imported for their commands; `apigen-mt --help` lists them in `pipeline.cli.app.COMMAND_ORDER`.
-from apigen_mt.pipeline.cli import data, export, models, parse, run  # noqa: F401
+from apigen_mt.pipeline.cli import data, eval, export, models, parse, run, view  # noqa: F401
 from apigen_mt.pipeline.cli.app import CliError, app
 from apigen_mt.pipeline.renamed import RenamedWarning
 

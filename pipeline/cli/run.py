@@ -40,8 +40,17 @@ ExcludeOpt = Annotated[
     Path | None,
     typer.Option(
         "--exclude-tasks",
-        help="Tasks no blueprint may reproduce (any file `validate` reads, e.g. a benchmark's test tasks): Phase 1 "
-        "rejects a blueprint with the same write actions or a too similar instruction, naming the task.",
+        help="Tasks no blueprint may reproduce (any file `validate` reads, e.g. a benchmark's test tasks, tau2-bench's "
+        "tasks.json): Phase 1 rejects a blueprint with the same write actions or a too similar instruction, naming "
+        "the task.",
+    ),
+]
+ExcludeSplitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--exclude-split",
+        help="Only the --exclude-tasks of this split (e.g. test), from the split_tasks.json beside the file; the "
+        "manifest and the dataset card name it.",
     ),
 ]
 
@@ -133,6 +142,7 @@ def generate_command(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     exclude_tasks: ExcludeOpt = None,
+    exclude_split: ExcludeSplitOpt = None,
 ) -> None:
     if limit is not None and proposals is None and _runs_phase1(config):
         # Before --proposals, --limit capped Phase 1's proposals too; it still does until the next release.
@@ -152,6 +162,7 @@ def generate_command(
         force=force,
         progress=not quiet,
         exclude_tasks=exclude_tasks,
+        exclude_split=exclude_split,
     )
 
 
@@ -207,6 +218,7 @@ def blueprints_command(
         str | None, typer.Option("--domain", help="Only this domain of the config's blueprint_generation.")
     ] = None,
     exclude_tasks: ExcludeOpt = None,
+    exclude_split: ExcludeSplitOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     limit: Annotated[
@@ -227,6 +239,7 @@ def blueprints_command(
         domain=domain,
         proposals=proposals,
         exclude_tasks=exclude_tasks,
+        exclude_split=exclude_split,
         force=force,
         progress=not quiet,
     )

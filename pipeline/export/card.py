@@ -1,4 +1,5 @@
-"""The dataset card of an export, `RUN/README.md`: the figures of `pipeline.export.statistics`, PNG plots.
+"""The dataset card of an export, `RUN/README.md`: the overview charts of `pipeline.export.charts` as tables and
+PNG plots (`pipeline.export.card_plots`), one funnel per phase, and the figures of `pipeline.export.statistics`.
 
 A run with Phase 1 (blueprint shards) gets its funnel and diversity section too (`pipeline.export.card_phase1`).
 
@@ -12,22 +13,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import yaml
 
 from apigen_mt.pipeline.export.card_phase1 import Phase1Statistics, phase1_section, phase1_statistics
+from apigen_mt.pipeline.export.card_plots import draw_plots
+from apigen_mt.pipeline.export.charts import Bin, Overview, Stage, overview, share_text
 from apigen_mt.pipeline.export.layouts import SetAside
 from apigen_mt.pipeline.export.statistics import RunStatistics
 from apigen_mt.pipeline.store.manifest import RunManifest
-from apigen_mt.pipeline.store.schemas import STATUSES
 
 CARD = "README.md"
 PLOTS_DIR = "plots"
-PLOTS = ("funnel.png", "turns.png")
 
 
 def write_card(
     staging: Path,
     run_dir: Path,
+    trials: pa.Table,
     statistics: RunStatistics,
     manifest: RunManifest | None,
     *,
@@ -36,80 +39,81 @@ def write_card(
     set_aside: SetAside,
 ) -> None:
     """Write the card of `run_dir` into `staging` (the export's temp folder, swapped in whole): `plots/*.png` and
-    `README.md`; `exported` is format -> split -> rows written, `set_aside` the trials in no split."""
+    `README.md`; `trials` holds one row per trial, `exported` is format -> split -> rows written, `set_aside` the
+    trials in no split."""
     phase1 = phase1_statistics(run_dir)
-    stages = funnel(statistics, manifest, phase1)
+    charts = overview(trials, None if phase1 is None else phase1.funnel)
     (staging / PLOTS_DIR).mkdir()
-    funnel_png, turns_png = (staging / PLOTS_DIR / name for name in PLOTS)
-    _bar_chart(funnel_png, stages, title="Funnel")
-    _turns_chart(turns_png, statistics)
-    text = card_text(run_dir.name, statistics, manifest, stages, exported, dataset_dirs, phase1, set_aside)
+    draw_plots(staging / PLOTS_DIR, charts)
+    text = card_text(run_dir.name, statistics, manifest, charts, exported, dataset_dirs, phase1, set_aside)
     (staging / CARD).write_text(text, encoding="utf-8")
 
 
-def funnel(
-    statistics: RunStatistics, manifest: RunManifest | None, phase1: Phase1Statistics | None = None
-) -> list[tuple[str, int]]:
-    """Every stage's count: the manifest's blueprint stages (Phase 1's recounted from its shards when there are
-    any), then the trajectories counted from the shards."""
-    # `blueprints` holds both phases' blueprint stages (`proposals` and `tasks` apart); the trajectories are
-    # recounted from the shards below, which a resumed run may have added to.
-    counts = {"blueprints": manifest.counts["blueprints"]} if manifest and "blueprints" in manifest.counts else {}
-    if phase1 is not None:
-        counts["blueprints"] = {**counts.get("blueprints", {}), **phase1.funnel}
-    stages: list[tuple[str, int]] = []
-    for stage, by_status in counts.items():
-        for status, count in by_status.items():
-            if isinstance(count, dict):  # Phase 1's accepted_by_round
-                stages += [(f"{stage}: {status} {key}", value) for key, value in count.items()]
-            else:
-                stages.append((f"{stage}: {status}", count))
-    return stages + [
-        ("blueprints with trials", statistics.blueprints),
-        ("trials", statistics.trials),
-        *((f"trials {status}", statistics.statuses[status]) for status in STATUSES),
-        ("unique accepted trajectories", statistics.unique_accepted),
-        ("blueprints with a verified trajectory", statistics.blueprints_solved),
+def _funnel_section(charts: Overview, statistics: RunStatistics, manifest: RunManifest | None) -> list[str]:
+    """The card's `## Funnel`: one table per phase, with what stands beside each funnel (counted in another unit)."""
+    tasks = manifest.counts.get("tasks") if manifest else None
+    lines = [
+        "## Funnel",
+        "",
+        "One funnel per phase, each counting one kind of thing: Phase 1 its proposal rounds, Phase 2 its trials. A "
+        "stage holds what got past the stage before and one more check, so it never grows; `kept` is its share of "
+        "the stage before.",
+        "",
+    ]
+    if charts.phase1 is not None:
+        lines += [
+            "### Phase 1: proposal rounds",
+            "",
+            *_stage_table(charts.phase1, "rounds"),
+            "",
+            "Each proposal is a sampled context, revised after the committee's feedback until accepted or out of "
+            "rounds; recombined blueprints are not rounds (see Phase 1 below).",
+            "",
+        ]
+    lines += ["### Phase 2: trials", ""]
+    if tasks:  # the task files' tasks at stage 1, counted in tasks, not trials
+        lines += [
+            f"Stage 1 of the tasks given to Phase 2: {tasks.get('input', 0)} given, {tasks.get('valid', 0)} valid, "
+            f"{tasks.get('rejected', 0)} rejected (their reasons in `tasks-rejected.jsonl`).",
+            "",
+        ]
+    return [
+        *lines,
+        f"{statistics.blueprints} blueprints have trials; {statistics.blueprints_solved} of them a verified "
+        "trajectory.",
+        "",
+        *_stage_table(charts.phase2, "trials"),
+        "",
+        "![one funnel per phase](plots/funnel.png)",
+        "",
     ]
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure  # the object API: no pyplot state, no display needed
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def _bar_chart(path: Path, stages: Sequence[tuple[str, int]], *, title: str) -> None:
-    figure = _figure(8, 0.45 * len(stages) + 1.2)
-    axes = figure.subplots()
-    labels = [label for label, _ in stages][::-1]
-    values = [value for _, value in stages][::-1]
-    bars = axes.barh(labels, values, color="#4878a8")
-    axes.bar_label(bars, padding=3)
-    axes.set_title(title)
-    axes.set_xlabel("count")
-    axes.margins(x=0.12)
-    figure.savefig(path, format="png")
-
-
-def _turns_chart(path: Path, statistics: RunStatistics) -> None:
-    figure = _figure(8, 4)
-    axes = figure.subplots()
-    longest = max([*statistics.turns_accepted, *statistics.turns_other, 1])
-    bins = [edge - 0.5 for edge in range(longest + 2)]
-    series = [
-        (statistics.turns_accepted, "unique accepted", "#4878a8"),
-        (statistics.turns_other, "rejected or failed", "#d08050"),
+def _stage_table(stages: Sequence[Stage], unit: str) -> list[str]:
+    return [
+        f"| stage | {unit} | kept |",
+        "|---|---:|---:|",
+        *(f"| {stage.label} | {stage.count} | {share_text(stage.kept)} |" for stage in stages),
     ]
-    plotted = [(values, label, color) for values, label, color in series if values]
-    for values, label, color in plotted:
-        axes.hist(values, bins=bins, alpha=0.6, label=label, color=color)
-    axes.set_title("Agent turns per episode")
-    axes.set_xlabel("agent turns")
-    axes.set_ylabel("episodes")
-    if plotted:  # a legend of nothing is a matplotlib warning on stderr
-        axes.legend()
-    figure.savefig(path, format="png")
+
+
+def _counts_table(heading: str, counts: Sequence[tuple[str, int]], empty: str) -> list[str]:
+    return [
+        f"| {heading} | trials |",
+        "|---|---:|",
+        *(f"| {name} | {count} |" for name, count in counts),
+        *([] if counts else [f"| ({empty}) | 0 |"]),
+    ]
+
+
+def _histogram_table(unit: str, bins: Sequence[Bin]) -> list[str]:
+    """The histogram's bins that hold a trial."""
+    return [
+        f"| {unit} | accepted | rejected or failed |",
+        "|---:|---:|---:|",
+        *(f"| {entry.value} | {entry.accepted} | {entry.other} |" for entry in bins if entry.accepted or entry.other),
+        *([] if bins else ["| (no trial) | 0 | 0 |"]),
+    ]
 
 
 def size_category(rows: int) -> str:
@@ -181,7 +185,7 @@ def card_text(
     run_name: str,
     statistics: RunStatistics,
     manifest: RunManifest | None,
-    stages: Sequence[tuple[str, int]],
+    charts: Overview,
     exported: Mapping[str, Mapping[str, int]],
     dataset_dirs: Mapping[str, str],
     phase1: Phase1Statistics | None = None,
@@ -224,14 +228,7 @@ def card_text(
         load_example(exported),
         "```",
         "",
-        "## Funnel",
-        "",
-        "| stage | count |",
-        "|---|---:|",
-        *(f"| {label} | {count} |" for label, count in stages),
-        "",
-        "![funnel](plots/funnel.png)",
-        "",
+        *_funnel_section(charts, s, manifest),
         *(phase1_section(phase1) if phase1 is not None else []),
         "## pass^k",
         "",
@@ -240,21 +237,25 @@ def card_text(
         "",
         "| k | pass^k | blueprints with at least k trials |",
         "|---:|---:|---:|",
-        *(f"| {k} | {value:.4f} | {blueprints} |" for k, (value, blueprints) in s.pass_k.items()),
+        *(f"| {point.k} | {point.value:.4f} | {point.blueprints} |" for point in charts.pass_k),
+        "",
+        "![pass^k](plots/pass-k.png)",
         "",
         "## Failures",
         "",
         "Attribution of rejected and failed trials (agent, simulated human, or system):",
         "",
-        "| attribution | trials |",
-        "|---|---:|",
-        *(f"| {name} | {count} |" for name, count in s.attribution.items()),
+        *_counts_table("attribution", charts.attribution, "every trial accepted"),
         "",
         "How episodes ended:",
         "",
-        "| termination | trials |",
-        "|---|---:|",
-        *(f"| {name} | {count} |" for name, count in s.termination.items()),
+        *_counts_table("termination", charts.terminations, "no trial"),
+        "",
+        "Policy violations by rule (the trials breaking each rule of the domain's policy at least once):",
+        "",
+        *_counts_table("rule", charts.violations_by_rule, "no violation"),
+        "",
+        "![failures](plots/failures.png)",
         "",
         "## Turns and tool calls",
         "",
@@ -274,7 +275,15 @@ def card_text(
         *(f"| `{name}` | {count} |" for name, count in s.tool_usage),
         *([] if s.tool_usage else ["| (no accepted trajectory) | 0 |"]),
         "",
-        "![turns per episode](plots/turns.png)",
+        "Every trial by agent turns and by the agent's tool calls:",
+        "",
+        *_histogram_table("agent turns", charts.turns),
+        "",
+        "![agent turns per trial](plots/turns.png)",
+        "",
+        *_histogram_table("tool calls", charts.tool_calls),
+        "",
+        "![tool calls per trial](plots/tool-calls.png)",
         "",
         "| domain | trials | unique accepted |",
         "|---|---:|---:|",

@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from apigen_mt.blueprints.dedup import write_tool_names
+from apigen_mt.pipeline.store.manifest import ExcludedTasks
 from apigen_mt.pipeline.store.proposal_rows import Funnel, final_rows, proposal_funnel
 from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.simulators.domain import get_domain
@@ -32,6 +33,7 @@ class DomainDiversity:
 class Phase1Statistics:
     funnel: Funnel
     domains: dict[str, DomainDiversity]
+    excluded: ExcludedTasks | None = None  # what the manifest says Phase 1 was decontaminated against
 
 
 def phase1_statistics(run_dir: Path) -> Phase1Statistics | None:
@@ -84,19 +86,16 @@ def phase1_statistics(run_dir: Path) -> Phase1Statistics | None:
             write_tools=sorted(writes & set(row["called"])),
             write_tools_total=len(writes),
         )
-    return Phase1Statistics(funnel=proposal_funnel(stored), domains=domains)
+    manifest = run.manifest()
+    excluded = None if manifest is None else manifest.excluded_tasks
+    return Phase1Statistics(funnel=proposal_funnel(stored), domains=domains, excluded=excluded)
 
 
-def funnel_rows(statistics: Phase1Statistics) -> list[tuple[str, int]]:
-    """The funnel as (stage, count) rows, in pipeline order."""
+def proposal_counts(statistics: Phase1Statistics) -> list[tuple[str, int]]:
+    """What the stored proposals came to, counted in proposals (the Phase 1 funnel counts their rounds)."""
     funnel = statistics.funnel
     return [
         ("proposals (sampled contexts)", funnel["proposals"]),
-        ("rounds proposed (proposals and revisions)", funnel["proposed"]),
-        ("rounds past the format check", funnel["passed_format"]),
-        ("rounds past the execution check", funnel["passed_execution"]),
-        ("rounds past the policy check", funnel["passed_policy"]),
-        ("rounds past the review committee", funnel["passed_review"]),
         *((f"accepted in round {round}", count) for round, count in funnel["accepted_by_round"].items()),
         ("rejected by decontamination", funnel["decontaminated"]),
         ("rejected as duplicates", funnel["deduplicated"]),
@@ -116,11 +115,13 @@ def phase1_section(statistics: Phase1Statistics) -> list[str]:
         "Every proposal and each of its revisions is a row of `blueprints/part-*.parquet` with its status, the stage "
         "that rejected it and the reasons. A round passes the format, execution and policy checks, then the review "
         "committee's vote; an accepted blueprint is then checked against the excluded tasks and the blueprints "
-        "kept before it.",
+        "kept before it. The funnel above counts the rounds; in proposals:",
         "",
-        "| stage | count |",
+        "| proposals | count |",
         "|---|---:|",
-        *(f"| {label} | {count} |" for label, count in funnel_rows(statistics)),
+        *(f"| {label} | {count} |" for label, count in proposal_counts(statistics)),
+        "",
+        decontamination_line(statistics),
         "",
         "Diversity of the accepted blueprints:",
         "",
@@ -133,6 +134,20 @@ def phase1_section(statistics: Phase1Statistics) -> list[str]:
         ),
         "",
     ]
+
+
+def decontamination_line(statistics: Phase1Statistics) -> str:
+    """What the run's accepted blueprints were checked against (`--exclude-tasks`, `--exclude-split`), as the
+    manifest records it."""
+    excluded = statistics.excluded
+    if excluded is None:
+        return "Decontamination: not checked against any benchmark's tasks (the run was given no `--exclude-tasks`)."
+    split = f" of split `{excluded.split}`" if excluded.split else ""
+    return (
+        f"Decontamination: the accepted blueprints were checked against the {excluded.tasks} tasks{split} of "
+        f"`{excluded.file}`; {statistics.funnel['decontaminated']} proposals were rejected for reproducing one "
+        "(the same write actions, or a too similar instruction)."
+    )
 
 
 def _named(tools: list[str]) -> str:

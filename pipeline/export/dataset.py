@@ -33,7 +33,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from apigen_mt.pipeline.export.card import CARD, PLOTS, PLOTS_DIR, write_card
+from apigen_mt.pipeline.export.card import CARD, PLOTS_DIR, write_card
+from apigen_mt.pipeline.export.card_plots import PLOTS
 from apigen_mt.pipeline.export.layouts import ExportError, layout_table, preference_table, select_rows
 from apigen_mt.pipeline.export.statistics import run_statistics
 from apigen_mt.pipeline.store.output import atomic_entries, remove_stale_temps
@@ -164,10 +165,11 @@ def _export(folder: RunFolder, formats: Sequence[str], splits: Sequence[str]) ->
     set_aside = selection.set_aside()
     with atomic_entries(run_dir, OUTPUTS) as staging:
         parquet = _write_parquet(staging, tables)
-        _write_datasets(staging, dataset_dirs, tables)
+        write_datasets(staging, dataset_dirs, tables)
         write_card(
             staging,
             run_dir,
+            trials,
             statistics,
             manifest,
             exported={
@@ -214,7 +216,7 @@ def _write_parquet(staging: Path, tables: dict[str, dict[str, pa.Table]]) -> dic
     return written
 
 
-def _write_datasets(staging: Path, folders: dict[str, str], tables: dict[str, dict[str, pa.Table]]) -> None:
+def write_datasets(staging: Path, folders: dict[str, str], tables: dict[str, dict[str, pa.Table]]) -> None:
     import datasets
 
     bars = datasets.is_progress_bar_enabled()

@@ -304,7 +304,7 @@ def layout_table(format_: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
             records.append(
                 {"messages": openai_messages(messages, _row_id(row)), "tools": row["tools"], **_provenance(row)}
             )
-    return _table(records, SCHEMAS[format_])
+    return message_table(records, SCHEMAS[format_])
 
 
 def _plain_tool(function: Mapping[str, Any]) -> dict[str, Any]:
@@ -334,10 +334,10 @@ def preference_table(pairs: Sequence[Pair]) -> pa.Table:
                 "rejected_id": _row_id(rejected),
             }
         )
-    return _table(records, PREFERENCE_SCHEMA)
+    return message_table(records, PREFERENCE_SCHEMA)
 
 
-def _table(records: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+def message_table(records: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """The records as `schema`; message lists go in as JSON texts (pyarrow builds no `json` values from objects)."""
     columns = [field.name for field in schema if field.type == MESSAGES]
     storage = pa.schema(

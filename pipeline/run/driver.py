@@ -43,6 +43,7 @@ class RunOptions:
     trials: int | None = None  # overrides the config's trajectories.trials
     progress: bool = True
     command: tuple[str, ...] = ()
+    every_task: bool = False  # eval: stage 1 drops no task (each is played and scored; its problems are kept)
 
 
 @dataclass
@@ -119,6 +120,8 @@ def _run_locked(
         data_dir=data_dir,
         started_at=previous.started_at if previous else utc_now(),
         command=redacted_command(options.command),  # a URI's credentials never reach a file
+        # What this run's Phase 1 was checked against; a run without Phase 1 keeps what an earlier one said.
+        excluded_tasks=plan.exclusion if plan is not None else previous.excluded_tasks if previous else None,
     )
     if previous is None:
         # A new folder names its config at once, so that a run killed before its end can be resumed; an earlier
@@ -138,7 +141,7 @@ def _run_locked(
             assert plan is not None and sources is not None
             sources = accepted_sources(plan, folder) + sources
         if sources is not None:
-            stage1 = stage_one(sources)
+            stage1 = stage_one(sources, every_task=options.every_task)
             rejections = [
                 {"task_file": source.origin, **record}
                 for source in sources

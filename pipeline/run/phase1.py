@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from apigen_mt.blueprints.dedup import Decontaminator, Deduplicator, write_tool_names
 from apigen_mt.blueprints.loop import Phase1Models
 from apigen_mt.blueprints.recombine import candidate_groups
+from apigen_mt.blueprints.task_files import read_tasks
 from apigen_mt.pipeline.config import BlueprintPhase, RunConfig
 from apigen_mt.pipeline.engines.pool import Engines
 from apigen_mt.pipeline.run.drive import RaySession, drive
@@ -35,10 +36,11 @@ from apigen_mt.pipeline.run.proposals import (
     proposal_id,
     unavailable_outcome,
 )
-from apigen_mt.pipeline.run.sources import LoadedSource
+from apigen_mt.pipeline.run.sources import LoadedSource, read_split_ids
 from apigen_mt.pipeline.run.trials import stable_seed
 from apigen_mt.pipeline.run.workers import ProposalWorker, WorkerPool, source_specs
 from apigen_mt.pipeline.store.io import read_records
+from apigen_mt.pipeline.store.manifest import ExcludedTasks
 from apigen_mt.pipeline.store.proposal_rows import accepted_blueprints, final_rows
 from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.pipeline.store.shards import BLUEPRINTS_DIR
@@ -64,10 +66,12 @@ def planned_domain(name: str, data_dir: Path | None, proposals: int) -> PlannedD
 
 @dataclass(frozen=True)
 class ProposalPlan:
-    """What Phase 1 proposes in one run, and the tasks no blueprint may reproduce (`--exclude-tasks`)."""
+    """What Phase 1 proposes in one run, and the tasks no blueprint may reproduce (`--exclude-tasks`), with what the
+    manifest says of them."""
 
     domains: tuple[PlannedDomain, ...]
     excluded: tuple[Blueprint, ...] = ()
+    exclusion: ExcludedTasks | None = None
 
 
 def recombination_items(
@@ -125,21 +129,31 @@ class BlueprintGate:
         return None
 
 
-def load_excluded_tasks(path: Path) -> tuple[Blueprint, ...]:
-    """The tasks of a file `validate` reads (JSON Lines or a JSON array, e.g. tau-bench's tasks_test.json).
+def load_excluded_tasks(path: Path, split: str | None = None) -> tuple[Blueprint, ...]:
+    """The tasks of a file `validate` reads (JSON Lines or a JSON array: tau-bench's tasks_test.json, tau2-bench's
+    tasks.json, blueprints), only those of `split` when given (tau2's split file beside it).
 
-    Raises InputError for an unreadable file and ValueError naming the first record that is not a task."""
+    Raises InputError for an unreadable file and ValueError (SourceError for the split) naming the first record
+    that is not a task. tau2 tasks are read without a database: decontamination compares writes and instructions,
+    not users."""
+    split_ids = None if split is None else read_split_ids(path, split)
     tasks = []
-    for number, record in enumerate(read_records(path), start=1):
+    for task in read_tasks(read_records(path), domain=None, db=None, split_ids=split_ids):
+        number = task.index + 1
+        if task.problem is not None:
+            raise ValueError(f"{path}: record {number} is not a task: {task.problem}")
         try:
-            tasks.append(Blueprint.model_validate(record))
+            tasks.append(Blueprint.model_validate(task.record))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "record"
             raise ValueError(
                 f"{path}: record {number} is not a task ({where}: {first['msg']}); a task is "
-                '{"user_id", "instruction", "actions": [{"name", "arguments" or "kwargs"}], "outputs"}'
+                '{"user_id", "instruction", "actions": [{"name", "arguments" or "kwargs"}], "outputs"} '
+                'or a tau2-bench task {"id", "user_scenario", "evaluation_criteria"}'
             ) from None
+    if split is not None and not tasks:
+        raise ValueError(f"{path}: no task is in split {split!r}")
     return tuple(tasks)
 
 

@@ -23,11 +23,13 @@ from apigen_mt.pipeline.run.workers import TrialWorker, WorkerPool, source_specs
 from apigen_mt.pipeline.store.run_folder import RunFolder, StoredTrial
 
 
-def stage_one(sources: list[LoadedSource]) -> dict[str, int]:
-    """Stage 1 on every source; the counts of blueprints in, valid and rejected."""
+def stage_one(sources: list[LoadedSource], *, every_task: bool = False) -> dict[str, int]:
+    """Stage 1 on every source; the counts of blueprints in, kept to play ("valid") and rejected. With `every_task`
+    (eval) a task stage 1 finds fault with is still played, its problems kept in `source.stage_one_problems`: a
+    benchmark is scored on all its tasks."""
     given = sum(len(source.blueprints) + len(source.rejected) for source in sources)
     for source in sources:
-        validate_source(source)
+        validate_source(source, filter=not every_task)
     valid = sum(len(source.blueprints) for source in sources)
     return {"input": given, "valid": valid, "rejected": given - valid}
 

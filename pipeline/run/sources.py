@@ -6,6 +6,11 @@ non-string id is a format rejection), else `DOMAIN-` and the first 12 hex digits
 so resuming a run finds the same ids even when the file's order changes. A record that repeats an earlier one
 (the same record, or one without an id and with the same task) is a format rejection naming the earlier one;
 two different tasks with one id are an error naming both records.
+
+A task file may be tau-bench's, tau2-bench's or JSON Lines of blueprints (`apigen_mt.blueprints.task_files`).
+tau2's split file, `split_tasks.json` beside its task file, selects a split (`split="test"`); a tau2 task file with
+a `policy.md` beside it is played under that policy (tau2's text differs from tau-bench's), which
+`LoadedSource.policy_origin` names.
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from apigen_mt.blueprints.task_files import read_tasks
 from apigen_mt.pipeline.config import EXAMPLES_PREFIX
-from apigen_mt.pipeline.store.io import InputError, read_records
+from apigen_mt.pipeline.store.io import InputError, read_json, read_records
 from apigen_mt.simulators.domain import DataError, Domain, get_domain
-from apigen_mt.simulators.state import JSON
+from apigen_mt.simulators.state import JSON, state_digest
 from apigen_mt.simulators.types import Blueprint, Verdict
 from apigen_mt.validators.blueprint import STAGES, validate_blueprint, validation_record, with_comparable_outputs
+from apigen_mt.validators.execution import replay_blueprint
 from apigen_mt.validators.format import STAGE as FORMAT_STAGE
+
+SPLIT_FILE = "split_tasks.json"  # tau2-bench's: split name -> the ids of its tasks
 
 
 class SourceError(ValueError):
@@ -46,6 +55,11 @@ class LoadedSource:
     ground_truth: dict[str, str] = field(default_factory=dict)  # blueprint id -> final digest of its actions
     origin: str = ""  # where the blueprints come from, as the stored rejections name it: the task file, or Phase 1
     records: dict[str, int] = field(default_factory=dict)  # blueprint id -> its record's index in the task file
+    split: str | None = None  # the split of a tau2 task file these tasks are
+    policy_origin: str = ""  # the policy's file, or "domain NAME" for the domain's own
+    unscored_assertions: dict[str, int] = field(default_factory=dict)  # tau2 id -> nl_assertions not scored here
+    # With validate_source(filter=False): the `validate` records of the blueprints stage 1 refused, played anyway.
+    stage_one_problems: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -80,10 +94,16 @@ def _format_rejection(index: int, raw: Any, reasons: list[str]) -> dict[str, Any
 
 
 def load_source(
-    domain_name: str, path: Path | str, *, data_dir: Path | None = None, limit: int | None = None
+    domain_name: str,
+    path: Path | str,
+    *,
+    data_dir: Path | None = None,
+    limit: int | None = None,
+    split: str | None = None,
 ) -> LoadedSource:
-    """Read one task file's tasks as blueprints (ids assigned, repeats rejected), at most `limit` of them, and the
-    domain's database; no validation yet. SourceError for two different tasks with one id."""
+    """Read one task file's tasks (of `split`, from the split file beside it) as blueprints (ids assigned, repeats
+    rejected), at most `limit` of them, and the domain's database; no validation yet. SourceError for an unknown
+    split or none to choose from, and for two different tasks with one id."""
     try:
         domain = get_domain(domain_name)
         db = domain.load(data_dir)
@@ -91,14 +111,20 @@ def load_source(
         raise SourceError(exc.args[0]) from None
     except DataError as exc:
         raise SourceError(str(exc)) from None
-    records = _records(path, domain_name)
-    source = LoadedSource(domain, data_dir, db, domain.policy_text(data_dir), [], origin=str(path))
+    split_ids = None if split is None else read_split_ids(path, split)
+    read = read_tasks(_records(path, domain_name), domain=domain_name, db=db, split_ids=split_ids)
+    policy, policy_origin = _policy(domain, path, data_dir, tau2=any(task.format == "tau2" for task in read))
+    source = LoadedSource(domain, data_dir, db, policy, [], origin=str(path), split=split, policy_origin=policy_origin)
     first: dict[str, tuple[int, dict[str, Any], bool]] = {}  # id -> the record that has it, and whether it gave none
-    for index, raw in enumerate(records):
+    for task in read:
+        index, raw = task.index, task.record
         if limit is not None and len(source.blueprints) + len(source.rejected) >= limit:
             break
         if not isinstance(raw, dict):
             source.rejected.append(_format_rejection(index, raw, [f"{path}: record {index + 1} is not a JSON object"]))
+            continue
+        if task.problem is not None:
+            source.rejected.append(_format_rejection(index, raw, [task.problem]))
             continue
         given = raw.get("id")
         if isinstance(given, bool) or not isinstance(given, int | str | None):
@@ -129,20 +155,62 @@ def load_source(
             source.rejected.append(_format_rejection(index, raw, reasons))
             continue
         source.records[raw["id"]] = index
+        if task.format == "tau2":
+            source.unscored_assertions[raw["id"]] = task.unscored_assertions
     return source
 
 
-def validate_source(source: LoadedSource) -> None:
-    """Stage 1 on every blueprint: keep those that pass (with their ground-truth digest and their outputs as the
-    verifier compares them), record the rest."""
+def split_file(path: Path | str) -> Path:
+    """Where a task file's split file is: beside it."""
+    return Path(path).parent / SPLIT_FILE
+
+
+def read_split_ids(path: Path | str, split: str) -> set[str]:
+    """The ids of `split` in the split file beside the task file `path`; SourceError naming the file and the splits
+    it has when there is no such split or no split file."""
+    where = split_file(path)
+    if (isinstance(path, str) and path.startswith(EXAMPLES_PREFIX)) or not where.is_file():
+        raise SourceError(f"{path} has no split file beside it ({where} not found) to choose split {split!r} from")
+    try:
+        splits = read_json(where)
+    except InputError as exc:
+        raise SourceError(str(exc)) from None
+    if not isinstance(splits, dict) or not all(isinstance(ids, list) for ids in splits.values()):
+        raise SourceError(f"{where} must be a JSON object of split name -> list of task ids")
+    if split not in splits:
+        raise SourceError(f"{where} has no split {split!r}; its splits: {', '.join(splits) or 'none'}")
+    return {str(task_id) for task_id in splits[split]}
+
+
+def _policy(domain: Domain, path: Path | str, data_dir: Path | None, *, tau2: bool) -> tuple[str, str]:
+    """(the policy the agent plays under, where it comes from): a tau2 task file's own policy.md beside it, else the
+    data folder's, else the domain's."""
+    beside = Path(path).parent / "policy.md"
+    if tau2 and beside.is_file():
+        return beside.read_text(encoding="utf-8"), str(beside)
+    if data_dir is not None and (data_dir / "policy.md").is_file():
+        return domain.policy_text(data_dir), str(data_dir / "policy.md")
+    return domain.policy, f"domain {domain.name}"
+
+
+def validate_source(source: LoadedSource, *, filter: bool = True) -> None:
+    """Stage 1 on every blueprint, each given its ground-truth digest (the final state of its actions' replay) and
+    its outputs as the verifier compares them. filter=True keeps those that pass and records the rest in
+    `rejected`; filter=False (eval: every task is played) keeps them all and records the refused ones' verdicts in
+    `stage_one_problems`."""
     kept = []
     for position, blueprint in enumerate(map(with_comparable_outputs, source.blueprints)):
         verdicts = validate_blueprint(source.domain, source.db, blueprint, STAGES)
         record = validation_record(source.records.get(str(blueprint.id), position), blueprint, verdicts)
-        if record["accepted"]:
+        execution = next((verdict for verdict in verdicts if verdict.stage == "execution"), None)
+        if record["accepted"] or not filter:
             kept.append(blueprint)
-            execution = next(verdict for verdict in verdicts if verdict.stage == "execution")
-            source.ground_truth[str(blueprint.id)] = execution.details["final_digest"]
-        else:
-            source.rejected.append(record)
+            digest = (
+                execution.details["final_digest"]
+                if execution is not None
+                else state_digest(replay_blueprint(source.domain, source.db, blueprint).final)
+            )
+            source.ground_truth[str(blueprint.id)] = digest
+        if not record["accepted"]:
+            (source.rejected if filter else source.stage_one_problems).append(record)
     source.blueprints = kept

@@ -21,12 +21,12 @@ from apigen_mt.pipeline.store.manifest import utc_now
 from apigen_mt.simulators.agent import Agent, AgentSettings
 from apigen_mt.simulators.chat import ChatModel, ModelUnavailable
 from apigen_mt.simulators.domain import Domain
-from apigen_mt.simulators.episode import Episode, EpisodeSettings, conversation_records, run_episode
-from apigen_mt.simulators.human import HumanSettings, HumanSimulator, revealed_values
+from apigen_mt.simulators.episode import Episode, EpisodeSettings, run_episode
+from apigen_mt.simulators.human import HumanSettings, HumanSimulator
 from apigen_mt.simulators.state import JSON
 from apigen_mt.simulators.types import Blueprint
 from apigen_mt.validators.sampling import trajectory_signature
-from apigen_mt.validators.trajectory import verify_trajectory
+from apigen_mt.validators.task_env import judge_episode
 
 
 class TrialSettings(BaseModel):
@@ -87,6 +87,7 @@ async def play_trial(
         persona=persona_of(blueprint),
         judge=models.judge,
         settings=_with_seed(settings.human, seed + 1),
+        scenario=blueprint.scenario,
     )
     started = time.perf_counter()
     try:
@@ -105,36 +106,17 @@ async def play_trial(
 def _verified_row(
     domain: Domain, db: JSON, item: TrialItem, models: TrialModels, episode: Episode, duration: float
 ) -> dict[str, Any]:
-    blueprint = item.blueprint
-    messages = conversation_records(episode.messages)
-    human_errors = revealed_values(blueprint.instruction, episode.human_texts(), episode.agent_texts())
-    verdict = verify_trajectory(
-        domain, db, blueprint, messages, ground_truth_digest=item.ground_truth_digest, human_errors=human_errors
-    )
-    reasons = list(verdict.reasons)
-    if episode.termination == "human_unusable":
-        status, attribution = "rejected", "human"
-        reasons.insert(0, f"the simulated human failed: {episode.error}")
-    elif episode.termination in ("model_error", "context_overflow"):
-        # The backend failed, so the verdict on the unfinished conversation says nothing about the agent.
-        status, attribution = "failed", "system"
-        reasons = [f"{episode.termination}: the {episode.error_role} model's backend failed: {episode.error}"]
-    elif verdict.accepted:
-        status, attribution = "accepted", None
-    else:
-        status, attribution = "rejected", verdict.attribution
-        if episode.termination in ("max_turns", "repeated_call"):
-            reasons.insert(
-                0, f"the episode was cut off ({episode.termination}{': ' + episode.error if episode.error else ''})"
-            )
+    judged = judge_episode(domain, db, item.blueprint, episode, ground_truth_digest=item.ground_truth_digest)
+    verdict, messages, status = judged.verdict, judged.messages, judged.status
     row = _base_row(domain, item, models, duration)
     agent_prompt, agent_completion = episode.tokens("agent")
     human_prompt, human_completion = episode.tokens("human")
     row.update(
         status=status,
         # A model stuck on one broken reply repeats its problem every turn: each distinct problem once.
-        reasons=reasons + [f"format: {problem}" for problem in dict.fromkeys(episode.problems) if status != "accepted"],
-        attribution=attribution,
+        reasons=judged.reasons
+        + [f"format: {problem}" for problem in dict.fromkeys(episode.problems) if status != "accepted"],
+        attribution=judged.attribution,
         reward=verdict.reward,
         state_match=verdict.state_match,
         outputs_match=verdict.outputs_match,

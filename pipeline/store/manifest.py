@@ -13,6 +13,14 @@ from pydantic import BaseModel
 MANIFEST_NAME = "manifest.json"
 
 
+class ExcludedTasks(BaseModel):
+    """The tasks Phase 1's blueprints were checked against (`--exclude-tasks FILE [--exclude-split SPLIT]`)."""
+
+    file: str
+    split: str | None = None
+    tasks: int  # how many tasks of the file (of the split) no accepted blueprint may reproduce
+
+
 class RunManifest(BaseModel):
     """`RUN/manifest.json`: what made the run folder and what it holds."""
 
@@ -28,6 +36,7 @@ class RunManifest(BaseModel):
     # endpoint ("MODEL at BASE_URL") -> what it refused and what the run did instead ("n -> single requests"),
     # gathered from every row's `fallbacks`
     fallbacks: dict[str, list[str]] = {}
+    excluded_tasks: ExcludedTasks | None = None  # what Phase 1 decontaminated against; None: nothing
 
 
 def utc_now() -> str:
