@@ -85,6 +85,16 @@ def count(browser, name: str) -> int:
     return int(browser.find_element("id", f"count-{name}").text.replace(",", ""))
 
 
+def follow(browser, element) -> None:
+    """Click what loads another page and wait until it has: until then the old page's elements still answer."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = browser.find_element("tag name", "html")
+    element.click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(page))
+
+
 def test_the_overview_shows_the_manifest_s_numbers_and_its_charts(browser, served, run_dir):
     browser.get(served + "/")
     for name, value in manifest_counts(run_dir).items():
@@ -100,13 +110,13 @@ def test_the_rejected_trials_open_with_their_reasons_and_tool_calls(browser, ser
 
     browser.get(served + "/trials")
     Select(browser.find_element("id", "filter-status")).select_by_visible_text("rejected")
-    browser.find_element("id", "apply").click()
+    follow(browser, browser.find_element("id", "apply"))
     rows = browser.find_elements("css selector", "#trials-table tbody tr")
     assert len(rows) == manifest_counts(run_dir)["rejected"]
     assert {row.find_element("css selector", ".badge").text for row in rows} == {"rejected"}
     browser.save_screenshot(ARTIFACTS / "table.png")
 
-    rows[0].find_element("link text", WRONG).click()
+    follow(browser, rows[0].find_element("link text", WRONG))
     assert browser.find_element("id", "trial-status").text == "rejected"
     reasons = browser.find_elements("css selector", ".reasons li.reason")
     assert any("the final database differs" in reason.text for reason in reasons)
@@ -120,7 +130,7 @@ def test_the_rejected_trials_open_with_their_reasons_and_tool_calls(browser, ser
 
 def test_a_blueprint_shows_its_rounds(browser, served, run_dir):
     browser.get(served + "/blueprints")
-    browser.find_elements("css selector", "#blueprints-table tbody a")[0].click()
+    follow(browser, browser.find_elements("css selector", "#blueprints-table tbody a")[0])
     rounds = browser.find_elements("css selector", "section.round")
     assert rounds and all(section.text.startswith("Round ") for section in rounds)
     browser.save_screenshot(ARTIFACTS / "blueprint.png")
@@ -149,13 +159,12 @@ def test_a_shard_written_while_the_page_is_open_appears_without_a_restart(browse
     with ShardWriter(run_dir / "trajectories", TRAJECTORY_SCHEMA) as writer:
         for number, row in enumerate(rows):
             writer.write(row | {"trial": 1000 + number})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    deadline, shown = time.monotonic() + 20, before
+    while time.monotonic() < deadline and shown != before + 2:
         try:
-            if count(browser, "trials") == before + 2:
-                break
+            shown = count(browser, "trials")
         except (NoSuchElementException, StaleElementReferenceException):  # the page is reloading itself
             pass
         time.sleep(0.25)
-    assert count(browser, "trials") == before + 2
+    assert shown == before + 2
     browser.save_screenshot(ARTIFACTS / "live.png")

@@ -51,6 +51,7 @@ _SEQUENCE = re.compile(r"part-(\d+)-")
 # A remote run folder's mirror is pulled at most this often: each pull lists the URI.
 PULL_EVERY_S = 5.0
 SEARCHES_KEPT = 8
+SEARCH_BATCH_ROWS = 256
 
 
 def location(path: Path, row: int) -> int:
@@ -168,9 +169,9 @@ class RunIndex:
                 return self._searches[key]
         found = []
         for path in snapshot.trial_shards.values():
-            messages = read_shard(path, ("messages",), TRAJECTORY_SCHEMA).column("messages")
-            rows = pc.indices_nonzero(pc.match_substring(messages, text, ignore_case=True)).to_pylist()
-            found += [location(path, row) for row in rows]
+            found += [location(path, row) for row in _rows_holding(path, text)]
+        # The allocator keeps what the batches used; handed back, a search leaves the server as small as before.
+        pa.default_memory_pool().release_unused()
         result = pa.array(found, pa.int64())
         with self._lock:
             self._searches[key] = result
@@ -197,6 +198,22 @@ def read_shard(path: Path, columns: tuple[str, ...] | None, schema: pa.Schema) -
         raise RunFolderError(f"shard {path} is not readable as Parquet ({exc})") from None
 
 
+def _rows_holding(path: Path, text: str) -> list[int]:
+    """The rows of one trial shard whose messages hold `text` (any case), read a few hundred rows at a time: a
+    shard's messages whole would cost the server as much again as its index."""
+    rows, offset = [], 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=SEARCH_BATCH_ROWS, columns=["messages"]):
+            hits = pc.indices_nonzero(pc.match_substring(batch.column(0), text, ignore_case=True))
+            rows += [offset + row for row in hits.to_pylist()]
+            offset += batch.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise RunFolderError(f"shard {path} is not readable as Parquet ({exc})") from None
+    return rows
+
+
 def _row_at(shards: dict[int, Path], loc: int, schema: pa.Schema) -> dict[str, Any]:
     path = shards[loc >> 32]
-    return read_shard(path, None, schema).slice(loc & 0xFFFFFFFF, 1).to_pylist()[0]
+    row = read_shard(path, None, schema).slice(loc & 0xFFFFFFFF, 1).to_pylist()[0]
+    pa.default_memory_pool().release_unused()  # the whole shard was decoded for one row: give it back
+    return row
