@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python benchmarks/episodes.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/driver.py
+	$(BIN)/python benchmarks/viewer.py
 
 clean:
 	rm -rf $(VENV) runs/demo
