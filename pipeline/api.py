@@ -8,6 +8,8 @@ their options as its arguments (README "Python API").
 
 What a caller can fix (a bad config or input file, a model that cannot start, a run folder of another config)
 is one `GenerateError` line naming what and where; the arguments the CLI has are named as it spells them.
+`apigen-mt eval` (`pipeline.eval`) runs its task set through the same `open_config`, `check_counts` and
+`run_phases`: one way from a config to the driver.
 """
 
 from __future__ import annotations
@@ -107,12 +109,12 @@ def generate(
     from apigen_mt.pipeline.store.remote import RemoteError
     from apigen_mt.pipeline.store.run_folder import RunFolder
 
-    run_config, config_path = _open_config(config)
+    run_config, config_path = open_config(config)
     chosen = _chosen_phases(run_config, phases)
     if exclude_split is not None and exclude_tasks is None:
         raise GenerateError(f"--exclude-split {exclude_split}: it chooses a split of --exclude-tasks; give that file")
     _check_arguments(chosen, export=export, task_file=task_file, domain=domain, data_dir=data_dir)
-    _check_counts(limit=limit, proposals=proposals, trials=trials)
+    check_counts(limit=limit, proposals=proposals, trials=trials)
     try:
         folder = RunFolder.at(output)
     except RemoteError as exc:
@@ -135,7 +137,7 @@ def generate(
     if plan is None and not sources:
         example = "tasks: [{domain: retail, path: 'examples:retail'}]"
         raise GenerateError(f"{config_path}: `tasks` names no task file; add e.g. `{example}`")
-    summary = _run(
+    summary = run_phases(
         run_config,
         config_path,
         plan,
@@ -178,7 +180,7 @@ def _nothing_played(summary: RunSummary, config_path: Path, folder: RunFolder, *
     )
 
 
-def _open_config(config: str | Path | RunConfig) -> tuple[RunConfig, Path]:
+def open_config(config: str | Path | RunConfig) -> tuple[RunConfig, Path]:
     """The config and the path its relative paths hang from (also its name in messages)."""
     if isinstance(config, RunConfig):
         return config, IN_CODE
@@ -218,7 +220,7 @@ def _check_arguments(
         raise GenerateError("domain chooses Phase 1's domain or names task_file's; this run has neither")
 
 
-def _check_counts(*, limit: int | None, proposals: int | None, trials: int | None) -> None:
+def check_counts(*, limit: int | None, proposals: int | None, trials: int | None) -> None:
     """Whole numbers in what a run can hold (a huge --trials would build every item in memory); spelled as the
     CLI's options, whose values arrive here."""
     for name, value, bound in (
@@ -313,7 +315,7 @@ def _plan(
     return ProposalPlan(tuple(planned), excluded, exclusion)
 
 
-def _run(
+def run_phases(
     config: RunConfig,
     config_path: Path,
     plan: ProposalPlan | None,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apigen_mt.blueprints.task_files import read_tasks
-from apigen_mt.pipeline.api import GenerateError, _check_counts, _open_config, _run
+from apigen_mt.pipeline.api import GenerateError, check_counts, open_config, run_phases
 from apigen_mt.pipeline.config import RunConfig
 from apigen_mt.pipeline.eval.report import EvalSetup, build_report, write_report
 from apigen_mt.pipeline.run.phase1 import planned_domain
@@ -73,15 +73,15 @@ def evaluate(
     this many tasks. The rest as `pipeline.api.generate`.
     """
     try:
-        run_config, config_path = _open_config(config)
-        _check_counts(limit=limit, proposals=None, trials=trials)
+        run_config, config_path = open_config(config)
+        check_counts(limit=limit, proposals=None, trials=trials)
         folder = RunFolder.at(output)
     except (GenerateError, RemoteError) as exc:
         raise EvalError(str(exc)) from None
     data = None if data_dir is None else Path(data_dir)
     source = _source(run_config, Path(tasks), split=split, domain=domain, data_dir=data, limit=limit)
     try:
-        summary = _run(
+        summary = run_phases(
             run_config,
             config_path,
             None,
