@@ -85,3 +85,9 @@ def test_a_run_folder_made_before_the_redesign_resumes(old_run: Path, ray_local)
     assert counts["tasks"] == STAGE_ONE and counts["proposals"] == dict(RunFolder(old_run).funnel())
     assert counts["trajectories"]["trials"] == 16
     assert result.export is not None and result.export.rows["train"] + result.export.rows["rejected"] <= 16
+
+
+def test_a_file_uri_is_the_local_folder_it_names(tmp_path: Path) -> None:
+    folder = tmp_path / "a run"
+    assert RunFolder.at(folder.as_uri()).path == folder and RunFolder.at(folder.as_uri()).remote is None
+    assert RunFolder.at(str(folder)).path == folder

@@ -28,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import pyarrow as pa
 from pydantic import ValidationError
@@ -85,6 +87,8 @@ class RunFolder:
         if is_uri(str(output)):
             remote = RemoteRun(str(output))
             return cls(remote.local, remote)
+        if str(output).startswith("file://"):  # a local folder by another name; Path() would keep "file:" in it
+            return cls(Path(url2pathname(urlsplit(str(output)).path)))
         return cls(Path(output))
 
     def __str__(self) -> str:
