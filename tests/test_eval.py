@@ -210,6 +210,14 @@ def test_an_unknown_source_or_a_split_without_split_file_is_one_line(tmp_path: P
     line = cli_error_line("eval", config, "--tasks", dev, "--domain", "retail", "--split", "test")
     assert f"{dev} has no split file beside it ({dev.parent / 'split_tasks.json'} not found)" in line  # sources' words
     assert "'test'" in line or "--split test" in line
+    tau2 = TAU2_RETAIL / "tasks.json"
+    if tau2.is_file():  # tau2's users live in tau-bench's data, not in the domain's seeded database
+        line = cli_error_line("eval", config, "--tasks", tau2, "--split", "test")
+        assert "no task to play (none of its 40 records is a task of retail; the first: tau2 task" in line
+        assert line.endswith(
+            "without --data-dir they were read against the retail domain's own seeded database: give the data "
+            "the tasks were written for (tau2-bench's are tau-bench's))"
+        )
     assert cli_error_line("eval", config, "--tasks", tmp_path).endswith(
         f"--tasks {tmp_path} is a folder but no run folder with Phase-1 blueprints (no blueprints/ shards); give a "
         "task file, or the output folder of `apigen-mt blueprints` or `generate`"

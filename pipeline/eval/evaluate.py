@@ -144,6 +144,11 @@ def _source(
             if source.rejected
             else "it holds no task"
         )
+        if data_dir is None and source.rejected:
+            why += (
+                f"; without --data-dir they were read against the {name} domain's own seeded database: give the "
+                "data the tasks were written for (tau2-bench's are tau-bench's)"
+            )
         raise EvalError(f"--tasks {tasks}: no task to play ({why})")
     return source
 
