@@ -207,3 +207,23 @@ def test_the_cli_says_in_one_line_what_is_wrong(run_dir, tmp_path):
         )
     assert busy.returncode == 2 and f"cannot serve on 127.0.0.1:{port}" in busy.stderr
     assert len(busy.stderr.strip().splitlines()) == 1
+
+
+def test_a_static_file_never_replaces_the_run_s_data_and_a_file_is_no_run_folder(run_dir, tmp_path):
+    manifest = run_dir / "manifest.json"
+    before = manifest.read_bytes()
+    over = subprocess.run(
+        [str(CLI), "view", str(run_dir), "--static", str(manifest)], capture_output=True, text=True, timeout=60
+    )
+    assert over.returncode == 2 and manifest.read_bytes() == before
+    assert over.stderr.strip() == (
+        f"apigen-mt: error: --static {manifest} would replace manifest.json of run folder {run_dir}; give a new "
+        "file or an .html one"
+    )
+    report = run_dir / "report.html"
+    for _ in range(2):  # into the run folder, then over the earlier report
+        subprocess.run([str(CLI), "view", str(run_dir), "--static", str(report)], check=True, timeout=60)
+    assert report.read_text().startswith("<!doctype html>")
+    report.unlink()
+    file = subprocess.run([str(CLI), "view", str(manifest)], capture_output=True, text=True, timeout=60)
+    assert file.returncode == 2 and f"run folder {manifest} is a file, not a folder" in file.stderr

@@ -40,6 +40,7 @@ def view(
 
     try:
         run = RunFolder.at(run_dir)
+        run.refuse_a_file()
         run.pull()
         if not run.path.is_dir():
             raise CliError(f"run folder {run} does not exist; give the --output of a run")

@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from apigen_mt.pipeline.store.io import atomic_output
+from apigen_mt.pipeline.store.io import OutputError, atomic_output
 from apigen_mt.pipeline.store.schemas import STATUSES
 from apigen_mt.pipeline.view.app import STATIC, Links, environment
 from apigen_mt.pipeline.view.index import LOC, RunIndex, Snapshot
@@ -40,7 +40,8 @@ def sample_prefix(blueprint_id: str, trial: int) -> str:
 
 
 def write_static(index: RunIndex, path: Path, per_status: int = PER_STATUS) -> int:
-    """Write the file; how many trials it shows."""
+    """Write the file; how many trials it shows. OutputError when it would replace one of the run folder's files."""
+    _refuse_run_files(index.run.path, path)
     snapshot = index.snapshot()
     picked = pl.concat(
         [snapshot.frame.filter(pl.col("status") == status).head(per_status) for status in STATUSES], how="vertical"
@@ -69,6 +70,16 @@ def write_static(index: RunIndex, path: Path, per_status: int = PER_STATUS) -> i
     with atomic_output(path) as out:
         out.write(html)
     return len(samples)
+
+
+def _refuse_run_files(run_dir: Path, path: Path) -> None:
+    """A report may go into the run folder, as a new file or over an earlier report, never over the run's data."""
+    target, run = path.resolve(), run_dir.resolve()
+    if target.is_relative_to(run) and target.is_file() and target.suffix != ".html":
+        raise OutputError(
+            f"--static {path} would replace {target.relative_to(run)} of run folder {run_dir}; give a new file or an "
+            ".html one"
+        )
 
 
 def _sample(index: RunIndex, snapshot: Snapshot, found: dict[str, Any]) -> dict[str, Any]:
