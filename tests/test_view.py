@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -227,3 +228,15 @@ def test_a_static_file_never_replaces_the_run_s_data_and_a_file_is_no_run_folder
     report.unlink()
     file = subprocess.run([str(CLI), "view", str(manifest)], capture_output=True, text=True, timeout=60)
     assert file.returncode == 2 and f"run folder {manifest} is a file, not a folder" in file.stderr
+
+
+def test_the_printed_url_accepts_connections_at_once(run_dir):
+    """A browser opened on the printed URL straight away is served, not refused while the app starts."""
+    server = subprocess.Popen([str(CLI), "view", str(run_dir), "--port", "0"], stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", server.stderr.readline())[1])
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=60).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -69,6 +69,9 @@ def serve(index, port: int) -> None:
     except OSError as exc:
         listener.close()
         raise CliError(f"cannot serve on {HOST}:{port}: {exc.strerror or exc}; give another --port") from None
+    # Listening before the URL is printed: a browser (or a test) that connects at once waits in the backlog until
+    # uvicorn accepts, instead of being refused.
+    listener.listen(128)
     bound = listener.getsockname()[1]
     print(f"viewing {index.run} at http://{HOST}:{bound}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
     server = uvicorn.Server(uvicorn.Config(create_app(index), log_level="warning"))
