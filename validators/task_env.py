@@ -86,6 +86,10 @@ def judge_episode(
     return EpisodeJudgement(verdict, messages, status, attribution, reasons)
 
 
+# The names of `RewardBreakdown.components`, in the order trainers log them.
+COMPONENTS = ("state", "outputs", "terminated", "policy", "human")
+
+
 class RewardBreakdown(BaseModel):
     """The reward of one finished episode with its parts, for multi-reward training and for logs."""
 

@@ -33,9 +33,12 @@ from apigen_mt.simulators.human import HumanSettings
 from apigen_mt.simulators.state import JSON, state_digest
 from apigen_mt.simulators.types import Blueprint
 from apigen_mt.validators.execution import replay_blueprint
-from apigen_mt.validators.task_env import TaskEnv
+from apigen_mt.validators.task_env import COMPONENTS, TaskEnv
 
 SEEDED = "seeded"
+# The adapters' reward functions are the verifier's reward, then each component: train on the reward alone, log
+# the components.
+REWARD_WEIGHTS = [1.0] + [0.0] * len(COMPONENTS)
 COLUMNS = ("prompt", "tools", "task_id", "domain", "info")
 
 

@@ -38,16 +38,16 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from apigen_mt.pipeline.rl.tasks import task_env
+from apigen_mt.pipeline.rl.tasks import REWARD_WEIGHTS, task_env
 from apigen_mt.simulators.chat import ChatModel
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.episode import EpisodeSettings
 from apigen_mt.simulators.human import HumanSettings
-from apigen_mt.validators.task_env import RewardBreakdown, TaskEnv
+from apigen_mt.validators.task_env import COMPONENTS, RewardBreakdown, TaskEnv
 
 REPLY_TOOL = "reply_to_user"
-COMPONENTS = ("state", "outputs", "terminated", "policy", "human")
-REWARD_WEIGHTS = [1.0] + [0.0] * len(COMPONENTS)  # train on the reward; the components are logged only
+# The weights and component names live with the tasks and the verifier; a training script takes them from here.
+__all__ = ["COMPONENTS", "REPLY_TOOL", "REWARD_WEIGHTS", "TaskEnvironment", "reward_functions", "trl_environment"]
 _JSON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "object": dict}
 
 T = TypeVar("T")

@@ -30,14 +30,13 @@ from typing import Any
 import verifiers as vf
 from verifiers.utils.message_utils import normalize_messages
 
-from apigen_mt.pipeline.rl.tasks import task_env
+from apigen_mt.pipeline.rl.tasks import REWARD_WEIGHTS, task_env
 from apigen_mt.simulators.chat import ChatModel
 from apigen_mt.simulators.episode import EpisodeSettings
 from apigen_mt.simulators.human import HumanSettings
 from apigen_mt.simulators.types import Message
-from apigen_mt.validators.task_env import RewardBreakdown, TaskEnv
+from apigen_mt.validators.task_env import COMPONENTS, RewardBreakdown, TaskEnv
 
-COMPONENTS = ("state", "outputs", "terminated", "policy", "human")
 TASK = "apigen_task"  # the state key of the rollout's TaskEnv
 
 
@@ -69,7 +68,7 @@ def task_rubric() -> vf.Rubric:
     """The verifier's reward (weight 1) and its components as metrics (weight 0)."""
     funcs = [_scorer("reward", lambda breakdown: breakdown.reward)]
     funcs += [_scorer(name, lambda breakdown, name=name: breakdown.components[name]) for name in COMPONENTS]
-    return vf.Rubric(funcs=funcs, weights=[1.0] + [0.0] * len(COMPONENTS))
+    return vf.Rubric(funcs=funcs, weights=list(REWARD_WEIGHTS))
 
 
 def _scorer(name: str, value: Callable[[RewardBreakdown], float]) -> Callable[..., Any]:

@@ -32,10 +32,13 @@ from typing import Any
 import verifiers as vf
 from verifiers.types import Response, ResponseMessage, ResponseTokens, Usage
 
-from apigen_mt.pipeline.rl.verifiers_env import COMPONENTS, TASK, TaskMultiTurnEnv
+from apigen_mt.pipeline.rl.tasks import REWARD_WEIGHTS
+from apigen_mt.pipeline.rl.verifiers_env import TASK, TaskMultiTurnEnv
 from apigen_mt.simulators.tool_parsers import get_parser
+from apigen_mt.validators.task_env import COMPONENTS
 
-REWARD_WEIGHTS = [1.0] + [0.0] * len(COMPONENTS)  # train on the reward; the components are logged only
+# REWARD_WEIGHTS lives with the tasks; a training script takes it from here with the rest.
+__all__ = ["REWARD_WEIGHTS", "LocalModel", "LocalModelClient", "reward_functions", "task_keys", "verifiers_rollout"]
 
 
 @dataclass
