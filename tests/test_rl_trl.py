@@ -6,6 +6,7 @@ is the human's first message and one reply) and the scripted double plays the hu
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -16,25 +17,12 @@ from apigen_mt.pipeline.engines.tiny_test_model import build_tiny_test_model
 from apigen_mt.pipeline.rl.tasks import task_row
 from apigen_mt.pipeline.rl.trl_env import COMPONENTS, REWARD_WEIGHTS, reward_functions, trl_environment
 from apigen_mt.simulators.chat import ChatRequest
-from apigen_mt.simulators.domain import get_domain
-from apigen_mt.simulators.types import Blueprint, ToolCall
 from apigen_mt.validators.trajectory import verify_trajectory
+from tests.conftest import load_test_module
 
-RETAIL = get_domain("retail")
-DB = RETAIL.load()
-BLUEPRINT = Blueprint(
-    id="bp-cancel-refund",
-    domain="retail",
-    user_id="tao_grimes_9935",
-    instruction="You are Tao Grimes, email tao.grimes1013@example.com. Cancel order #W9457132: ordered by mistake. "
-    "Ask how much is refunded.",
-    actions=[
-        ToolCall(name="find_user_id_by_email", arguments={"email": "tao.grimes1013@example.com"}),
-        ToolCall(name="get_order_details", arguments={"order_id": "#W9457132"}),
-        ToolCall(name="cancel_pending_order", arguments={"order_id": "#W9457132", "reason": "ordered by mistake"}),
-    ],
-    outputs=["152.21"],
-)
+# The cancellation task the episode environment's tests play (cancel an order, say the refund).
+CANCELLATION = load_test_module("test_episode_env")
+RETAIL, DB, BLUEPRINT = CANCELLATION.RETAIL, CANCELLATION.DB, CANCELLATION.BLUEPRINT
 ROW = task_row(RETAIL, DB, RETAIL.policy, BLUEPRINT, data_source="seeded")
 
 
@@ -94,6 +82,42 @@ def test_the_tools_trl_shows_are_the_domains_with_their_schemas_and_the_reply_to
     assert exchange["type"] == "array" and exchange["items"] == {"type": "string"}
 
 
+def tiny_grpo_args(tmp_path) -> dict[str, Any]:
+    """GRPOConfig's arguments for two logged steps of two rollouts each, on CPU, with short completions."""
+    return {
+        "output_dir": str(tmp_path / "out"),
+        "use_cpu": True,
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "num_generations": 2,
+        "max_completion_length": 8,
+        "logging_steps": 1,
+        "reward_weights": REWARD_WEIGHTS,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+    }
+
+
+def check_logged_rewards(trainer) -> None:
+    """Two steps were logged; each rollout of the last step was logged with the reward and
+    components our verifier gave it, and the noise the tiny model replies never cancels the order: reward 0 with
+    the human's stop (terminated 1)."""
+    logged = [entry for entry in trainer.state.log_history if "rewards/reward/mean" in entry]
+    assert [entry["step"] for entry in logged] == [1, 2]
+    records = [json.loads(record) for record in trainer._logs["extra"]["verifier"]]
+    assert len(records) == 2 and all(record["task_id"] == "bp-cancel-refund" for record in records)
+    for index, record in enumerate(records):
+        assert trainer._logs["rewards"]["reward"][index] == record["reward"]
+        for name in COMPONENTS:
+            assert trainer._logs["rewards"][name][index] == record["components"][name]
+    assert all(record["reward"] == 0.0 and record["components"]["state"] == 0.0 for record in records)
+    assert all(record["termination"] == "user_stop" for record in records)
+    for entry in logged:
+        assert entry["rewards/reward/mean"] == 0.0 and entry["rewards/terminated/mean"] == 1.0
+    print("\n".join(json.dumps({k: v for k, v in entry.items() if k.startswith("reward")}) for entry in logged))
+
+
 def test_grpo_trains_two_steps_on_cpu_and_logs_the_verifiers_rewards(tmp_path):
     from datasets import Dataset
     from transformers import AutoTokenizer
@@ -114,39 +138,13 @@ def test_grpo_trains_two_steps_on_cpu_and_logs_the_verifiers_rewards(tmp_path):
         train_dataset=Dataset.from_list([ROW] * 4),
         environment_factory=environment,
         reward_funcs=reward_functions(),
-        args=GRPOConfig(
-            output_dir=str(tmp_path / "out"),
-            use_cpu=True,
-            max_steps=2,
-            per_device_train_batch_size=2,
-            num_generations=2,
-            max_completion_length=8,
-            logging_steps=1,
-            reward_weights=REWARD_WEIGHTS,
-            save_strategy="no",
-            report_to="none",
-            seed=0,
-        ),
+        args=GRPOConfig(**tiny_grpo_args(tmp_path)),
     )
     trainer.train()
 
-    logged = [entry for entry in trainer.state.log_history if "rewards/reward/mean" in entry]
-    assert [entry["step"] for entry in logged] == [1, 2]
-    # The last step's rollouts: what TRL recorded per rollout is what our verifier gave each one.
-    records = [json.loads(record) for record in trainer._logs["extra"]["verifier"]]
-    assert len(records) == 2 and all(record["task_id"] == "bp-cancel-refund" for record in records)
-    for index, record in enumerate(records):
-        assert trainer._logs["rewards"]["reward"][index] == record["reward"]
-        for name in COMPONENTS:
-            assert trainer._logs["rewards"][name][index] == record["components"][name]
-    # The noise the model replied never cancels the order: the verifier gives 0, with the human's stop.
-    assert all(record["reward"] == 0.0 and record["components"]["state"] == 0.0 for record in records)
-    assert all(record["termination"] == "user_stop" for record in records)
-    for entry in logged:
-        assert entry["rewards/reward/mean"] == 0.0 and entry["rewards/terminated/mean"] == 1.0
+    check_logged_rewards(trainer)
     # Each environment's episode, verified again from its messages, earns the reward it was logged with.
     for environment_used in trainer._environment_pool[None][:2]:
         task = environment_used._task
         verdict = verify_trajectory(RETAIL, DB, BLUEPRINT, [m.openai() for m in task.episode.messages])
         assert verdict.reward == task.reward().reward
-    print("\n".join(json.dumps({k: v for k, v in entry.items() if k.startswith("reward")}) for entry in logged))

@@ -21,25 +21,19 @@ from apigen_mt.pipeline.engines.scripted import ScriptedChatModel
 from apigen_mt.pipeline.engines.tiny_test_model import build_tiny_test_model
 from apigen_mt.pipeline.rl.tasks import task_row
 from apigen_mt.pipeline.rl.verifiers_env import COMPONENTS, TASK, load_environment
-from apigen_mt.simulators.chat import ChatRequest
 from apigen_mt.simulators.domain import get_domain
 from apigen_mt.simulators.types import Blueprint, ToolCall
 from apigen_mt.validators.trajectory import verify_trajectory
+from tests.conftest import load_test_module
 
-RETAIL = get_domain("retail")
-DB = RETAIL.load()
-FIND = ToolCall(name="find_user_id_by_email", arguments={"email": "tao.grimes1013@example.com"})
-ORDER = ToolCall(name="get_order_details", arguments={"order_id": "#W9457132"})
-CANCEL = ToolCall(name="cancel_pending_order", arguments={"order_id": "#W9457132", "reason": "ordered by mistake"})
-WRONG_CANCEL = ToolCall(name="cancel_pending_order", arguments={"order_id": "#W9457132", "reason": "no longer needed"})
-BLUEPRINT = Blueprint(
-    id="bp-cancel-refund",
-    domain="retail",
-    user_id="tao_grimes_9935",
-    instruction="You are Tao Grimes, email tao.grimes1013@example.com. Cancel order #W9457132: ordered by mistake. "
-    "Ask how much is refunded.",
-    actions=[FIND, ORDER, CANCEL],
-    outputs=["152.21"],
+# The cancellation task the episode environment's tests play (cancel an order, say the refund).
+CANCELLATION = load_test_module("test_episode_env")
+RETAIL, DB, BLUEPRINT = CANCELLATION.RETAIL, CANCELLATION.DB, CANCELLATION.BLUEPRINT
+FIND, ORDER, CANCEL, WRONG_CANCEL = (
+    CANCELLATION.FIND,
+    CANCELLATION.ORDER,
+    CANCELLATION.CANCEL,
+    CANCELLATION.WRONG_CANCEL,
 )
 ROWS = Dataset.from_list([task_row(RETAIL, DB, RETAIL.policy, BLUEPRINT, data_source="seeded")])
 
@@ -128,59 +122,30 @@ def _airline_blueprint(airline) -> Blueprint:
     return Blueprint(id="bp-air", domain="airline", user_id=user_id, instruction="Check my profile.", actions=[details])
 
 
-def human_reply(request: ChatRequest) -> str:
-    return BLUEPRINT.instruction if not any(m.role == "assistant" for m in request.messages) else "Thanks ###STOP###"
-
-
 def test_grpo_trains_two_steps_through_the_verifiers_environment_and_logs_its_rewards(tmp_path):
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from apigen_mt.pipeline.rl.verifiers_train import REWARD_WEIGHTS, reward_functions, task_keys, verifiers_rollout
+    from apigen_mt.pipeline.rl.verifiers_train import reward_functions, task_keys, verifiers_rollout
 
+    training = load_test_module("test_rl_trl")  # the same scripted human, GRPO arguments and log checks
     model_dir = build_tiny_test_model(tmp_path / "tiny")
-    env = load_environment(ROWS, human_model=ScriptedChatModel(human_reply, model_id="scripted-human"))
+    env = load_environment(ROWS, human_model=ScriptedChatModel(training.human_reply, model_id="scripted-human"))
     trainer = GRPOTrainer(
         model=str(model_dir),
         processing_class=AutoTokenizer.from_pretrained(model_dir),
         train_dataset=task_keys(env),
         rollout_func=verifiers_rollout(env),
         reward_funcs=reward_functions(),
-        args=GRPOConfig(
-            output_dir=str(tmp_path / "out"),
-            use_cpu=True,
-            max_steps=2,
-            per_device_train_batch_size=2,
-            num_generations=2,
-            max_completion_length=8,
-            logging_steps=1,
-            reward_weights=REWARD_WEIGHTS,
-            save_strategy="no",
-            report_to="none",
-            seed=0,
-        ),
+        args=GRPOConfig(**training.tiny_grpo_args(tmp_path)),
     )
     trainer.train()
 
-    logged = [entry for entry in trainer.state.log_history if "rewards/reward/mean" in entry]
-    assert [entry["step"] for entry in logged] == [1, 2]
-    # The last step's rollouts: what TRL recorded per rollout is what the rubric gave each one.
-    records = [json.loads(record) for record in trainer._logs["extra"]["verifier"]]
-    assert len(records) == 2 and all(record["task_id"] == "bp-cancel-refund" for record in records)
-    for index, record in enumerate(records):
-        assert trainer._logs["rewards"]["reward"][index] == record["reward"]
-        for name in COMPONENTS:
-            assert trainer._logs["rewards"][name][index] == record["components"][name]
-    # The noise the model replied cancels nothing; the human stops: the rubric gives 0 with terminated 1.
-    assert all(record["reward"] == 0.0 and record["components"]["state"] == 0.0 for record in records)
-    assert all(record["termination"] == "user_stop" for record in records)
-    for entry in logged:
-        assert entry["rewards/reward/mean"] == 0.0 and entry["rewards/terminated/mean"] == 1.0
+    training.check_logged_rewards(trainer)
     # A rollout's episode, verified again from its messages, earns what the rubric gave.
     state = asyncio.run(_one_rollout(env, trainer))
     verdict = verify_trajectory(RETAIL, DB, BLUEPRINT, [m.openai() for m in state[TASK].episode.messages])
     assert verdict.reward == state["reward"] == 0.0
-    print("\n".join(json.dumps({k: v for k, v in entry.items() if k.startswith("reward")}) for entry in logged))
 
 
 async def _one_rollout(env, trainer):
