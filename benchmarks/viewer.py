@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from apigen_mt.pipeline.run.proposals import ProposalItem, proposal_id, system_row
 from apigen_mt.pipeline.store.manifest import RunManifest, package_versions, utc_now
 from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.pipeline.store.schemas import BLUEPRINT_SCHEMA
@@ -35,6 +36,7 @@ from apigen_mt.simulators.domain import get_domain
 
 CLI = Path(sys.executable).parent / "apigen-mt"
 TRIALS_PER_BLUEPRINT = 4
+PROPOSAL_STAGES = ("format", "execution", "policy", "review", None)  # None: accepted
 RETAIL = get_domain("retail")
 POLICY = RETAIL.policy_text()
 TOOLS = json.dumps([spec.openai() for spec in RETAIL.toolkit.specs()])
@@ -66,7 +68,7 @@ def messages(rng: random.Random, user: str, order: str, calls: int) -> list[dict
 
 
 def trial_row(index: int, rng: random.Random) -> dict:
-    blueprint_id = f"retail-p{index // TRIALS_PER_BLUEPRINT:06d}"
+    blueprint_id = proposal_id("retail", index // TRIALS_PER_BLUEPRINT)
     user, order = f"user_{index // TRIALS_PER_BLUEPRINT}", f"#W{index // TRIALS_PER_BLUEPRINT:07d}"
     calls = rng.randint(1, 8)
     draw = rng.random()
@@ -123,33 +125,14 @@ def trial_row(index: int, rng: random.Random) -> dict:
 
 
 def proposal_row(index: int) -> dict:
-    stages = ["format", "execution", "policy", "review", None]
-    stage = stages[index % len(stages)]
-    return {
-        "blueprint_id": f"retail-p{index:06d}",
-        "domain": "retail",
-        "proposal": index,
-        "round": 0,
-        "final": True,
-        "attempt": 1,
+    """Proposal `index`'s one round, failed at a stage in turn or accepted: the worker's row of a proposal that
+    ran no stage (`system_row`), with its outcome."""
+    stage = PROPOSAL_STAGES[index % len(PROPOSAL_STAGES)]
+    row = system_row(ProposalItem("retail", index, seed=index), "synthetic", "", fallbacks=[])
+    return row | {
         "status": "accepted" if stage is None else "rejected",
         "failed_stage": stage,
         "reasons": [] if stage is None else [f"rejected at {stage}"],
-        "parents": [],
-        "blueprint": "null",
-        "diff_patch": "null",
-        "votes": "null",
-        "refusal": False,
-        "feedback": None,
-        "text": "",
-        "user_id": None,
-        "context_ids": [],
-        "seed": index,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "proposer_model": "synthetic",
-        "finished_at": utc_now(),
-        "fallbacks": [],
     }
 
 
@@ -208,7 +191,7 @@ def main() -> None:
                 overview_again, _ = timed_get(client, "/")
                 table_again, _ = timed_get(client, "/trials?status=rejected&sort=tokens&descending=true")
                 search, _ = timed_get(client, "/trials?text=by+mistake")
-                trial, _ = timed_get(client, "/trial?blueprint=retail-p000000&trial=0")
+                trial, _ = timed_get(client, f"/trial?blueprint={proposal_id('retail', 0)}&trial=0")
             shown = re.search(r'id="count-trials">([\d,]+)<', page)[1]
             assert shown.replace(",", "") == str(args.trials), f"the overview shows {shown} trials"
             assert rows.count('<tr class="status-') == 50, "the first table page holds 50 trials"
