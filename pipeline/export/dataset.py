@@ -25,8 +25,9 @@ back, so a stopped or failed export leaves the previous one whole; rerunning is 
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from apigen_mt.pipeline.export.statistics import run_statistics
 from apigen_mt.pipeline.store.output import atomic_entries, remove_stale_temps
 from apigen_mt.pipeline.store.run_folder import RunFolder
 
-__all__ = ["FORMATS", "SPLITS", "ExportError", "ExportResult", "export_run", "hub_token", "push_run"]
+__all__ = ["FORMATS", "SPLITS", "ExportError", "ExportResult", "export_run", "exporting", "hub_token", "push_run"]
 
 FORMATS = ("sharegpt", "openai")
 SPLITS = ("train", "rejected", "preference")
@@ -110,6 +111,17 @@ def export_run(
     _check_choices("split", splits, SPLITS)
     # Checked first, so that a push that cannot work fails before the export's work, not after.
     token = hub_token() if push_to_hub else None
+    with exporting(run) as folder:
+        result = _export(folder, formats, splits)
+        if push_to_hub:
+            push_run(folder.path, push_to_hub, token or "")
+    return replace(result, pushed_to=push_to_hub)
+
+
+@contextlib.contextmanager
+def exporting(run: Path | RunFolder) -> Iterator[RunFolder]:
+    """The run folder an export writes into: checked, held under its lock, pulled from its mirror and taken over
+    from killed processes; when the block ends, its mirror is given the export's outputs."""
     folder = run if isinstance(run, RunFolder) else RunFolder(run)
     folder.refuse_a_file()
     if folder.remote is None and not folder.path.is_dir():
@@ -117,11 +129,8 @@ def export_run(
     with folder.lock():
         folder.pull()
         _take_over(folder)
-        result = _export(folder, formats, splits)
-        if push_to_hub:
-            push_run(folder.path, push_to_hub, token or "")
+        yield folder
         folder.push_export()
-    return replace(result, pushed_to=push_to_hub)
 
 
 def _take_over(folder: RunFolder) -> None:

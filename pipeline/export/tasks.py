@@ -19,10 +19,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from apigen_mt.pipeline.export.dataset import write_datasets
+from apigen_mt.pipeline.export.dataset import exporting, write_datasets
 from apigen_mt.pipeline.export.layouts import MESSAGES, ExportError, message_table
 from apigen_mt.pipeline.rl.tasks import SEEDED, task_row
-from apigen_mt.pipeline.store.output import atomic_entries, remove_stale_temps
+from apigen_mt.pipeline.store.output import atomic_entries
 from apigen_mt.pipeline.store.run_folder import RunFolder
 from apigen_mt.simulators.domain import DataError, get_domain
 
@@ -48,20 +48,13 @@ class TasksExport:
 
 def export_tasks(run: Path | RunFolder) -> TasksExport:
     """Write the run's accepted blueprints as the tasks dataset; ExportError when it has none to write."""
-    folder = run if isinstance(run, RunFolder) else RunFolder(run)
-    folder.refuse_a_file()
-    if folder.remote is None and not folder.path.is_dir():
-        raise ExportError(f"run folder {folder.path} does not exist; give the --output folder of `apigen-mt generate`")
-    with folder.lock():
-        folder.pull()
-        remove_stale_temps(folder.path)
+    with exporting(run) as folder:
         rows = _rows(folder)
         table = message_table(rows, SCHEMA)
         with atomic_entries(folder.path, (DATASET, PARQUET)) as staging:
             (staging / PARQUET).mkdir()
             pq.write_table(table, staging / PARQUET / "train-00000.parquet", compression="zstd")
             write_datasets(staging, {"tasks": DATASET}, {"tasks": {"train": table}})
-        folder.push_export()
     return TasksExport(folder.path, folder.path / DATASET, folder.path / PARQUET / "train-00000.parquet", len(rows))
 
 
